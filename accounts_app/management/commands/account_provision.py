@@ -1,0 +1,90 @@
+"""Create (or reuse) an account and start its provision run; optionally follow it.
+
+Exit codes: 0 run started (or, with --wait, succeeded); 1 the run failed or was
+cancelled; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandParser
+from django.core.exceptions import ValidationError
+
+from accounts_app.models import Purpose
+from accounts_app.services import AccountConflict, create_or_reuse_account
+from pipelines import selectors
+from pipelines.blueprints import BlueprintError, ConfigInvalid
+from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, read_config_file
+from pipelines.models import RunKind, RunStatus, StageStatus
+from pipelines.services import RunRefused, start_run
+
+
+class Command(PortalCommand):
+    help = "Create or reuse account NAME from a blueprint and config, and start a provision run."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--blueprint", required=True)
+        parser.add_argument("--config", required=True, help="YAML file of parameter values")
+        parser.add_argument("--purpose", choices=Purpose.values, default=Purpose.QA)
+        parser.add_argument("--owner", default="admin", help="username of the account's owner")
+        parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
+        parser.add_argument("--poll", type=float, default=1.0, help=argparse_hidden())
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = read_config_file(options["config"])
+        owner = get_user_model().objects.filter(username=options["owner"]).first()
+        if owner is None:
+            raise BadInput(f"--owner: no user named {options['owner']!r}")
+        try:
+            account, created = create_or_reuse_account(
+                name=options["name"],
+                blueprint=options["blueprint"],
+                config=config,
+                purpose=options["purpose"],
+                owner=owner,
+            )
+            run = start_run(account, RunKind.PROVISION, user=owner)
+        except ConfigInvalid as exc:
+            raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
+        except ValidationError as exc:
+            raise BadInput(
+                "\n".join(f"--{field}: {'; '.join(msgs)}" for field, msgs in exc.message_dict.items())
+            ) from exc
+        except (BlueprintError, AccountConflict, RunRefused) as exc:
+            raise BadInput(str(exc)) from exc
+        verb = "created" if created else "reused"
+        self.stderr.write(f"account {account.name} {verb}; provision run started")
+        self.stdout.write(str(run.pk))
+        if options["wait"]:
+            status = self._follow(run.pk, options["poll"])
+            if status != RunStatus.SUCCEEDED:
+                sys.exit(EXIT_FAILED)
+
+    def _follow(self, run_id: int, poll: float) -> str:
+        """Print each stage's status change until the run ends; returns the run status."""
+        seen: dict[int, tuple[str, int]] = {}
+        while True:
+            run = selectors.run_with_stages(run_id)
+            for stage in run.stages.all():
+                state = (stage.status, stage.attempt)
+                if seen.get(stage.pk) != state and stage.status != StageStatus.PENDING:
+                    seen[stage.pk] = state
+                    note = f": {stage.explanation}" if stage.explanation else ""
+                    self.stderr.write(f"  {stage.kind:<13} {stage.status}{note}")
+            if run.status == RunStatus.WAITING_APPROVAL:
+                pass  # an approver decides in the portal; keep following
+            elif not run.is_active:
+                self.stderr.write(f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}")
+                return run.status
+            time.sleep(poll)
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS

@@ -1,0 +1,121 @@
+"""Who asks for what: accounts (environments) and the requests for them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+ACCOUNT_NAME_PATTERN = r"^[a-z][a-z0-9-]{2,39}$"
+
+
+class Purpose(models.TextChoices):
+    DEMO = "demo", "Demo"
+    QA = "qa", "QA"
+    LOADTEST = "loadtest", "Load test"
+    STANDBY = "standby", "Standby"
+
+
+class AccountStatus(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    PROVISIONING = "provisioning", "Provisioning"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+    TEARING_DOWN = "tearing_down", "Tearing down"
+    TORN_DOWN = "torn_down", "Torn down"
+
+
+class Account(models.Model):
+    """One environment, built from one blueprint with one config."""
+
+    name = models.CharField(
+        max_length=40,
+        unique=True,
+        validators=[RegexValidator(ACCOUNT_NAME_PATTERN, "lower-case letters, digits and dashes")],
+    )
+    blueprint = models.CharField(max_length=64)
+    config = models.JSONField(default=dict, blank=True)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.QA)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="accounts"
+    )
+    cloud_account_id = models.CharField(max_length=32, blank=True)
+    # Terraform outputs: name -> {"value", "sensitive", "type"}; sensitive values never shown.
+    outputs = models.JSONField(default=dict, blank=True)
+    # Per service: where its database is reached now (set by db clone / DNS cutover).
+    endpoints = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=AccountStatus.choices, default=AccountStatus.REQUESTED
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    protected = models.BooleanField(
+        default=False, help_text="Production: never torn down or written to."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["owner", "status"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    AUTO_APPROVED = "auto_approved", "Auto-approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class AccountRequest(models.Model):
+    """Who asked for which account with which config and why, and the decision."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="requests")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account_requests"
+    )
+    config = models.JSONField(default=dict, blank=True)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="decided_requests",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"request #{self.pk} for {self.account.name}"
+
+
+class AccountSecret(models.Model):
+    """A secret belonging to an account (a generated password), stored encrypted."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=200)
+    ciphertext = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "name"], name="unique_secret_per_account")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.name}:{self.name}"

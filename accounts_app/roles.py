@@ -1,0 +1,6 @@
+"""The portal's roles, as Django groups."""
+
+REQUESTERS = "requesters"
+APPROVERS = "approvers"
+ADMINS = "admins"
+ROLES = (REQUESTERS, APPROVERS, ADMINS)

@@ -1,0 +1,11 @@
+# No backend block: the portal writes the backend configuration itself.
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.0"
+    }
+  }
+}

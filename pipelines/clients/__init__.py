@@ -1,0 +1,1 @@
+"""One client module per outside tool (Terraform, AWS, Postgres, hooks)."""

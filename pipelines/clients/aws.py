@@ -1,0 +1,694 @@
+"""The one place where the portal talks to AWS (boto3).
+
+Everything else in the project calls these functions, never boto3 directly, so
+that endpoint selection (a local moto server in tests and local mode), role
+assumption, retries and error translation live in one module.
+
+Settings are plain arguments (``AwsSettings``) whose defaults come from the
+environment; this module never imports Django.
+
+Errors: every botocore failure is turned into ``AwsError`` with a one-line
+``explanation`` and a ``retryable`` flag. Explanations never contain
+credentials or secret values: AWS error messages do not echo request
+parameters, and botocore's parameter-validation messages (which do) are
+replaced by a generic text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import urlparse
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+LogFn = Callable[[str], None]
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ADMIN_ROLE = "OrganizationAccountAccessRole"
+DEFAULT_EMAIL_DOMAIN = "example.com"
+
+# Error codes after which the same call may succeed later.
+_RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "ConcurrentModificationException",
+        "PriorRequestNotComplete",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "IDPCommunicationError",
+        "InvalidDBInstanceState",
+        "InvalidDBInstanceStateFault",
+        "InvalidDBSnapshotState",
+        "InvalidDBSnapshotStateFault",
+        "KMSInternalException",
+    }
+)
+
+_ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+_SESSION_NAME_RE = re.compile(r"[^\w+=,.@-]")
+
+
+def _noop_log(_: str) -> None:
+    """Default logger: discard."""
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AwsError(Exception):
+    """An AWS call failed. ``explanation`` is one line for people, never a secret."""
+
+    def __init__(self, explanation: str, *, retryable: bool = False, code: str = "") -> None:
+        explanation = " ".join(explanation.split())  # always one line
+        super().__init__(explanation)
+        self.explanation = explanation
+        self.retryable = retryable
+        self.code = code
+
+
+def _client_error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError or AwsError, else ''."""
+    if isinstance(exc, AwsError):
+        return exc.code
+    if isinstance(exc, ClientError):
+        return _client_error_code(exc)
+    return ""
+
+
+def translate_error(exc: BaseException, what: str) -> AwsError:
+    """Turn a botocore exception into an AwsError whose message is safe to show."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = _client_error_code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "")) or "no message"
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        retryable = code in _RETRYABLE_CODES or status >= 500
+        return AwsError(f"{what} failed: {code}: {message}", retryable=retryable, code=code)
+    if isinstance(exc, NoCredentialsError):
+        return AwsError(f"{what} failed: no AWS credentials found for the builder", code="")
+    if isinstance(exc, ParamValidationError):
+        # botocore quotes parameter values here (a password could be one): say less.
+        return AwsError(f"{what} failed: invalid request parameters", code="ParamValidation")
+    if isinstance(exc, BotoConnectionError):
+        return AwsError(
+            f"{what} failed: cannot reach the AWS endpoint ({type(exc).__name__})",
+            retryable=True,
+            code="EndpointConnectionError",
+        )
+    if isinstance(exc, BotoCoreError):
+        return AwsError(f"{what} failed: {type(exc).__name__}", retryable=True)
+    return AwsError(f"{what} failed: {type(exc).__name__}", retryable=False)
+
+
+@contextmanager
+def aws_call(what: str) -> Iterator[None]:
+    """Run AWS calls, re-raising any botocore failure as AwsError(what ...)."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        # `from None`: the botocore exception can quote request parameters.
+        raise translate_error(exc, what) from None
+
+
+def _fail(explanation: str, *, retryable: bool = False, code: str = "") -> NoReturn:
+    raise AwsError(explanation, retryable=retryable, code=code)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where and how to reach AWS. ``from_env()`` gives the defaults."""
+
+    endpoint_url: str | None = None
+    region: str = DEFAULT_REGION
+    admin_role_name: str = DEFAULT_ADMIN_ROLE
+    email_domain: str = DEFAULT_EMAIL_DOMAIN
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            region=env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            admin_role_name=env.get("PORTAL_AWS_ADMIN_ROLE") or DEFAULT_ADMIN_ROLE,
+            email_domain=env.get("PORTAL_AWS_EMAIL_DOMAIN") or DEFAULT_EMAIL_DOMAIN,
+        )
+
+    @property
+    def is_local(self) -> bool:
+        """True when pointed at a local emulator (moto) rather than real AWS."""
+        if not self.endpoint_url:
+            return False
+        # A custom endpoint can also be a real AWS one (VPC or FIPS endpoint), so
+        # only loopback addresses and the usual emulator host names count.
+        host = urlparse(self.endpoint_url).hostname or ""
+        if host in {"localhost", "moto", "localstack"}:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+def _settings(settings: AwsSettings | None) -> AwsSettings:
+    return settings if settings is not None else AwsSettings.from_env()
+
+
+def partition_for_region(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def check_account_id(account_id: str) -> str:
+    if not _ACCOUNT_ID_RE.match(account_id or ""):
+        _fail(f"not an AWS account id: {account_id!r} (expected 12 digits)")
+    return account_id
+
+
+# --------------------------------------------------------------------------- sessions
+
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 6},
+    connect_timeout=10,
+    read_timeout=60,
+)
+
+
+class Session(boto3.Session):
+    """A boto3 session whose clients default to the configured endpoint URL.
+
+    boto3 itself only reads ``AWS_ENDPOINT_URL`` from the environment; an
+    explicit setting has to be passed to every client, which this does.
+    """
+
+    def __init__(self, *, endpoint_url: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.endpoint_url = endpoint_url
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self.endpoint_url and not kwargs.get("endpoint_url"):
+            kwargs["endpoint_url"] = self.endpoint_url
+        kwargs.setdefault("config", _CLIENT_CONFIG)
+        return super().client(*args, **kwargs)
+
+
+def builder_session(settings: AwsSettings | None = None, region: str | None = None) -> Session:
+    """The builder account's session: credentials from the normal boto3 chain."""
+    s = _settings(settings)
+    return Session(endpoint_url=s.endpoint_url, region_name=region or s.region)
+
+
+def role_arn_for(account_id: str, role_name: str, region: str = DEFAULT_REGION) -> str:
+    return f"arn:{partition_for_region(region)}:iam::{account_id}:role/{role_name}"
+
+
+def _session_name(name: str) -> str:
+    cleaned = _SESSION_NAME_RE.sub("-", name)[:64]
+    return cleaned if len(cleaned) >= 2 else f"portal-{cleaned}"
+
+
+def assume_role(
+    account_id: str,
+    role_name: str | None = None,
+    session_name: str = "portal",
+    *,
+    settings: AwsSettings | None = None,
+    region: str | None = None,
+) -> tuple[Session, str]:
+    """Assume ``role_name`` in ``account_id``; return (session, role ARN).
+
+    The credentials refresh themselves (a new AssumeRole before they expire),
+    so a session can outlive the one-hour STS default during long RDS waits.
+    """
+    s = _settings(settings)
+    check_account_id(account_id)
+    region = region or s.region
+    arn = role_arn_for(account_id, role_name or s.admin_role_name, region)
+    sts = builder_session(s, region).client("sts")
+    name = _session_name(session_name)
+
+    def fetch() -> dict[str, Any]:
+        with aws_call(f"assuming role {arn}"):
+            creds = sts.assume_role(RoleArn=arn, RoleSessionName=name)["Credentials"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    refreshable = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    )
+    core = botocore.session.get_session()
+    # botocore has no public setter for a ready-made credentials object; this is
+    # the documented-by-usage way to plug refreshable credentials into a session.
+    core._credentials = refreshable
+    core.set_config_variable("region", region)
+    return Session(endpoint_url=s.endpoint_url, botocore_session=core), arn
+
+
+def check_assume_role(
+    account_id: str,
+    role_name: str | None = None,
+    *,
+    settings: AwsSettings | None = None,
+) -> str:
+    """Prove the builder can assume the admin role in ``account_id``; return its ARN."""
+    session, arn = assume_role(account_id, role_name, "portal-check", settings=settings)
+    with aws_call(f"checking the identity of {arn}"):
+        identity = session.client("sts").get_caller_identity()
+    if identity.get("Account") != account_id:
+        _fail(f"assuming {arn} gave an identity in account {identity.get('Account')}")
+    return arn
+
+
+# --------------------------------------------------------------------------- organizations
+
+
+def _org_client(s: AwsSettings) -> Any:
+    return builder_session(s).client("organizations")
+
+
+def _ensure_organization(org: Any, s: AwsSettings, log: LogFn) -> None:
+    """Create the organization when none exists; only ever against a local endpoint."""
+    try:
+        org.describe_organization()
+        return
+    except ClientError as exc:
+        if _client_error_code(exc) != "AWSOrganizationsNotInUseException":
+            raise translate_error(exc, "describing the organization") from None
+    if not s.is_local:
+        _fail("the builder account is not in an AWS Organization; create one first")
+    log("no organization on the local endpoint: creating one")
+    with aws_call("creating the organization"):
+        org.create_organization(FeatureSet="ALL")
+
+
+def find_account_by_email(email: str, *, settings: AwsSettings | None = None) -> str | None:
+    """The id of the organization's account with this e-mail, or None."""
+    return _find_account(_org_client(_settings(settings)), email)
+
+
+def _find_account(org: Any, email: str) -> str | None:
+    wanted = email.strip().lower()
+    with aws_call("listing the organization's accounts"):
+        for page in org.get_paginator("list_accounts").paginate():
+            for account in page.get("Accounts", []):
+                if str(account.get("Email", "")).lower() == wanted:
+                    status = account.get("Status", "ACTIVE")
+                    if status != "ACTIVE":
+                        _fail(f"account {account['Id']} for {email} is {status}, not ACTIVE")
+                    return str(account["Id"])
+    return None
+
+
+def _in_progress_request(org: Any, name: str) -> str | None:
+    """Id of an IN_PROGRESS create-account request for this account name."""
+    with aws_call("listing create-account requests"):
+        for page in org.get_paginator("list_create_account_status").paginate(
+            States=["IN_PROGRESS"]
+        ):
+            for status in page.get("CreateAccountStatuses", []):
+                if status.get("AccountName") == name:
+                    return str(status["Id"])
+    return None
+
+
+def ensure_account(
+    email: str,
+    name: str,
+    timeout_s: float = 1800.0,
+    poll_s: float = 10.0,
+    log: LogFn = _noop_log,
+    *,
+    settings: AwsSettings | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Return the id of the organization account with ``email``, creating it if missing.
+
+    Idempotent by e-mail: the account is looked up first (moto accepts a
+    duplicate e-mail, real AWS fails the request with EMAIL_ALREADY_EXISTS),
+    then an in-progress request with the same name is resumed, and only then
+    a new account is requested.
+    """
+    s = _settings(settings)
+    org = _org_client(s)
+    _ensure_organization(org, s, log)
+
+    account_id = _find_account(org, email)
+    if account_id:
+        log(f"AWS account for {email} exists: {account_id}")
+        return account_id
+
+    request_id = _in_progress_request(org, name)
+    if request_id:
+        log(f"resuming the in-progress creation of AWS account {name!r} ({request_id})")
+    else:
+        log(f"requesting a new AWS account {name!r} for {email}")
+        kwargs: dict[str, Any] = {
+            "Email": email,
+            "AccountName": name,
+            "RoleName": s.admin_role_name,
+            "IamUserAccessToBilling": "DENY",
+        }
+        if tags:
+            kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        with aws_call(f"requesting AWS account {name!r}"):
+            request_id = str(org.create_account(**kwargs)["CreateAccountStatus"]["Id"])
+
+    deadline = _clock() + timeout_s
+    last_state = ""
+    while True:
+        with aws_call("checking the create-account request"):
+            status = org.describe_create_account_status(CreateAccountRequestId=request_id)[
+                "CreateAccountStatus"
+            ]
+        state = str(status.get("State", ""))
+        if state != last_state:
+            log(f"create-account request {request_id}: {state}")
+            last_state = state
+        if state == "SUCCEEDED":
+            account_id = str(status["AccountId"])
+            log(f"AWS account {name!r} is ready: {account_id}")
+            return account_id
+        if state == "FAILED":
+            reason = str(status.get("FailureReason", "unknown reason"))
+            if reason == "EMAIL_ALREADY_EXISTS":
+                # A concurrent request (or an earlier attempt) won the race.
+                account_id = _find_account(org, email)
+                if account_id:
+                    log(f"AWS account for {email} was created meanwhile: {account_id}")
+                    return account_id
+                _fail(
+                    f"e-mail {email} already belongs to an AWS account outside this "
+                    "organization; choose another account name or e-mail domain",
+                    code=reason,
+                )
+            retryable = reason in {"CONCURRENT_ACCOUNT_MODIFICATION", "INTERNAL_FAILURE"}
+            _fail(
+                f"creating AWS account {name!r} failed: {reason}", retryable=retryable, code=reason
+            )
+        if _clock() >= deadline:
+            _fail(
+                f"AWS account {name!r} not ready after {int(timeout_s)} s (state {state}); "
+                "a retry resumes the same request",
+                retryable=True,
+                code="Timeout",
+            )
+        _sleep(poll_s)
+
+
+def account_email(account_name: str, email_domain: str | None = None) -> str:
+    """Deterministic root e-mail for a portal account: aws+<name>@<domain>."""
+    domain = email_domain or os.environ.get("PORTAL_AWS_EMAIL_DOMAIN") or DEFAULT_EMAIL_DOMAIN
+    local = re.sub(r"[^a-z0-9.-]+", "-", account_name.lower()).strip("-.") or "account"
+    return f"aws+{local}@{domain}"
+
+
+# --------------------------------------------------------------------------- built-in hooks
+
+
+def hook_create_account(
+    account_name: str,
+    email_domain: str | None = None,
+    log: LogFn = _noop_log,
+    *,
+    settings: AwsSettings | None = None,
+    timeout_s: float = 1800.0,
+    poll_s: float = 10.0,
+) -> dict[str, str]:
+    """Built-in hook aws.create_account: outputs {"cloud_account_id": ...}."""
+    s = _settings(settings)
+    email = account_email(account_name, email_domain or s.email_domain)
+    account_id = ensure_account(
+        email,
+        account_name[:50],  # AWS account names are at most 50 characters
+        timeout_s,
+        poll_s,
+        log,
+        settings=s,
+        tags={"portal:account": account_name},
+    )
+    return {"cloud_account_id": account_id}
+
+
+def hook_assume_role(
+    cloud_account_id: str,
+    log: LogFn = _noop_log,
+    *,
+    settings: AwsSettings | None = None,
+    role_name: str | None = None,
+) -> dict[str, str]:
+    """Built-in hook aws.assume_role: outputs {"role_arn": ...}."""
+    arn = check_assume_role(cloud_account_id, role_name, settings=settings)
+    log(f"the builder can assume {arn}")
+    return {"role_arn": arn}
+
+
+# --------------------------------------------------------------------------- Route 53
+
+
+def _fqdn(name: str) -> str:
+    return name.lower().rstrip(".") + "."
+
+
+def upsert_record(
+    session: boto3.Session,
+    zone_id: str,
+    name: str,
+    type: str,
+    value: str | Sequence[str],
+    ttl: int = 300,
+) -> str:
+    """Create or replace a record set; return the Route 53 change id."""
+    values = [value] if isinstance(value, str) else list(value)
+    change = {
+        "Action": "UPSERT",
+        "ResourceRecordSet": {
+            "Name": _fqdn(name),
+            "Type": type,
+            "TTL": ttl,
+            "ResourceRecords": [{"Value": v} for v in values],
+        },
+    }
+    with aws_call(f"upserting DNS record {name} {type}"):
+        resp = session.client("route53").change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Comment": "portal", "Changes": [change]}
+        )
+    return str(resp["ChangeInfo"]["Id"])
+
+
+def wait_change_insync(
+    session: boto3.Session,
+    change_id: str,
+    timeout_s: float = 300.0,
+    log: LogFn = _noop_log,
+    poll_s: float = 5.0,
+) -> None:
+    """Wait until a Route 53 change is INSYNC."""
+    client = session.client("route53")
+    deadline = _clock() + timeout_s
+    while True:
+        with aws_call(f"checking DNS change {change_id}"):
+            status = str(client.get_change(Id=change_id)["ChangeInfo"]["Status"])
+        if status == "INSYNC":
+            log(f"DNS change {change_id} is in sync")
+            return
+        if _clock() >= deadline:
+            _fail(
+                f"DNS change {change_id} still {status} after {int(timeout_s)} s",
+                retryable=True,
+                code="Timeout",
+            )
+        log(f"DNS change {change_id}: {status}, waiting")
+        _sleep(poll_s)
+
+
+def find_record(
+    session: boto3.Session, zone_id: str, name: str, type: str
+) -> dict[str, Any] | None:
+    """The record set with exactly this name and type, or None."""
+    fqdn = _fqdn(name)
+    with aws_call(f"reading DNS record {name} {type}"):
+        resp = session.client("route53").list_resource_record_sets(
+            HostedZoneId=zone_id, StartRecordName=fqdn, StartRecordType=type, MaxItems="1"
+        )
+    for record in resp.get("ResourceRecordSets", []):
+        if _fqdn(str(record["Name"])) == fqdn and record["Type"] == type:
+            return dict(record)
+    return None
+
+
+def delete_record(session: boto3.Session, zone_id: str, name: str, type: str) -> str | None:
+    """Delete a record set; return the change id, or None when it did not exist."""
+    record = find_record(session, zone_id, name, type)
+    if record is None:
+        return None
+    try:
+        resp = session.client("route53").change_resource_record_sets(
+            HostedZoneId=zone_id,
+            ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": record}]},
+        )
+    except ClientError as exc:
+        # Deleted by someone else between the read and the delete: same end state.
+        if _client_error_code(exc) == "InvalidChangeBatch" and "not found" in str(exc).lower():
+            return None
+        raise translate_error(exc, f"deleting DNS record {name} {type}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc, f"deleting DNS record {name} {type}") from None
+    return str(resp["ChangeInfo"]["Id"])
+
+
+# --------------------------------------------------------------------------- Secrets Manager
+
+
+def _secret_tags(tags: Mapping[str, str] | None) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
+
+
+def put_secret(
+    session: boto3.Session,
+    name: str,
+    value: str,
+    tags: Mapping[str, str] | None = None,
+    *,
+    kms_key_id: str | None = None,
+) -> str:
+    """Create the secret or set its value; return its ARN. Idempotent.
+
+    A secret scheduled for deletion is restored first. No new version is
+    written when the stored value is already ``value``.
+    """
+    client = session.client("secretsmanager")
+    what = f"storing secret {name}"
+    try:
+        kwargs: dict[str, Any] = {"Name": name, "SecretString": value, "Tags": _secret_tags(tags)}
+        if kms_key_id:
+            kwargs["KmsKeyId"] = kms_key_id
+        return str(client.create_secret(**kwargs)["ARN"])
+    except ClientError as exc:
+        code = _client_error_code(exc)
+        # InvalidRequestException: a secret with this name is scheduled for deletion.
+        if code not in {"ResourceExistsException", "InvalidRequestException"}:
+            raise translate_error(exc, what) from None
+        create_error = translate_error(exc, what)
+    except BotoCoreError as exc:
+        raise translate_error(exc, what) from None
+
+    with aws_call(what):
+        described = describe_secret(session, name)
+        if described is None:
+            raise create_error
+        arn = str(described["ARN"])
+        if described.get("DeletedDate"):
+            client.restore_secret(SecretId=arn)
+        elif create_error.code == "InvalidRequestException":
+            raise create_error
+        current: str | None
+        try:
+            current = client.get_secret_value(SecretId=arn).get("SecretString")
+        except ClientError as exc:
+            if _client_error_code(exc) != "ResourceNotFoundException":  # no version yet
+                raise
+            current = None
+        if current != value:
+            client.put_secret_value(SecretId=arn, SecretString=value)
+        if tags:
+            client.tag_resource(SecretId=arn, Tags=_secret_tags(tags))
+    return arn
+
+
+def describe_secret(session: boto3.Session, secret_id: str) -> dict[str, Any] | None:
+    """The secret's metadata (no value), or None when it does not exist."""
+    try:
+        return dict(session.client("secretsmanager").describe_secret(SecretId=secret_id))
+    except ClientError as exc:
+        if _client_error_code(exc) == "ResourceNotFoundException":
+            return None
+        raise translate_error(exc, f"reading secret {secret_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc, f"reading secret {secret_id}") from None
+
+
+def get_secret(session: boto3.Session, arn: str) -> str:
+    """The current string value of a secret (name or ARN)."""
+    with aws_call(f"reading secret {arn}"):
+        value = session.client("secretsmanager").get_secret_value(SecretId=arn).get("SecretString")
+    if value is None:
+        _fail(f"secret {arn} has no string value")
+    return str(value)
+
+
+def delete_secret(session: boto3.Session, secret_id: str, *, force: bool = True) -> bool:
+    """Delete a secret; False when it did not exist. ``force`` skips the recovery window.
+
+    (A forced delete of a missing secret succeeds in AWS, hence the look first.)
+    """
+    described = describe_secret(session, secret_id)
+    if described is None or (described.get("DeletedDate") and not force):
+        return False
+    client = session.client("secretsmanager")
+    try:
+        if force:
+            client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+        else:
+            client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
+    except ClientError as exc:
+        if _client_error_code(exc) == "ResourceNotFoundException":
+            return False
+        raise translate_error(exc, f"deleting secret {secret_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc, f"deleting secret {secret_id}") from None
+    return True

@@ -1,0 +1,671 @@
+"""PostgreSQL client: every psycopg 3, pg_dump and pg_restore call of the portal.
+
+Connections are named: ``PORTAL_CONNECTION_<NAME>`` holds a PostgreSQL URL, so no
+password sits in a blueprint. Errors leave this module as ``PostgresError`` with
+passwords removed (psycopg and libpq can echo connection strings), and the
+command-line tools get the password through their environment, never argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ENV_PREFIX = "PORTAL_CONNECTION_"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+# user:password@ in URLs and password=... in key/value connection strings.
+_URL_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+COPY_BATCH = 256 * 1024  # bytes handed to the target per write
+TOOL_TIMEOUT_S = 6 * 3600
+
+
+class PostgresError(RuntimeError):
+    """A PostgreSQL or pg_dump/pg_restore failure; the message holds no password."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class ConnectionNotConfigured(PostgresError):
+    pass
+
+
+def connection_url(name: str) -> str:
+    """The URL of the named connection, from ``PORTAL_CONNECTION_<NAME>``."""
+    if not _NAME_RE.match(name or ""):
+        raise ConnectionNotConfigured(
+            f"invalid connection name {name!r}: use letters, digits and underscores"
+        )
+    variable = ENV_PREFIX + name.upper()
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        raise ConnectionNotConfigured(
+            f"connection {name!r} is not configured: set the environment variable {variable} "
+            "to a PostgreSQL URL"
+        )
+    return url
+
+
+def url_password(url: str) -> str | None:
+    try:
+        return conninfo_to_dict(url).get("password") or None
+    except psycopg.Error:
+        return None
+
+
+def sanitize(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove passwords from ``text``: known secrets and anything URL/DSN-shaped."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD_RE.sub(r"\1***@", text)
+    return _KV_PASSWORD_RE.sub(r"\1***", text)
+
+
+@contextlib.contextmanager
+def guarded(secrets: Iterable[str | None] = ()) -> Iterator[None]:
+    """Turn psycopg errors into PostgresError with a sanitised message."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        sqlstate = getattr(exc, "sqlstate", None)
+        message = sanitize(f"{type(exc).__name__}: {exc}".strip(), secrets)
+        error = PostgresError(message, sqlstate=sqlstate)
+        # Drop the chain: the original exception may carry the connection string.
+        error.__cause__ = None
+        error.__suppress_context__ = True
+        raise error from None
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    return make_conninfo(url, dbname=dbname)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+
+def endpoint(url: str) -> Endpoint:
+    info = conninfo_to_dict(url)
+    return Endpoint(
+        host=str(info.get("host") or "localhost"),
+        port=int(info.get("port") or 5432),
+        user=str(info.get("user") or ""),
+        dbname=str(info.get("dbname") or ""),
+    )
+
+
+def connect(
+    url: str, *, autocommit: bool = False, secrets: Iterable[str | None] = ()
+) -> psycopg.Connection[Any]:
+    """Open a connection; errors are sanitised (the URL's password included)."""
+    with guarded([url_password(url), *secrets]):
+        conn = psycopg.connect(url, autocommit=autocommit, application_name="portal-clone")
+        conn.execute("SET client_encoding = 'UTF8'")
+        return conn
+
+
+# --- introspection -----------------------------------------------------------------------
+
+
+@dataclass
+class ColumnInfo:
+    name: str
+    attnum: int
+    type_sql: str
+    base_type: str
+    typmod: int
+    not_null: bool
+    generated: bool
+
+    @property
+    def max_length(self) -> int | None:
+        if self.base_type in ("varchar", "bpchar") and self.typmod >= 4:
+            return self.typmod - 4
+        return None
+
+    @property
+    def numeric_digits(self) -> int | None:
+        """Digits before the decimal point allowed by numeric(p, s); None if unbounded."""
+        if self.base_type == "numeric" and self.typmod >= 4:
+            precision = ((self.typmod - 4) >> 16) & 0xFFFF
+            scale = (self.typmod - 4) & 0xFFFF
+            return precision - scale
+        return None
+
+
+@dataclass
+class TableInfo:
+    schema: str
+    name: str
+    oid: int
+    kind: str  # 'r' table, 'p' partitioned table (holds no rows itself)
+    root_schema: str  # the top partitioned table for partitions, else itself
+    root_name: str
+    size: int
+    columns: list[ColumnInfo] = field(default_factory=list)
+    unique_alone: set[str] = field(default_factory=set)
+    populated_matview: bool = False
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+def list_tables(conn: psycopg.Connection[Any]) -> list[TableInfo]:
+    """User tables (plain and partitioned), not owned by an extension, with columns."""
+    with guarded():
+        rows = conn.execute(
+            """
+            SELECT c.oid, n.nspname, c.relname, c.relkind,
+                   COALESCE(rn.nspname, n.nspname), COALESCE(rc.relname, c.relname),
+                   CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) ELSE 0 END
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_class rc ON rc.oid = pg_partition_root(c.oid)
+            LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg\\_%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                AND d.deptype = 'e')
+            ORDER BY n.nspname, c.relname
+            """
+        ).fetchall()
+        tables = {
+            oid: TableInfo(schema, name, oid, kind, rschema, rname, size)
+            for oid, schema, name, kind, rschema, rname, size in rows
+        }
+        if not tables:
+            return []
+        oids = list(tables)
+        for relid, name, attnum, type_sql, base, typmod, notnull, generated in conn.execute(
+            """
+            SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
+                   bt.typname,
+                   CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+                   a.attnotnull OR t.typnotnull, a.attgenerated <> ''
+            FROM pg_attribute a
+            JOIN pg_type t ON t.oid = a.atttypid
+            JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype
+                                             ELSE t.oid END
+            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attrelid, a.attnum
+            """,
+            (oids,),
+        ):
+            tables[relid].columns.append(
+                ColumnInfo(name, attnum, type_sql, base, typmod, notnull, generated)
+            )
+        for relid, name in conn.execute(
+            """
+            SELECT i.indrelid, a.attname FROM pg_index i
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indisunique AND i.indnkeyatts = 1 AND i.indexprs IS NULL
+              AND i.indrelid = ANY(%s)
+            """,
+            (oids,),
+        ):
+            tables[relid].unique_alone.add(name)
+    return list(tables.values())
+
+
+def list_sequences(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int | None]]:
+    """(schema, sequence, last_value); last_value is None if never used."""
+    with guarded():
+        return [
+            (schema, name, last)
+            for schema, name, last in conn.execute(
+                """
+                SELECT s.schemaname, s.sequencename, s.last_value FROM pg_sequences s
+                WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
+                ORDER BY 1, 2
+                """
+            )
+        ]
+
+
+def list_matviews(conn: psycopg.Connection[Any]) -> list[tuple[str, str, bool]]:
+    """(schema, name, populated) of materialized views, in creation order."""
+    with guarded():
+        return list(
+            conn.execute(
+                """
+                SELECT n.nspname, c.relname, c.relispopulated FROM pg_class c
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg\\_%' ORDER BY c.oid
+                """
+            )
+        )
+
+
+def list_foreign_keys(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str], bool]:
+    """(schema, table, constraint) -> validated, for every foreign key."""
+    with guarded():
+        return {
+            (schema, table, name): validated
+            for schema, table, name, validated in conn.execute(
+                """
+                SELECT n.nspname, c.relname, k.conname, k.convalidated FROM pg_constraint k
+                JOIN pg_class c ON c.oid = k.conrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE k.contype = 'f' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg\\_%'
+                """
+            )
+        }
+
+
+def count_large_objects(conn: psycopg.Connection[Any]) -> int:
+    with guarded():
+        row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+    return int(row[0]) if row else 0
+
+
+def database_settings(conn: psycopg.Connection[Any]) -> tuple[str, str, str]:
+    """(encoding, collate, ctype) of the connected database."""
+    with guarded():
+        row = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1]), str(row[2])
+
+
+def check_cast(conn: psycopg.Connection[Any], value: str, type_sql: str) -> str | None:
+    """None if ``value`` is a valid literal of ``type_sql``, else the server's message."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SELECT CAST({} AS {})").format(value, sql.SQL(type_sql)))
+    except psycopg.Error as exc:
+        return str(getattr(exc.diag, "message_primary", None) or exc)
+    return None
+
+
+def export_snapshot(conn: psycopg.Connection[Any]) -> str:
+    """Start a repeatable-read transaction on ``conn`` and export its snapshot.
+
+    Keep the transaction open until every reader has imported the snapshot:
+    pg_dump and the copy workers then all see the same consistent state.
+    """
+    with guarded():
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def import_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
+    with guarded():
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+
+
+# --- clone databases and roles ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloneState:
+    database_exists: bool
+    database_owner: str | None
+    database_comment: str | None
+    role_exists: bool
+    role_comment: str | None
+
+
+def clone_state(conn: psycopg.Connection[Any], database: str, role: str) -> CloneState:
+    with guarded():
+        db = conn.execute(
+            """
+            SELECT pg_get_userbyid(d.datdba), shobj_description(d.oid, 'pg_database')
+            FROM pg_database d WHERE d.datname = %s
+            """,
+            (database,),
+        ).fetchone()
+        rl = conn.execute(
+            "SELECT shobj_description(r.oid, 'pg_authid') FROM pg_roles r WHERE r.rolname = %s",
+            (role,),
+        ).fetchone()
+    return CloneState(
+        database_exists=db is not None,
+        database_owner=db[0] if db else None,
+        database_comment=db[1] if db else None,
+        role_exists=rl is not None,
+        role_comment=rl[0] if rl else None,
+    )
+
+
+def try_advisory_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+    """A session lock on ``key``; released when the connection closes (or dies)."""
+    with guarded():
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
+    # Hash client-side (SCRAM-SHA-256): the plain password never reaches the server,
+    # so it cannot show up in its statement log or in an error message.
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+
+
+def create_login_role(
+    conn: psycopg.Connection[Any], role: str, password: str, comment: str
+) -> None:
+    """Create the role and its marker comment in one transaction (autocommit conn)."""
+    verifier = _verifier(conn, role, password)
+    with guarded([password]), conn.transaction():
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier)
+            )
+        )
+        conn.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role), sql.Literal(comment))
+        )
+        superuser = conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not (superuser and superuser[0]):
+            # pg_restore --role needs membership (managed services have no superuser).
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+
+
+def set_role_password(conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    verifier = _verifier(conn, role, password)
+    with guarded([password]):
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+        )
+
+
+def create_database(
+    conn: psycopg.Connection[Any],
+    database: str,
+    owner: str | None = None,
+    settings: tuple[str, str, str] | None = None,
+) -> None:
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+    if owner:
+        query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    if settings:
+        encoding, collate, ctype = settings
+        query += sql.SQL(" TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
+        )
+    with guarded():
+        conn.execute(query)
+
+
+def comment_database(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
+    with guarded():
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(database), sql.Literal(comment)
+            )
+        )
+
+
+def drop_database(conn: psycopg.Connection[Any], database: str) -> None:
+    with guarded():
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+
+def drop_role(conn: psycopg.Connection[Any], role: str) -> None:
+    with guarded():
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def set_sequences(
+    conn: psycopg.Connection[Any], sequences: Sequence[tuple[str, str, int | None]]
+) -> None:
+    with guarded(), conn.transaction():
+        for schema, name, last in sequences:
+            if last is not None:
+                conn.execute(
+                    "SELECT pg_catalog.setval(%s::regclass, %s, true)",
+                    (sql.Identifier(schema, name).as_string(conn), last),
+                )
+
+
+def refresh_matview(conn: psycopg.Connection[Any], schema: str, name: str) -> None:
+    with guarded():
+        conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
+
+
+def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    with guarded():
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, table))
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def column_values(
+    conn: psycopg.Connection[Any], schema: str, table: str, column: str
+) -> Iterator[str]:
+    """Distinct-enough stream of the column's non-NULL values, as text."""
+    query = sql.SQL("SELECT {}::text FROM ONLY {} WHERE {} IS NOT NULL").format(
+        sql.Identifier(column), sql.Identifier(schema, table), sql.Identifier(column)
+    )
+    with guarded(), conn.cursor(name=None) as cur:
+        cur.execute(query)
+        while batch := cur.fetchmany(50_000):
+            for (value,) in batch:
+                yield value
+
+
+def values_present(
+    conn: psycopg.Connection[Any], schema: str, table: str, column: str, values: Sequence[str]
+) -> list[str]:
+    """Which of ``values`` occur in the column (compared as text)."""
+    query = sql.SQL("SELECT DISTINCT {}::text FROM ONLY {} WHERE {}::text = ANY(%s)").format(
+        sql.Identifier(column), sql.Identifier(schema, table), sql.Identifier(column)
+    )
+    with guarded():
+        return [row[0] for row in conn.execute(query, (list(values),))]
+
+
+def count_not_matching(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    column: str,
+    expected: str | None,
+    type_sql: str,
+    *,
+    null_ok: bool = False,
+) -> int:
+    """Rows whose column is not ``expected`` (a literal of ``type_sql``; None is NULL)."""
+    col = sql.Identifier(column)
+    if expected is None:
+        cond = sql.SQL("{} IS NOT NULL").format(col)
+    else:
+        cond = sql.SQL("{} IS DISTINCT FROM CAST({} AS {})").format(
+            col, sql.Literal(expected), sql.SQL(type_sql)
+        )
+        if null_ok:
+            cond = sql.SQL("{} IS NOT NULL AND {}").format(col, cond)
+    query = sql.SQL("SELECT count(*) FROM ONLY {} WHERE {}").format(
+        sql.Identifier(schema, table), cond
+    )
+    with guarded():
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def execute(url: str, statements: str | Sequence[str], *, autocommit: bool = True) -> None:
+    """Run SQL statements (no parameters) on ``url``."""
+    items = [statements] if isinstance(statements, str) else list(statements)
+    with connect(url, autocommit=autocommit) as conn, guarded([url_password(url)]):
+        for statement in items:
+            conn.execute(statement.encode())  # bytes: a plain, parameterless query
+
+
+def fetch_all(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with connect(url) as conn, guarded([url_password(url)]):
+        return list(conn.execute(query, params or None).fetchall())
+
+
+# --- COPY streaming ---------------------------------------------------------------------
+
+
+class CopyCancelled(Exception):
+    pass
+
+
+def copy_table(
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    transform: Callable[[bytes], bytes] | None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Stream one table from ``source`` to ``target`` with COPY (text format).
+
+    ``transform`` rewrites each row (one COPY text line); with None the bytes pass
+    straight through. The target side truncates and copies in one transaction with
+    FREEZE (rows are written frozen: no later anti-wraparound rewrite, and an
+    interrupted copy leaves the table empty). Returns the number of rows.
+    """
+    name = sql.Identifier(schema, table)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(name, cols)
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FREEZE)").format(name, cols)
+    rows = 0
+    with guarded(), target.transaction():
+        target.execute(sql.SQL("TRUNCATE ONLY {}").format(name))
+        with (
+            source.cursor() as scur,
+            target.cursor() as tcur,
+            scur.copy(copy_out) as out,
+            tcur.copy(copy_in) as into,
+        ):
+            batch: list[bytes] = []
+            size = 0
+            for data in out:  # one row per message
+                line = bytes(data)
+                if transform is not None:
+                    line = transform(line)
+                batch.append(line)
+                size += len(line)
+                rows += 1
+                if size >= COPY_BATCH:
+                    into.write(b"".join(batch))
+                    batch, size = [], 0
+                    if stop is not None and stop.is_set():
+                        raise CopyCancelled(f"copy of {schema}.{table} cancelled")
+                    if progress is not None:
+                        progress(rows)
+            if batch:
+                into.write(b"".join(batch))
+    return rows
+
+
+# --- pg_dump / pg_restore ---------------------------------------------------------------
+
+
+def _tool_env(url: str) -> tuple[str, dict[str, str]]:
+    """(connection string without password, environment carrying the password)."""
+    info = conninfo_to_dict(url)
+    password = info.pop("password", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **info), env
+
+
+def _run_tool(args: list[str], url: str, what: str) -> None:
+    conninfo, env = _tool_env(url)
+    args = [a.replace("{conninfo}", conninfo) for a in args]
+    try:
+        done = subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostgresError(f"{what} failed: {type(exc).__name__}") from None
+    if done.returncode != 0:
+        tail = sanitize(done.stderr.strip()[-2000:], [url_password(url)])
+        raise PostgresError(f"{what} failed (exit {done.returncode}): {tail}")
+
+
+def dump_schema(url: str, path: Path, snapshot: str | None = None) -> None:
+    """``pg_dump --schema-only -Fc`` (pre-data and post-data) into ``path``."""
+    args = ["pg_dump", "--schema-only", "--format=custom", "--no-owner", "--no-privileges"]
+    if snapshot:
+        args.append(f"--snapshot={snapshot}")
+    _run_tool([*args, f"--file={path}", "--dbname={conninfo}"], url, "pg_dump")
+
+
+def restore_section(url: str, path: Path, section: str, role: str | None, jobs: int = 1) -> None:
+    """``pg_restore --section=SECTION`` of a custom-format archive into ``url``."""
+    args = [
+        "pg_restore",
+        f"--section={section}",
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+    ]
+    if role:
+        args.append(f"--role={role}")  # objects end up owned by the clone's role
+    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+    _run_tool([*args, "--dbname={conninfo}", str(path)], url, f"pg_restore {section}")
+
+
+def dump_restore_pipe(source_url: str, target_url: str) -> None:
+    """``pg_dump -Fc SOURCE | pg_restore -d TARGET``: the plain, unmasked copy."""
+    src_info, src_env = _tool_env(source_url)
+    tgt_info, tgt_env = _tool_env(target_url)
+    dump = subprocess.Popen(
+        ["pg_dump", "--format=custom", f"--dbname={src_info}"],
+        env=src_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert dump.stdout is not None
+    restore = subprocess.run(
+        ["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"],
+        env=tgt_env,
+        stdin=dump.stdout,
+        capture_output=True,
+        check=False,
+    )
+    dump.stdout.close()
+    dump_err = dump.stderr.read() if dump.stderr else b""
+    dump.wait()
+    secrets = [url_password(source_url), url_password(target_url)]
+    if dump.returncode != 0:
+        raise PostgresError("pg_dump failed: " + sanitize(dump_err.decode()[-2000:], secrets))
+    if restore.returncode != 0:
+        raise PostgresError(
+            "pg_restore failed: " + sanitize(restore.stderr.decode()[-2000:], secrets)
+        )

@@ -1,0 +1,715 @@
+"""The ``postgres_logical`` clone driver: schema, masked COPY streams, checks.
+
+Steps (each safe to rerun; the clone's names are derived from the run id):
+
+1. Read the source catalog and check every masking rule against it: a rule on a
+   missing table or column, or whose output cannot fit the column, fails here,
+   before anything is created on the target.
+2. On the target server: a login role with a generated password (hashed
+   client-side) and a new database owned by it. A leftover from a killed
+   attempt of the same run is dropped first.
+3. Pre-data schema (``pg_dump --schema-only`` restored section by section), then
+   the data: one COPY stream per table, ``jobs`` tables at once, masked columns
+   rewritten in the stream, every reader in the same exported snapshot.
+4. Post-data (indexes and constraints, which validate the foreign keys),
+   sequences set to the source's values, materialized views refreshed.
+5. Checks: row counts per table, foreign keys present and validated, and a leak
+   scan proving no source value of a masked column is in the clone. Only then
+   is the database marked complete.
+
+This module does not touch Django models; all SQL lives in pipelines.clients.postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import re
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipelines.clients import postgres as pg
+from pipelines.dbclone.masking import (
+    ColumnType,
+    Masker,
+    MaskingError,
+    RowMasker,
+    Rule,
+    check_rule,
+    could_produce,
+    looks_personal,
+    parse_rules,
+)
+
+DRIVER = "postgres_logical"
+ROLE_SUFFIX = "_owner"
+MAX_IDENTIFIER = 63
+# Marker comments: the role's says which database it was made for (set in the same
+# transaction as CREATE ROLE), the database's says whether the clone finished.
+ROLE_MARKER = "portal-clone role for database {database}"
+DB_INCOMPLETE = "portal-clone: incomplete"
+DB_COMPLETE = "portal-clone: complete"
+LEAK_CANDIDATES_MAX = 1000
+PROGRESS_EVERY_S = 10.0
+
+T = TypeVar("T")
+
+
+class CloneError(Exception):
+    """The clone failed. The message names what went wrong and never holds a secret."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class LogicalCloneSpec:
+    """One database of a blueprint: ``driver: postgres_logical``."""
+
+    source: str  # connection names: PORTAL_CONNECTION_<NAME>
+    target: str
+    masking: Mapping[str, Any] = field(default_factory=dict)
+    masking_strict: bool = False
+    jobs: int = 2
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LogicalCloneSpec:
+        unknown = set(data) - {"driver", "source", "target", "masking", "masking_strict", "jobs"}
+        if unknown:
+            raise CloneError(f"unknown database settings: {sorted(unknown)}", retryable=False)
+        if data.get("driver", DRIVER) != DRIVER:
+            raise CloneError(f"driver {data.get('driver')!r} is not {DRIVER}", retryable=False)
+        try:
+            jobs = int(data.get("jobs", 2))
+        except (TypeError, ValueError):
+            raise CloneError("jobs must be a whole number", retryable=False) from None
+        if not 1 <= jobs <= 32:
+            raise CloneError("jobs must be between 1 and 32", retryable=False)
+        masking = data.get("masking") or {}
+        if not isinstance(masking, Mapping):
+            raise CloneError("masking must be a mapping of 'table.column': rule", retryable=False)
+        for key in ("source", "target"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise CloneError(f"{key} must name a connection", retryable=False)
+        return cls(
+            source=data["source"],
+            target=data["target"],
+            masking=dict(masking),
+            masking_strict=bool(data.get("masking_strict", False)),
+            jobs=jobs,
+        )
+
+
+@dataclass
+class CloneResult:
+    database: str
+    role: str
+    password: str = field(repr=False)  # the caller stores it encrypted; never log it
+    host: str
+    port: int
+    table_counts: dict[str, int]
+    warnings: list[str]
+    checks: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # a complete clone of this run existed: only the password is new
+
+    def outputs(self) -> dict[str, Any]:
+        """JSON-safe summary without the password (for stage outputs and pages)."""
+        return {
+            "database": self.database,
+            "role": self.role,
+            "host": self.host,
+            "port": self.port,
+            "table_counts": dict(self.table_counts),
+            "warnings": list(self.warnings),
+            "checks": dict(self.checks),
+            "reused": self.reused,
+        }
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", text.lower())).strip("_")
+
+
+def clone_database_name(account: str, service: str, run_id: str | int) -> str:
+    """``<account>_<service>_<short run id>``, a valid lower-case identifier.
+
+    Leaves room for the role suffix; when the name is too long the
+    account/service part is shortened and a digest of it keeps names distinct.
+    """
+    short = re.sub(r"[^a-z0-9]", "", str(run_id).lower())
+    if len(short) > 12:
+        short = short[:8]  # UUID-like ids: their first 8 characters
+    if not short:
+        raise CloneError(f"run id {run_id!r} has no letters or digits", retryable=False)
+    prefix = _ident(f"{account}_{service}") or "clone"
+    if not prefix[0].isalpha():
+        prefix = "c_" + prefix
+    limit = MAX_IDENTIFIER - len(ROLE_SUFFIX)
+    name = f"{prefix}_{short}"
+    if len(name) > limit:
+        digest = hashlib.sha256(prefix.encode()).hexdigest()[:6]
+        keep = limit - len(short) - len(digest) - 2
+        name = f"{prefix[:keep].rstrip('_')}_{digest}_{short}"
+    return name
+
+
+def clone_role_name(database: str) -> str:
+    return database + ROLE_SUFFIX
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+@dataclass
+class TablePlan:
+    table: pg.TableInfo
+    columns: list[str]  # copied columns (generated ones are computed by the target)
+    rules: list[tuple[Rule, ColumnType]]  # masked columns of this table
+
+    @property
+    def name(self) -> str:
+        return self.table.qualified
+
+
+@dataclass
+class ClonePlan:
+    tables: list[TablePlan]
+    warnings: list[str]
+
+
+def _column_type(table: pg.TableInfo, column: pg.ColumnInfo) -> ColumnType:
+    return ColumnType(
+        type_sql=column.type_sql,
+        base_type=column.base_type,
+        max_length=column.max_length,
+        numeric_digits=column.numeric_digits,
+        not_null=column.not_null,
+        unique_alone=column.name in table.unique_alone,
+    )
+
+
+def plan_clone(
+    tables: Sequence[pg.TableInfo],
+    rules: Sequence[Rule],
+    *,
+    strict: bool,
+    check_fixed: Callable[[str, str], str | None] | None = None,
+) -> ClonePlan:
+    """Match rules to the source catalog; raise MaskingError naming every bad rule."""
+    by_name = {(t.schema, t.name): t for t in tables}
+    errors: list[str] = []
+    applied: dict[int, list[tuple[Rule, ColumnType]]] = {t.oid: [] for t in tables}
+    ruled: set[tuple[str, str, str]] = set()
+    for rule in rules:
+        table = by_name.get((rule.schema, rule.table))
+        if table is None:
+            errors.append(f"masking rule {rule.key!r}: table {rule.table_name} does not exist")
+            continue
+        column = table.column(rule.column)
+        if column is None:
+            errors.append(
+                f"masking rule {rule.key!r}: column {rule.column!r} does not exist in "
+                f"{rule.table_name}"
+            )
+            continue
+        if column.generated:
+            errors.append(
+                f"masking rule {rule.key!r}: {rule.column!r} is a generated column; mask the "
+                "columns it is computed from"
+            )
+            continue
+        ctype = _column_type(table, column)
+        try:
+            check_rule(rule, ctype)
+        except MaskingError as exc:
+            errors.append(str(exc))
+            continue
+        if rule.transformer == "fixed" and rule.value is not None and check_fixed:
+            problem = check_fixed(rule.value, column.type_sql)
+            if problem:
+                errors.append(f"masking rule {rule.key!r}: fixed value is invalid: {problem}")
+                continue
+        ruled.add((rule.schema, rule.table, rule.column))
+        # A rule on a partitioned table applies to all its partitions.
+        for candidate in tables:
+            if (candidate.schema, candidate.name) == (rule.schema, rule.table) or (
+                (candidate.root_schema, candidate.root_name) == (rule.schema, rule.table)
+            ):
+                target_col = candidate.column(rule.column)
+                if target_col is not None:
+                    applied[candidate.oid].append((rule, _column_type(candidate, target_col)))
+    if errors:
+        raise MaskingError("; ".join(errors))
+
+    warnings: list[str] = []
+    plans: list[TablePlan] = []
+    for table in tables:
+        if table.kind == "p":
+            continue  # partitioned tables hold no rows; their partitions are copied
+        copied = [c.name for c in table.columns if not c.generated]
+        for column in table.columns:
+            keys = {
+                (table.schema, table.name, column.name),
+                (table.root_schema, table.root_name, column.name),
+            }
+            if looks_personal(column.name) and not keys & ruled and not column.generated:
+                warnings.append(
+                    f"{table.qualified}.{column.name} looks like personal data and has no "
+                    "masking rule (add one, or 'keep')"
+                )
+        # Dedupe: a rule on the partition itself wins over its parent's.
+        rules_by_col: dict[str, tuple[Rule, ColumnType]] = {}
+        for rule, ctype in applied[table.oid]:
+            own = (rule.schema, rule.table) == (table.schema, table.name)
+            if own or rule.column not in rules_by_col:
+                rules_by_col[rule.column] = (rule, ctype)
+        plans.append(TablePlan(table, copied, list(rules_by_col.values())))
+    if strict and warnings:
+        raise MaskingError("masking_strict: " + "; ".join(warnings))
+    # Biggest first: the longest copies start early and the pool ends together.
+    plans.sort(key=lambda p: p.table.size, reverse=True)
+    return ClonePlan(plans, warnings)
+
+
+def row_masker(masker: Masker, plan: TablePlan) -> RowMasker | None:
+    transforms = [
+        (plan.columns.index(rule.column), masker.field_transform(rule, ctype))
+        for rule, ctype in plan.rules
+        if rule.transformer != "keep"
+    ]
+    if not transforms:
+        return None  # fast path: raw bytes straight through
+    return RowMasker(transforms)
+
+
+# --- the driver -------------------------------------------------------------------------
+
+
+class _Pool:
+    """``jobs`` worker threads, each with its own source and target connection.
+
+    Log lines from workers are queued and handed to ``log`` on the calling thread
+    (the caller's logger may write to the portal's database). If ``log`` raises,
+    the workers are told to stop and the exception propagates.
+    """
+
+    def __init__(
+        self, jobs: int, source_url: str, target_url: str, snapshot: str, secrets_: list[str]
+    ) -> None:
+        self.jobs = jobs
+        self.source_url = source_url
+        self.target_url = target_url
+        self.snapshot = snapshot
+        self.secrets = secrets_
+        self.stop = threading.Event()
+        self.messages: queue.Queue[str] = queue.Queue()
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def connections(self) -> tuple[Any, Any]:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            src = pg.connect(self.source_url, autocommit=True, secrets=self.secrets)
+            with self._lock:
+                self._opened.append(src)
+            pg.import_snapshot(src, self.snapshot)
+            tgt = pg.connect(self.target_url, autocommit=True, secrets=self.secrets)
+            with self._lock:
+                self._opened.append(tgt)
+            conns = self._local.conns = (src, tgt)
+        return conns
+
+    def run(
+        self, items: Sequence[T], work: Callable[[T], Any], log: Callable[[str], None]
+    ) -> list[Any]:
+        results: list[Any] = [None] * len(items)
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="clone") as ex:
+            futures: dict[Future[Any], int] = {
+                ex.submit(self._guard, work, item): i for i, item in enumerate(items)
+            }
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    self._drain(log)
+                    for future in done:
+                        results[futures[future]] = future.result()  # re-raises worker errors
+                self._drain(log)
+            except BaseException:
+                self.stop.set()
+                for future in pending:
+                    future.cancel()
+                raise
+        return results
+
+    def _guard(self, work: Callable[[T], Any], item: T) -> Any:
+        if self.stop.is_set():
+            raise pg.CopyCancelled("cancelled")
+        return work(item)
+
+    def _drain(self, log: Callable[[str], None]) -> None:
+        while True:
+            try:
+                message = self.messages.get_nowait()
+            except queue.Empty:
+                return
+            log(message)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._opened:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    conn.close()
+            self._opened.clear()
+
+
+def clone_logical(
+    spec: LogicalCloneSpec | Mapping[str, Any],
+    account: str,
+    service: str,
+    run_id: str | int,
+    log: Callable[[str], None],
+    add_secret: Callable[[str], None],
+    *,
+    masking_key: bytes | None = None,
+) -> CloneResult:
+    """Clone the source database into a new, masked database on the target server.
+
+    ``masking_key`` defaults to a fresh random per-clone secret (pass one to get
+    the same masked values across clones). Raises CloneError.
+    """
+    if not isinstance(spec, LogicalCloneSpec):
+        spec = LogicalCloneSpec.from_mapping(spec)
+    try:
+        return _clone(spec, account, service, run_id, log, add_secret, masking_key)
+    except MaskingError as exc:
+        raise CloneError(str(exc), retryable=False) from None
+    except pg.ConnectionNotConfigured as exc:
+        raise CloneError(str(exc), retryable=False) from None
+    except pg.PostgresError as exc:
+        raise CloneError(str(exc), retryable=True) from None
+
+
+def _clone(
+    spec: LogicalCloneSpec,
+    account: str,
+    service: str,
+    run_id: str | int,
+    log: Callable[[str], None],
+    add_secret: Callable[[str], None],
+    masking_key: bytes | None,
+) -> CloneResult:
+    started = time.monotonic()
+    source_url = pg.connection_url(spec.source)
+    target_admin_url = pg.connection_url(spec.target)
+    url_secrets = [s for s in (pg.url_password(source_url), pg.url_password(target_admin_url)) if s]
+    database = clone_database_name(account, service, run_id)
+    role = clone_role_name(database)
+    target_url = pg.with_dbname(target_admin_url, database)
+    where = pg.endpoint(target_admin_url)
+    rules = parse_rules(spec.masking)
+
+    with (
+        pg.connect(source_url, autocommit=True, secrets=url_secrets) as source,
+        pg.connect(target_admin_url, autocommit=True, secrets=url_secrets) as admin,
+    ):
+        # 1. Validate against the source before anything exists on the target.
+        tables = pg.list_tables(source)
+        plan = plan_clone(
+            tables,
+            rules,
+            strict=spec.masking_strict,
+            check_fixed=lambda value, type_sql: pg.check_cast(source, value, type_sql),
+        )
+        warnings = list(plan.warnings)
+        if pg.count_large_objects(source):
+            warnings.append("large objects are not cloned by postgres_logical")
+        for warning in warnings:
+            log(f"warning: {warning}")
+        masked = sum(len(p.rules) for p in plan.tables)
+        log(
+            f"source has {len(plan.tables)} tables; {masked} masked columns; clone database "
+            f"{database} on {where.host}:{where.port}"
+        )
+
+        # 2. One clone per run at a time; a leftover of a killed attempt goes first.
+        if not pg.try_advisory_lock(admin, f"portal-clone:{database}"):
+            raise CloneError(f"another clone into {database} is running", retryable=True)
+        state = pg.clone_state(admin, database, role)
+        _check_ownership(state, database, role)
+        if state.database_exists and state.database_comment == DB_COMPLETE:
+            return _reuse_complete(
+                admin, target_url, plan, database, role, where, warnings, log, add_secret
+            )
+        if state.database_exists or state.role_exists:
+            log(f"removing the incomplete clone {database} left by an earlier attempt")
+            pg.drop_database(admin, database)
+            pg.drop_role(admin, role)
+
+        password = secrets.token_urlsafe(32)
+        add_secret(password)  # before anything could log it
+        pg.create_login_role(admin, role, password, ROLE_MARKER.format(database=database))
+        pg.create_database(admin, database, role, pg.database_settings(source))
+        pg.comment_database(admin, database, DB_INCOMPLETE)
+        log(f"created database {database} owned by role {role}")
+
+        # 3. Everything below reads the same snapshot of the source.
+        snapshot = pg.export_snapshot(source)
+        sequences = pg.list_sequences(source)
+        source_fks = pg.list_foreign_keys(source)
+        matviews = pg.list_matviews(source)
+        with tempfile.TemporaryDirectory(prefix="portal-clone-") as tmp:
+            archive = Path(tmp) / "schema.dump"
+            pg.dump_schema(source_url, archive, snapshot)
+            pg.restore_section(target_url, archive, "pre-data", role)
+            log("schema restored (pre-data)")
+
+            masker = Masker(masking_key or secrets.token_bytes(32))
+            pool = _Pool(spec.jobs, source_url, target_url, snapshot, url_secrets)
+            try:
+                copied = _copy_tables(pool, plan, masker, log)
+                t0 = time.monotonic()
+                pg.restore_section(target_url, archive, "post-data", role, spec.jobs)
+                log(f"indexes and constraints restored (post-data) in {time.monotonic() - t0:.1f}s")
+                checks = _finish_and_check(
+                    pool, plan, copied, sequences, source_fks, matviews, target_url, log
+                )
+            finally:
+                pool.close()
+
+        if checks["leaks"]:
+            # Personal data reached the clone: remove it now, do not leave it for a retry.
+            pg.drop_database(admin, database)
+            pg.drop_role(admin, role)
+            raise CloneError(
+                "leak scan failed, clone dropped: source values found in "
+                + ", ".join(f"{col} ({n})" for col, n in checks["leaks"].items()),
+                retryable=False,
+            )
+        if checks["count_mismatches"]:
+            raise CloneError(
+                "row counts differ: "
+                + ", ".join(
+                    f"{t} source {s} target {d}" for t, (s, d) in checks["count_mismatches"].items()
+                ),
+                retryable=True,
+            )
+        if checks["foreign_key_problems"]:
+            raise CloneError(
+                "foreign keys not valid in the clone: " + ", ".join(checks["foreign_key_problems"]),
+                retryable=True,
+            )
+        pg.comment_database(admin, database, DB_COMPLETE)
+        checks["elapsed_s"] = round(time.monotonic() - started, 3)
+        log(f"clone {database} complete in {checks['elapsed_s']}s")
+        return CloneResult(
+            database=database,
+            role=role,
+            password=password,
+            host=where.host,
+            port=where.port,
+            table_counts={t: s for t, s in copied.items()},
+            warnings=warnings,
+            checks=checks,
+        )
+
+
+def _check_ownership(state: pg.CloneState, database: str, role: str) -> None:
+    marker = ROLE_MARKER.format(database=database)
+    if state.role_exists and state.role_comment != marker:
+        raise CloneError(
+            f"role {role} exists and was not created by the clone driver", retryable=False
+        )
+    if state.database_exists and (state.database_owner != role or state.role_comment != marker):
+        raise CloneError(
+            f"database {database} exists and was not created by the clone driver", retryable=False
+        )
+
+
+def _reuse_complete(
+    admin: Any,
+    target_url: str,
+    plan: ClonePlan,
+    database: str,
+    role: str,
+    where: pg.Endpoint,
+    warnings: list[str],
+    log: Callable[[str], None],
+    add_secret: Callable[[str], None],
+) -> CloneResult:
+    """An earlier attempt finished: the password it returned may be lost, so set a new one."""
+    password = secrets.token_urlsafe(32)
+    add_secret(password)
+    pg.set_role_password(admin, role, password)
+    with pg.connect(target_url, autocommit=True) as conn:
+        counts = {p.name: pg.count_rows(conn, p.table.schema, p.table.name) for p in plan.tables}
+    log(f"clone {database} was already complete; its role got a new password")
+    return CloneResult(
+        database, role, password, where.host, where.port, counts, warnings, {}, reused=True
+    )
+
+
+def _copy_tables(
+    pool: _Pool, plan: ClonePlan, masker: Masker, log: Callable[[str], None]
+) -> dict[str, int]:
+    def copy_one(table: TablePlan) -> int:
+        src, tgt = pool.connections()
+        transform = row_masker(masker, table)
+        label = ", ".join(r.column for r, _ in table.rules if r.transformer != "keep")
+        last = [time.monotonic()]
+        t0 = time.monotonic()
+
+        def progress(rows: int) -> None:
+            if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+                last[0] = time.monotonic()
+                pool.messages.put(f"copying {table.name}: {rows} rows so far")
+
+        rows = pg.copy_table(
+            src,
+            tgt,
+            table.table.schema,
+            table.table.name,
+            table.columns,
+            transform,
+            pool.stop,
+            progress,
+        )
+        how = f"masked: {label}" if transform else "unmasked"
+        pool.messages.put(
+            f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
+        )
+        return rows
+
+    t0 = time.monotonic()
+    counts = pool.run(plan.tables, copy_one, log)
+    total = sum(counts)
+    log(f"data copied: {total} rows in {len(counts)} tables in {time.monotonic() - t0:.1f}s")
+    return {p.name: n for p, n in zip(plan.tables, counts, strict=True)}
+
+
+def _finish_and_check(
+    pool: _Pool,
+    plan: ClonePlan,
+    copied: dict[str, int],
+    sequences: list[tuple[str, str, int | None]],
+    source_fks: dict[tuple[str, str, str], bool],
+    matviews: list[tuple[str, str, bool]],
+    target_url: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    with pg.connect(target_url, autocommit=True, secrets=pool.secrets) as target:
+        pg.set_sequences(target, sequences)
+        for schema, name, populated in matviews:
+            if populated:  # computed from the masked tables of the clone
+                pg.refresh_matview(target, schema, name)
+        target_fks = pg.list_foreign_keys(target)
+    refreshed = sum(1 for m in matviews if m[2])
+    log(f"{len(sequences)} sequences set; {refreshed} materialized views refreshed")
+
+    # Foreign keys: PostgreSQL validated each one when post-data added it; check that
+    # all of them are there and validated (NOT VALID ones stay as in the source).
+    fk_problems = [
+        f"{s}.{t}.{n} missing" for (s, t, n) in source_fks if (s, t, n) not in target_fks
+    ] + [
+        f"{s}.{t}.{n} not validated"
+        for (s, t, n), ok in target_fks.items()
+        if not ok and source_fks.get((s, t, n), False)
+    ]
+
+    def count(table: TablePlan) -> int:
+        _, tgt = pool.connections()
+        return pg.count_rows(tgt, table.table.schema, table.table.name)
+
+    counts = pool.run(plan.tables, count, log)
+    mismatches = {
+        p.name: (copied[p.name], n)
+        for p, n in zip(plan.tables, counts, strict=True)
+        if copied[p.name] != n
+    }
+    scans = [
+        (p, rule, ctype)
+        for p in plan.tables
+        for rule, ctype in p.rules
+        if rule.transformer != "keep"
+    ]
+
+    def scan(item: tuple[TablePlan, Rule, ColumnType]) -> int:
+        table, rule, ctype = item
+        src, tgt = pool.connections()
+        return _leak_scan(src, tgt, table.table, rule, ctype)
+
+    t0 = time.monotonic()
+    found = pool.run(scans, scan, log)
+    leaks = {
+        f"{p.name}.{rule.column}": n for (p, rule, _), n in zip(scans, found, strict=True) if n
+    }
+    log(
+        f"checks: {len(plan.tables)} row counts ({len(mismatches)} differ), "
+        f"{len(target_fks)} foreign keys ({len(fk_problems)} problems), "
+        f"{len(scans)} masked columns scanned in {time.monotonic() - t0:.1f}s "
+        f"({len(leaks)} with leaks)"
+    )
+    return {
+        "row_counts_match": not mismatches,
+        "count_mismatches": mismatches,
+        "foreign_keys": len(target_fks),
+        "foreign_key_problems": fk_problems,
+        "masked_columns_scanned": len(scans),
+        "leaks": leaks,
+        "sequences_set": len(sequences),
+    }
+
+
+def _leak_scan(src: Any, tgt: Any, table: pg.TableInfo, rule: Rule, ctype: ColumnType) -> int:
+    """How many target values of a masked column are source values of that column."""
+    schema, name, column = table.schema, table.name, rule.column
+    kind = rule.transformer
+    if kind == "null":
+        return pg.count_not_matching(tgt, schema, name, column, None, ctype.type_sql)
+    if kind == "fixed":
+        return pg.count_not_matching(tgt, schema, name, column, rule.value, ctype.type_sql)
+    if kind == "redact":
+        marker = Masker(b"\0" * 16).mask(rule, "x", ctype)
+        return pg.count_not_matching(
+            tgt, schema, name, column, marker, ctype.type_sql, null_ok=True
+        )
+    # Deterministic transformers: a set of hashes of the source values (in this
+    # process's memory only), then stream the clone's values against it.
+    source_hashes = {hash(v) for v in pg.column_values(src, schema, name, column)}
+    candidates: set[str] = set()
+    for value in pg.column_values(tgt, schema, name, column):
+        if hash(value) in source_hashes and not could_produce(rule, value, ctype):
+            candidates.add(value)
+            if len(candidates) >= LEAK_CANDIDATES_MAX:
+                break
+    if not candidates:
+        return 0
+    # Confirm exactly (a hash match may be a collision).
+    return len(pg.values_present(src, schema, name, column, sorted(candidates)))
+
+
+def drop_clone(target_url: str, database: str, role: str) -> None:
+    """Drop a clone's database and role; idempotent. Refuses anything the driver did
+    not create (the role carries a marker naming the database)."""
+    secrets_ = [pg.url_password(target_url)]
+    try:
+        with pg.connect(target_url, autocommit=True, secrets=secrets_) as admin:
+            state = pg.clone_state(admin, database, role)
+            _check_ownership(state, database, role)
+            pg.drop_database(admin, database)
+            pg.drop_role(admin, role)
+    except pg.PostgresError as exc:
+        raise CloneError(str(exc), retryable=True) from None

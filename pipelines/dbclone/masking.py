@@ -1,0 +1,415 @@
+"""Masking rules for logical database clones: parsing, type checks, transformers.
+
+Pure Python, no database access: the driver (``logical.py``) introspects the
+source and hands column types in. Transformers work on fields of PostgreSQL's
+COPY text format (``\\N`` is NULL, backslash escapes), so a row can be masked
+without parsing it into Python values.
+
+Deterministic transformers are keyed with a per-clone secret (HMAC-SHA256), and
+the key depends only on the transformer kind, not on the column: the same
+source value gives the same masked value in every table, so joins on masked
+columns (``orders.customer_email = users.email``) still match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TRANSFORMERS = ("email", "name", "phone", "hash", "null", "fixed", "redact", "keep")
+
+# Substrings of column names that suggest personal data; a column that matches
+# and has no rule is reported (an error with ``masking_strict``).
+PERSONAL_HINTS = ("email", "phone", "name", "address", "password", "token", "ssn", "card", "iban")
+
+REDACTED = "REDACTED"
+EMAIL_DOMAIN = "example.invalid"
+EMAIL_HEX = 16  # 64 bits: no collision expected below billions of distinct inputs
+EMAIL_LENGTH = len("u_") + EMAIL_HEX + 1 + len(EMAIL_DOMAIN)
+PHONE_PREFIX = "555"
+PHONE_LENGTH = 10
+HASH_MIN_LENGTH = 16
+
+# Outputs are picked by HMAC from these lists: plausible, and never derived from
+# the source value's text.
+FIRST_NAMES = (
+    "Ada", "Alan", "Alice", "Amara", "Anna", "Arjun", "Ben", "Carla", "Chen", "Clara",
+    "Daniel", "Diego", "Elena", "Emil", "Emma", "Farah", "Felix", "Grace", "Hana", "Hugo",
+    "Ines", "Ivan", "Jack", "Jana", "Kai", "Kenji", "Lara", "Leo", "Lina", "Luca",
+    "Maya", "Mei", "Milan", "Nadia", "Noah", "Nora", "Omar", "Olga", "Paul", "Priya",
+    "Rosa", "Ravi", "Sara", "Sam", "Sofia", "Tariq", "Tom", "Uma", "Vera", "Victor",
+    "Wen", "Yara", "Yusuf", "Zoe", "Aiko", "Bruno", "Cyrus", "Dina", "Eli", "Freya",
+    "Gita", "Hiro", "Iris", "Jonas",
+)  # fmt: skip
+LAST_NAMES = (
+    "Abbott", "Banks", "Carver", "Dalton", "Ellis", "Fischer", "Garcia", "Hayes", "Ito",
+    "Jensen", "Kowalski", "Larsen", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn",
+    "Rossi", "Silva", "Tanaka", "Ueda", "Varga", "Weber", "Xu", "Young", "Zimmer",
+    "Andersen", "Brooks", "Costa", "Dubois", "Evans", "Ferreira", "Grant", "Horvat",
+    "Iqbal", "Jovanovic", "Keller", "Lindqvist", "Mendes", "Novak", "Olsen", "Park",
+    "Reyes", "Sato", "Torres", "Vogel", "Walsh", "Yilmaz", "Berg", "Chandra", "Duarte",
+    "Eriksen", "Fontaine", "Gallo", "Hoffmann", "Kaur", "Lopez", "Meyer", "Nguyen",
+    "Ortiz", "Popescu", "Ramos", "Schmidt", "Wolff",
+)  # fmt: skip
+
+# Type names (pg_type.typname of the base type) each transformer can write.
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
+_ALLOWED_TYPES: dict[str, frozenset[str]] = {
+    "email": TEXT_TYPES,
+    "name": TEXT_TYPES,
+    "redact": TEXT_TYPES,
+    "phone": TEXT_TYPES | {"int8", "numeric"},
+    "hash": TEXT_TYPES | {"uuid", "bytea"},
+}
+# Transformers that map many inputs to one output: refused on a column that is
+# unique on its own (the post-data unique index would fail after the copy).
+NON_INJECTIVE = frozenset({"name", "phone", "redact", "fixed"})
+
+NULL_FIELD = b"\\N"
+_COPY_ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+_ESCAPE_RE = re.compile(rb"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+_EMAIL_RE = re.compile("u_[0-9a-f]{" + str(EMAIL_HEX) + "}@" + re.escape(EMAIL_DOMAIN))
+_PHONE_RE = re.compile(PHONE_PREFIX + "[0-9]{" + str(PHONE_LENGTH - len(PHONE_PREFIX)) + "}")
+_HEX_RE = re.compile(
+    r"(\\x)?[0-9a-f]{16,64}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+# Per-kind caches are cleared when they grow past this (bounded memory on huge tables).
+CACHE_LIMIT = 500_000
+
+
+class MaskingError(ValueError):
+    """A masking rule is invalid or cannot be applied; the message names the rule."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One masking rule: ``schema.table.column`` -> transformer (``value`` for fixed)."""
+
+    key: str  # as written in the blueprint, for messages
+    schema: str
+    table: str
+    column: str
+    transformer: str
+    value: str | None = None
+
+    @property
+    def table_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """What a transformer needs to know about the target column."""
+
+    type_sql: str  # format_type(), for messages and casts
+    base_type: str  # pg_type.typname of the base type (domains resolved)
+    max_length: int | None = None  # varchar(n) / char(n)
+    numeric_digits: int | None = None  # integer digits allowed by numeric(p, s)
+    not_null: bool = False
+    unique_alone: bool = False  # a unique index on this column only
+
+
+def parse_rules(mapping: Mapping[str, Any] | None) -> list[Rule]:
+    """Parse ``{"table.column": transformer}``; raise MaskingError naming the rule."""
+    rules: list[Rule] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for key, spec in (mapping or {}).items():
+        parts = str(key).split(".")
+        if len(parts) == 2:
+            schema, table, column = "public", parts[0], parts[1]
+        elif len(parts) == 3:
+            schema, table, column = parts
+        else:
+            raise MaskingError(
+                f"masking rule {key!r}: expected 'table.column' or 'schema.table.column'"
+            )
+        if not all(parts):
+            raise MaskingError(f"masking rule {key!r}: empty name")
+        value: str | None = None
+        if isinstance(spec, Mapping):
+            if list(spec) != ["fixed"]:
+                raise MaskingError(f"masking rule {key!r}: a mapping must be {{fixed: VALUE}}")
+            transformer, value = "fixed", _fixed_text(spec["fixed"])
+        elif isinstance(spec, str) and spec in TRANSFORMERS and spec != "fixed":
+            transformer = spec
+        else:
+            raise MaskingError(
+                f"masking rule {key!r}: unknown transformer {spec!r}; use one of "
+                "email, name, phone, hash, null, redact, keep or {fixed: VALUE}"
+            )
+        ident = (schema, table, column)
+        if ident in seen:
+            raise MaskingError(f"masking rule {key!r}: same column as rule {seen[ident]!r}")
+        seen[ident] = str(key)
+        rules.append(Rule(str(key), schema, table, column, transformer, value))
+    return rules
+
+
+def _fixed_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):  # YAML true/false -> PostgreSQL boolean literals
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise MaskingError(f"fixed value {value!r} must be a string, number, boolean or null")
+
+
+def check_rule(rule: Rule, col: ColumnType) -> None:
+    """Refuse, before any data moves, a rule whose output cannot fit the column."""
+    kind = rule.transformer
+    where = f"masking rule {rule.key!r} ({kind} on {col.type_sql})"
+    allowed = _ALLOWED_TYPES.get(kind)
+    if allowed is not None and col.base_type not in allowed:
+        raise MaskingError(f"{where}: {kind} cannot write a value of type {col.type_sql}")
+    if kind == "email" and col.max_length is not None and col.max_length < EMAIL_LENGTH:
+        raise MaskingError(
+            f"{where}: masked e-mails are {EMAIL_LENGTH} characters, the column allows "
+            f"{col.max_length}"
+        )
+    if kind == "phone":
+        if col.max_length is not None and col.max_length < PHONE_LENGTH:
+            raise MaskingError(
+                f"{where}: masked phones are {PHONE_LENGTH} digits, the column allows "
+                f"{col.max_length}"
+            )
+        if col.numeric_digits is not None and col.numeric_digits < PHONE_LENGTH:
+            raise MaskingError(f"{where}: masked phones need {PHONE_LENGTH} integer digits")
+    if kind == "hash" and col.max_length is not None and col.max_length < HASH_MIN_LENGTH:
+        raise MaskingError(
+            f"{where}: hashes need at least {HASH_MIN_LENGTH} characters, the column allows "
+            f"{col.max_length}"
+        )
+    if (kind == "null" or (kind == "fixed" and rule.value is None)) and col.not_null:
+        raise MaskingError(f"{where}: the column is NOT NULL")
+    fixed_length = len(rule.value) if kind == "fixed" and rule.value is not None else 0
+    if col.max_length is not None and fixed_length > col.max_length:
+        raise MaskingError(
+            f"{where}: the fixed value has {fixed_length} characters, the column allows "
+            f"{col.max_length}"
+        )
+    if kind in NON_INJECTIVE and col.unique_alone:
+        raise MaskingError(
+            f"{where}: the column is unique but {kind} can give equal values for different "
+            "inputs; use email or hash"
+        )
+
+
+def looks_personal(column: str) -> bool:
+    lowered = column.lower()
+    return any(hint in lowered for hint in PERSONAL_HINTS)
+
+
+def unescape_field(field: bytes) -> bytes:
+    """Decode one COPY text field (not ``\\N``) into the value's bytes."""
+    if b"\\" not in field:
+        return field
+
+    def one(match: re.Match[bytes]) -> bytes:
+        seq = match.group(1)
+        if seq[:1] == b"x" and len(seq) > 1:
+            return bytes([int(seq[1:], 16)])
+        if seq[:1].isdigit() and seq[:1] not in (b"8", b"9"):
+            return bytes([int(seq, 8) & 0xFF])
+        return _COPY_ESCAPES.get(seq, seq)
+
+    return _ESCAPE_RE.sub(one, field)
+
+
+def escape_field(value: bytes) -> bytes:
+    """Encode a value's bytes as one COPY text field."""
+    return (
+        value.replace(b"\\", b"\\\\")
+        .replace(b"\t", b"\\t")
+        .replace(b"\n", b"\\n")
+        .replace(b"\r", b"\\r")
+    )
+
+
+FieldTransform = Callable[[bytes], bytes]
+
+
+class Masker:
+    """Transformers keyed with one per-clone secret. Thread-safe (caches are plain
+    dicts; a lost race only recomputes the same value)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the masking key must have at least 16 bytes")
+        # One sub-key per kind: a hash column never reveals an e-mail's masked form.
+        self._keys = {
+            kind: hmac.digest(key, b"portal-mask:" + kind.encode(), "sha256")
+            for kind in ("email", "name", "phone", "hash")
+        }
+        self._caches: dict[str, dict[bytes, bytes]] = {kind: {} for kind in self._keys}
+
+    def digest(self, kind: str, value: bytes) -> bytes:
+        return hmac.digest(self._keys[kind], value, "sha256")
+
+    # Value-level API: str in, str out, None is NULL.
+    def mask(
+        self, rule_or_kind: Rule | str, value: str | None, col: ColumnType | None = None
+    ) -> str | None:
+        rule = rule_or_kind if isinstance(rule_or_kind, Rule) else _bare_rule(rule_or_kind)
+        field = NULL_FIELD if value is None else escape_field(value.encode())
+        out = self.field_transform(rule, col or ColumnType("text", "text"))(field)
+        return None if out == NULL_FIELD else unescape_field(out).decode()
+
+    def field_transform(self, rule: Rule, col: ColumnType) -> FieldTransform:
+        """A function from one COPY text field to its masked field."""
+        kind = rule.transformer
+        if kind == "keep":
+            return _identity
+        if kind == "null":
+            return lambda field: NULL_FIELD
+        if kind == "fixed":
+            out = NULL_FIELD if rule.value is None else escape_field(rule.value.encode())
+            return lambda field: out
+        if kind == "redact":
+            marker = REDACTED[: col.max_length] if col.max_length else REDACTED
+            redacted = marker.encode()
+            return lambda field: NULL_FIELD if field == NULL_FIELD else redacted
+        make = self._make_email
+        if kind == "name":
+            make = self._name_maker(col.max_length)
+        elif kind == "phone":
+            make = self._make_phone
+        elif kind == "hash":
+            make = self._hash_maker(col)
+        # Share the cache across columns only when the output does not depend on the
+        # column (a name truncated to varchar(8), a hash as uuid, ... get their own).
+        shared = (kind in ("email", "phone") or (kind == "name" and not col.max_length)) or (
+            kind == "hash" and col.base_type in TEXT_TYPES and (col.max_length or 64) >= 64
+        )
+        cache = self._caches[kind] if shared else {}
+        pad_insensitive = col.base_type == "bpchar"  # char(n) compares without trailing blanks
+
+        def transform(field: bytes) -> bytes:
+            if field == NULL_FIELD:
+                return field
+            out = cache.get(field)
+            if out is None:
+                raw = unescape_field(field)
+                if pad_insensitive:
+                    raw = raw.rstrip(b" ")
+                out = make(raw)
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
+                cache[field] = out
+            return out
+
+        if pad_insensitive:
+            # The cache is keyed by the escaped field, so "a " and "a" must not share it
+            # unless stripped first: strip before the lookup.
+            def transform_bpchar(field: bytes) -> bytes:
+                return transform(field if field == NULL_FIELD else field.rstrip(b" "))
+
+            return transform_bpchar
+        return transform
+
+    def _make_email(self, raw: bytes) -> bytes:
+        return b"u_%s@%s" % (
+            self.digest("email", raw).hex()[:EMAIL_HEX].encode(),
+            EMAIL_DOMAIN.encode(),
+        )
+
+    def _make_phone(self, raw: bytes) -> bytes:
+        number = int.from_bytes(self.digest("phone", raw)[:8], "big")
+        digits = PHONE_LENGTH - len(PHONE_PREFIX)
+        return (PHONE_PREFIX + str(number % 10**digits).zfill(digits)).encode()
+
+    def _name_maker(self, max_length: int | None) -> Callable[[bytes], bytes]:
+        def make(raw: bytes) -> bytes:
+            d = self.digest("name", raw)
+            first = FIRST_NAMES[int.from_bytes(d[:4], "big") % len(FIRST_NAMES)]
+            last = LAST_NAMES[int.from_bytes(d[4:8], "big") % len(LAST_NAMES)]
+            full = f"{first} {last}"
+            return (full[:max_length] if max_length else full).encode()
+
+        return make
+
+    def _hash_maker(self, col: ColumnType) -> Callable[[bytes], bytes]:
+        if col.base_type == "uuid":
+
+            def make_uuid(raw: bytes) -> bytes:
+                h = self.digest("hash", raw)[:16].hex()
+                return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+
+            return make_uuid
+        if col.base_type == "bytea":
+            # bytea's hex input format, with the backslash escaped for COPY text.
+            return lambda raw: b"\\\\x" + self.digest("hash", raw).hex().encode()
+        width = min(64, col.max_length or 64)
+        return lambda raw: self.digest("hash", raw).hex()[:width].encode()
+
+
+def _identity(field: bytes) -> bytes:
+    return field
+
+
+def _bare_rule(kind: str) -> Rule:
+    if kind not in TRANSFORMERS or kind == "fixed":
+        raise MaskingError(f"unknown transformer {kind!r}")
+    return Rule(kind, "public", "t", "c", kind)
+
+
+class RowMasker:
+    """Masks rows of COPY text (``b"f1\\tf2\\n"``): only the masked fields are touched."""
+
+    def __init__(self, transforms: Iterable[tuple[int, FieldTransform]]) -> None:
+        self.transforms = [(i, f) for i, f in transforms if f is not _identity]
+
+    def __call__(self, line: bytes) -> bytes:
+        fields = line[:-1].split(b"\t")
+        for index, transform in self.transforms:
+            fields[index] = transform(fields[index])
+        return b"\t".join(fields) + b"\n"
+
+
+def could_produce(rule: Rule, value: str, col: ColumnType) -> bool:
+    """True if ``value`` has the shape of this transformer's output.
+
+    Used by the leak scan: a target value equal to a source value is only a leak
+    if masking could not have produced it (a source that holds already-masked
+    values, e.g. a clone of a clone, or a real person called "Ada Weber" in the
+    source while a masked row got that plausible name by chance, is not a leak).
+    """
+    kind = rule.transformer
+    if kind == "email":
+        return _EMAIL_RE.fullmatch(value) is not None
+    if kind == "phone":
+        return _PHONE_RE.fullmatch(value) is not None
+    if kind == "hash":
+        return _HEX_RE.fullmatch(value) is not None
+    if kind == "name":
+        return value in _name_outputs(col.max_length)
+    if kind == "redact":
+        return value == (REDACTED[: col.max_length] if col.max_length else REDACTED)
+    if kind == "fixed":
+        return value == rule.value
+    return kind == "keep"
+
+
+_NAME_OUTPUTS: dict[int | None, frozenset[str]] = {}
+
+
+def _name_outputs(max_length: int | None) -> frozenset[str]:
+    names = _NAME_OUTPUTS.get(max_length)
+    if names is None:
+        names = frozenset(
+            f"{first} {last}"[:max_length] if max_length else f"{first} {last}"
+            for first in FIRST_NAMES
+            for last in LAST_NAMES
+        )
+        _NAME_OUTPUTS[max_length] = names
+    return names
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short, non-reversible label for a key (to tell clones apart in logs)."""
+    return hashlib.sha256(b"portal-mask-id:" + key).hexdigest()[:8]

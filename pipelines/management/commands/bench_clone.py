@@ -1,0 +1,196 @@
+"""``manage.py bench_clone``: masked logical clone vs plain ``pg_dump -Fc | pg_restore``.
+
+Builds a source database with ``--rows`` rows over users, orders, order_items and
+payments (foreign keys, personal-data columns), times both copies in the same
+run, drops every database it created, and prints one JSON line last:
+``{"rows", "masked_s", "raw_s", "rows_per_s", "ratio"}`` (ratio = masked / raw).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from pipelines.clients import postgres as pg
+from pipelines.dbclone.logical import (
+    LogicalCloneSpec,
+    clone_database_name,
+    clone_logical,
+    clone_role_name,
+    drop_clone,
+)
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# Share of the rows per table (sums to 1).
+SHARES = {"users": 0.10, "orders": 0.30, "order_items": 0.40, "payments": 0.20}
+
+MASKING = {
+    "users.email": "email",
+    "users.name": "name",
+    "users.phone": "phone",
+    "users.address": "redact",
+    "orders.customer_email": "email",
+    "payments.card_number": "hash",
+}
+
+SCHEMA = """
+CREATE TABLE users (
+    id bigserial PRIMARY KEY,
+    email varchar(120) NOT NULL UNIQUE,
+    name text NOT NULL,
+    phone varchar(20),
+    address text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users (id),
+    customer_email varchar(120) NOT NULL,
+    total numeric(12, 2) NOT NULL,
+    status text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE order_items (
+    id bigserial PRIMARY KEY,
+    order_id bigint NOT NULL REFERENCES orders (id),
+    sku text NOT NULL,
+    quantity integer NOT NULL,
+    price numeric(10, 2) NOT NULL
+);
+CREATE TABLE payments (
+    id bigserial PRIMARY KEY,
+    order_id bigint NOT NULL REFERENCES orders (id),
+    card_number varchar(19) NOT NULL,
+    amount numeric(12, 2) NOT NULL,
+    paid_at timestamptz NOT NULL
+);
+CREATE INDEX orders_user_id ON orders (user_id);
+CREATE INDEX orders_customer_email ON orders (customer_email);
+CREATE INDEX order_items_order_id ON order_items (order_id);
+CREATE INDEX payments_order_id ON payments (order_id);
+"""
+
+
+def table_sizes(rows: int) -> dict[str, int]:
+    sizes = {name: max(1, int(rows * share)) for name, share in SHARES.items()}
+    sizes["order_items"] += rows - sum(sizes.values())  # exact total
+    return sizes
+
+
+def data_statements(rows: int) -> list[str]:
+    """Server-side generation: INSERT ... SELECT over generate_series."""
+    n = table_sizes(rows)
+    u, o = n["users"], n["orders"]
+    return [
+        f"""INSERT INTO users (email, name, phone, address, created_at)
+        SELECT 'person' || g || '@corp' || (g % 97) || '.example.com',
+               (ARRAY['Alice','Bob','Chloe','Dmitri','Eve','Farid'])[1 + g % 6] || ' '
+                 || (ARRAY['Martin','Okoye','Schulz','Tanaka','Lopez'])[1 + g % 5] || ' ' || g,
+               '+1' || lpad((g * 7919 % 10000000000)::text, 10, '0'),
+               g || ' Main Street, Springfield ' || (g % 1000),
+               now() - (g % 1000) * interval '1 hour'
+        FROM generate_series(1::bigint, {u}) g""",
+        f"""INSERT INTO orders (user_id, customer_email, total, status, created_at)
+        SELECT 1 + g % {u}, 'person' || (1 + g % {u}) || '@corp' || ((1 + g % {u}) % 97)
+                 || '.example.com',
+               (g % 50000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
+               now() - (g % 5000) * interval '1 minute'
+        FROM generate_series(1::bigint, {o}) g""",
+        f"""INSERT INTO order_items (order_id, sku, quantity, price)
+        SELECT 1 + g % {o}, 'SKU-' || (g % 5000), 1 + g % 5, (g % 10000) / 100.0
+        FROM generate_series(1::bigint, {n["order_items"]}) g""",
+        f"""INSERT INTO payments (order_id, card_number, amount, paid_at)
+        SELECT 1 + g % {o}, '4' || lpad((g * 104729 % 1000000000000000)::text, 15, '0'),
+               (g % 50000) / 100.0, now() - (g % 5000) * interval '1 minute'
+        FROM generate_series(1::bigint, {n["payments"]}) g""",
+        "VACUUM (FREEZE, ANALYZE)",  # both copies then read the same settled pages
+    ]
+
+
+@contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_benchmark(
+    rows: int, jobs: int, dsn: str, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Build the source, time both copies, clean up; return the figures."""
+    say = log or (lambda _: None)
+    tag = secrets.token_hex(4)
+    source_db, raw_db = f"bench_src_{tag}", f"bench_raw_{tag}"
+    source_url = pg.with_dbname(dsn, source_db)
+    created: list[str] = []
+    try:
+        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
+        created.append(source_db)
+        t0 = time.monotonic()
+        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
+        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+
+        pg.execute(dsn, f'CREATE DATABASE "{raw_db}"')
+        created.append(raw_db)
+        t0 = time.monotonic()
+        pg.dump_restore_pipe(source_url, pg.with_dbname(dsn, raw_db))
+        raw_s = time.monotonic() - t0
+        say(f"pg_dump -Fc | pg_restore: {raw_s:.2f}s")
+
+        spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
+        with _env({"PORTAL_CONNECTION_BENCH_SRC": source_url, "PORTAL_CONNECTION_BENCH_TGT": dsn}):
+            t0 = time.monotonic()
+            clone = clone_logical(spec, "bench", "clone", tag, say, lambda _: None)
+            masked_s = time.monotonic() - t0
+        say(f"masked clone: {masked_s:.2f}s")
+        copied = sum(clone.table_counts.values())
+        if copied != rows:
+            raise RuntimeError(f"the clone holds {copied} rows, expected {rows}")
+    finally:
+        clone_db = clone_database_name("bench", "clone", tag)
+        drop_clone(dsn, clone_db, clone_role_name(clone_db))
+        for database in reversed(created):
+            pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return {
+        "rows": rows,
+        "masked_s": round(masked_s, 3),
+        "raw_s": round(raw_s, 3),
+        "rows_per_s": round(rows / masked_s),
+        "ratio": round(masked_s / raw_s, 3),
+    }
+
+
+class Command(BaseCommand):
+    help = "Time a masked postgres_logical clone against pg_dump -Fc | pg_restore."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--rows", type=int, required=True)
+        parser.add_argument("--jobs", type=int, default=2)
+        parser.add_argument(
+            "--dsn",
+            default=os.environ.get("PORTAL_CONNECTION_BENCH") or DEFAULT_DSN,
+            help="PostgreSQL server to use (default: $PORTAL_CONNECTION_BENCH or local)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        rows = options["rows"]
+        if rows < 10:
+            self.stderr.write("--rows must be at least 10")
+            raise SystemExit(2)
+        result = run_benchmark(rows, options["jobs"], options["dsn"], self.stderr.write)
+        self.stdout.write(json.dumps(result))

@@ -1,0 +1,198 @@
+"""Writes on runs: start one, retry a failed stage, cancel, decide an approval.
+
+Callers check who may do what (accounts_app.permissions); these functions
+check that the action makes sense in the run's current state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts_app.models import Account, AccountStatus
+from pipelines import engine
+from pipelines.blueprints import Blueprint, load_blueprint
+from pipelines.logs import StageLog
+from pipelines.models import (
+    ACTIVE_RUN_STATUSES,
+    PipelineRun,
+    RunKind,
+    RunStatus,
+    StageRun,
+    StageStatus,
+    Trigger,
+)
+from pipelines.redaction import Redactor
+
+DATA_STAGES = ("db_clone", "dns_cutover")
+
+
+class RunRefused(Exception):
+    """The action does not fit the run's state; the message says why."""
+
+
+class RunConflict(RunRefused):
+    def __init__(self, account: Account, holder_id: int) -> None:
+        super().__init__(f"account {account.name} already has an active run: run #{holder_id}")
+        self.holder_id = holder_id
+
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
+    if kind in (RunKind.PROVISION, RunKind.UPDATE):
+        return list(blueprint.stages)
+    if kind == RunKind.REFRESH_DATA:
+        if not blueprint.databases:
+            raise RunRefused(f"blueprint {blueprint.name} declares no databases to refresh")
+        return [kind for kind in DATA_STAGES]
+    if kind == RunKind.DRIFT_CHECK:
+        return ["render", "plan"]
+    raise RunRefused(f"run kind {kind!r} is not supported")
+
+
+def start_run(
+    account: Account,
+    kind: str,
+    *,
+    user: AbstractBaseUser | None = None,
+    trigger: str = Trigger.USER,
+) -> PipelineRun:
+    """Create a run with one stage per blueprint stage and queue the first after commit."""
+    blueprint = load_blueprint(account.blueprint)
+    config = blueprint.validate_config(account.config)
+    kinds = stages_for(blueprint, kind)
+    try:
+        with transaction.atomic():
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            if locked.protected and kind != RunKind.DRIFT_CHECK:
+                raise RunRefused(f"account {locked.name} is protected: it is never written to")
+            holder = engine.active_run_for(locked.pk)
+            if holder is not None:
+                raise RunConflict(locked, holder.pk)
+            run = PipelineRun.objects.create(
+                account=locked,
+                kind=kind,
+                trigger=trigger,
+                status=RunStatus.RUNNING,
+                created_by=user,
+                blueprint_version=blueprint.version,
+                config=config,
+            )
+            stages = StageRun.objects.bulk_create(
+                StageRun(run=run, position=index, kind=stage_kind)
+                for index, stage_kind in enumerate(kinds, start=1)
+            )
+            if kind in (RunKind.PROVISION, RunKind.UPDATE):
+                locked.status = AccountStatus.PROVISIONING
+                locked.save(update_fields=["status", "updated_at"])
+            engine.queue_stage(stages[0])
+            return run
+    except IntegrityError:
+        # Two starts raced past the check; the database constraint decided.
+        holder = engine.active_run_for(account.pk)
+        if holder is None:
+            raise
+        raise RunConflict(account, holder.pk) from None
+
+
+def retry_stage(stage: StageRun, *, user: AbstractBaseUser | None = None) -> StageRun:
+    """A new attempt of a failed (or cancelled) stage; the chain goes on from there."""
+    try:
+        with transaction.atomic():
+            Account.objects.select_for_update().get(pk=stage.run.account_id)
+            stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
+            run = stage.run
+            if stage.status not in (StageStatus.FAILED, StageStatus.CANCELLED):
+                raise RunRefused(f"stage {stage.kind} is {stage.status}; only a failed stage is retried")
+            if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+                raise RunRefused(f"run #{run.pk} is {run.status}")
+            if run.account.protected:
+                raise RunRefused(f"account {run.account.name} is protected: it is never written to")
+            newer = run.account.runs.filter(created_at__gt=run.created_at).first()
+            if newer is not None:
+                raise RunRefused(f"run #{newer.pk} is newer; retry that one")
+            holder = engine.active_run_for(run.account_id)
+            if holder is not None:
+                raise RunConflict(run.account, holder.pk)
+            first = stage
+            if stage.retry_from:
+                first = run.stages.filter(kind=stage.retry_from).first() or stage
+            run.status = RunStatus.RUNNING
+            run.cancel_requested = False
+            run.explanation = ""
+            run.finished_at = None
+            run.trigger = Trigger.RETRY
+            run.save()
+            # Everything from the first stage to re-run on goes back to pending.
+            run.stages.filter(position__gt=first.position).exclude(
+                status=StageStatus.SKIPPED
+            ).update(status=StageStatus.PENDING, finished_at=None, explanation="")
+            first.refresh_from_db()
+            who = getattr(user, "username", "") or "the portal"
+            StageLog(first.pk, first.attempt + 1, Redactor())(
+                f"--- retry requested by {who} ---"
+            )
+            engine.queue_stage(first)
+            if run.kind in (RunKind.PROVISION, RunKind.UPDATE):
+                Account.objects.filter(pk=run.account_id).update(status=AccountStatus.PROVISIONING)
+            return first
+    except IntegrityError:
+        holder = engine.active_run_for(stage.run.account_id)
+        raise RunConflict(stage.run.account, holder.pk if holder else 0) from None
+
+
+def cancel_run(run: PipelineRun, *, user: AbstractBaseUser | None = None) -> PipelineRun:
+    """Queued stages are cancelled; a running one is asked to stop and stops at its next check."""
+    with transaction.atomic():
+        run = PipelineRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in ACTIVE_RUN_STATUSES:
+            raise RunRefused(f"run #{run.pk} is {run.status}; only an active run is cancelled")
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested"])
+        engine.cancel_remaining(run)
+        if not run.stages.filter(status=StageStatus.RUNNING).exists():
+            engine.finish_run(run, RunStatus.CANCELLED, "cancelled by a user")
+        return run
+
+
+def decide_stage(
+    stage: StageRun, *, user: AbstractBaseUser, approve: bool, comment: str = ""
+) -> StageRun:
+    """Approve or reject a stage waiting for approval (a plan)."""
+    with transaction.atomic():
+        stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
+        if stage.status != StageStatus.WAITING_APPROVAL:
+            raise RunRefused(f"stage {stage.kind} is {stage.status}, not waiting for approval")
+        if stage.approval_deadline and stage.approval_deadline < timezone.now():
+            raise RunRefused("the approval deadline has passed")
+        if not approve and not comment.strip():
+            raise RunRefused("a rejection needs a comment saying why")
+        stage.decided_by = user  # type: ignore[assignment]
+        stage.decided_at = timezone.now()
+        stage.decision_comment = comment.strip()
+        log = StageLog(stage.pk, stage.attempt, Redactor())
+        who = getattr(user, "username", "")
+        decision: dict[str, Any] = {"decision": "approved" if approve else "rejected", "by": who}
+        stage.outputs = {**stage.outputs, **decision, "comment": stage.decision_comment}
+        if approve:
+            log(f"--- approved by {who}: {stage.decision_comment or 'no comment'} ---")
+            stage.status = StageStatus.SUCCEEDED
+            stage.finished_at = timezone.now()
+            stage.save()
+            engine.advance(stage.run, after=stage)
+        else:
+            log(f"--- rejected by {who}: {stage.decision_comment} ---")
+            explanation = f"rejected by {who}: {stage.decision_comment}"
+            # A retry plans again and asks again, rather than applying what was refused.
+            stage.retry_from = "plan" if stage.run.stages.filter(kind="plan").exists() else ""
+            stage.status = StageStatus.FAILED
+            stage.explanation = explanation
+            stage.finished_at = timezone.now()
+            stage.save()
+            engine.finish_run(stage.run, RunStatus.FAILED, f"{stage.kind}: {explanation}")
+        return stage

@@ -1,0 +1,112 @@
+"""The stage contract: what a stage executor gets and what it may raise.
+
+An executor is a plain function ``execute(ctx: StageContext) -> dict``. It
+returns the stage's outputs (JSON-serialisable) or raises ``StageError``.
+Every executor must be idempotent: run twice, or killed at any line and run
+again, it reaches the same end state with no duplicate side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pipelines.blueprints import Blueprint
+
+
+class StageError(Exception):
+    """A stage failed. ``explanation`` is one line for people; never a secret."""
+
+    def __init__(
+        self,
+        explanation: str,
+        *,
+        retryable: bool = True,
+        detail: str = "",
+        retry_from: str = "",
+    ) -> None:
+        super().__init__(explanation)
+        self.explanation = explanation
+        self.retryable = retryable
+        # Logged with the failure (e.g. the tail of a hook's output); redacted like any line.
+        self.detail = detail
+        # A retry starts again from this earlier stage kind (apply on a stale plan -> "plan").
+        self.retry_from = retry_from
+
+
+class StageCancelled(StageError):
+    """The run was cancelled while this stage ran."""
+
+    def __init__(self, explanation: str = "cancelled by a user") -> None:
+        super().__init__(explanation, retryable=True)
+
+
+class StageWaiting(Exception):
+    """The stage needs a human decision; the engine parks it in waiting_approval."""
+
+    def __init__(self, outputs: Mapping[str, Any], *, timeout_hours: float = 72) -> None:
+        super().__init__("waiting for approval")
+        self.outputs = dict(outputs)
+        # Past this, the reaper fails the stage and the decision buttons are gone.
+        self.timeout_hours = timeout_hours
+
+
+class StageLogger(Protocol):
+    """Writes numbered log lines for the stage; redacts known secrets first."""
+
+    def __call__(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What a stage may know about the account, without touching the ORM."""
+
+    pk: int
+    name: str
+    purpose: str
+    cloud_account_id: str
+    config: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class StageContext:
+    account: AccountInfo
+    run_id: int
+    run_kind: str
+    stage_id: int
+    stage_kind: str
+    attempt: int
+    blueprint: Blueprint
+    config: dict[str, Any]
+    # Outputs of earlier stages of this run, keyed by stage kind.
+    previous: dict[str, dict[str, Any]]
+    workdir: Path
+    log: StageLogger
+    # Register a value so that it is redacted from every later log line.
+    add_secret: Callable[[str], None]
+    is_cancelled: Callable[[], bool]
+    # Files stored with the run (rendered Terraform, plan files): name -> bytes.
+    artifacts: ArtifactStore = field(repr=False)
+    # Records values on the account (cloud_account_id, outputs, endpoints).
+    update_account: Callable[..., None] = field(repr=False, default=lambda **_: None)
+
+
+class ArtifactStore(Protocol):
+    """Files kept by the portal so a worker on another machine can lay them out."""
+
+    def put(self, name: str, data: bytes) -> str: ...  # returns sha256 hex
+
+    def get(self, name: str) -> bytes: ...
+
+    def names(self, prefix: str = "") -> list[str]: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def lay_out(self, prefix: str, directory: Path) -> list[Path]: ...
+
+
+Executor = Callable[[StageContext], dict[str, Any]]

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from pipelines import views
+
+urlpatterns = [
+    path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<int:run_id>/stages/<int:stage_id>/log/", views.stage_log, name="stage-log"),
+    path("runs/<int:run_id>/stages/<int:stage_id>/retry/", views.retry, name="stage-retry"),
+    path("runs/<int:run_id>/cancel/", views.cancel, name="run-cancel"),
+]

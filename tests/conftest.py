@@ -1,0 +1,135 @@
+"""Shared fixtures. Integration fixtures start real processes: a Celery worker, moto."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from pipelines.models import PipelineRun, RunStatus
+
+pytest_plugins = ["tests.conftest_moto"]
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def blueprints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped blueprints plus the test ones, copied so tests may edit them."""
+    root = tmp_path_factory.mktemp("blueprints")
+    for source in (ROOT / "blueprints", FIXTURES / "blueprints"):
+        for folder in source.iterdir():
+            if folder.is_dir():
+                shutil.copytree(folder, root / folder.name, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(autouse=True)
+def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
+    settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
+    settings.PORTAL_WORK_DIR = var_root / "work"
+    settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    django_db_setup: None, blueprints_root: Path, var_root: Path
+) -> dict[str, str]:
+    """Environment for processes that must share the test database and broker."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        user = db.get("USER") or ""
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        host = db.get("HOST") or "127.0.0.1"
+        port = db.get("PORT") or 5432
+        env["DATABASE_URL"] = f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    # Fast beats, so the reaper test need not wait long for a heartbeat to go stale.
+    env["PORTAL_HEARTBEAT_SECONDS"] = "1"
+    env["PORTAL_BLUEPRINTS_DIR"] = str(blueprints_root)
+    env["PORTAL_WORK_DIR"] = str(var_root / "work")
+    env["PORTAL_TF_STATE_DIR"] = str(var_root / "tfstate")
+    env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` process on the test database and broker."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from portal.celery import app
+
+        app.control.purge()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "portal", "worker",
+                "--loglevel=INFO", "--concurrency=2", "--pool=prefork",
+                f"--hostname=test-worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+            ],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+    print(f"celery worker log: {worker.log_path}")
+
+
+@pytest.fixture
+def wait_for_run() -> Callable[..., PipelineRun]:
+    def wait(run_id: int, statuses: tuple[str, ...] = (), timeout: float = 120) -> PipelineRun:
+        """Poll until the run reaches one of ``statuses`` (default: any final status)."""
+        wanted = statuses or (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        deadline = time.monotonic() + timeout
+        while True:
+            run = PipelineRun.objects.get(pk=run_id)
+            if run.status in wanted:
+                return run
+            if time.monotonic() > deadline:
+                stages = [(s.kind, s.status, s.explanation) for s in run.stages.all()]
+                raise AssertionError(f"run {run_id} is {run.status} after {timeout}s: {stages}")
+            time.sleep(0.3)
+
+    return wait

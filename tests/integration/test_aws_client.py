@@ -1,0 +1,184 @@
+"""pipelines.clients.aws against a real (moto) AWS endpoint.
+
+Needs the ``moto_server`` fixture from tests/conftest_moto.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import boto3
+import pytest
+
+from pipelines.clients import aws
+
+pytestmark = pytest.mark.integration
+
+TARGET_ACCOUNT = "222222222222"
+
+
+@pytest.fixture()
+def settings(moto_server: str) -> aws.AwsSettings:
+    return aws.AwsSettings(endpoint_url=moto_server, region="us-east-1")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _accounts_with_email(settings: aws.AwsSettings, email: str) -> list[dict]:
+    org = aws.builder_session(settings).client("organizations")
+    return [
+        a
+        for page in org.get_paginator("list_accounts").paginate()
+        for a in page["Accounts"]
+        if a["Email"].lower() == email.lower()
+    ]
+
+
+def test_settings_from_env_defaults() -> None:
+    s = aws.AwsSettings.from_env({})
+    assert (s.endpoint_url, s.region, s.admin_role_name) == (
+        None,
+        "us-east-1",
+        "OrganizationAccountAccessRole",
+    )
+    s = aws.AwsSettings.from_env(
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "PORTAL_AWS_ADMIN_ROLE": "Admin"}
+    )
+    assert s.is_local and s.admin_role_name == "Admin"
+    assert not aws.AwsSettings(endpoint_url="https://rds.us-east-1.amazonaws.com").is_local
+
+
+def test_ensure_account_is_idempotent_by_email(settings: aws.AwsSettings) -> None:
+    name = _unique("qa")
+    email = aws.account_email(name, "corp.test")
+    lines: list[str] = []
+
+    first = aws.ensure_account(email, name, 30, 0.01, lines.append, settings=settings)
+    second = aws.ensure_account(email.upper(), name, 30, 0.01, lines.append, settings=settings)
+
+    assert first == second
+    assert len(first) == 12 and first.isdigit()
+    accounts = _accounts_with_email(settings, email)
+    assert [a["Id"] for a in accounts] == [first]
+    assert accounts[0]["Name"] == name
+    assert any("SUCCEEDED" in line for line in lines)
+    assert lines[-1] == f"AWS account for {email.upper()} exists: {first}"
+
+
+def test_hooks_create_account_then_assume_role(settings: aws.AwsSettings) -> None:
+    name = _unique("demo")
+    out = aws.hook_create_account(name, "corp.test", settings=settings, poll_s=0.01)
+    again = aws.hook_create_account(name, "corp.test", settings=settings, poll_s=0.01)
+    assert out == again
+    assert len(_accounts_with_email(settings, f"aws+{name}@corp.test")) == 1
+
+    role = aws.hook_assume_role(out["cloud_account_id"], settings=settings)
+    assert role == {
+        "role_arn": f"arn:aws:iam::{out['cloud_account_id']}:role/OrganizationAccountAccessRole"
+    }
+
+
+def test_check_assume_role_acts_in_the_target_account(settings: aws.AwsSettings) -> None:
+    arn = aws.check_assume_role(TARGET_ACCOUNT, "PortalAdmin", settings=settings)
+    assert arn == f"arn:aws:iam::{TARGET_ACCOUNT}:role/PortalAdmin"
+
+    session, role_arn = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+    assert role_arn.endswith(":role/OrganizationAccountAccessRole")
+    identity = session.client("sts").get_caller_identity()
+    assert identity["Account"] == TARGET_ACCOUNT
+    # The session uses the configured endpoint even with no AWS_ENDPOINT_URL env.
+    assert session.client("s3").meta.endpoint_url == settings.endpoint_url
+
+
+def test_assume_role_rejects_bad_account_id(settings: aws.AwsSettings) -> None:
+    with pytest.raises(aws.AwsError) as err:
+        aws.check_assume_role("12345", settings=settings)
+    assert not err.value.retryable
+    assert "12 digits" in err.value.explanation
+
+
+def test_unreachable_endpoint_is_a_retryable_aws_error() -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    s = aws.AwsSettings(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    session = aws.builder_session(s)
+    with pytest.raises(aws.AwsError) as err:
+        aws.get_secret(session, "anything")
+    assert err.value.retryable
+    assert err.value.code == "EndpointConnectionError"
+    assert "\n" not in err.value.explanation
+
+
+def test_route53_upsert_wait_delete(settings: aws.AwsSettings) -> None:
+    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+    r53 = session.client("route53")
+    zone_name = f"{_unique('z')}.internal."
+    zone_id = r53.create_hosted_zone(Name=zone_name, CallerReference=_unique("ref"))["HostedZone"][
+        "Id"
+    ]
+    name = f"db.{zone_name}"
+    lines: list[str] = []
+
+    change1 = aws.upsert_record(session, zone_id, name, "CNAME", "old.example.com", 60)
+    change2 = aws.upsert_record(session, zone_id, name.rstrip("."), "CNAME", "new.example.com", 60)
+    aws.wait_change_insync(session, change2, timeout_s=10, log=lines.append, poll_s=0.01)
+
+    assert change1 and change2
+    records = [
+        r
+        for r in r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        if r["Type"] == "CNAME"
+    ]
+    assert len(records) == 1
+    assert records[0]["ResourceRecords"] == [{"Value": "new.example.com"}]
+    assert aws.find_record(session, zone_id, name, "CNAME") is not None
+    assert any("in sync" in line for line in lines)
+
+    assert aws.delete_record(session, zone_id, name, "CNAME") is not None
+    assert aws.delete_record(session, zone_id, name, "CNAME") is None
+    assert aws.find_record(session, zone_id, name, "CNAME") is None
+    remaining = r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    assert {r["Type"] for r in remaining} == {"NS", "SOA"}
+
+
+def test_secrets_put_twice_is_idempotent(settings: aws.AwsSettings) -> None:
+    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+    sm = session.client("secretsmanager")
+    name = f"portal/test/{_unique('s')}"
+    tags = {"portal:account": "qa1"}
+
+    arn1 = aws.put_secret(session, name, "value-1", tags)
+    arn2 = aws.put_secret(session, name, "value-1", tags)
+    assert arn1 == arn2
+    versions = sm.list_secret_version_ids(SecretId=arn1)["Versions"]
+    assert len(versions) == 1  # the same value wrote no new version
+
+    arn3 = aws.put_secret(session, name, "value-2", tags)
+    assert arn3 == arn1
+    assert aws.get_secret(session, arn1) == "value-2"
+    assert sm.describe_secret(SecretId=arn1)["Tags"] == [
+        {"Key": "portal:account", "Value": "qa1"}
+    ]
+    assert [s["Name"] for s in sm.list_secrets()["SecretList"]].count(name) == 1
+
+    # Scheduled for deletion (with a recovery window): put restores it.
+    sm.delete_secret(SecretId=arn1, RecoveryWindowInDays=7)
+    assert aws.put_secret(session, name, "value-3", tags) == arn1
+    assert aws.get_secret(session, name) == "value-3"
+
+    assert aws.delete_secret(session, arn1) is True
+    assert aws.delete_secret(session, arn1) is False
+    with pytest.raises(aws.AwsError) as err:
+        aws.get_secret(session, arn1)
+    assert err.value.code == "ResourceNotFoundException"
+    assert "value-3" not in err.value.explanation
+
+
+def test_secrets_are_per_account(settings: aws.AwsSettings) -> None:
+    target, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+    name = f"portal/test/{_unique('s')}"
+    aws.put_secret(target, name, "only-in-target")
+    builder = boto3.Session(region_name="us-east-1")
+    names = [s["Name"] for s in builder.client("secretsmanager").list_secrets()["SecretList"]]
+    assert name not in names

