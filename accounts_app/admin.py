@@ -43,7 +43,15 @@ class AccountAdmin(admin.ModelAdmin):
 
 @admin.register(AccountRequest)
 class AccountRequestAdmin(admin.ModelAdmin):
-    list_display = ("id", "account", "requested_by", "purpose", "status", "decided_by", "created_at")
+    list_display = (
+        "id",
+        "account",
+        "requested_by",
+        "purpose",
+        "status",
+        "decided_by",
+        "created_at",
+    )
     list_filter = ("status", "purpose")
 
 

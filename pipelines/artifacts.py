@@ -22,7 +22,9 @@ class DbArtifactStore:
         return digest
 
     def get(self, name: str) -> bytes:
-        return bytes(Artifact.objects.values_list("data", flat=True).get(run_id=self.run_id, name=name))
+        return bytes(
+            Artifact.objects.values_list("data", flat=True).get(run_id=self.run_id, name=name)
+        )
 
     def names(self, prefix: str = "") -> list[str]:
         return sorted(

@@ -103,7 +103,9 @@ class Blueprint:
         validator = Draft202012Validator(self.parameters)
         problems = [
             ConfigProblem(error.json_path, error.message)
-            for error in sorted(validator.iter_errors(filled), key=lambda e: (e.json_path, e.message))
+            for error in sorted(
+                validator.iter_errors(filled), key=lambda e: (e.json_path, e.message)
+            )
         ]
         if problems:
             raise ConfigInvalid(problems)
@@ -201,7 +203,9 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
     if approval_plan not in APPROVAL_MODES:
         raise fail(f"approval.plan must be one of {', '.join(APPROVAL_MODES)}")
     timeout_hours = _positive_number(
-        approval.get("timeout_hours", DEFAULT_APPROVAL_TIMEOUT_HOURS), "approval.timeout_hours", fail
+        approval.get("timeout_hours", DEFAULT_APPROVAL_TIMEOUT_HOURS),
+        "approval.timeout_hours",
+        fail,
     )
 
     return Blueprint(
@@ -266,7 +270,9 @@ def _hook_scripts(name: str, folder: Path, phase: str, fail: Any) -> tuple[Path,
             continue
         resolved = entry.resolve()
         if not resolved.is_relative_to(folder):
-            raise fail(f"hook hooks/{phase}/{entry.name} is a link that leaves the blueprint folder")
+            raise fail(
+                f"hook hooks/{phase}/{entry.name} is a link that leaves the blueprint folder"
+            )
         if not resolved.is_file():
             raise fail(f"hook hooks/{phase}/{entry.name} is not a file")
         if not os.access(resolved, os.X_OK):
@@ -307,9 +313,7 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
     return policies
 
 
-def _parse_databases(
-    name: str, folder: Path, raw: list[Any], fail: Any
-) -> list[dict[str, Any]]:
+def _parse_databases(name: str, folder: Path, raw: list[Any], fail: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise fail("databases must be a list")
     databases = []

@@ -39,7 +39,13 @@ from pipelines.models import (
 from pipelines.redaction import Redactor, environment_secrets
 from pipelines.signals import approval_needed, run_finished
 from pipelines.stages import executor_for
-from pipelines.stages.base import AccountInfo, StageCancelled, StageContext, StageError, StageWaiting
+from pipelines.stages.base import (
+    AccountInfo,
+    StageCancelled,
+    StageContext,
+    StageError,
+    StageWaiting,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +87,10 @@ def execute_stage(stage_id: int) -> None:
     redactor = Redactor([*environment_secrets(), *secret_values(account.pk)])
     log = StageLog(stage.pk, stage.attempt, redactor)
     heartbeat = Heartbeat(stage.pk, stage.attempt, run.pk)
-    workdir = Path(settings.PORTAL_WORK_DIR) / f"run-{run.pk}" / (
-        f"{stage.position:02d}-{stage.kind}-attempt-{stage.attempt}"
+    workdir = (
+        Path(settings.PORTAL_WORK_DIR)
+        / f"run-{run.pk}"
+        / (f"{stage.position:02d}-{stage.kind}-attempt-{stage.attempt}")
     )
     outcome: dict[str, Any] = {}
     try:
@@ -143,7 +151,9 @@ def _claim(stage_id: int) -> StageRun | None:
             .first()
         )
         if stage is None or stage.status != StageStatus.QUEUED:
-            logger.info("stage %s is not queued (%s): nothing to do", stage_id, stage and stage.status)
+            logger.info(
+                "stage %s is not queued (%s): nothing to do", stage_id, stage and stage.status
+            )
             return None
         if stage.run.cancel_requested:
             _finish_stage(stage, StageStatus.CANCELLED, "cancelled by a user")
@@ -189,7 +199,9 @@ def _record_outcome(
             run.save(update_fields=["status"])
             log("--- waiting for approval ---")
             transaction.on_commit(
-                lambda: approval_needed.send(sender=StageRun, stage=StageRun.objects.get(pk=stage_id))
+                lambda: approval_needed.send(
+                    sender=StageRun, stage=StageRun.objects.get(pk=stage_id)
+                )
             )
         elif "cancelled" in outcome:
             log(f"--- cancelled: {outcome['cancelled']} ---")
@@ -198,7 +210,11 @@ def _record_outcome(
             finish_run(run, RunStatus.CANCELLED, outcome["cancelled"])
         else:
             error: StageError = outcome["error"]
-            explanation = redactor(error.explanation).splitlines()[0][:1000] if error.explanation else "failed"
+            explanation = (
+                redactor(error.explanation).splitlines()[0][:1000]
+                if error.explanation
+                else "failed"
+            )
             stage.retryable = error.retryable
             stage.retry_from = error.retry_from
             stage.error = redactor(error.detail)[-4000:]
@@ -256,7 +272,9 @@ def _account_status_after(kind: str, run_status: str) -> str | None:
     if kind == RunKind.REFRESH_DATA or kind == RunKind.DRIFT_CHECK:
         return None  # the account kept serving throughout
     if kind == RunKind.TEARDOWN:
-        return AccountStatus.TORN_DOWN if run_status == RunStatus.SUCCEEDED else AccountStatus.FAILED
+        return (
+            AccountStatus.TORN_DOWN if run_status == RunStatus.SUCCEEDED else AccountStatus.FAILED
+        )
     if run_status == RunStatus.SUCCEEDED:
         return AccountStatus.READY
     return AccountStatus.FAILED
@@ -274,7 +292,9 @@ class Heartbeat:
         self.run_id = run_id
         self.cancelled = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{stage_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-{stage_id}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -311,11 +331,16 @@ def reap(now: Any = None) -> dict[str, int]:
     ).values_list("pk", flat=True):
         with transaction.atomic():
             stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage_id)
-            if stage.status != StageStatus.RUNNING or not stage.heartbeat_at or stage.heartbeat_at >= stale:
+            if (
+                stage.status != StageStatus.RUNNING
+                or not stage.heartbeat_at
+                or stage.heartbeat_at >= stale
+            ):
                 continue
             counts["lost"] += 1
+            since = f"{stage.heartbeat_at:%H:%M:%S}"
             StageLog(stage.pk, stage.attempt, Redactor())(
-                f"--- {WORKER_LOST}: no heartbeat from {stage.worker} since {stage.heartbeat_at:%H:%M:%S} ---"
+                f"--- {WORKER_LOST}: no heartbeat from {stage.worker} since {since} ---"
             )
             if stage.run.cancel_requested:
                 _finish_stage(stage, StageStatus.CANCELLED, "cancelled by a user")
@@ -328,7 +353,9 @@ def reap(now: Any = None) -> dict[str, int]:
     lost_message = now - timedelta(seconds=settings.PORTAL_QUEUED_STALE_SECONDS)
     for stage in StageRun.objects.filter(status=StageStatus.QUEUED, queued_at__lt=lost_message):
         with transaction.atomic():
-            if StageRun.objects.filter(pk=stage.pk, status=StageStatus.QUEUED).update(queued_at=now):
+            if StageRun.objects.filter(pk=stage.pk, status=StageStatus.QUEUED).update(
+                queued_at=now
+            ):
                 counts["resent"] += 1
                 send_stage_task(stage.pk)
 

@@ -144,6 +144,9 @@ class LogLine(models.Model):
             models.UniqueConstraint(fields=["stage", "number"], name="unique_log_line_number")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.number}: {self.text[:60]}"
+
 
 class Artifact(models.Model):
     """A file kept with the run (rendered Terraform, a saved plan) so any worker can use it."""
@@ -156,9 +159,7 @@ class Artifact(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "name"], name="unique_artifact_name")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_artifact_name")]
 
     def __str__(self) -> str:
         return f"{self.name} (run #{self.run_id})"

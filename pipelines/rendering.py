@@ -90,6 +90,9 @@ class HclIdent:
 
     name: str
 
+    def __str__(self) -> str:  # `(x | ident) ~ "-a"` makes a plain string, quoted as usual
+        return self.name
+
 
 # ASCII characters that need an escape inside an HCL quoted string, the `${` and
 # `%{` template openers, `*/` (so a value can never close a block comment it was
@@ -224,6 +227,10 @@ def _check_relative_path(path: str) -> PurePosixPath:
     return pure
 
 
+# Terraform working files: state may hold secrets, and none of it belongs in a blueprint.
+_WORKING_FILES = re.compile(r"^(\.terraform|.*\.tfstate(\..*)?|\.terraform\.tfstate\.lock\.info)$")
+
+
 def _source_files(root: Path) -> list[str]:
     """Relative posix paths of every file under root, sorted; links are refused."""
     found = []
@@ -231,9 +238,11 @@ def _source_files(root: Path) -> list[str]:
         dirnames.sort()
         for name in dirnames + filenames:
             path = Path(directory) / name
+            relative = path.relative_to(root).as_posix()
             if path.is_symlink():
-                relative = path.relative_to(root).as_posix()
                 raise RenderError(f"{relative} is a symbolic link; blueprints hold plain files")
+            if _WORKING_FILES.match(name):
+                raise RenderError(f"{relative} is a Terraform working file; remove it")
         for name in filenames:
             found.append((Path(directory) / name).relative_to(root).as_posix())
     return sorted(found)
@@ -244,6 +253,7 @@ class _BlueprintLoader(BaseLoader):
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self.served: set[str] = set()
 
     def get_source(
         self, environment: Any, template: str
@@ -260,6 +270,7 @@ class _BlueprintLoader(BaseLoader):
         except UnicodeDecodeError as exc:
             raise RenderError("template is not UTF-8 text", template=template) from exc
         # The relative name doubles as the "filename" so errors and tracebacks name it.
+        self.served.add(template)
         return source, template, lambda: True
 
 
@@ -280,14 +291,19 @@ def _make_environment(root: Path) -> ImmutableSandboxedEnvironment:
     return env
 
 
-def _template_line(tb: TracebackType | None, template: str) -> int | None:
-    """The template line an exception came from (Jinja rewrites tracebacks to templates)."""
-    lineno = None
+def _template_line(
+    tb: TracebackType | None, templates: set[str], default: str
+) -> tuple[str, int | None]:
+    """The innermost template file and line an exception came from.
+
+    Jinja rewrites tracebacks so that template code shows as frames of the template file.
+    """
+    where: tuple[str, int | None] = (default, None)
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == template:
-            lineno = tb.tb_lineno
+        if tb.tb_frame.f_code.co_filename in templates:
+            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
-    return lineno
+    return where
 
 
 def _render_template(env: ImmutableSandboxedEnvironment, name: str, context: dict[str, Any]) -> str:
@@ -301,9 +317,10 @@ def _render_template(env: ImmutableSandboxedEnvironment, name: str, context: dic
         where = exc.filename or exc.name or name
         raise RenderError(exc.message or str(exc), template=where, lineno=exc.lineno) from exc
     except Exception as exc:  # anything a template expression raised, incl. SecurityError
-        lineno = _template_line(exc.__traceback__, name)
+        served = env.loader.served if isinstance(env.loader, _BlueprintLoader) else set()
+        template, lineno = _template_line(exc.__traceback__, served, name)
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, LiteralError) else str(exc)
-        raise RenderError(message, template=name, lineno=lineno) from exc
+        raise RenderError(message, template=template, lineno=lineno) from exc
 
 
 def render_blueprint(
@@ -364,7 +381,10 @@ def write_render_result(result: RenderResult, out_dir: Path) -> list[Path]:
         _atomic_write(target, data)
         written.append(target)
     for stale in sorted(_previous_manifest_paths(root) - set(result.files)):
-        target = _target(root, stale)
+        try:
+            target = _target(root, stale)
+        except RenderError:
+            continue  # a damaged old manifest must not block a new render
         if target.is_file() and not target.is_symlink():
             target.unlink()
     _atomic_write(root / MANIFEST_NAME, result.manifest_json())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -40,9 +40,6 @@ class RunConflict(RunRefused):
         self.holder_id = holder_id
 
 
-User = AbstractBaseUser | AnonymousUser
-
-
 def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
     if kind in (RunKind.PROVISION, RunKind.UPDATE):
         return list(blueprint.stages)
@@ -59,7 +56,7 @@ def start_run(
     account: Account,
     kind: str,
     *,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     trigger: str = Trigger.USER,
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
@@ -100,7 +97,7 @@ def start_run(
         raise RunConflict(account, holder.pk) from None
 
 
-def retry_stage(stage: StageRun, *, user: AbstractBaseUser | None = None) -> StageRun:
+def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
     """A new attempt of a failed (or cancelled) stage; the chain goes on from there."""
     try:
         with transaction.atomic():
@@ -108,7 +105,9 @@ def retry_stage(stage: StageRun, *, user: AbstractBaseUser | None = None) -> Sta
             stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
             run = stage.run
             if stage.status not in (StageStatus.FAILED, StageStatus.CANCELLED):
-                raise RunRefused(f"stage {stage.kind} is {stage.status}; only a failed stage is retried")
+                raise RunRefused(
+                    f"stage {stage.kind} is {stage.status}; only a failed stage is retried"
+                )
             if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
                 raise RunRefused(f"run #{run.pk} is {run.status}")
             if run.account.protected:
@@ -134,9 +133,7 @@ def retry_stage(stage: StageRun, *, user: AbstractBaseUser | None = None) -> Sta
             ).update(status=StageStatus.PENDING, finished_at=None, explanation="")
             first.refresh_from_db()
             who = getattr(user, "username", "") or "the portal"
-            StageLog(first.pk, first.attempt + 1, Redactor())(
-                f"--- retry requested by {who} ---"
-            )
+            StageLog(first.pk, first.attempt + 1, Redactor())(f"--- retry requested by {who} ---")
             engine.queue_stage(first)
             if run.kind in (RunKind.PROVISION, RunKind.UPDATE):
                 Account.objects.filter(pk=run.account_id).update(status=AccountStatus.PROVISIONING)
@@ -146,7 +143,7 @@ def retry_stage(stage: StageRun, *, user: AbstractBaseUser | None = None) -> Sta
         raise RunConflict(stage.run.account, holder.pk if holder else 0) from None
 
 
-def cancel_run(run: PipelineRun, *, user: AbstractBaseUser | None = None) -> PipelineRun:
+def cancel_run(run: PipelineRun, *, user: User | None = None) -> PipelineRun:
     """Queued stages are cancelled; a running one is asked to stop and stops at its next check."""
     with transaction.atomic():
         run = PipelineRun.objects.select_for_update().get(pk=run.pk)
@@ -161,7 +158,7 @@ def cancel_run(run: PipelineRun, *, user: AbstractBaseUser | None = None) -> Pip
 
 
 def decide_stage(
-    stage: StageRun, *, user: AbstractBaseUser, approve: bool, comment: str = ""
+    stage: StageRun, *, user: User, approve: bool, comment: str = ""
 ) -> StageRun:
     """Approve or reject a stage waiting for approval (a plan)."""
     with transaction.atomic():
@@ -172,7 +169,7 @@ def decide_stage(
             raise RunRefused("the approval deadline has passed")
         if not approve and not comment.strip():
             raise RunRefused("a rejection needs a comment saying why")
-        stage.decided_by = user  # type: ignore[assignment]
+        stage.decided_by = user
         stage.decided_at = timezone.now()
         stage.decision_comment = comment.strip()
         log = StageLog(stage.pk, stage.attempt, Redactor())

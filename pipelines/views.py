@@ -1,58 +1,240 @@
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required, user_passes_test
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+"""Web pages about runs: the run page, its live parts (htmx polling) and its actions.
 
-from accounts_app.selectors import visible_accounts
+Live updates are plain GET polling, so they keep working behind any proxy:
+- the run's summary (status, explanation, timeline, actions) and every stage's head
+  refresh from ``run-live`` every ~1.5 s (stage heads swapped out-of-band); the
+  response is HTTP 286 once the run is finished, which stops htmx polling;
+- each unfinished stage's log appends only new lines from
+  ``stage-log?after=N``: the answer is the new lines followed by a fresh poller
+  carrying the new N, or no poller (and 286) once the stage is finished.
+Without JavaScript the page is complete at load time and the forms still post.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts_app import permissions
+from accounts_app.views import page, plan_summary, safe_next
 from pipelines import selectors, services
-from pipelines.models import PipelineRun, StageRun
+from pipelines.models import (
+    FINISHED_STAGE_STATUSES,
+    LogLine,
+    PipelineRun,
+    StageRun,
+    StageStatus,
+)
+from pipelines.timeline import build_timeline
+
+# Lines of each stage's log shown when the page loads; the rest is one click away.
+INITIAL_LOG_LINES = 300
+HTMX_STOP_POLLING = 286
 
 
 def _visible_run(request: HttpRequest, run_id: int) -> PipelineRun:
-    run = selectors.run_with_stages(run_id) if PipelineRun.objects.filter(pk=run_id).exists() else None
-    if run is None or not visible_accounts(request.user).filter(pk=run.account_id).exists():
+    """The run with its account and stages, or 404 for anyone who may not see it."""
+    try:
+        run = selectors.run_with_stages(run_id)
+    except PipelineRun.DoesNotExist:
+        raise Http404("no such run") from None
+    if not permissions.can_view_run(request.user, run):
         raise Http404("no such run")
     return run
 
 
+def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
+    for stage in run.stages.all():  # prefetched
+        if stage.pk == stage_id:
+            return stage
+    raise Http404("no such stage")
+
+
+def _is_finished(stage: StageRun) -> bool:
+    return stage.status in FINISHED_STAGE_STATUSES
+
+
+def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
+    """What the run summary and the stage heads need; no query per stage."""
+    stages = list(run.stages.all())
+    user = request.user
+    can_retry = permissions.can_retry(user, run)
+    can_decide = permissions.can_decide(user)
+    failed = next((s for s in stages if s.status == StageStatus.FAILED), None)
+    explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
+    plan_outputs = next((s.outputs for s in stages if s.kind == "plan"), None)
+    for stage in stages:
+        stage.finished = _is_finished(stage)
+        stage.show_retry = (
+            can_retry and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
+            and not run.is_active
+        )
+        stage.show_decide = can_decide and stage.status == StageStatus.WAITING_APPROVAL
+        stage.summary = (
+            plan_summary(stage.outputs) or plan_summary(plan_outputs)
+            if stage.kind in ("plan", "approve_plan")
+            else None
+        )
+    return {
+        "run": run,
+        "account": run.account,
+        "stages": stages,
+        "timeline": build_timeline(stages, timezone.now()),
+        "explanation": explanation.splitlines()[0] if explanation else "",
+        "show_cancel": run.is_active and permissions.can_cancel(user, run),
+        "run_finished": not run.is_active,
+    }
+
+
+def _initial_logs(stages: list[StageRun]) -> dict[int, list[LogLine]]:
+    """The last INITIAL_LOG_LINES lines of every stage, in one query."""
+    ranked = (
+        LogLine.objects.filter(stage_id__in=[s.pk for s in stages])
+        .annotate(
+            from_end=Window(RowNumber(), partition_by=[F("stage_id")], order_by=F("number").desc())
+        )
+        .filter(from_end__lte=INITIAL_LOG_LINES)
+        .order_by("stage_id", "number")
+    )
+    logs: dict[int, list[LogLine]] = defaultdict(list)
+    for line in ranked:
+        logs[line.stage_id].append(line)
+    return logs
+
+
+@require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
-    return render(request, "pipelines/run.html", {"run": run, "stages": run.stages.all()})
+    context = _run_context(request, run)
+    logs = _initial_logs(context["stages"])
+    for stage in context["stages"]:
+        stage.lines = logs.get(stage.pk, [])
+        stage.last_number = stage.lines[-1].number if stage.lines else 0
+        stage.truncated = bool(stage.lines) and stage.lines[0].number > 1
+    # Stages whose log is not followed: if one becomes active again (a retry by someone
+    # else), the live poll asks the browser to reload the page.
+    context["unwatched"] = ",".join(str(s.pk) for s in context["stages"] if s.finished)
+    return page(request, "pipelines/run.html", context)
 
 
+@require_GET
+@login_required
+def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run summary plus every stage head (out of band), for htmx polling."""
+    run = _visible_run(request, run_id)
+    context = _run_context(request, run)
+    unwatched = {int(x) for x in request.GET.get("unwatched", "").split(",") if x.isdigit()}
+    context["unwatched"] = request.GET.get("unwatched", "")
+    response = HttpResponse(render_to_string("pipelines/_run_live.html", context, request))
+    if any(s.pk in unwatched and not s.finished for s in context["stages"]):
+        response["HX-Refresh"] = "true"
+    elif context["run_finished"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@require_GET
 @login_required
 def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
+    """Lines after ``?after=N``: an htmx fragment (with the next poller), or plain text."""
     run = _visible_run(request, run_id)
-    stage = get_object_or_404(StageRun, pk=stage_id, run=run)
-    after = int(request.GET.get("after", "0") or 0)
+    stage = _stage_of(run, stage_id)
+    try:
+        after = max(0, int(request.GET.get("after", "0") or 0))
+    except ValueError:
+        after = 0
+    # Status first, lines second: lines written before a stage finished are all visible then.
+    finished = _is_finished(stage)
     lines = selectors.log_after(stage, after)
-    return render(
+    next_after = lines[-1].number if lines else after
+    more = len(lines) >= selectors.LOG_PAGE_SIZE
+    if not request.headers.get("HX-Request"):
+        text = "".join(f"{ln.number:>5} {ln.time:%H:%M:%S} {ln.text}\n" for ln in lines)
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
+    follow = more or not finished
+    response = render(
         request,
         "pipelines/_log_lines.html",
-        {"run": run, "stage": stage, "lines": lines, "next": lines[-1].number if lines else after},
+        {"run": run, "stage": stage, "lines": lines, "next": next_after, "follow": follow,
+         "interval": "1s" if stage.status == StageStatus.RUNNING or more else "2s"},
     )
+    if not follow:
+        response.status_code = HTMX_STOP_POLLING
+    return response
 
 
 @require_POST
-@user_passes_test(lambda u: u.is_staff)
+@login_required
 def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
-    stage = get_object_or_404(StageRun, pk=stage_id, run=run)
+    stage = _stage_of(run, stage_id)
+    if not permissions.can_retry(request.user, run):
+        raise PermissionDenied("you may not retry stages of this run")
     try:
         services.retry_stage(stage, user=request.user)  # type: ignore[arg-type]
     except services.RunRefused as exc:
         messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Retrying {stage.kind}.")
     return redirect("run-detail", run_id=run.pk)
 
 
 @require_POST
-@user_passes_test(lambda u: u.is_staff)
+@login_required
 def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
+    if not permissions.can_cancel(request.user, run):
+        raise PermissionDenied("you may not cancel this run")
     try:
         services.cancel_run(run, user=request.user)  # type: ignore[arg-type]
     except services.RunRefused as exc:
         messages.error(request, str(exc))
+    else:
+        messages.success(request, "Cancel requested: the running stage stops at its next check.")
     return redirect("run-detail", run_id=run.pk)
+
+
+def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) -> HttpResponse:
+    run = _visible_run(request, run_id)
+    stage = _stage_of(run, stage_id)
+    if not permissions.can_decide(request.user):
+        raise PermissionDenied("only approvers decide plans")
+    try:
+        services.decide_stage(
+            stage,
+            user=request.user,  # type: ignore[arg-type]
+            approve=approve,
+            comment=request.POST.get("comment", ""),
+        )
+    except services.RunRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        verb = "Approved" if approve else "Rejected"
+        messages.success(request, f"{verb} the plan of run #{run.pk} ({run.account.name}).")
+    return HttpResponseRedirect(safe_next(request, reverse("run-detail", args=[run.pk])))
+
+
+@require_POST
+@login_required
+def stage_approve(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
+    return _decide(request, run_id, stage_id, approve=True)
+
+
+@require_POST
+@login_required
+def stage_reject(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
+    return _decide(request, run_id, stage_id, approve=False)
+

@@ -47,9 +47,7 @@ def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def worker_env(
-    django_db_setup: None, blueprints_root: Path, var_root: Path
-) -> dict[str, str]:
+def worker_env(django_db_setup: None, blueprints_root: Path, var_root: Path) -> dict[str, str]:
     """Environment for processes that must share the test database and broker."""
     db = settings.DATABASES["default"]
     env = dict(os.environ)
@@ -87,11 +85,23 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "portal", "worker",
-                "--loglevel=INFO", "--concurrency=2", "--pool=prefork",
-                f"--hostname=test-worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=2",
+                "--pool=prefork",
+                f"--hostname=test-worker-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
             ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 

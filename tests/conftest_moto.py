@@ -30,10 +30,6 @@ _DUMMY_ENV = {
 _UNSET = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "MOTO_ACCOUNT_ID")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: needs real services (moto, Postgres, ...)")
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """Start moto on 127.0.0.1 (a free port); yield its endpoint URL.

@@ -102,9 +102,13 @@ class TerraformError(Exception):
     """A Terraform command failed. ``explanation`` is one line fit for users, never a secret.
 
     kind: ``stale_plan`` (the state changed since the plan was made: plan again),
-    ``state_lock`` (another run holds the state lock: ``lock_id`` tells which lock
-    Terraform reported), ``cancelled`` (we interrupted it), ``failed`` (anything else;
-    ``retryable`` is False when the configuration itself is wrong).
+    ``state_lock`` (another run holds the state lock), ``cancelled`` (we interrupted
+    it), ``failed`` (anything else; ``retryable`` is False when the configuration
+    itself is wrong).
+    lock_id: the "Lock Info: ID" Terraform printed. With local (and S3) state that is
+    the holder's lock, usable with ``force-unlock``; the ``pg`` backend records no lock
+    info (its lock is a session advisory lock, freed when the holder's connection
+    ends), so Terraform shows the ID of the lock it tried to take itself.
     ``tail`` holds the last lines of redacted output, for the stage log.
     """
 
@@ -577,6 +581,8 @@ class PlanSummary:
     destroy: int
     resources: list[ResourceChange]
     output_changes: list[str]
+    # Saved plans only apply with the same Terraform version: record which made it.
+    terraform_version: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -598,6 +604,7 @@ class PlanSummary:
             "has_changes": self.has_changes,
             "resources": [{"address": r.address, "action": r.action} for r in self.resources],
             "output_changes": list(self.output_changes),
+            "terraform_version": self.terraform_version,
         }
         if include_raw:
             data["raw"] = self.raw
@@ -612,6 +619,7 @@ class PlanSummary:
             destroy=int(data["destroy"]),
             resources=[ResourceChange(r["address"], r["action"]) for r in data["resources"]],
             output_changes=list(data.get("output_changes", [])),
+            terraform_version=str(data.get("terraform_version", "")),
             raw=dict(data.get("raw") or {}),
         )
 
@@ -644,7 +652,13 @@ def summarize_plan(plan: Mapping[str, Any]) -> PlanSummary:
         for name, change in (plan.get("output_changes") or {}).items()
         if (change or {}).get("actions") not in (None, ["no-op"])
     )
-    return PlanSummary(**counts, resources=resources, output_changes=output_changes, raw=dict(plan))
+    return PlanSummary(
+        **counts,
+        resources=resources,
+        output_changes=output_changes,
+        terraform_version=str(plan.get("terraform_version", "")),
+        raw=dict(plan),
+    )
 
 
 # --- Running commands -------------------------------------------------------------------
@@ -660,7 +674,7 @@ class _Outcome:
 _EOF = object()
 _KEEP_LINES = 500
 # Variables that would change what our commands mean.
-_DROPPED_ENV = ("TF_CLI_ARGS", "TF_WORKSPACE", "PG_CONN_STR", "PG_SCHEMA_NAME")
+_DROPPED_ENV = ("TF_CLI_ARGS", "TF_WORKSPACE", "TF_DATA_DIR", "PG_CONN_STR", "PG_SCHEMA_NAME")
 
 
 class TerraformClient:
@@ -738,8 +752,11 @@ class TerraformClient:
         return errors
 
     def plan(self, out_path: Path, *, destroy: bool = False) -> PlanSummary:
-        """``plan -out=out_path`` (``-destroy`` too when asked), then summarize the saved plan."""
-        out_path = Path(out_path).resolve()
+        """``plan -out=out_path`` (``-destroy`` too when asked), then summarize the saved plan.
+
+        A relative ``out_path`` is relative to the work directory.
+        """
+        out_path = self._path(out_path)
         args = ["plan", "-input=false", "-no-color", f"-lock-timeout={self.lock_timeout}"]
         if destroy:
             args.append("-destroy")
@@ -749,11 +766,12 @@ class TerraformClient:
 
     def show_plan(self, plan_path: Path) -> PlanSummary:
         """Summarize a saved plan file (``show -json``)."""
-        return summarize_plan(self._json("show", ["show", "-json", "-no-color", str(plan_path)]))
+        args = ["show", "-json", "-no-color", str(self._path(plan_path))]
+        return summarize_plan(self._json("show", args))
 
     def apply(self, plan_path: Path) -> None:
         """Apply exactly the saved plan file: no re-plan, no prompt."""
-        plan_path = Path(plan_path).resolve()
+        plan_path = self._path(plan_path)
         if not plan_path.is_file():
             raise TerraformError(
                 "failed", f"plan file {plan_path.name} does not exist", retryable=False
@@ -771,6 +789,10 @@ class TerraformClient:
         return str(self._json("version", ["version", "-json"]).get("terraform_version", ""))
 
     # -- plumbing --
+
+    def _path(self, path: Path) -> Path:
+        """Plan files: relative paths are relative to the work directory."""
+        return (self.workdir / path).resolve()
 
     def _checked(self, command: str, args: list[str]) -> _Outcome:
         outcome = self._run(args)
@@ -807,6 +829,7 @@ class TerraformClient:
         env.update(
             TF_IN_AUTOMATION="1",
             TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",  # no update check calls to HashiCorp
             TF_CLI_CONFIG_FILE=str(self.cli_config_file),
         )
         return env
@@ -825,6 +848,12 @@ class TerraformClient:
         JSON commands and streams only stderr.
         """
         command = args[0]
+        if self.should_cancel is not None and self.should_cancel():
+            raise TerraformCancelled(f"terraform {command} was cancelled before it started")
+        if not self.workdir.is_dir():
+            raise TerraformError(
+                "failed", f"work directory {self.workdir} does not exist", retryable=False
+            )
         argv, payload = self.executable.command(args)
         try:
             # A new session: our interrupt reaches Terraform only, and a kill can take its
@@ -847,8 +876,10 @@ class TerraformClient:
             ) from None
         if payload is not None:
             assert process.stdin is not None
-            process.stdin.write(payload)
-            process.stdin.close()
+            # A worker that died at once shows up below as a failed command.
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(payload)
+                process.stdin.close()
 
         lines: queue.Queue[object] = queue.Queue()
         stdout_parts: list[bytes] = []
@@ -903,6 +934,7 @@ class TerraformClient:
                 # on_line raised, or we were interrupted ourselves: never leave Terraform
                 # running unattended, give it the same graceful stop as a cancel.
                 self._stop(process)
+                _kill_group(process)  # leftovers, e.g. a provisioner's orphaned `sleep`
             for reader in readers:
                 reader.join(timeout=5)
             # Drain what the readers got after the loop ended.
@@ -948,6 +980,10 @@ class TerraformClient:
         except subprocess.TimeoutExpired:
             _kill_group(process)
             process.wait()
+        except BaseException:  # a second Ctrl-C while it shuts down: stop it hard
+            _kill_group(process)
+            process.wait()
+            raise
 
 
 def _start_thread(target: Callable[..., None], *args: Any) -> threading.Thread:

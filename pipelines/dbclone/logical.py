@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.masking import (
+    NULL_FIELD,
     ColumnType,
     Masker,
     MaskingError,
@@ -47,6 +48,7 @@ from pipelines.dbclone.masking import (
     could_produce,
     looks_personal,
     parse_rules,
+    unescape_field,
 )
 
 DRIVER = "postgres_logical"
@@ -224,7 +226,7 @@ def plan_clone(
                 f"{rule.table_name}"
             )
             continue
-        if column.generated:
+        if column.generated and rule.transformer != "keep":
             errors.append(
                 f"masking rule {rule.key!r}: {rule.column!r} is a generated column; mask the "
                 "columns it is computed from"
@@ -283,15 +285,29 @@ def plan_clone(
     return ClonePlan(plans, warnings)
 
 
-def row_masker(masker: Masker, plan: TablePlan) -> RowMasker | None:
-    transforms = [
-        (plan.columns.index(rule.column), masker.field_transform(rule, ctype))
-        for rule, ctype in plan.rules
-        if rule.transformer != "keep"
-    ]
+DETERMINISTIC = ("email", "name", "phone", "hash")
+
+
+def row_masker(
+    masker: Masker, plan: TablePlan, collect: dict[str, set[bytes]] | None = None
+) -> RowMasker | None:
+    """The row transform of a table, or None for the raw fast path.
+
+    With ``collect``, the distinct source fields of each deterministic masked column
+    are gathered into ``collect[column]`` while streaming (for the leak scan).
+    """
+    transforms = []
+    sets: dict[int, set[bytes]] = {}
+    for rule, ctype in plan.rules:
+        if rule.transformer == "keep":
+            continue
+        index = plan.columns.index(rule.column)
+        transforms.append((index, masker.field_transform(rule, ctype)))
+        if collect is not None and rule.transformer in DETERMINISTIC:
+            sets[index] = collect.setdefault(rule.column, set())
     if not transforms:
-        return None  # fast path: raw bytes straight through
-    return RowMasker(transforms)
+        return None
+    return RowMasker(transforms, sets)
 
 
 # --- the driver -------------------------------------------------------------------------
@@ -480,12 +496,12 @@ def _clone(
             masker = Masker(masking_key or secrets.token_bytes(32))
             pool = _Pool(spec.jobs, source_url, target_url, snapshot, url_secrets)
             try:
-                copied = _copy_tables(pool, plan, masker, log)
+                copied, collected = _copy_tables(pool, plan, masker, log)
                 t0 = time.monotonic()
                 pg.restore_section(target_url, archive, "post-data", role, spec.jobs)
                 log(f"indexes and constraints restored (post-data) in {time.monotonic() - t0:.1f}s")
                 checks = _finish_and_check(
-                    pool, plan, copied, sequences, source_fks, matviews, target_url, log
+                    pool, plan, copied, collected, sequences, source_fks, matviews, target_url, log
                 )
             finally:
                 pool.close()
@@ -562,12 +578,18 @@ def _reuse_complete(
     )
 
 
+Collected = dict[tuple[str, str], set[bytes] | None]
+
+
 def _copy_tables(
     pool: _Pool, plan: ClonePlan, masker: Masker, log: Callable[[str], None]
-) -> dict[str, int]:
+) -> tuple[dict[str, int], Collected]:
+    collected: Collected = {}
+
     def copy_one(table: TablePlan) -> int:
         src, tgt = pool.connections()
-        transform = row_masker(masker, table)
+        sets: dict[str, set[bytes]] = {}
+        transform = row_masker(masker, table, sets)
         label = ", ".join(r.column for r, _ in table.rules if r.transformer != "keep")
         last = [time.monotonic()]
         t0 = time.monotonic()
@@ -587,6 +609,11 @@ def _copy_tables(
             pool.stop,
             progress,
         )
+        for column, seen in sets.items():
+            complete = transform is not None and table.columns.index(column) not in (
+                transform.overflowed
+            )
+            collected[(table.name, column)] = seen if complete else None
         how = f"masked: {label}" if transform else "unmasked"
         pool.messages.put(
             f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
@@ -597,13 +624,14 @@ def _copy_tables(
     counts = pool.run(plan.tables, copy_one, log)
     total = sum(counts)
     log(f"data copied: {total} rows in {len(counts)} tables in {time.monotonic() - t0:.1f}s")
-    return {p.name: n for p, n in zip(plan.tables, counts, strict=True)}
+    return {p.name: n for p, n in zip(plan.tables, counts, strict=True)}, collected
 
 
 def _finish_and_check(
     pool: _Pool,
     plan: ClonePlan,
     copied: dict[str, int],
+    collected: Collected,
     sequences: list[tuple[str, str, int | None]],
     source_fks: dict[tuple[str, str, str], bool],
     matviews: list[tuple[str, str, bool]],
@@ -649,7 +677,9 @@ def _finish_and_check(
     def scan(item: tuple[TablePlan, Rule, ColumnType]) -> int:
         table, rule, ctype = item
         src, tgt = pool.connections()
-        return _leak_scan(src, tgt, table.table, rule, ctype)
+        return _leak_scan(
+            src, tgt, table.table, rule, ctype, collected.get((table.name, rule.column))
+        )
 
     t0 = time.monotonic()
     found = pool.run(scans, scan, log)
@@ -673,8 +703,20 @@ def _finish_and_check(
     }
 
 
-def _leak_scan(src: Any, tgt: Any, table: pg.TableInfo, rule: Rule, ctype: ColumnType) -> int:
-    """How many target values of a masked column are source values of that column."""
+def _leak_scan(
+    src: Any,
+    tgt: Any,
+    table: pg.TableInfo,
+    rule: Rule,
+    ctype: ColumnType,
+    seen: set[bytes] | None,
+) -> int:
+    """How many distinct target values of a masked column are source values of it.
+
+    Deterministic transformers: the source's distinct values (gathered while
+    streaming, else read again from the source) in this process's memory only,
+    then the clone's values streamed against them. Constant ones: a count query.
+    """
     schema, name, column = table.schema, table.name, rule.column
     kind = rule.transformer
     if kind == "null":
@@ -686,19 +728,26 @@ def _leak_scan(src: Any, tgt: Any, table: pg.TableInfo, rule: Rule, ctype: Colum
         return pg.count_not_matching(
             tgt, schema, name, column, marker, ctype.type_sql, null_ok=True
         )
-    # Deterministic transformers: a set of hashes of the source values (in this
-    # process's memory only), then stream the clone's values against it.
-    source_hashes = {hash(v) for v in pg.column_values(src, schema, name, column)}
+    padded = ctype.base_type == "bpchar"  # ::text drops char(n)'s trailing blanks
+    if seen is not None:
+        source_values = {_text_value(field, padded) for field in seen if field != NULL_FIELD}
+    else:
+        source_values = set(pg.column_values(src, schema, name, column))
     candidates: set[str] = set()
     for value in pg.column_values(tgt, schema, name, column):
-        if hash(value) in source_hashes and not could_produce(rule, value, ctype):
+        if value in source_values and not could_produce(rule, value, ctype):
             candidates.add(value)
             if len(candidates) >= LEAK_CANDIDATES_MAX:
                 break
     if not candidates:
         return 0
-    # Confirm exactly (a hash match may be a collision).
+    # Confirm against the source itself, in the same snapshot.
     return len(pg.values_present(src, schema, name, column, sorted(candidates)))
+
+
+def _text_value(field: bytes, padded: bool) -> str:
+    text = unescape_field(field).decode()
+    return text.rstrip(" ") if padded else text
 
 
 def drop_clone(target_url: str, database: str, role: str) -> None:

@@ -248,8 +248,10 @@ class Masker:
         }
         self._caches: dict[str, dict[bytes, bytes]] = {kind: {} for kind in self._keys}
 
+        self._hmacs = {kind: _Hmac(k) for kind, k in self._keys.items()}
+
     def digest(self, kind: str, value: bytes) -> bytes:
-        return hmac.digest(self._keys[kind], value, "sha256")
+        return self._hmacs[kind](value)
 
     # Value-level API: str in, str out, None is NULL.
     def mask(
@@ -348,6 +350,27 @@ class Masker:
         return lambda raw: self.digest("hash", raw).hex()[:width].encode()
 
 
+class _Hmac:
+    """HMAC-SHA256 with the key's inner and outer states computed once (RFC 2104).
+
+    Same result as ``hmac.digest(key, msg, "sha256")``, about five times faster per
+    call, which matters at millions of values.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __call__(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 def _identity(field: bytes) -> bytes:
     return field
 
@@ -359,15 +382,36 @@ def _bare_rule(kind: str) -> Rule:
 
 
 class RowMasker:
-    """Masks rows of COPY text (``b"f1\\tf2\\n"``): only the masked fields are touched."""
+    """Masks rows of COPY text (``b"f1\\tf2\\n"``): only the masked fields are touched.
 
-    def __init__(self, transforms: Iterable[tuple[int, FieldTransform]]) -> None:
-        self.transforms = [(i, f) for i, f in transforms if f is not _identity]
+    ``collect`` (index -> set) records the distinct source fields of columns as they
+    stream by, for the leak scan; a set stops growing at ``collect_limit`` and is
+    then marked incomplete (``overflowed``), so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        transforms: Iterable[tuple[int, FieldTransform]],
+        collect: Mapping[int, set[bytes]] | None = None,
+        collect_limit: int = 2_000_000,
+    ) -> None:
+        collect = collect or {}
+        self.transforms = [
+            (i, f, collect.get(i)) for i, f in transforms if f is not _identity or i in collect
+        ]
+        self.limit = collect_limit
+        self.overflowed: set[int] = set()
 
     def __call__(self, line: bytes) -> bytes:
         fields = line[:-1].split(b"\t")
-        for index, transform in self.transforms:
-            fields[index] = transform(fields[index])
+        for index, transform, seen in self.transforms:
+            field = fields[index]
+            if seen is not None:
+                if len(seen) < self.limit:
+                    seen.add(field)
+                else:
+                    self.overflowed.add(index)
+            fields[index] = transform(field)
         return b"\t".join(fields) + b"\n"
 
 

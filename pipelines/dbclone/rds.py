@@ -791,6 +791,9 @@ def clone_rds(
         run.ensure_target_copy(shared_arn, target_key_arn)
         run.ensure_instance()
     instance = _wait_instance(run.tgt_rds, ids.instance, run.waits)
+    if not share_key_arn:  # source steps skipped: report the key, read-only
+        meta = _key_by_alias(src.client("kms"), share_key_alias(target.account_id))
+        share_key_arn = str(meta["Arn"]) if meta else ""
 
     secret_arn = run.ensure_master_password(instance, add_secret)
     instance = _wait_instance(run.tgt_rds, ids.instance, run.waits)

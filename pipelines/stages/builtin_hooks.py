@@ -28,4 +28,3 @@ def run_builtin_hook(name: str, ctx: StageContext) -> dict[str, Any]:
     except aws.AwsError as exc:
         raise StageError(f"{name}: {exc.explanation}", retryable=exc.retryable) from exc
     raise StageError(f"unknown built-in hook {name!r}", retryable=False)
-

@@ -48,4 +48,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         manifest.append({"path": path, "sha256": digest})
         ctx.log(f"{digest}  {path}")
     ctx.log(f"rendered {len(manifest)} files from {ctx.blueprint.name} {ctx.blueprint.version}")
-    return {"manifest": manifest, "files": len(manifest), "blueprint_version": ctx.blueprint.version}
+    return {
+        "manifest": manifest,
+        "files": len(manifest),
+        "blueprint_version": ctx.blueprint.version,
+    }

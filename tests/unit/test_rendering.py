@@ -427,3 +427,37 @@ def test_missing_terraform_dir(tmp_path: Path) -> None:
         render_blueprint(
             tmp_path / "nope", {"config": {}, "account": ACCOUNT, "blueprint": BLUEPRINT}
         )
+
+
+def test_errors_in_included_templates_name_that_file(tmp_path: Path) -> None:
+    root = make_dir(
+        tmp_path / "tf",
+        {
+            "main.tf.j2": 'a = 1\n{% include "parts/p.j2" %}\n',
+            "parts/p.j2": "ok = 1\nbad = {{ config.nope }}\n",
+        },
+    )
+    with pytest.raises(RenderError) as caught:
+        render_blueprint(root, {"config": {}, "account": ACCOUNT, "blueprint": BLUEPRINT})
+    assert (caught.value.template, caught.value.lineno) == ("parts/p.j2", 2)
+
+
+def test_ident_joined_to_a_string_is_a_quoted_string(tmp_path: Path) -> None:
+    text = render_one(tmp_path, '{{ (config.n | ident) ~ "-a" }}\n', {"n": "web"})
+    assert text == '"web-a"\n'
+
+
+@pytest.mark.parametrize(
+    "working_file", [".terraform/providers/x", "terraform.tfstate", "a/terraform.tfstate.backup"]
+)
+def test_terraform_working_files_are_refused(tmp_path: Path, working_file: str) -> None:
+    root = make_dir(tmp_path / "tf", {"main.tf": "x\n", working_file: "{}"})
+    with pytest.raises(RenderError, match="working file"):
+        render_blueprint(root, {"config": {}, "account": ACCOUNT, "blueprint": BLUEPRINT})
+
+
+def test_a_damaged_old_manifest_does_not_block_a_new_layout(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text('[{"path": "../../etc/passwd"}, {"path": 3}, "x"]')
+    write_render_result(RenderResult.from_files({"a.tf": b"a\n"}), tmp_path)
+    assert (tmp_path / "a.tf").read_bytes() == b"a\n"
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())[0]["path"] == "a.tf"

@@ -273,6 +273,7 @@ def _change(address: str, *actions: str, **extra: object) -> dict[str, object]:
 
 PLAN_JSON: dict[str, object] = {
     "format_version": "1.2",
+    "terraform_version": "1.15.5",
     "resource_changes": [
         _change("terraform_data.new", "create"),
         _change("terraform_data.edit", "update"),
@@ -305,6 +306,7 @@ def test_summarize_plan_counts_replace_separately() -> None:
         ("terraform_data.old (deposed 0badcafe)", "delete"),
     ]
     assert summary.output_changes == ["endpoint"]
+    assert summary.terraform_version == "1.15.5"
     assert summary.has_changes is True
     assert summary.raw == PLAN_JSON
 

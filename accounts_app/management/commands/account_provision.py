@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandParser
 from django.core.exceptions import ValidationError
+from django.core.management.base import CommandParser
 
 from accounts_app.models import Purpose
 from accounts_app.services import AccountConflict, create_or_reuse_account
@@ -53,7 +53,9 @@ class Command(PortalCommand):
             raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
         except ValidationError as exc:
             raise BadInput(
-                "\n".join(f"--{field}: {'; '.join(msgs)}" for field, msgs in exc.message_dict.items())
+                "\n".join(
+                    f"--{field}: {'; '.join(msgs)}" for field, msgs in exc.message_dict.items()
+                )
             ) from exc
         except (BlueprintError, AccountConflict, RunRefused) as exc:
             raise BadInput(str(exc)) from exc
@@ -79,7 +81,9 @@ class Command(PortalCommand):
             if run.status == RunStatus.WAITING_APPROVAL:
                 pass  # an approver decides in the portal; keep following
             elif not run.is_active:
-                self.stderr.write(f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}")
+                self.stderr.write(
+                    f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}"
+                )
                 return run.status
             time.sleep(poll)
 

@@ -97,20 +97,20 @@ def data_statements(rows: int) -> list[str]:
                '+1' || lpad((g * 7919 % 10000000000)::text, 10, '0'),
                g || ' Main Street, Springfield ' || (g % 1000),
                now() - (g % 1000) * interval '1 hour'
-        FROM generate_series(1::bigint, {u}) g""",
+        FROM generate_series(1::bigint, {u}) g""",  # noqa: S608 - sizes are ints
         f"""INSERT INTO orders (user_id, customer_email, total, status, created_at)
         SELECT 1 + g % {u}, 'person' || (1 + g % {u}) || '@corp' || ((1 + g % {u}) % 97)
                  || '.example.com',
                (g % 50000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
                now() - (g % 5000) * interval '1 minute'
-        FROM generate_series(1::bigint, {o}) g""",
+        FROM generate_series(1::bigint, {o}) g""",  # noqa: S608 - sizes are ints
         f"""INSERT INTO order_items (order_id, sku, quantity, price)
         SELECT 1 + g % {o}, 'SKU-' || (g % 5000), 1 + g % 5, (g % 10000) / 100.0
-        FROM generate_series(1::bigint, {n["order_items"]}) g""",
+        FROM generate_series(1::bigint, {n["order_items"]}) g""",  # noqa: S608 - sizes are ints
         f"""INSERT INTO payments (order_id, card_number, amount, paid_at)
         SELECT 1 + g % {o}, '4' || lpad((g * 104729 % 1000000000000000)::text, 15, '0'),
                (g % 50000) / 100.0, now() - (g % 5000) * interval '1 minute'
-        FROM generate_series(1::bigint, {n["payments"]}) g""",
+        FROM generate_series(1::bigint, {n["payments"]}) g""",  # noqa: S608 - sizes are ints
         "VACUUM (FREEZE, ANALYZE)",  # both copies then read the same settled pages
     ]
 

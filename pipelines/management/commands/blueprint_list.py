@@ -15,4 +15,6 @@ class Command(BaseCommand):
             return
         width = max(len(b.name) for b in blueprints)
         for blueprint in blueprints:
-            self.stdout.write(f"{blueprint.name:<{width}}  {blueprint.version:<8}  {blueprint.title}")
+            self.stdout.write(
+                f"{blueprint.name:<{width}}  {blueprint.version:<8}  {blueprint.title}"
+            )

@@ -1,0 +1,312 @@
+"""API input and output serializers. Inputs check types only; services check meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts_app import selectors
+from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
+from pipelines.blueprints import Blueprint
+from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
+
+# The largest value a PostgreSQL integer column holds (log line numbers).
+MAX_INT = 2_147_483_647
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+class AccountRequestInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    blueprint = serializers.CharField(max_length=200)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
+    config = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class RenderInput(serializers.Serializer):
+    config = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    name = serializers.RegexField(
+        r"^[a-z][a-z0-9-]{2,39}$", required=False, default="preview-account", max_length=40
+    )
+    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default="demo")
+
+
+class RunInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[RunKind.PROVISION, RunKind.UPDATE])
+
+
+class CommentInput(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class RejectInput(serializers.Serializer):
+    comment = serializers.CharField(max_length=5000)
+
+
+class AccountFilter(serializers.Serializer):
+    status = serializers.ChoiceField(choices=AccountStatus.choices, required=False)
+    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False)
+    owner = serializers.CharField(required=False, max_length=150, help_text="A username.")
+
+
+class RequestFilter(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RequestStatus.choices, required=False)
+    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False)
+    owner = serializers.CharField(required=False, max_length=150, help_text="A username.")
+
+
+class LogQuery(serializers.Serializer):
+    after = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_INT)
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+class PolicySerializer(serializers.Serializer):
+    auto_approve = serializers.ListField(child=serializers.CharField())
+    default_ttl_days = serializers.IntegerField(allow_null=True)
+    max_ttl_days = serializers.IntegerField(allow_null=True)
+    max_active_per_user = serializers.IntegerField(allow_null=True)
+
+
+class BlueprintSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    version = serializers.CharField()
+    stages = serializers.ListField(child=serializers.CharField())
+    approval_plan = serializers.CharField()
+    policy = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(child=PolicySerializer()))
+    def get_policy(self, blueprint: Blueprint) -> dict[str, Any]:
+        return {
+            purpose: PolicySerializer(policy).data for purpose, policy in blueprint.policy.items()
+        }
+
+
+class BlueprintDetailSerializer(BlueprintSerializer):
+    parameters = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_parameters(self, blueprint: Blueprint) -> dict[str, Any]:
+        """The blueprint's parameters as a JSON Schema."""
+        return blueprint.parameters
+
+
+class RenderedFileSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    sha256 = serializers.CharField()
+    content = serializers.CharField()
+
+
+class RenderOutput(serializers.Serializer):
+    files = RenderedFileSerializer(many=True)
+
+
+class RequestBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RequestStatus.choices)
+
+
+class RunBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PipelineRun
+        fields = ["id", "kind", "status", "trigger", "created_at", "finished_at"]
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username")
+
+    class Meta:
+        model = Account
+        fields = [
+            "id",
+            "name",
+            "blueprint",
+            "purpose",
+            "status",
+            "owner",
+            "expires_at",
+            "protected",
+            "cloud_account_id",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class AccountCreatedSerializer(AccountSerializer):
+    request = RequestBriefSerializer()
+    run = serializers.IntegerField(
+        allow_null=True, help_text="The provision run, when the request was auto-approved."
+    )
+
+    class Meta(AccountSerializer.Meta):
+        fields = [*AccountSerializer.Meta.fields, "request", "run"]
+
+
+class OutputValueSerializer(serializers.Serializer):
+    value = serializers.JSONField(allow_null=True, help_text="null when sensitive")
+    sensitive = serializers.BooleanField()
+    type = serializers.JSONField(allow_null=True)
+
+
+class PlanResourceSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    action = serializers.CharField()
+
+
+class PlanSummarySerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    stage = serializers.IntegerField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    add = serializers.IntegerField()
+    change = serializers.IntegerField()
+    replace = serializers.IntegerField(required=False)
+    destroy = serializers.IntegerField()
+    has_changes = serializers.BooleanField(required=False)
+    resources = PlanResourceSerializer(many=True, required=False)
+    output_changes = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class AccountDetailSerializer(AccountSerializer):
+    config = serializers.JSONField()
+    outputs = serializers.SerializerMethodField()
+    endpoints = serializers.JSONField()
+    runs = RunBriefSerializer(many=True)
+    request = serializers.SerializerMethodField()
+    latest_plan = serializers.SerializerMethodField()
+
+    class Meta(AccountSerializer.Meta):
+        fields = [
+            *AccountSerializer.Meta.fields,
+            "config",
+            "outputs",
+            "endpoints",
+            "runs",
+            "request",
+            "latest_plan",
+        ]
+
+    @extend_schema_field(serializers.DictField(child=OutputValueSerializer()))
+    def get_outputs(self, account: Account) -> dict[str, Any]:
+        return selectors.public_outputs(account)
+
+    @extend_schema_field(RequestBriefSerializer(allow_null=True))
+    def get_request(self, account: Account) -> dict[str, Any] | None:
+        requests = list(account.requests.all())  # prefetched, newest first
+        return RequestBriefSerializer(requests[0]).data if requests else None
+
+    @extend_schema_field(PlanSummarySerializer(allow_null=True))
+    def get_latest_plan(self, account: Account) -> dict[str, Any] | None:
+        found = selectors.latest_plan(account)
+        if found is None:
+            return None
+        stage, summary = found
+        return {"run": stage.run_id, "stage": stage.pk, "finished_at": stage.finished_at, **summary}
+
+
+class StageSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=StageStatus.choices)
+    outputs = serializers.JSONField()
+
+    class Meta:
+        model = StageRun
+        fields = [
+            "id",
+            "kind",
+            "position",
+            "status",
+            "attempt",
+            "started_at",
+            "finished_at",
+            "explanation",
+            "outputs",
+            "retryable",
+            "approval_deadline",
+        ]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    account = serializers.IntegerField(source="account_id")
+    stages = StageSerializer(many=True)
+
+    class Meta:
+        model = PipelineRun
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "trigger",
+            "account",
+            "explanation",
+            "created_at",
+            "finished_at",
+            "stages",
+        ]
+
+
+class LogLineSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    time = serializers.DateTimeField()
+    text = serializers.CharField(allow_blank=True)
+
+
+class LogOutput(serializers.Serializer):
+    lines = LogLineSerializer(many=True)
+    next = serializers.IntegerField()
+    finished = serializers.BooleanField()
+
+
+class AccountBriefSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username")
+
+    class Meta:
+        model = Account
+        fields = ["id", "name", "blueprint", "status", "owner"]
+
+
+class RequestSerializer(serializers.ModelSerializer):
+    account = AccountBriefSerializer()
+    requested_by = serializers.CharField(source="requested_by.username")
+    decided_by = serializers.CharField(source="decided_by.username", allow_null=True)
+    config = serializers.JSONField()
+
+    class Meta:
+        model = AccountRequest
+        fields = [
+            "id",
+            "status",
+            "account",
+            "requested_by",
+            "purpose",
+            "expires_at",
+            "reason",
+            "config",
+            "decided_by",
+            "decided_at",
+            "comment",
+            "created_at",
+        ]
+
+
+class RequestDecidedSerializer(RequestSerializer):
+    run = serializers.IntegerField(allow_null=True, help_text="The provision run, once approved.")
+
+    class Meta(RequestSerializer.Meta):
+        fields = [*RequestSerializer.Meta.fields, "run"]
+
+
+class ConflictSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    holder = serializers.IntegerField(required=False, help_text="The active run holding the lock.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()

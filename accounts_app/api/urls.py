@@ -1,0 +1,53 @@
+"""The REST API's routes, mounted at /api/v1/."""
+
+from django.urls import path
+
+from accounts_app.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("blueprints/", views.BlueprintListView.as_view(), name="blueprint-list"),
+    path("blueprints/<str:name>/", views.BlueprintDetailView.as_view(), name="blueprint-detail"),
+    path(
+        "blueprints/<str:name>/render/",
+        views.BlueprintRenderView.as_view(),
+        name="blueprint-render",
+    ),
+    path("accounts/", views.AccountListView.as_view(), name="account-list"),
+    path("accounts/<int:account_id>/", views.AccountDetailView.as_view(), name="account-detail"),
+    path("accounts/<int:account_id>/runs/", views.AccountRunsView.as_view(), name="account-runs"),
+    path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/log/",
+        views.StageLogView.as_view(),
+        name="stage-log",
+    ),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/retry/",
+        views.StageRetryView.as_view(),
+        name="stage-retry",
+    ),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/approve/",
+        views.StageApproveView.as_view(),
+        name="stage-approve",
+    ),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/reject/",
+        views.StageRejectView.as_view(),
+        name="stage-reject",
+    ),
+    path("runs/<int:run_id>/cancel/", views.RunCancelView.as_view(), name="run-cancel"),
+    path("requests/", views.RequestListView.as_view(), name="request-list"),
+    path(
+        "requests/<int:request_id>/approve/",
+        views.RequestApproveView.as_view(),
+        name="request-approve",
+    ),
+    path(
+        "requests/<int:request_id>/reject/",
+        views.RequestRejectView.as_view(),
+        name="request-reject",
+    ),
+]

@@ -1,0 +1,289 @@
+"""Notifications: e-mail (Django's mail) and a Slack-compatible webhook.
+
+Events: a request needs approval, a request is decided, a plan waits for
+approval, a run fails, a run succeeds. Callers only *queue* a notification
+(``transaction.on_commit`` -> a Celery task carrying the event and an id); the
+task composes the message from the database and hands e-mail and webhook to
+two more tasks, each retried on its own with backoff. Queueing never raises:
+a broken mail server or broker must never block a request or a stage.
+
+Messages carry names, statuses, explanations and links, never config values,
+outputs or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+
+from accounts_app.models import AccountRequest, RequestStatus
+from accounts_app.roles import ADMINS, APPROVERS
+
+logger = logging.getLogger(__name__)
+
+REQUEST_NEEDS_APPROVAL = "request_needs_approval"
+REQUEST_DECIDED = "request_decided"
+PLAN_WAITING = "plan_waiting"
+RUN_FINISHED = "run_finished"
+EVENTS = (REQUEST_NEEDS_APPROVAL, REQUEST_DECIDED, PLAN_WAITING, RUN_FINISHED)
+
+WEBHOOK_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    body: str
+    recipients: list[str] = field(default_factory=list)
+    link: str = ""
+
+    @property
+    def webhook_text(self) -> str:
+        return f"{self.subject}\n{self.link}" if self.link else self.subject
+
+
+# --- queueing (called by services and signal receivers) -----------------------------
+
+
+def queue(event: str, object_id: int) -> None:
+    """Send the notification task once the current transaction commits; never raises."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown notification event {event!r}")
+
+    def send() -> None:
+        from accounts_app.tasks import notify
+
+        try:
+            notify.delay(event, object_id)
+        except Exception:
+            logger.exception("could not queue notification %s for #%s", event, object_id)
+
+    transaction.on_commit(send)
+
+
+def request_needs_approval(req: AccountRequest) -> None:
+    queue(REQUEST_NEEDS_APPROVAL, req.pk)
+
+
+def request_decided(req: AccountRequest) -> None:
+    queue(REQUEST_DECIDED, req.pk)
+
+
+def on_approval_needed(sender: Any, stage: Any = None, **kwargs: Any) -> None:
+    """Receiver of pipelines.signals.approval_needed."""
+    try:
+        queue(PLAN_WAITING, stage.pk)
+    except Exception:
+        logger.exception("approval_needed notification failed")
+
+
+def on_run_finished(sender: Any, run: Any = None, **kwargs: Any) -> None:
+    """Receiver of pipelines.signals.run_finished."""
+    try:
+        queue(RUN_FINISHED, run.pk)
+    except Exception:
+        logger.exception("run_finished notification failed")
+
+
+# --- composing (in the task) ------------------------------------------------------------
+
+
+def url(path: str) -> str:
+    return f"{settings.PORTAL_BASE_URL}{path}"
+
+
+def approver_emails() -> list[str]:
+    """E-mail addresses of everyone who may decide: the approvers and admins groups."""
+    users = (
+        get_user_model()
+        ._default_manager.filter(is_active=True, groups__name__in=(APPROVERS, ADMINS))
+        .exclude(email="")
+        .values_list("email", flat=True)
+        .distinct()
+    )
+    return sorted(users)
+
+
+def _email_of(user: Any) -> list[str]:
+    email = getattr(user, "email", "") if user is not None else ""
+    return [email] if email else []
+
+
+def compose(event: str, object_id: int) -> Message | None:
+    """The message for an event, or None when there is nothing to say."""
+    if event == REQUEST_NEEDS_APPROVAL:
+        return _request_needs_approval(object_id)
+    if event == REQUEST_DECIDED:
+        return _request_decided(object_id)
+    if event == PLAN_WAITING:
+        return _plan_waiting(object_id)
+    if event == RUN_FINISHED:
+        return _run_finished(object_id)
+    raise ValueError(f"unknown notification event {event!r}")
+
+
+def _request_needs_approval(request_id: int) -> Message | None:
+    req = (
+        AccountRequest.objects.select_related("account", "requested_by")
+        .filter(pk=request_id)
+        .first()
+    )
+    if req is None or req.status != RequestStatus.PENDING:
+        return None  # decided meanwhile: nobody needs to act
+    account = req.account
+    link = url(f"/accounts/{account.pk}/")
+    expires = f"{req.expires_at:%Y-%m-%d %H:%M} UTC" if req.expires_at else "never"
+    body = "\n".join(
+        [
+            f"{req.requested_by.get_username()} asks for account {account.name}.",
+            f"Blueprint: {account.blueprint}",
+            f"Purpose: {req.get_purpose_display()}",
+            f"Expires: {expires}",
+            f"Reason: {req.reason or '(none given)'}",
+            "",
+            f"Review it: {link}",
+        ]
+    )
+    return Message(
+        subject=f"[portal] Request #{req.pk} for {account.name} needs approval",
+        body=body,
+        recipients=approver_emails(),
+        link=link,
+    )
+
+
+def _request_decided(request_id: int) -> Message | None:
+    req = (
+        AccountRequest.objects.select_related("account", "requested_by", "decided_by")
+        .filter(pk=request_id)
+        .first()
+    )
+    if req is None or req.status == RequestStatus.PENDING:
+        return None
+    account = req.account
+    decision = "approved" if req.status != RequestStatus.REJECTED else "rejected"
+    who = req.decided_by.get_username() if req.decided_by else "the portal"
+    link = url(f"/accounts/{account.pk}/")
+    lines = [f"Your request for account {account.name} was {decision} by {who}."]
+    if req.comment:
+        lines.append(f"Comment: {req.comment}")
+    if decision == "approved":
+        lines.append("Its provision run has started.")
+    lines += ["", f"Account: {link}"]
+    return Message(
+        subject=f"[portal] Request #{req.pk} for {account.name} {decision}",
+        body="\n".join(lines),
+        recipients=_email_of(req.requested_by),
+        link=link,
+    )
+
+
+def _plan_waiting(stage_id: int) -> Message | None:
+    from pipelines.models import StageRun, StageStatus
+
+    stage = StageRun.objects.select_related("run", "run__account").filter(pk=stage_id).first()
+    if stage is None or stage.status != StageStatus.WAITING_APPROVAL:
+        return None
+    run = stage.run
+    account = run.account
+    link = url(f"/runs/{run.pk}/")
+    lines = [
+        f"The plan of run #{run.pk} ({run.kind}) of account {account.name} waits for approval."
+    ]
+    summary = plan_counts(stage.outputs)
+    if summary:
+        lines.append(summary)
+    if stage.approval_deadline:
+        lines.append(f"Decide before {stage.approval_deadline:%Y-%m-%d %H:%M} UTC.")
+    lines += ["", f"Review it: {link}"]
+    return Message(
+        subject=f"[portal] Plan for {account.name} (run #{run.pk}) waits for approval",
+        body="\n".join(lines),
+        recipients=approver_emails(),
+        link=link,
+    )
+
+
+def plan_counts(outputs: Any) -> str:
+    """ "Plan: 2 to add, 0 to change, ..." from a stage's outputs, when they hold counts."""
+    if not isinstance(outputs, dict):
+        return ""
+    summary = outputs.get("summary") if isinstance(outputs.get("summary"), dict) else outputs
+    keys = ("add", "change", "replace", "destroy")
+    if not all(isinstance(summary.get(k), int) for k in keys):
+        return ""
+    return (
+        f"Plan: {summary['add']} to add, {summary['change']} to change, "
+        f"{summary['replace']} to replace, {summary['destroy']} to destroy."
+    )
+
+
+def _run_finished(run_id: int) -> Message | None:
+    from pipelines.models import PipelineRun, RunStatus
+
+    run = (
+        PipelineRun.objects.select_related("account", "account__owner", "created_by")
+        .filter(pk=run_id)
+        .first()
+    )
+    if run is None or run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        return None  # cancelled runs were stopped by a person who knows
+    account = run.account
+    recipients = sorted(set(_email_of(account.owner) + _email_of(run.created_by)))
+    if run.status == RunStatus.FAILED:
+        link = url(f"/runs/{run.pk}/")
+        body = "\n".join(
+            [
+                f"Run #{run.pk} ({run.kind}) of account {account.name} failed.",
+                f"Why: {run.explanation or 'no explanation recorded'}",
+                "",
+                f"Run page (logs, retry): {link}",
+            ]
+        )
+        subject = f"[portal] Run #{run.pk} ({run.kind}) of {account.name} failed"
+    else:
+        link = url(f"/accounts/{account.pk}/")
+        body = "\n".join(
+            [
+                f"Run #{run.pk} ({run.kind}) of account {account.name} succeeded.",
+                "",
+                f"Account: {link}",
+            ]
+        )
+        subject = f"[portal] Run #{run.pk} ({run.kind}) of {account.name} succeeded"
+    return Message(subject=subject, body=body, recipients=recipients, link=link)
+
+
+# --- delivering (in the tasks; errors propagate so the task retries) ---------------------
+
+
+def deliver_email(subject: str, body: str, recipients: list[str]) -> None:
+    if recipients:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+
+
+def deliver_webhook(text: str, webhook_url: str | None = None) -> None:
+    """POST {"text": ...} to the webhook URL (Slack-compatible); raises on failure."""
+    target = webhook_url if webhook_url is not None else settings.PORTAL_WEBHOOK_URL
+    if not target:
+        return
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise ValueError("PORTAL_WEBHOOK_URL must be an http(s) URL")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        target,
+        data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+        if response.status >= 300:
+            raise OSError(f"webhook answered {response.status}")

@@ -1,0 +1,122 @@
+"""Who may do what: plain functions used by views, the API and templates.
+
+Roles are Django groups (accounts_app.roles). A user's group names are loaded
+once and cached on the user object, so checking many accounts or runs in one
+request costs one query, not one per check.
+
+Roles nest: admins (group ``admins``, staff or superusers) are approvers, and
+approvers are requesters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from accounts_app.roles import ADMINS, APPROVERS, REQUESTERS
+
+if TYPE_CHECKING:
+    from accounts_app.models import Account
+    from pipelines.models import PipelineRun
+
+_CACHE_ATTR = "_portal_group_names"
+
+
+def group_names(user: Any) -> frozenset[str]:
+    """The names of the user's groups, queried once per user object."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return frozenset()
+    cached: frozenset[str] | None = getattr(user, _CACHE_ATTR, None)
+    if cached is None:
+        cached = frozenset(user.groups.values_list("name", flat=True))
+        setattr(user, _CACHE_ATTR, cached)
+    return cached
+
+
+def forget_groups(user: Any) -> None:
+    """Drop the cached group names (after changing the user's groups)."""
+    if user is not None and hasattr(user, _CACHE_ATTR):
+        delattr(user, _CACHE_ATTR)
+
+
+def is_admin(user: Any) -> bool:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    if getattr(user, "is_superuser", False) or getattr(user, "is_staff", False):
+        return True
+    return ADMINS in group_names(user)
+
+
+def is_approver(user: Any) -> bool:
+    return is_admin(user) or APPROVERS in group_names(user)
+
+
+def is_requester(user: Any) -> bool:
+    return is_approver(user) or REQUESTERS in group_names(user)
+
+
+def effective_roles(user: Any) -> frozenset[str]:
+    """Group names plus the roles the user holds through nesting (an admin is an approver...).
+
+    Used to match a policy's ``auto_approve`` list: if approvers' requests need
+    no approval, an admin's do not either.
+    """
+    roles = set(group_names(user))
+    if is_admin(user):
+        roles.add(ADMINS)
+    if is_approver(user):
+        roles.add(APPROVERS)
+    if is_requester(user):
+        roles.add(REQUESTERS)
+    return frozenset(roles)
+
+
+def is_owner(user: Any, account: Account) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and account.owner_id == user.pk)
+
+
+def can_view_account(user: Any, account: Account) -> bool:
+    return is_approver(user) or is_owner(user, account)
+
+
+def can_view_run(user: Any, run: PipelineRun) -> bool:
+    return can_view_account(user, run.account)
+
+
+def can_request(user: Any) -> bool:
+    return is_requester(user)
+
+
+def can_start_run(user: Any, account: Account) -> bool:
+    """Owner or admin; a protected account is run by admins only."""
+    if account.protected:
+        return is_admin(user)
+    return is_admin(user) or is_owner(user, account)
+
+
+def can_decide(user: Any) -> bool:
+    """Approve or reject requests and plans."""
+    return is_approver(user)
+
+
+def can_retry(user: Any, run: PipelineRun) -> bool:
+    # Protected accounts are admins-only too, which the admin rule already covers.
+    return is_admin(user)
+
+
+def can_cancel(user: Any, run: PipelineRun) -> bool:
+    return is_admin(user)
+
+
+def can_edit_account(user: Any, account: Account) -> bool:
+    return is_admin(user)
+
+
+def roles_for_templates(user: Any) -> dict[str, bool]:
+    """Flags for templates, which cannot call functions with arguments."""
+    return {
+        "is_admin": is_admin(user),
+        "is_approver": is_approver(user),
+        "is_requester": is_requester(user),
+        "can_request": can_request(user),
+        "can_decide": can_decide(user),
+    }

@@ -1,0 +1,39 @@
+"""Celery tasks for notifications: thin, retried with backoff, never touching a stage."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from accounts_app import notifications
+
+RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 5,
+    "ignore_result": True,
+}
+
+
+@shared_task(**RETRY)
+def notify(event: str, object_id: int) -> None:
+    """Compose the event's message, then hand e-mail and webhook to their own tasks."""
+    message = notifications.compose(event, object_id)
+    if message is None:
+        return
+    if message.recipients:
+        send_email.delay(message.subject, message.body, message.recipients)
+    if settings.PORTAL_WEBHOOK_URL:
+        post_webhook.delay(message.webhook_text)
+
+
+@shared_task(**RETRY)
+def send_email(subject: str, body: str, recipients: list[str]) -> None:
+    notifications.deliver_email(subject, body, recipients)
+
+
+@shared_task(**RETRY)
+def post_webhook(text: str) -> None:
+    notifications.deliver_webhook(text)

@@ -1,0 +1,127 @@
+"""Run the whole portal on this machine: web, Celery worker, Celery beat and a local AWS
+endpoint (moto), each its own process. Ctrl-C stops them all.
+
+Used by `make up`. With no DATABASE_URL and CELERY_BROKER_URL it runs on SQLite and
+a SQLite-file broker under var/; with them set it uses those servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+STOP_GRACE_SECONDS = 10
+
+
+class Command(BaseCommand):
+    help = "Start web, worker, beat and a local AWS endpoint; Ctrl-C stops them all."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--moto-port", type=int, default=int(os.environ.get("PORTAL_MOTO_PORT", "4566"))
+        )
+        parser.add_argument("--no-moto", action="store_true", help="use real AWS, not moto")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        credentials = Path(settings.VAR_DIR) / "demo-credentials.txt"
+        credentials.unlink(missing_ok=True)
+        call_command("seed_demo", credentials_file=str(credentials))
+
+        env = dict(os.environ)
+        if not options["no_moto"] and not env.get("AWS_ENDPOINT_URL"):
+            env.update(
+                AWS_ENDPOINT_URL=f"http://127.0.0.1:{options['moto_port']}",
+                AWS_ACCESS_KEY_ID="local",
+                AWS_SECRET_ACCESS_KEY="local-secret",  # noqa: S106 - moto accepts any key
+                AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            )
+        python = sys.executable
+        bind = f"{options['host']}:{options['port']}"
+        commands: dict[str, list[str]] = {
+            "web": [python, "-m", "gunicorn", "portal.wsgi", "--bind", bind,
+                    "--workers", "2", "--threads", "4", "--access-logfile", "-"],
+            "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel=INFO",
+                       "--concurrency=2", "--without-gossip", "--without-mingle"],
+            "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO",
+                     "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+        }  # fmt: skip
+        if not options["no_moto"] and "AWS_ENDPOINT_URL" not in os.environ:
+            commands["aws"] = [
+                python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options["moto_port"]),
+            ]  # fmt: skip
+        processes = {
+            name: subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR, start_new_session=True)
+            for name, argv in commands.items()
+        }
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            self._wait_until_up(f"http://{bind}/login/", processes)
+            self._banner(f"http://{bind}/", env.get("AWS_ENDPOINT_URL", "real AWS"), credentials)
+            while not stopping:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        raise CommandError(f"{name} exited with status {process.returncode}")
+                time.sleep(0.5)
+        finally:
+            self._stop_all(processes)
+            credentials.unlink(missing_ok=True)
+
+    def _wait_until_up(self, url: str, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if processes["web"].poll() is not None:
+                raise CommandError("the web server exited during start-up")
+            try:
+                with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback URL
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise CommandError(f"the web server did not answer at {url} within 60 s")
+
+    def _banner(self, url: str, aws: str, credentials: Path) -> None:
+        lines = ["", "=" * 64, f"  Portal:      {url}", f"  Admin:       {url}admin/",
+                 f"  API docs:    {url}api/docs/", f"  AWS (local): {aws}"]  # fmt: skip
+        if credentials.exists():
+            lines += ["  Demo users (passwords shown once):", credentials.read_text().rstrip()]
+        else:
+            lines += [
+                "  Demo users: sales, qa, approver, admin (passwords were shown at first start;",
+                "  new ones: python manage.py seed_demo --reset-passwords)",
+            ]
+        lines += ["  Ctrl-C stops everything.", "=" * 64, ""]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _stop_all(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.stdout.write("stopped web, worker, beat and the local AWS endpoint")

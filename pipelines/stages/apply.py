@@ -1,0 +1,119 @@
+"""Stage `apply`: apply exactly the saved plan that was approved, then record the outputs.
+
+The plan file comes from the run's stored artifacts (any worker, any machine) and must
+have the sha256 the plan stage reported and the approval covered. A stale plan (the state
+moved since) fails with ``retry_from="plan"``: a retry plans again and asks again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pipelines.clients.terraform import TerraformError
+from pipelines.stages.base import StageContext, StageError
+from pipelines.stages.terraform_support import (
+    LOCK_ARTIFACT,
+    LOCK_FILE,
+    backend_for,
+    init_terraform,
+    lay_out_terraform,
+    make_client,
+    register_secret_value,
+    sensitive_values,
+    stage_error,
+)
+
+
+def execute(ctx: StageContext) -> dict[str, Any]:
+    plan = ctx.previous.get("plan")
+    if not plan or not plan.get("plan_sha256") or not plan.get("plan_artifact"):
+        raise StageError(
+            "apply needs the outputs of a plan stage earlier in the run", retryable=False
+        )
+    expected = str(plan["plan_sha256"])
+    _check_approval(ctx, expected)
+    data = _stored_plan(ctx, str(plan["plan_artifact"]))
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise StageError(
+            f"the stored plan file has sha256 {actual[:12]}, not the {expected[:12]} that was "
+            "planned and approved; retry to plan again",
+            retryable=True,
+            retry_from="plan",
+        )
+    ctx.log(f"plan {plan['plan_artifact']}: sha256 {actual} matches the approved plan")
+
+    backend = backend_for(ctx.account.name)
+    directory = lay_out_terraform(ctx)
+    if LOCK_ARTIFACT in ctx.artifacts.names(LOCK_ARTIFACT):
+        # The providers the plan was made with; init must pick the very same ones.
+        (directory / LOCK_FILE).write_bytes(ctx.artifacts.get(LOCK_ARTIFACT))
+    plan_file = ctx.workdir / "plan.bin"
+    plan_file.write_bytes(data)
+    client = make_client(ctx, directory, backend)
+    init_terraform(ctx, client, backend)
+    try:
+        # Not shown anywhere: read only to know which values to redact before applying.
+        for value in sensitive_values(client.show_plan(plan_file).raw):
+            register_secret_value(ctx, value)
+        client.apply(plan_file)
+        outputs = client.output_json()
+    except TerraformError as exc:
+        if exc.kind == "cancelled":
+            ctx.log("Terraform was interrupted and stopped gracefully; its state was saved")
+        raise stage_error(exc) from exc
+
+    recorded: dict[str, dict[str, Any]] = {}
+    for name, output in sorted(outputs.items()):
+        sensitive = bool(output.get("sensitive"))
+        if sensitive:
+            register_secret_value(ctx, output.get("value"))
+        recorded[name] = {
+            "value": output.get("value"),
+            "sensitive": sensitive,
+            "type": output.get("type"),
+        }
+    ctx.update_account(outputs=recorded)
+    sensitive_names = [name for name, output in recorded.items() if output["sensitive"]]
+    ctx.log(
+        f"recorded {len(recorded)} outputs on account {ctx.account.name} "
+        f"({len(sensitive_names)} sensitive, hidden)"
+    )
+    return {
+        "applied_plan_sha256": actual,
+        "outputs": sorted(recorded),
+        "sensitive_outputs": sensitive_names,
+        "workdir": str(directory),
+    }
+
+
+def _check_approval(ctx: StageContext, plan_sha256: str) -> None:
+    """When the run has an approval stage, it must have passed this very plan."""
+    if "approve_plan" not in ctx.blueprint.stages:
+        return
+    approval = ctx.previous.get("approve_plan")
+    if approval is None:
+        raise StageError(
+            "the plan has not been through approval; retry to plan again",
+            retryable=True,
+            retry_from="plan",
+        )
+    if approval.get("plan_sha256") != plan_sha256:
+        raise StageError(
+            "the approved plan is not the latest plan of this run; retry to plan again",
+            retryable=True,
+            retry_from="plan",
+        )
+    if approval.get("approval_required") and approval.get("decision") != "approved":
+        raise StageError("the plan was not approved", retryable=False)
+
+
+def _stored_plan(ctx: StageContext, name: str) -> bytes:
+    if name not in ctx.artifacts.names(name):
+        raise StageError(
+            f"the saved plan {name} is not stored with this run; retry to plan again",
+            retryable=True,
+            retry_from="plan",
+        )
+    return ctx.artifacts.get(name)

@@ -1,0 +1,61 @@
+"""Stage `approve_plan`: wait for a human when the blueprint's approval policy asks for one.
+
+``approval.plan`` in blueprint.yaml: ``always``, ``on_destroy`` (the default: any destroy
+or replace) or ``never``. Waiting means raising ``StageWaiting``; the engine parks the
+stage and ``services.decide_stage`` records who approved or rejected, when, and why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.stages.base import StageContext, StageError, StageWaiting
+
+SUMMARY_KEYS = (
+    "add",
+    "change",
+    "replace",
+    "destroy",
+    "has_changes",
+    "destroy_plan",
+    "resources",
+    "unchanged",
+    "output_changes",
+    "plan_sha256",
+)
+
+
+def approval_needed(mode: str, plan: dict[str, Any]) -> tuple[bool, str]:
+    """Whether this plan needs a human, and why (one line for the stage's outputs)."""
+    destructive = int(plan.get("destroy", 0)) + int(plan.get("replace", 0))
+    if mode == "always":
+        return True, "the blueprint asks for approval of every plan (approval.plan: always)"
+    if mode == "never":
+        return False, "the blueprint never asks for plan approval (approval.plan: never)"
+    if destructive:
+        return True, (
+            f"the plan destroys or replaces {destructive} resource(s) (approval.plan: on_destroy)"
+        )
+    return False, "the plan destroys and replaces nothing (approval.plan: on_destroy)"
+
+
+def execute(ctx: StageContext) -> dict[str, Any]:
+    plan = ctx.previous.get("plan")
+    if not plan or "plan_sha256" not in plan:
+        raise StageError(
+            "approve_plan needs the outputs of a plan stage earlier in the run", retryable=False
+        )
+    mode = ctx.blueprint.approval_plan
+    needed, reason = approval_needed(mode, plan)
+    summary = {key: plan[key] for key in SUMMARY_KEYS if key in plan}
+    outputs = {**summary, "approval_mode": mode, "approval_required": needed, "reason": reason}
+    ctx.log(
+        f"plan {plan['plan_sha256'][:12]}: {plan.get('add', 0)} to add, "
+        f"{plan.get('change', 0)} to change, {plan.get('replace', 0)} to replace, "
+        f"{plan.get('destroy', 0)} to destroy"
+    )
+    if needed:
+        ctx.log(f"approval required: {reason}")
+        raise StageWaiting(outputs, timeout_hours=ctx.blueprint.approval_timeout_hours)
+    ctx.log(f"approval not required: {reason}")
+    return outputs

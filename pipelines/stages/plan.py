@@ -1,0 +1,81 @@
+"""Stage `plan`: init, ``plan -out``, ``show -json``; the saved plan is stored with the run.
+
+Outputs are a summary fit for approvers (counts, each changed resource and its action,
+the plan file's sha256). The plan JSON itself is never put in outputs or logs: it holds
+sensitive values in clear.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.clients.terraform import TerraformError
+from pipelines.stages.base import StageContext
+from pipelines.stages.terraform_support import (
+    LOCK_ARTIFACT,
+    LOCK_FILE,
+    PLAN_ARTIFACT,
+    PLAN_PREFIX,
+    backend_for,
+    describe_backend,
+    init_terraform,
+    lay_out_terraform,
+    make_client,
+    register_secret_value,
+    sensitive_values,
+    stage_error,
+)
+
+# A destroy plan for these run kinds (teardown), a normal plan for every other one.
+DESTROY_RUN_KINDS = frozenset({"teardown"})
+
+
+def execute(ctx: StageContext) -> dict[str, Any]:
+    backend = backend_for(ctx.account.name)
+    directory = lay_out_terraform(ctx)
+    client = make_client(ctx, directory, backend)
+    plan_file = ctx.workdir / "plan.bin"
+    destroy = ctx.run_kind in DESTROY_RUN_KINDS
+    init_terraform(ctx, client, backend)
+    try:
+        summary = client.plan(plan_file, destroy=destroy)
+    except TerraformError as exc:
+        raise stage_error(exc) from exc
+    # Known sensitive values stay out of every later line of this stage's log.
+    for value in sensitive_values(summary.raw):
+        register_secret_value(ctx, value)
+
+    # A new plan replaces whatever an earlier attempt stored: apply takes only this one.
+    ctx.artifacts.delete_prefix(PLAN_PREFIX)
+    data = plan_file.read_bytes()
+    digest = ctx.artifacts.put(PLAN_ARTIFACT, data)
+    lock_file = directory / LOCK_FILE
+    if lock_file.is_file():
+        ctx.artifacts.put(LOCK_ARTIFACT, lock_file.read_bytes())
+
+    changed = [r for r in summary.resources if r.action != "no-op"]
+    unchanged = len(summary.resources) - len(changed)
+    ctx.log(
+        f"plan: {summary.add} to add, {summary.change} to change, "
+        f"{summary.replace} to replace, {summary.destroy} to destroy ({unchanged} unchanged)"
+    )
+    for resource in changed:
+        ctx.log(f"  {resource.action:<8} {resource.address}")
+    ctx.log(f"saved plan {PLAN_ARTIFACT}: sha256 {digest}, {len(data)} bytes")
+    return {
+        "add": summary.add,
+        "change": summary.change,
+        "replace": summary.replace,
+        "destroy": summary.destroy,
+        "has_changes": summary.has_changes,
+        "destroy_plan": destroy,
+        "resources": [{"address": r.address, "action": r.action} for r in changed],
+        "unchanged": unchanged,
+        "output_changes": list(summary.output_changes),
+        "plan_artifact": PLAN_ARTIFACT,
+        "plan_sha256": digest,
+        "plan_size": len(data),
+        "backend": describe_backend(backend),
+        # Where this stage worked: apply works elsewhere, from the stored files.
+        "workdir": str(directory),
+    }

@@ -1,0 +1,230 @@
+"""What the plan and apply stages share: where state lives, laying out files, the client.
+
+The backend is the portal's choice, never the blueprint's: Terraform's ``pg`` backend
+in the portal's own PostgreSQL (one schema per account) when the portal runs on
+PostgreSQL, so every worker on every machine sees the same state; else a local state
+file under ``PORTAL_TF_STATE_DIR/<account>/`` (the single-machine SQLite set-up).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+
+from pipelines.clients.terraform import (
+    Backend,
+    LocalBackend,
+    PgBackend,
+    TerraformClient,
+    TerraformError,
+)
+from pipelines.stages.base import StageCancelled, StageContext, StageError
+from pipelines.stages.render import TERRAFORM_PREFIX
+
+PLAN_PREFIX = "plan/"
+PLAN_ARTIFACT = PLAN_PREFIX + "plan.bin"
+# The provider lock file chosen at plan time: apply must init with the same providers,
+# or Terraform refuses the saved plan.
+LOCK_FILE = ".terraform.lock.hcl"
+LOCK_ARTIFACT = PLAN_PREFIX + "terraform.lock.hcl"
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+# --- Where state lives ------------------------------------------------------------------
+
+
+def state_schema(account_name: str) -> str:
+    """One PostgreSQL schema per account: ``tfstate_<name>`` with ``-`` as ``_``."""
+    return "tfstate_" + re.sub(r"[^a-z0-9_]", "_", account_name.lower())
+
+
+def local_state_path(account_name: str) -> Path:
+    safe = re.sub(r"[^a-z0-9_.-]", "_", account_name.lower()).strip(".") or "account"
+    return (Path(settings.PORTAL_TF_STATE_DIR) / safe / "terraform.tfstate").resolve()
+
+
+def pg_conn_str(database: Mapping[str, Any]) -> str:
+    """A lib/pq URL for Django's database settings. Holds the password: a secret."""
+    user = quote(str(database.get("USER") or ""), safe="")
+    password = str(database.get("PASSWORD") or "")
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host = str(database.get("HOST") or "127.0.0.1")
+    port = str(database.get("PORT") or 5432)
+    options = dict(database.get("OPTIONS") or {})
+    params: dict[str, str] = {}
+    if host.startswith("/"):
+        # A Unix socket directory goes in the query string for lib/pq.
+        params["host"] = host
+        netloc = f"{auth}:{port}" if auth else f":{port}"
+    else:
+        netloc = f"{auth}{host}:{port}"
+    # lib/pq defaults to sslmode=require; a local server usually has no TLS.
+    params["sslmode"] = str(options.get("sslmode") or ("disable" if _is_local(host) else "require"))
+    name = quote(str(database["NAME"]), safe="")
+    return f"postgres://{netloc}/{name}?{urlencode(params)}"
+
+
+def _is_local(host: str) -> bool:
+    if host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def backend_for(account_name: str) -> Backend:
+    if settings.DATABASE_IS_POSTGRES:
+        return PgBackend(
+            conn_str=pg_conn_str(settings.DATABASES["default"]),
+            schema_name=state_schema(account_name),
+        )
+    return LocalBackend(local_state_path(account_name))
+
+
+def describe_backend(backend: Backend) -> dict[str, str]:
+    """Where state lives, fit for outputs and logs (no conn string)."""
+    if isinstance(backend, PgBackend):
+        return {"type": "pg", "schema": backend.schema_name}
+    return {"type": "local", "path": str(backend.path)}
+
+
+# --- Work directories -------------------------------------------------------------------
+
+
+def lay_out_terraform(ctx: StageContext) -> Path:
+    """Write the run's rendered files into this stage's own work dir.
+
+    From the stored artifacts, not from another stage's folder: the previous stage may
+    have run on another machine. The backend file is written by ``init_terraform``.
+    """
+    directory = ctx.workdir / "terraform"
+    directory.mkdir(parents=True, exist_ok=True)
+    files = ctx.artifacts.lay_out(TERRAFORM_PREFIX, directory)
+    if not files:
+        raise StageError(
+            "no rendered Terraform files are stored with this run: the render stage must run "
+            "before this one",
+            retryable=False,
+        )
+    ctx.log(f"laid out {len(files)} rendered files in {directory}")
+    return directory
+
+
+def make_client(ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
+    """A client that streams every line into the stage log and polls for cancel."""
+    try:
+        return TerraformClient(
+            directory,
+            terraform_bin=settings.TERRAFORM_BIN or None,
+            backend=backend,
+            on_line=ctx.log,
+            should_cancel=ctx.is_cancelled,
+            grace_period=float(
+                getattr(settings, "PORTAL_TERRAFORM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
+            ),
+        )
+    except TerraformError as exc:
+        raise stage_error(exc) from exc
+
+
+def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
+    """``init`` with the portal's backend. A rendered ``backend``/``cloud`` block is refused
+    here (``TerraformClient.init`` writes our backend file and checks for one first)."""
+    where = describe_backend(backend)
+    ctx.log(f"state: {where['type']} backend ({where.get('schema') or where.get('path')})")
+    try:
+        client.init()
+    except TerraformError as exc:
+        raise stage_error(exc) from exc
+
+
+def stage_error(exc: TerraformError) -> StageError:
+    """The stage's view of a Terraform failure: cancelled, stale plan, lock, or failed."""
+    detail = "\n".join(exc.tail)
+    if exc.kind == "cancelled":
+        return StageCancelled(exc.explanation)
+    if exc.kind == "stale_plan":
+        return StageError(
+            f"{exc.explanation}. Retry to plan again; the new plan goes through approval again",
+            retryable=True,
+            detail=detail,
+            retry_from="plan",
+        )
+    if exc.kind == "state_lock":
+        holder = f"lock holder id {exc.lock_id}" if exc.lock_id else "lock holder unknown"
+        explanation = exc.explanation
+        if exc.lock_id is None or exc.lock_id not in explanation:
+            explanation = f"{explanation} ({holder})"
+        return StageError(explanation, retryable=True, detail=detail)
+    return StageError(exc.explanation, retryable=exc.retryable, detail=detail)
+
+
+# --- Secrets ----------------------------------------------------------------------------
+
+
+def register_secret_value(ctx: StageContext, value: Any) -> None:
+    """Redact a sensitive value from every later log line: its string and JSON forms."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        ctx.add_secret(value)
+    else:
+        ctx.add_secret(str(value))
+        for leaf in _string_leaves(value):
+            ctx.add_secret(leaf)
+    ctx.add_secret(json.dumps(value))
+    ctx.add_secret(json.dumps(value, sort_keys=True))
+    ctx.add_secret(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+def _string_leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _string_leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _string_leaves(item)
+
+
+def sensitive_values(plan: Mapping[str, Any]) -> list[Any]:
+    """Values a ``show -json`` plan marks sensitive: outputs and resource attributes."""
+    found: list[Any] = []
+    for change in (plan.get("output_changes") or {}).values():
+        change = change or {}
+        for side in ("before", "after"):
+            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+    for item in plan.get("resource_changes") or []:
+        change = item.get("change") or {}
+        for side in ("before", "after"):
+            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+    for values_key in ("planned_values", "prior_state"):
+        block = plan.get(values_key) or {}
+        if values_key == "prior_state":
+            block = block.get("values") or {}
+        for output in (block.get("outputs") or {}).values():
+            if (output or {}).get("sensitive"):
+                found.append(output.get("value"))
+    return [value for value in found if value is not None]
+
+
+def _masked(value: Any, mask: Any) -> Iterator[Any]:
+    """The parts of ``value`` where Terraform's parallel ``*_sensitive`` mask is true."""
+    if mask is True:
+        yield value
+    elif isinstance(mask, dict) and isinstance(value, dict):
+        for key, sub in mask.items():
+            if key in value:
+                yield from _masked(value[key], sub)
+    elif isinstance(mask, list) and isinstance(value, list):
+        for sub_value, sub_mask in zip(value, mask, strict=False):
+            yield from _masked(sub_value, sub_mask)

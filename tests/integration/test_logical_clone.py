@@ -1,0 +1,442 @@
+"""The postgres_logical clone driver against the local PostgreSQL (trust auth)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.clients import postgres as pg
+from pipelines.dbclone import logical
+from pipelines.dbclone.logical import (
+    CloneError,
+    CloneResult,
+    LogicalCloneSpec,
+    clone_database_name,
+    clone_logical,
+    clone_role_name,
+    drop_clone,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parents[2]
+
+SOURCE_SQL = r"""
+CREATE SCHEMA billing;
+CREATE TABLE users (
+    id serial PRIMARY KEY,
+    email varchar(120) NOT NULL UNIQUE,
+    full_name text NOT NULL,
+    phone varchar(20),
+    address text,
+    api_token text,
+    nickname varchar(6),
+    email_domain text GENERATED ALWAYS AS (split_part(email, '@', 2)) STORED
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id integer NOT NULL REFERENCES users (id),
+    customer_email text NOT NULL,
+    total numeric(10, 2) NOT NULL
+);
+CREATE INDEX orders_customer_email ON orders (customer_email);
+CREATE TABLE billing.cards (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id integer NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    card_number char(19) NOT NULL,
+    iban text
+);
+CREATE TABLE events (
+    id bigserial,
+    happened date NOT NULL,
+    actor_email text,
+    PRIMARY KEY (id, happened)
+) PARTITION BY RANGE (happened);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE MATERIALIZED VIEW order_counts AS
+    SELECT customer_email, count(*) AS n FROM orders GROUP BY customer_email;
+
+INSERT INTO users (email, full_name, phone, address, api_token, nickname)
+SELECT 'user' || g || '@corp.example.com', 'Real Person ' || g,
+       CASE WHEN g % 5 = 0 THEN NULL ELSE '+44 20 7946 ' || lpad(g::text, 4, '0') END,
+       g || ' High Street', md5(g::text), 'n' || g
+FROM generate_series(1, 300) g;
+-- Awkward values: COPY escapes (tab, backslash, newline) and non-ASCII.
+INSERT INTO users (email, full_name, phone, address, api_token, nickname) VALUES
+    (E'odd\tone@corp.example.com', E'Back\\slash\nNewline', '555', NULL, NULL, NULL),
+    ('zoë@corp.example.com', 'Zoë Ünïcode', NULL, 'Straße 1', NULL, 'zoë');
+INSERT INTO orders (user_id, customer_email, total)
+SELECT u.id, u.email, (g % 97) + 0.5
+FROM generate_series(1, 900) g JOIN users u ON u.id = 1 + g % 302;
+INSERT INTO billing.cards (user_id, card_number, iban)
+SELECT id, '4111 1111 1111 ' || lpad(id::text, 4, '0'), 'DE' || lpad(id::text, 20, '0')
+FROM users WHERE id % 2 = 0;
+INSERT INTO events (happened, actor_email)
+SELECT date '2024-06-01' + (g * 2), CASE WHEN g % 4 = 0 THEN NULL ELSE 'user' || g || '@corp.example.com' END
+FROM generate_series(1, 200) g;
+-- Sequences ahead of the data, as after deleted rows.
+SELECT setval('orders_id_seq', 5000);
+SELECT setval('users_id_seq', 777);
+REFRESH MATERIALIZED VIEW order_counts;
+"""
+
+MASKING: dict[str, Any] = {
+    "users.email": "email",
+    "users.full_name": "name",
+    "users.phone": "phone",
+    "users.address": "redact",
+    "users.api_token": "hash",
+    "users.nickname": {"fixed": "anon"},
+    "orders.customer_email": "email",
+    "billing.cards.card_number": "hash",
+    "billing.cards.iban": "null",
+    "events.actor_email": "email",  # on the partitioned parent: applies to the partitions
+}
+
+
+@dataclass
+class Recorder:
+    """The stage's log and add_secret, recording their order."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    raise_after: str | None = None
+
+    def log(self, line: str) -> None:
+        self.events.append(("log", line))
+        if self.raise_after and self.raise_after in line:
+            raise KeyboardInterrupt("worker killed")  # like a SIGTERM'd stage
+
+    def add_secret(self, value: str) -> None:
+        self.events.append(("secret", value))
+
+    @property
+    def lines(self) -> list[str]:
+        return [text for kind, text in self.events if kind == "log"]
+
+
+@dataclass
+class Env:
+    source_url: str
+    account: str
+    created_runs: list[str]
+
+    def spec(self, **changes: Any) -> LogicalCloneSpec:
+        values: dict[str, Any] = {"source": "SRC", "target": "TGT", "masking": MASKING, "jobs": 2}
+        values.update(changes)
+        return LogicalCloneSpec(**values)
+
+    def clone(self, run_id: str, recorder: Recorder | None = None, **changes: Any) -> CloneResult:
+        self.created_runs.append(run_id)
+        rec = recorder or Recorder()
+        return clone_logical(self.spec(**changes), self.account, "orders", run_id, rec.log,
+                             rec.add_secret)  # fmt: skip
+
+    def names(self, run_id: str) -> tuple[str, str]:
+        database = clone_database_name(self.account, "orders", run_id)
+        return database, clone_role_name(database)
+
+
+def q(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return pg.fetch_all(url, query, params)
+
+
+def exists(database: str, role: str) -> tuple[bool, bool]:
+    db = q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname = %s", database)
+    rl = q(ADMIN_URL, "SELECT 1 FROM pg_roles WHERE rolname = %s", role)
+    return bool(db), bool(rl)
+
+
+@pytest.fixture(scope="module")
+def source_db() -> Iterator[str]:
+    name = f"itest_src_{secrets.token_hex(4)}"
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    url = pg.with_dbname(ADMIN_URL, name)
+    try:
+        pg.execute(url, SOURCE_SQL)
+        yield url
+    finally:
+        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def env(source_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("PORTAL_CONNECTION_SRC", source_db)
+    monkeypatch.setenv("PORTAL_CONNECTION_TGT", ADMIN_URL)
+    e = Env(source_db, f"it{secrets.token_hex(3)}", [])
+    try:
+        yield e
+    finally:
+        for run_id in e.created_runs:
+            database, role = e.names(run_id)
+            drop_clone(ADMIN_URL, database, role)
+            assert exists(database, role) == (False, False)
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
+    src, tgt = env.source_url, pg.with_dbname(ADMIN_URL, result.database)
+    assert (result.host, result.port) == ("127.0.0.1", 5432)
+
+    # Row counts per table, as reported and as found.
+    tables = ["public.users", "public.orders", "billing.cards", "public.events_2024",
+              "public.events_2025"]  # fmt: skip
+    for table in tables:
+        (n_src,), (n_tgt,) = q(src, f"SELECT count(*) FROM {table}")[0], q(tgt, f"SELECT count(*) FROM {table}")[0]  # noqa: E501, S608
+        assert n_src == n_tgt == result.table_counts[table] > 0, table
+    assert result.checks["row_counts_match"] is True
+
+    # Foreign keys: present, validated, and no orphan (checked directly too).
+    fks = q(tgt, "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f'")
+    assert len(fks) == 2 and all(ok for _, ok in fks)
+    assert q(tgt, "SELECT count(*) FROM orders o LEFT JOIN users u ON u.id = o.user_id "
+                  "WHERE u.id IS NULL")[0][0] == 0  # fmt: skip
+    assert result.checks["foreign_key_problems"] == []
+
+    # The join on masked e-mails still matches, row for row.
+    join = "SELECT count(*) FROM orders o JOIN users u ON u.email = o.customer_email"
+    assert q(tgt, join)[0][0] == q(src, join)[0][0] == 900
+    ev = "SELECT count(*) FROM events e JOIN users u ON u.email = e.actor_email"
+    assert q(tgt, ev)[0][0] == q(src, ev)[0][0] > 0
+
+    # No source value of a masked column is in the clone (independent of the driver's scan).
+    for table, column in (("users", "email"), ("users", "full_name"), ("users", "phone"),
+                          ("users", "api_token"), ("orders", "customer_email"),
+                          ("billing.cards", "card_number"), ("events", "actor_email")):  # fmt: skip
+        before = {r[0] for r in q(src, f"SELECT {column}::text FROM {table}") if r[0]}  # noqa: S608
+        after = {r[0] for r in q(tgt, f"SELECT {column}::text FROM {table}") if r[0]}  # noqa: S608
+        assert before and after and not before & after, (table, column)
+    assert result.checks["leaks"] == {} and result.checks["masked_columns_scanned"] >= 9
+    emails = [r[0] for r in q(tgt, "SELECT email FROM users")]
+    assert all(e.startswith("u_") and e.endswith("@example.invalid") for e in emails)
+    assert len(set(emails)) == 302
+    assert q(tgt, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] == q(
+        src, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] > 0  # fmt: skip
+    assert {r[0] for r in q(tgt, "SELECT DISTINCT nickname FROM users")} == {"anon"}
+    assert q(tgt, "SELECT count(iban) FROM billing.cards")[0][0] == 0
+    assert {r[0] for r in q(tgt, "SELECT DISTINCT address FROM users")} == {"REDACTED", None}
+    # Generated columns are recomputed from the masked value.
+    assert {r[0] for r in q(tgt, "SELECT DISTINCT email_domain FROM users")} == {
+        "example.invalid"
+    }
+    # The materialized view was refreshed from the masked data.
+    assert q(tgt, "SELECT sum(n) FROM order_counts")[0][0] == 900
+    assert q(tgt, "SELECT count(*) FROM order_counts WHERE customer_email LIKE '%corp%'")[0][0] == 0
+
+    # Sequences equal the source's.
+    seqs = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+    assert q(tgt, seqs) == q(src, seqs)
+    assert ("public", "orders_id_seq", 5000) in q(tgt, seqs)
+
+    # Everything belongs to the clone's role; the database is marked complete.
+    owners = q(tgt, "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN "
+                    "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN "
+                    "('public', 'billing') ")  # fmt: skip
+    assert owners == [(result.role,)]
+    comment = q(ADMIN_URL, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                           "WHERE datname = %s", result.database)  # fmt: skip
+    assert comment == [(logical.DB_COMPLETE,)]
+
+    # The password: registered before anything could log it, never logged, not in repr.
+    assert len(result.password) >= 32
+    first_secret = rec.events.index(("secret", result.password))
+    created = next(i for i, (k, t) in enumerate(rec.events) if t.startswith("created database"))
+    assert first_secret < created
+    assert not any(result.password in line for line in rec.lines)
+    assert result.password not in repr(result) and "password" not in result.outputs()
+    assert any(line.startswith("copied public.users: 302 rows") for line in rec.lines)
+
+
+def test_clone_twice_with_masking_and_checks(env: Env) -> None:
+    rec1, rec2 = Recorder(), Recorder()
+    first = env.clone("101", rec1)
+    second = env.clone("102", rec2)
+    assert first.database != second.database and first.role != second.role
+    check_clone(env, first, rec1)
+    check_clone(env, second, rec2)
+    # Every personal-data column has a rule (the generated email_domain is computed
+    # from the masked email, so it is not reported).
+    assert first.warnings == [] and second.warnings == []
+    # A per-clone key: the two clones mask the same person differently.
+    e1 = q(pg.with_dbname(ADMIN_URL, first.database), "SELECT email FROM users WHERE id = 1")
+    e2 = q(pg.with_dbname(ADMIN_URL, second.database), "SELECT email FROM users WHERE id = 1")
+    assert e1 != e2
+
+    # drop_clone is idempotent and removes both database and role.
+    drop_clone(ADMIN_URL, first.database, first.role)
+    drop_clone(ADMIN_URL, first.database, first.role)
+    assert exists(first.database, first.role) == (False, False)
+
+
+def test_rerun_of_a_complete_clone_only_rotates_the_password(env: Env) -> None:
+    first = env.clone("201")
+    rec = Recorder()
+    again = env.clone("201", rec)
+    assert again.reused and again.database == first.database
+    assert again.password != first.password
+    assert again.table_counts == first.table_counts
+    assert ("secret", again.password) in rec.events
+    assert not any(again.password in line for line in rec.lines)
+
+
+# --- killed and rerun -------------------------------------------------------------------
+
+
+def test_killed_after_first_table_then_rerun_completes(env: Env) -> None:
+    database, role = env.names("301")
+    killed = Recorder(raise_after="copied ")
+    with pytest.raises(KeyboardInterrupt):
+        env.clone("301", killed)
+    assert exists(database, role) == (True, True)  # an incomplete clone is left behind
+    comment = q(ADMIN_URL, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                           "WHERE datname = %s", database)  # fmt: skip
+    assert comment == [(logical.DB_INCOMPLETE,)]
+
+    rec = Recorder()
+    result = env.clone("301", rec)
+    assert any("removing the incomplete clone" in line for line in rec.lines)
+    assert not result.reused
+    check_clone(env, result, rec)
+    # No leftovers: one database, one role of that name, no other clone of the run.
+    like = q(ADMIN_URL, "SELECT datname FROM pg_database WHERE datname LIKE %s", database + "%")
+    assert like == [(database,)]
+    assert q(ADMIN_URL, "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", database + "%") == [
+        (role,)
+    ]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pipelines.dbclone.logical import LogicalCloneSpec, clone_logical
+    masking = {"users.email": "email", "orders.customer_email": "email"}
+    spec = LogicalCloneSpec(source="SRC", target="TGT", masking=masking, jobs=1)
+    def log(line):
+        print(line, flush=True)
+        if line.startswith(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    clone_logical(spec, sys.argv[1], "orders", "401", log, lambda s: None)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", ["created database", "schema restored", "copied "])
+def test_sigkill_at_any_step_then_rerun(env: Env, kill_at: str) -> None:
+    database, role = env.names("401")
+    env.created_runs.append("401")
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, env.account, kill_at],
+        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": ""}, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert exists(database, role) == (True, True)
+    rec = Recorder()
+    result = env.clone("401", rec, masking={"users.email": "email",
+                                            "orders.customer_email": "email"})  # fmt: skip
+    assert result.checks["leaks"] == {} and result.checks["row_counts_match"]
+    assert any("removing the incomplete clone" in line for line in rec.lines)
+
+
+# --- refused before anything is created -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"users.nope": "email"}, "masking rule 'users.nope': column 'nope' does not exist"),
+        ({"clients.email": "email"}, "masking rule 'clients.email': table public.clients"),
+        ({"billing.users.email": "email"}, "table billing.users does not exist"),
+        ({"users.nickname": "email"}, "the column allows 6"),
+        ({"users.full_name": "null"}, "NOT NULL"),
+        ({"orders.total": {"fixed": "lots"}}, "fixed value is invalid"),
+        ({"users.email": "name"}, "the column is unique"),
+    ],
+)
+def test_bad_rule_refused_before_target_exists(
+    env: Env, rule: dict[str, Any], message: str
+) -> None:
+    database, role = env.names("501")
+    rec = Recorder()
+    with pytest.raises(CloneError, match=message) as info:
+        env.clone("501", rec, masking={**MASKING, **rule})
+    assert not info.value.retryable
+    assert exists(database, role) == (False, False)
+    assert not any(kind == "secret" for kind, _ in rec.events)
+
+
+def test_strict_mode_makes_unmasked_personal_columns_errors(env: Env) -> None:
+    masking = {k: v for k, v in MASKING.items() if k != "users.phone"}
+    database, role = env.names("601")
+    with pytest.raises(CloneError, match=r"masking_strict: public\.users\.phone") as info:
+        env.clone("601", masking=masking, masking_strict=True)
+    assert "users.email_domain" not in str(info.value)  # generated: computed from email
+    assert exists(database, role) == (False, False)
+    # Without strict mode the same rules clone, with the column listed as a warning.
+    result = env.clone("602", masking=masking)
+    assert any(w.startswith("public.users.phone looks like personal data") for w in result.warnings)
+
+
+def test_missing_connection_is_named(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTAL_CONNECTION_TGT")
+    with pytest.raises(CloneError, match="PORTAL_CONNECTION_TGT") as info:
+        env.clone("701")
+    assert not info.value.retryable
+
+
+def test_connection_password_never_in_errors(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "Sup3r-s3cret-" + secrets.token_hex(6)
+    monkeypatch.setenv(
+        "PORTAL_CONNECTION_SRC", f"postgresql://postgres:{password}@127.0.0.1:5432/no_such_db_x"
+    )
+    with pytest.raises(CloneError) as info:
+        env.clone("702")
+    assert "no_such_db_x" in str(info.value) and password not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert pg.sanitize(f"postgresql://u:{password}@h/db password={password}") == (
+        "postgresql://u:***@h/db password=***"
+    )
+
+
+# --- the leak scan can fail -------------------------------------------------------------
+
+
+def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real: Callable[..., Any] = logical.row_masker
+
+    def broken(masker: Any, plan: Any, collect: Any = None) -> Any:
+        if plan.name == "public.orders":
+            return None  # a bug: the table is copied unmasked
+        return real(masker, plan, collect)
+
+    monkeypatch.setattr(logical, "row_masker", broken)
+    database, role = env.names("801")
+    with pytest.raises(CloneError, match=r"leak scan failed.*public\.orders\.customer_email"):
+        env.clone("801")
+    assert exists(database, role) == (False, False)
+
+
+def test_drop_clone_refuses_foreign_databases(env: Env) -> None:
+    name = f"itest_notaclone_{secrets.token_hex(3)}"
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    try:
+        with pytest.raises(CloneError, match="not created by the clone driver"):
+            drop_clone(ADMIN_URL, name, name + "_owner")
+        assert exists(name, "x")[0]
+    finally:
+        pg.execute(ADMIN_URL, f'DROP DATABASE "{name}"')

@@ -1,0 +1,179 @@
+"""Loading blueprints: the checks that let the rest of the portal trust them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.blueprints import (
+    BlueprintError,
+    ConfigInvalid,
+    UnknownBlueprint,
+    list_blueprints,
+    load_blueprint,
+)
+
+MINIMAL = {
+    "name": "tiny",
+    "title": "Tiny",
+    "version": "1",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "size": {"type": "string", "enum": ["s", "m"], "default": "s"},
+            "services": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[a-z]+$"},
+                        "database": {"type": "boolean", "default": False},
+                    },
+                },
+            },
+        },
+    },
+    "stages": ["render"],
+}
+
+
+@pytest.fixture
+def bp_root(tmp_path: Path, settings) -> Path:
+    settings.PORTAL_BLUEPRINTS_DIR = tmp_path
+    return tmp_path
+
+
+def write_blueprint(root: Path, spec: dict, name: str = "tiny") -> Path:
+    folder = root / name
+    (folder / "terraform").mkdir(parents=True)
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def test_shipped_blueprints_load(settings) -> None:
+    settings.PORTAL_BLUEPRINTS_DIR = Path(__file__).resolve().parents[2] / "blueprints"
+    names = {b.name: b for b in list_blueprints()}
+    assert set(names) == {"sandbox", "service-platform"}
+    sandbox = names["sandbox"]
+    assert sandbox.stages[:2] == ("pre_hooks", "render")
+    assert sandbox.policy_for("demo").max_active_per_user == 3
+    assert names["service-platform"].hooks.pre == ("aws.create_account", "aws.assume_role")
+
+
+def test_defaults_are_applied_recursively(bp_root: Path) -> None:
+    write_blueprint(bp_root, MINIMAL)
+    config = load_blueprint("tiny").validate_config({"services": [{"name": "web"}]})
+    assert config == {"size": "s", "services": [{"name": "web", "database": False}]}
+
+
+def test_every_config_problem_is_reported_with_its_json_path(bp_root: Path) -> None:
+    write_blueprint(bp_root, MINIMAL)
+    with pytest.raises(ConfigInvalid) as invalid:
+        load_blueprint("tiny").validate_config(
+            {"size": "xl", "services": [{"name": "ok"}, {"name": "Bad1"}, {}]}
+        )
+    lines = [str(problem) for problem in invalid.value.problems]
+    assert lines == [
+        "$.services[1].name: 'Bad1' does not match '^[a-z]+$'",
+        "$.services[2]: 'name' is a required property",
+        "$.size: 'xl' is not one of ['s', 'm']",
+    ]
+
+
+def test_config_must_be_a_mapping(bp_root: Path) -> None:
+    write_blueprint(bp_root, MINIMAL)
+    with pytest.raises(ConfigInvalid, match=r"\$: the config must be a mapping"):
+        load_blueprint("tiny").validate_config(["not", "a", "mapping"])
+
+
+def test_unknown_stage_kind_names_blueprint_and_kind(bp_root: Path) -> None:
+    write_blueprint(bp_root, {**MINIMAL, "stages": ["render", "teleport"]})
+    with pytest.raises(BlueprintError, match=r"blueprint tiny: unknown stage kind 'teleport'"):
+        load_blueprint("tiny")
+
+
+@pytest.mark.parametrize("name", ["../etc", "Tiny", "a/b", "", "tiny/../tiny"])
+def test_unknown_or_unsafe_names_are_refused_naming_the_directory(bp_root: Path, name: str) -> None:
+    write_blueprint(bp_root, MINIMAL)
+    with pytest.raises(UnknownBlueprint, match=str(bp_root)):
+        load_blueprint(name)
+
+
+def test_name_must_equal_folder(bp_root: Path) -> None:
+    write_blueprint(bp_root, {**MINIMAL, "name": "other"})
+    with pytest.raises(BlueprintError, match="must equal the folder name"):
+        load_blueprint("tiny")
+
+
+def test_invalid_json_schema_is_refused(bp_root: Path) -> None:
+    write_blueprint(bp_root, {**MINIMAL, "parameters": {"type": "objekt"}})
+    with pytest.raises(BlueprintError, match="not a valid JSON Schema"):
+        load_blueprint("tiny")
+
+
+def test_hook_scripts_in_name_order(bp_root: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    hooks = folder / "hooks" / "pre"
+    hooks.mkdir(parents=True)
+    for name in ("20-second.sh", "10-first.sh"):
+        (hooks / name).write_text("#!/bin/sh\n")
+        (hooks / name).chmod(0o755)
+    assert [p.name for p in load_blueprint("tiny").hooks.pre_scripts] == [
+        "10-first.sh",
+        "20-second.sh",
+    ]
+
+
+def test_hook_that_is_not_executable_is_refused(bp_root: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    (folder / "hooks" / "post").mkdir(parents=True)
+    (folder / "hooks" / "post" / "run.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(BlueprintError, match="hooks/post/run.sh is not executable"):
+        load_blueprint("tiny")
+
+
+def test_hook_symlink_leaving_the_blueprint_is_refused(bp_root: Path, tmp_path: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\n")
+    outside.chmod(0o755)
+    (folder / "hooks" / "pre").mkdir(parents=True)
+    os.symlink(outside, folder / "hooks" / "pre" / "evil.sh")
+    with pytest.raises(BlueprintError, match="leaves the blueprint folder"):
+        load_blueprint("tiny")
+
+
+def test_unknown_builtin_hook_is_refused(bp_root: Path) -> None:
+    write_blueprint(bp_root, {**MINIMAL, "hooks": {"pre": ["aws.delete_everything"]}})
+    with pytest.raises(BlueprintError, match="unknown built-in hook 'aws.delete_everything'"):
+        load_blueprint("tiny")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"approval": {"plan": "sometimes"}}, "approval.plan must be one of"),
+        ({"approval": {"timeout_hours": -1}}, "approval.timeout_hours must be a positive"),
+        ({"policy": {"prod": {}}}, "policy for unknown purpose 'prod'"),
+        ({"policy": {"qa": {"max_ttl_days": 0}}}, "policy.qa.max_ttl_days must be a positive"),
+        (
+            {"policy": {"qa": {"default_ttl_days": 9, "max_ttl_days": 3}}},
+            "default_ttl_days is above max_ttl_days",
+        ),
+        ({"databases": [{"service": "x", "driver": "ftp"}]}, "databases[0].driver must be"),
+        (
+            {"databases": [{"service": "x", "driver": "postgres_logical", "scrub_sql": ["../x"]}]},
+            "leaves the blueprint",
+        ),
+    ],
+)
+def test_bad_sections_are_refused(bp_root: Path, section: dict, message: str) -> None:
+    write_blueprint(bp_root, {**MINIMAL, **section})
+    with pytest.raises(BlueprintError) as error:
+        load_blueprint("tiny")
+    assert message in str(error.value)
+    assert str(error.value).startswith("blueprint tiny")
