@@ -250,7 +250,13 @@ class _Builder:
                 item_initial = apply_defaults(items, copy.deepcopy(item_initial))
             node, parsed = self.build_object(
                 items,
-                {**common, "name": row_name, "key": str(index), "path": row_path, "required": False},
+                {
+                    **common,
+                    "name": row_name,
+                    "key": str(index),
+                    "path": row_path,
+                    "required": False,
+                },
                 item_initial,
                 in_blank_row=blank,
             )
@@ -411,6 +417,9 @@ def friendly_message(error: ValidationError) -> str:
     v = error.validator_value
     match error.validator:
         case "pattern":
+            hint = error.schema.get("description") if isinstance(error.schema, dict) else ""
+            if hint:
+                return f"Not in the expected format. {hint}"
             return f"Not in the expected format (it must match {v})."
         case "minimum":
             return f"Must be at least {v}."
@@ -481,7 +490,7 @@ class SchemaForm:
 
     @property
     def has_errors(self) -> bool:
-        return bool(self.non_field_errors or self.field_errors())
+        return bool(self.non_field_errors or self.excluded_errors or self.field_errors())
 
     def is_valid(self, extra: dict[str, Any] | None = None) -> bool:
         """Parse errors plus every schema problem; ``extra`` keys join the config first."""
@@ -551,7 +560,9 @@ def purposes_for(blueprint: Blueprint) -> list[str]:
     return [p for p in PURPOSES if p in blueprint.policy] if blueprint.policy else list(PURPOSES)
 
 
-def expiry_bounds(blueprint: Blueprint, purpose: str, today: date) -> tuple[date | None, date | None]:
+def expiry_bounds(
+    blueprint: Blueprint, purpose: str, today: date
+) -> tuple[date | None, date | None]:
     """(default, latest) expiry dates for a purpose, from its policy."""
     policy = blueprint.policy_for(purpose)
     default = today + timedelta(days=policy.default_ttl_days) if policy.default_ttl_days else None

@@ -4,14 +4,14 @@ request workflow (request, approve, reject, start a run)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts_app import crypto, permissions
+from accounts_app import crypto, permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
     Account,
@@ -131,8 +131,21 @@ class RequestRefused(Exception):
     """The action does not fit the request's (or account's) state; the message says why."""
 
 
-# Accounts that no longer count against a quota.
-INACTIVE_ACCOUNT_STATUSES = (AccountStatus.REJECTED, AccountStatus.TORN_DOWN)
+def _nul_paths(value: Any, path: str) -> list[str]:
+    """JSON paths of the strings (values or keys) holding a NUL character."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            key_path = f"{path}.{key}"
+            if "\x00" in str(key):
+                found.append(path)
+            found += _nul_paths(item, key_path)
+        return found
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _nul_paths(item, f"{path}[{index}]")]
+    return []
 
 
 def _as_aware(value: datetime) -> datetime:
@@ -179,52 +192,38 @@ def check_request(
     if purpose not in Purpose.values:
         add("purpose", f"choose one of {', '.join(Purpose.values)}")
     elif loaded is not None:
-        if loaded.policy and purpose not in loaded.policy:
-            allowed = ", ".join(loaded.policy) or "none"
-            add(
-                "purpose",
-                f"blueprint {loaded.name} does not allow {purpose!r} (allowed: {allowed})",
-            )
+        problem = policies.purpose_error(loaded, purpose)
+        if problem:
+            add("purpose", problem)
         policy = loaded.policy_for(purpose)
 
-    now = timezone.now()
-    if expires_at is None:
-        if policy.default_ttl_days:
-            expires_at = now + timedelta(days=policy.default_ttl_days)
-    elif not isinstance(expires_at, datetime):
+    if expires_at is not None and not isinstance(expires_at, datetime):
         add("expires_at", "must be a date and time")
         expires_at = None
     else:
-        expires_at = _as_aware(expires_at)
-        if expires_at <= now:
-            add("expires_at", "must be in the future")
-        elif policy.max_ttl_days and expires_at > now + timedelta(days=policy.max_ttl_days):
-            add(
-                "expires_at",
-                f"at most {policy.max_ttl_days} days from now for {purpose} accounts",
-            )
+        expires_at = _as_aware(expires_at) if expires_at is not None else None
+        expires_at, problem = policies.resolve_expiry(policy, purpose, expires_at, timezone.now())
+        if problem:
+            add("expires_at", problem)
 
     filled: dict[str, Any] = {}
     if loaded is not None:
         try:
             filled = loaded.validate_config(config)
         except ConfigInvalid as exc:
-            for problem in exc.problems:
-                add("config", str(problem))
-                by_path.setdefault(problem.path, []).append(problem.message)
+            for found in exc.problems:
+                add("config", str(found))
+                by_path.setdefault(found.path, []).append(found.message)
+        # PostgreSQL's JSON cannot store NUL characters; say so rather than fail later.
+        for path in _nul_paths(config, "$"):
+            add("config", f"{path}: must not contain NUL characters")
+            by_path.setdefault(path, []).append("must not contain NUL characters")
 
-    if loaded is not None and policy.max_active_per_user and "purpose" not in errors:
-        in_use = (
-            Account.objects.filter(owner_id=user.pk, blueprint=loaded.name, purpose=purpose)
-            .exclude(status__in=INACTIVE_ACCOUNT_STATUSES)
-            .count()
-        )
-        if in_use >= policy.max_active_per_user:
-            add(
-                "purpose",
-                f"quota reached: {in_use} in use, limit {policy.max_active_per_user} "
-                f"active {purpose} accounts of {loaded.name} per user",
-            )
+    if loaded is not None and "purpose" not in errors:
+        in_use = policies.active_count(user.pk, loaded.name, purpose)
+        problem = policies.quota_error(policy, in_use, loaded.name, purpose)
+        if problem:
+            add("purpose", problem)
 
     if errors:
         raise RequestInvalid(errors, by_path)

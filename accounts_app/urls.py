@@ -7,8 +7,14 @@ urlpatterns = [
     path("request/", views.request_pick, name="request-pick"),
     path("request/<str:blueprint>/", views.request_form, name="request-form"),
     path("approvals/", views.approvals, name="approvals"),
-    path("approvals/requests/<int:request_id>/approve/", views.request_approve, name="request-approve"),
-    path("approvals/requests/<int:request_id>/reject/", views.request_reject, name="request-reject"),
+    path(
+        "approvals/requests/<int:request_id>/approve/",
+        views.request_approve,
+        name="request-approve",
+    ),
+    path(
+        "approvals/requests/<int:request_id>/reject/", views.request_reject, name="request-reject"
+    ),
     path("accounts/<int:account_id>/", views.account_detail, name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.account_start_run, name="account-start-run"),
 ]

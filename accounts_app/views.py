@@ -46,10 +46,19 @@ DASHBOARD_PAGE_SIZE = 25
 ACCOUNT_RUNS_SHOWN = 20
 
 
-def page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+def page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
     """Render a page with the role flags the layout needs (navigation, buttons)."""
     context = {**permissions.roles_for_templates(request.user), **context}
     return render(request, template, context, status=status)
+
+
+def acting_user(request: HttpRequest) -> Any:
+    """The logged-in user as a real model instance (services look at ``type(user)``)."""
+    user = request.user
+    _ = user.pk  # evaluates the lazy object
+    return getattr(user, "_wrapped", user)
 
 
 def safe_next(request: HttpRequest, fallback: str) -> str:
@@ -117,7 +126,9 @@ def plan_summary(outputs: dict[str, Any] | None) -> dict[str, Any] | None:
         for _, action in resources:
             if action in PLAN_ACTIONS:
                 counts[action] = counts.get(action, 0) + 1
+    reason = outputs.get("reason")
     return {
+        "reason": reason if isinstance(reason, str) else "",
         "counts": [(action, counts.get(action, 0)) for action in PLAN_ACTIONS],
         "resources": resources,
         "total": sum(counts.values()),
@@ -133,7 +144,9 @@ def _resource_line(item: Any) -> tuple[str, str]:
     action = item.get("action") or item.get("actions") or item.get("change") or ""
     if isinstance(action, list):
         action = "replace" if sorted(action) == ["create", "delete"] else "/".join(map(str, action))
-    action = {"create": "add", "update": "change", "delete": "destroy"}.get(str(action), str(action))
+    action = {"create": "add", "update": "change", "delete": "destroy"}.get(
+        str(action), str(action)
+    )
     return address, action
 
 
@@ -244,7 +257,9 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
 
     if "preview" in request.POST:
         if config_ok:
-            context["preview"], context["preview_error"] = _preview(loaded, meta, config_form.config)
+            context["preview"], context["preview_error"] = _preview(
+                loaded, meta, config_form.config
+            )
         status = 200 if config_ok else 400
         return page(request, "accounts/request_form.html", context, status=status)
 
@@ -253,7 +268,7 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
     expires_on = meta.cleaned_data.get("expires_on")
     try:
         account, req = services.request_account(
-            user=request.user,  # type: ignore[arg-type]
+            user=acting_user(request),
             name=meta.cleaned_data["name"],
             blueprint=loaded.name,
             purpose=meta.cleaned_data["purpose"],
@@ -365,7 +380,7 @@ def request_approve(request: HttpRequest, request_id: int) -> HttpResponse:
     try:
         req, run = services.approve_request(
             req,
-            user=request.user,  # type: ignore[arg-type]
+            user=acting_user(request),
             comment=request.POST.get("comment", ""),
         )
     except services.RequestRefused as exc:
@@ -382,7 +397,7 @@ def request_reject(request: HttpRequest, request_id: int) -> HttpResponse:
     try:
         services.reject_request(
             req,
-            user=request.user,  # type: ignore[arg-type]
+            user=acting_user(request),
             comment=request.POST.get("comment", ""),
         )
     except services.RequestInvalid as exc:
@@ -427,9 +442,9 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
         {
             "name": name,
             "sensitive": bool(out.get("sensitive")) if isinstance(out, dict) else False,
-            "value": "" if isinstance(out, dict) and out.get("sensitive") else pretty(
-                out.get("value") if isinstance(out, dict) else out
-            ),
+            "value": ""
+            if isinstance(out, dict) and out.get("sensitive")
+            else pretty(out.get("value") if isinstance(out, dict) else out),
         }
         for name, out in sorted((account.outputs or {}).items())
     ]
@@ -465,7 +480,7 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
     try:
-        run = services.start_account_run(account, kind, user=request.user)  # type: ignore[arg-type]
+        run = services.start_account_run(account, kind, user=acting_user(request))
     except RunConflict as exc:
         messages.error(request, str(exc))
         return redirect("run-detail", run_id=exc.holder_id)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 from django.conf import settings
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
 
@@ -28,6 +28,28 @@ PURPOSES = ("demo", "qa", "loadtest", "standby")
 DB_DRIVERS = ("aws_rds_snapshot", "postgres_logical")
 DEFAULT_HOOK_TIMEOUT_MINUTES = 15
 DEFAULT_APPROVAL_TIMEOUT_HOURS = 72
+
+
+def _unique_keys(
+    validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]
+) -> Any:
+    """`x-unique-keys: [name]` on an array of objects: no two items share those values."""
+    if not validator.is_type(instance, "array"):
+        return
+    seen: dict[tuple[Any, ...], int] = {}
+    for index, item in enumerate(instance):
+        if not isinstance(item, dict) or not all(key in item for key in keys):
+            continue
+        value = tuple(item[key] for key in keys)
+        if value in seen:
+            shown = ", ".join(f"{key}={item[key]!r}" for key in keys)
+            yield ValidationError(f"{shown} is used by item {seen[value]} already", path=[index])
+        else:
+            seen[value] = index
+
+
+# Draft 2020-12 plus the one portal keyword, x-unique-keys.
+ConfigValidator = validators.extend(Draft202012Validator, {"x-unique-keys": _unique_keys})
 
 
 class BlueprintError(Exception):
@@ -100,7 +122,7 @@ class Blueprint:
         if not isinstance(config, dict):
             raise ConfigInvalid([ConfigProblem("$", "the config must be a mapping")])
         filled = apply_defaults(self.parameters, copy.deepcopy(config))
-        validator = Draft202012Validator(self.parameters)
+        validator = ConfigValidator(self.parameters)
         problems = [
             ConfigProblem(error.json_path, error.message)
             for error in sorted(
@@ -313,7 +335,44 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
     return policies
 
 
+# --- databases: (service, driver) entries cloned by db_clone, switched by dns_cutover ----------
+
+DB_COMMON_KEYS = frozenset({"service", "driver", "scrub_sql", "dns"})
+DB_DRIVER_KEYS = {
+    "postgres_logical": frozenset({"source", "target", "masking", "masking_strict", "jobs"}),
+    "aws_rds_snapshot": frozenset(
+        {
+            "source",
+            "use_automated_snapshot",
+            "database_name",
+            "instance_class",
+            "target_region",
+            "timeout_minutes",
+        }
+    ),
+}
+DB_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+# PORTAL_CONNECTION_<NAME>: the same rule as pipelines.clients.postgres.connection_url.
+CONNECTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# A record name, relative ("orders-db") or absolute ("orders-db.qa.internal.").
+DNS_RECORD_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$"
+)
+AWS_ACCOUNT_ID = re.compile(r"^\d{12}$")
+AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+RDS_INSTANCE_ID = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)$")
+DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+DB_JOBS_MAX = 32
+RDS_SOURCE_KEYS = frozenset({"account_id", "region", "instance"})
+
+
 def _parse_databases(name: str, folder: Path, raw: list[Any], fail: Any) -> list[dict[str, Any]]:
+    """Every database entry checked in full, returned normalised (defaults filled in).
+
+    The clone stages trust these entries: connection names, masking rules (syntax
+    only; tables and columns are checked against the source before any copy),
+    scrub files inside the blueprint, DNS names, the RDS source.
+    """
     if not isinstance(raw, list):
         raise fail("databases must be a list")
     databases = []
@@ -323,18 +382,125 @@ def _parse_databases(name: str, folder: Path, raw: list[Any], fail: Any) -> list
         if not isinstance(entry, dict):
             raise fail(f"{where} must be a mapping")
         service = entry.get("service")
-        if not isinstance(service, str) or not re.match(r"^[a-z][a-z0-9_]{0,30}$", service):
+        if not isinstance(service, str) or not DB_SERVICE_NAME.match(service):
             raise fail(f"{where}.service must be a service name")
         if service in seen:
             raise fail(f"{where}: service {service!r} is declared twice")
         seen.add(service)
-        if entry.get("driver") not in DB_DRIVERS:
+        driver = entry.get("driver")
+        if driver not in DB_DRIVERS:
             raise fail(f"{where}.driver must be one of {', '.join(DB_DRIVERS)}")
-        scrub = entry.get("scrub_sql") or []
-        if not isinstance(scrub, list):
-            raise fail(f"{where}.scrub_sql must be a list of files")
-        for relative in scrub:
-            if not resolve_inside(folder, str(relative), name).is_file():
-                raise fail(f"{where}.scrub_sql: file {relative!r} does not exist")
-        databases.append(dict(entry))
+        unknown = set(entry) - DB_COMMON_KEYS - DB_DRIVER_KEYS[driver]
+        if unknown:
+            hint = ""
+            if "masking" in unknown:
+                hint = " (masking is for postgres_logical; use scrub_sql)"
+            raise fail(
+                f"{where}: unknown setting(s) {', '.join(sorted(map(str, unknown)))} "
+                f"for driver {driver}{hint}"
+            )
+        parsed: dict[str, Any] = {"service": service, "driver": driver}
+        parsed["scrub_sql"] = _parse_scrub_files(name, folder, entry.get("scrub_sql"), where, fail)
+        dns = entry.get("dns")
+        if dns is not None and (not isinstance(dns, str) or not DNS_RECORD_NAME.match(dns)):
+            raise fail(f"{where}.dns must be a DNS record name such as orders-db")
+        parsed["dns"] = dns or ""
+        if driver == "postgres_logical":
+            parsed.update(_parse_logical_database(entry, where, fail))
+        else:
+            parsed.update(_parse_rds_database(entry, where, fail))
+        databases.append(parsed)
     return databases
+
+
+def _parse_scrub_files(name: str, folder: Path, raw: Any, where: str, fail: Any) -> list[str]:
+    scrub = raw or []
+    if not isinstance(scrub, list) or not all(isinstance(item, str) for item in scrub):
+        raise fail(f"{where}.scrub_sql must be a list of files")
+    for relative in scrub:
+        if not resolve_inside(folder, relative, name).is_file():
+            raise fail(f"{where}.scrub_sql: file {relative!r} does not exist")
+    return list(scrub)
+
+
+def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dict[str, Any]:
+    # Imported here: masking is pure Python, but loading a blueprint should stay light.
+    from pipelines.dbclone.masking import MaskingError, parse_rules
+
+    parsed: dict[str, Any] = {}
+    for key in ("source", "target"):
+        value = entry.get(key)
+        if not isinstance(value, str) or not CONNECTION_NAME.match(value):
+            raise fail(
+                f"{where}.{key} must name a connection (letters, digits, underscores), "
+                f"defined by the environment variable PORTAL_CONNECTION_<NAME>"
+            )
+        parsed[key] = value
+    masking = entry.get("masking") or {}
+    if not isinstance(masking, dict):
+        raise fail(f"{where}.masking must be a mapping of 'table.column': transformer")
+    try:
+        parse_rules(masking)
+    except MaskingError as exc:
+        raise fail(f"{where}.masking: {exc}") from None
+    parsed["masking"] = {str(key): value for key, value in masking.items()}
+    strict = entry.get("masking_strict", False)
+    if not isinstance(strict, bool):
+        raise fail(f"{where}.masking_strict must be true or false")
+    parsed["masking_strict"] = strict
+    jobs = entry.get("jobs", 2)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= DB_JOBS_MAX:
+        raise fail(f"{where}.jobs must be a whole number from 1 to {DB_JOBS_MAX}")
+    parsed["jobs"] = jobs
+    return parsed
+
+
+def _parse_rds_database(entry: dict[str, Any], where: str, fail: Any) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    source = entry.get("source")
+    if isinstance(source, dict) and set(source) == {"parameter"}:
+        # The source comes from the account's config: {account_id, region, instance}.
+        parameter = source["parameter"]
+        if not isinstance(parameter, str) or not parameter:
+            raise fail(f"{where}.source.parameter must name a config parameter")
+        parsed["source"] = {"parameter": parameter}
+    elif isinstance(source, dict):
+        problem = rds_source_problem(source)
+        if problem:
+            raise fail(f"{where}.source: {problem}")
+        parsed["source"] = {key: source[key] for key in sorted(RDS_SOURCE_KEYS)}
+    else:
+        raise fail(
+            f"{where}.source must be {{account_id, region, instance}} or {{parameter: NAME}}"
+        )
+    automated = entry.get("use_automated_snapshot", False)
+    if not isinstance(automated, bool):
+        raise fail(f"{where}.use_automated_snapshot must be true or false")
+    parsed["use_automated_snapshot"] = automated
+    database_name = entry.get("database_name", "postgres")
+    if not isinstance(database_name, str) or not DB_NAME.match(database_name):
+        raise fail(f"{where}.database_name must be a database name")
+    parsed["database_name"] = database_name
+    for key in ("instance_class", "target_region"):
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise fail(f"{where}.{key} must be a string")
+        if key == "target_region" and value is not None and not AWS_REGION.match(value):
+            raise fail(f"{where}.target_region must be an AWS region such as eu-west-1")
+        parsed[key] = value
+    timeout = entry.get("timeout_minutes", 240)
+    parsed["timeout_minutes"] = _positive_number(timeout, f"{where}.timeout_minutes", fail)
+    return parsed
+
+
+def rds_source_problem(source: Any) -> str:
+    """'' when ``source`` is a valid {account_id, region, instance}, else what is wrong."""
+    if not isinstance(source, dict) or set(source) != RDS_SOURCE_KEYS:
+        return "must have exactly account_id, region and instance"
+    if not isinstance(source["account_id"], str) or not AWS_ACCOUNT_ID.match(source["account_id"]):
+        return 'account_id must be 12 digits, quoted ("111111111111")'
+    if not isinstance(source["region"], str) or not AWS_REGION.match(source["region"]):
+        return "region must be an AWS region such as us-east-1"
+    if not isinstance(source["instance"], str) or not RDS_INSTANCE_ID.match(source["instance"]):
+        return "instance must be an RDS instance identifier"
+    return ""

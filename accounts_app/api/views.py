@@ -268,7 +268,7 @@ class RequestListView(PortalAPIView):
     def post(self, request: Request) -> Response:
         """Request an account (same body as POST accounts/); answers the request."""
         try:
-            account, req = _create_request(request)
+            _account, req = _create_request(request)
         except services.RequestRefused as exc:
             return _conflict(exc)
         return _request_response(request, req, status.HTTP_201_CREATED)

@@ -39,6 +39,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.loaders import Loader, create_loader
 
 LogFn = Callable[[str], None]
 
@@ -236,17 +237,38 @@ class Session(boto3.Session):
         super().__init__(**kwargs)
         self.endpoint_url = endpoint_url
 
-    def client(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def client(self, *args: Any, **kwargs: Any) -> Any:
         if self.endpoint_url and not kwargs.get("endpoint_url"):
             kwargs["endpoint_url"] = self.endpoint_url
         kwargs.setdefault("config", _CLIENT_CONFIG)
         return super().client(*args, **kwargs)
 
 
+_LOADER: Loader | None = None
+
+
+def _core_session() -> botocore.session.Session:
+    """A new botocore session sharing one model loader.
+
+    Every botocore session otherwise parses the service JSON models again
+    (a few hundred ms per client); one session per assumed role makes that add up.
+    """
+    global _LOADER
+    if _LOADER is None:
+        _LOADER = create_loader()
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _LOADER)
+    return core
+
+
 def builder_session(settings: AwsSettings | None = None, region: str | None = None) -> Session:
     """The builder account's session: credentials from the normal boto3 chain."""
     s = _settings(settings)
-    return Session(endpoint_url=s.endpoint_url, region_name=region or s.region)
+    return Session(
+        endpoint_url=s.endpoint_url,
+        botocore_session=_core_session(),
+        region_name=region or s.region,
+    )
 
 
 def role_arn_for(account_id: str, role_name: str, region: str = DEFAULT_REGION) -> str:
@@ -291,7 +313,7 @@ def assume_role(
     refreshable = RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
     )
-    core = botocore.session.get_session()
+    core = _core_session()
     # botocore has no public setter for a ready-made credentials object; this is
     # the documented-by-usage way to plug refreshable credentials into a session.
     core._credentials = refreshable

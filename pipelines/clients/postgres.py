@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import scalar_row
+from psycopg.types.string import ByteaBinaryLoader
 
 ENV_PREFIX = "PORTAL_CONNECTION_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -467,18 +469,64 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
     return int(row[0]) if row else 0
 
 
-def column_values(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str
-) -> Iterator[str]:
-    """Distinct-enough stream of the column's non-NULL values, as text."""
-    query = sql.SQL("SELECT {}::text FROM ONLY {} WHERE {} IS NOT NULL").format(
-        sql.Identifier(column), sql.Identifier(schema, table), sql.Identifier(column)
+def column_value_batches(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    column: str,
+    *,
+    batch: int = 50_000,
+) -> Iterator[list[bytes | None]]:
+    """The column's values as UTF-8 bytes of their text form (None for NULL), in batches.
+
+    Binary results, one scalar per row: no per-value decoding and no row tuples in
+    Python (millions of short-lived tuples would keep the garbage collector busy), so
+    a batch can go straight into C-level set operations.
+    """
+    query = sql.SQL("SELECT {}::text FROM ONLY {}").format(
+        sql.Identifier(column), sql.Identifier(schema, table)
     )
-    with guarded(), conn.cursor(name=None) as cur:
+    with guarded(), conn.cursor(binary=True, row_factory=scalar_row) as cur:
+        # text in binary format is the raw bytes (client encoding UTF8): load as bytes.
+        cur.adapters.register_loader("text", ByteaBinaryLoader)
         cur.execute(query)
-        while batch := cur.fetchmany(50_000):
-            for (value,) in batch:
-                yield value
+        while rows := cur.fetchmany(batch):
+            yield rows
+
+
+@dataclass(frozen=True)
+class ConstantCheck:
+    """Every value of ``column`` must be ``expected`` (a ``type_sql`` literal; None: NULL)."""
+
+    column: str
+    expected: str | None
+    type_sql: str
+    null_ok: bool = False
+
+
+def table_checks(
+    conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
+) -> tuple[int, list[int]]:
+    """(row count, rows violating each check) in one scan of the table."""
+    parts: list[sql.Composable] = [sql.SQL("count(*)")]
+    for check in checks:
+        col = sql.Identifier(check.column)
+        if check.expected is None:
+            cond: sql.Composable = sql.SQL("{} IS NOT NULL").format(col)
+        else:
+            cond = sql.SQL("{} IS DISTINCT FROM CAST({} AS {})").format(
+                col, sql.Literal(check.expected), sql.SQL(check.type_sql)
+            )
+            if check.null_ok:
+                cond = sql.SQL("{} IS NOT NULL AND {}").format(col, cond)
+        parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(cond))
+    query = sql.SQL("SELECT {} FROM ONLY {}").format(
+        sql.SQL(", ").join(parts), sql.Identifier(schema, table)
+    )
+    with guarded():
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0]), [int(n) for n in row[1:]]
 
 
 def values_present(
@@ -490,34 +538,6 @@ def values_present(
     )
     with guarded():
         return [row[0] for row in conn.execute(query, (list(values),))]
-
-
-def count_not_matching(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    table: str,
-    column: str,
-    expected: str | None,
-    type_sql: str,
-    *,
-    null_ok: bool = False,
-) -> int:
-    """Rows whose column is not ``expected`` (a literal of ``type_sql``; None is NULL)."""
-    col = sql.Identifier(column)
-    if expected is None:
-        cond = sql.SQL("{} IS NOT NULL").format(col)
-    else:
-        cond = sql.SQL("{} IS DISTINCT FROM CAST({} AS {})").format(
-            col, sql.Literal(expected), sql.SQL(type_sql)
-        )
-        if null_ok:
-            cond = sql.SQL("{} IS NOT NULL AND {}").format(col, cond)
-    query = sql.SQL("SELECT count(*) FROM ONLY {} WHERE {}").format(
-        sql.Identifier(schema, table), cond
-    )
-    with guarded():
-        row = conn.execute(query).fetchone()
-    return int(row[0]) if row else 0
 
 
 def execute(url: str, statements: str | Sequence[str], *, autocommit: bool = True) -> None:
@@ -639,6 +659,77 @@ def restore_section(url: str, path: Path, section: str, role: str | None, jobs: 
         args.append(f"--role={role}")  # objects end up owned by the clone's role
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
     _run_tool([*args, "--dbname={conninfo}", str(path)], url, f"pg_restore {section}")
+
+
+_TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One line of ``pg_restore --list``: catalog and object OIDs of the source."""
+
+    line: str
+    catalog_oid: int
+    object_oid: int
+    desc: str  # "INDEX public orders_user_id postgres", "FK CONSTRAINT ...", ...
+
+
+def list_archive(path: Path, section: str) -> list[TocEntry]:
+    """The entries of one section of a custom-format archive."""
+    try:
+        done = subprocess.run(
+            ["pg_restore", "--list", f"--section={section}", str(path)],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostgresError(f"pg_restore --list failed: {type(exc).__name__}") from None
+    if done.returncode != 0:
+        raise PostgresError(f"pg_restore --list failed: {done.stderr.strip()[-2000:]}")
+    entries = []
+    for line in done.stdout.splitlines():
+        match = _TOC_LINE.match(line)
+        if match:
+            entries.append(TocEntry(line, int(match.group(2)), int(match.group(3)), match.group(4)))
+    return entries
+
+
+def table_objects(conn: psycopg.Connection[Any]) -> dict[tuple[int, int], int]:
+    """(catalog oid, object oid) -> table oid for indexes and primary-key, unique and
+    exclusion constraints of plain tables (not partitions): objects that only need
+    their own table's data, so they can be built as soon as that table is copied."""
+    with guarded():
+        rows = conn.execute(
+            """
+            SELECT 'pg_class'::regclass::oid, i.indexrelid, i.indrelid
+            FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+            WHERE c.relkind = 'r' AND NOT c.relispartition
+            UNION ALL
+            SELECT 'pg_constraint'::regclass::oid, k.oid, k.conrelid
+            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+            WHERE k.contype IN ('p', 'u', 'x') AND c.relkind = 'r' AND NOT c.relispartition
+            """
+        ).fetchall()
+    return {(int(cat), int(obj)): int(rel) for cat, obj, rel in rows}
+
+
+def restore_entries(
+    url: str, path: Path, entries: Sequence[TocEntry], role: str | None, jobs: int = 1
+) -> None:
+    """``pg_restore --use-list``: only the given entries of the archive."""
+    list_file = path.with_name(f"{path.stem}-{threading.get_ident()}-{len(entries)}.list")
+    list_file.write_text("".join(e.line + "\n" for e in entries))
+    args = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
+    if role:
+        args.append(f"--role={role}")
+    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+    try:
+        _run_tool(
+            [*args, f"--use-list={list_file}", "--dbname={conninfo}", str(path)],
+            url,
+            "pg_restore",
+        )
+    finally:
+        list_file.unlink(missing_ok=True)
 
 
 def dump_restore_pipe(source_url: str, target_url: str) -> None:

@@ -492,14 +492,17 @@ def _clone(
             pg.dump_schema(source_url, archive, snapshot)
             pg.restore_section(target_url, archive, "pre-data", role)
             log("schema restored (pre-data)")
+            post = _PostData.plan(archive, target_url, role, plan, pg.table_objects(source))
 
             masker = Masker(masking_key or secrets.token_bytes(32))
             pool = _Pool(spec.jobs, source_url, target_url, snapshot, url_secrets)
             try:
-                copied, collected = _copy_tables(pool, plan, masker, log)
+                copied, collected = _copy_tables(pool, plan, masker, post, log)
                 t0 = time.monotonic()
-                pg.restore_section(target_url, archive, "post-data", role, spec.jobs)
-                log(f"indexes and constraints restored (post-data) in {time.monotonic() - t0:.1f}s")
+                post.restore_rest(spec.jobs)
+                log(
+                    f"foreign keys and remaining post-data restored in {time.monotonic() - t0:.1f}s"
+                )
                 checks = _finish_and_check(
                     pool, plan, copied, collected, sequences, source_fks, matviews, target_url, log
                 )
@@ -580,9 +583,61 @@ def _reuse_complete(
 
 Collected = dict[tuple[str, str], set[bytes] | None]
 
+# Below this size a table's indexes wait for the final post-data restore (one
+# pg_restore process per table would cost more than it saves).
+EARLY_INDEX_MIN_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class _PostData:
+    """Post-data in two parts: a big table's own indexes and unique/primary keys are
+    built right after its copy (while other tables still copy), the rest (foreign
+    keys, triggers, partition indexes, small tables' indexes) at the end."""
+
+    archive: Path
+    target_url: str
+    role: str
+    early: dict[int, list[pg.TocEntry]]  # table oid -> entries
+    rest: list[pg.TocEntry]
+
+    @classmethod
+    def plan(
+        cls,
+        archive: Path,
+        target_url: str,
+        role: str,
+        plan: ClonePlan,
+        owners: dict[tuple[int, int], int],
+    ) -> _PostData:
+        big = {p.table.oid for p in plan.tables if p.table.size >= EARLY_INDEX_MIN_BYTES}
+        early: dict[int, list[pg.TocEntry]] = {}
+        rest: list[pg.TocEntry] = []
+        for entry in pg.list_archive(archive, "post-data"):
+            kind = entry.desc.split(" ", 1)[0]
+            table = owners.get((entry.catalog_oid, entry.object_oid))
+            if (
+                kind in ("INDEX", "CONSTRAINT")
+                and table in big
+                and not entry.desc.startswith("INDEX ATTACH")
+            ):
+                early.setdefault(table, []).append(entry)
+            else:
+                rest.append(entry)
+        return cls(archive, target_url, role, early, rest)
+
+    def restore_table(self, table_oid: int) -> int:
+        entries = self.early.get(table_oid, [])
+        if entries:
+            pg.restore_entries(self.target_url, self.archive, entries, self.role)
+        return len(entries)
+
+    def restore_rest(self, jobs: int) -> None:
+        if self.rest:
+            pg.restore_entries(self.target_url, self.archive, self.rest, self.role, jobs)
+
 
 def _copy_tables(
-    pool: _Pool, plan: ClonePlan, masker: Masker, log: Callable[[str], None]
+    pool: _Pool, plan: ClonePlan, masker: Masker, post: _PostData, log: Callable[[str], None]
 ) -> tuple[dict[str, int], Collected]:
     collected: Collected = {}
 
@@ -618,6 +673,12 @@ def _copy_tables(
         pool.messages.put(
             f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
         )
+        t1 = time.monotonic()
+        built = post.restore_table(table.table.oid)
+        if built:
+            pool.messages.put(
+                f"built {built} indexes and keys of {table.name} in {time.monotonic() - t1:.1f}s"
+            )
         return rows
 
     t0 = time.monotonic()
@@ -657,97 +718,112 @@ def _finish_and_check(
         if not ok and source_fks.get((s, t, n), False)
     ]
 
-    def count(table: TablePlan) -> int:
-        _, tgt = pool.connections()
-        return pg.count_rows(tgt, table.table.schema, table.table.name)
-
-    counts = pool.run(plan.tables, count, log)
-    mismatches = {
-        p.name: (copied[p.name], n)
-        for p, n in zip(plan.tables, counts, strict=True)
-        if copied[p.name] != n
-    }
-    scans = [
-        (p, rule, ctype)
-        for p in plan.tables
-        for rule, ctype in p.rules
-        if rule.transformer != "keep"
-    ]
-
-    def scan(item: tuple[TablePlan, Rule, ColumnType]) -> int:
-        table, rule, ctype = item
+    def check(table: TablePlan) -> tuple[int, dict[str, int]]:
         src, tgt = pool.connections()
-        return _leak_scan(
-            src, tgt, table.table, rule, ctype, collected.get((table.name, rule.column))
-        )
+        return _check_table(src, tgt, table, collected)
 
     t0 = time.monotonic()
-    found = pool.run(scans, scan, log)
-    leaks = {
-        f"{p.name}.{rule.column}": n for (p, rule, _), n in zip(scans, found, strict=True) if n
+    results = pool.run(plan.tables, check, log)
+    mismatches = {
+        p.name: (copied[p.name], n)
+        for p, (n, _) in zip(plan.tables, results, strict=True)
+        if copied[p.name] != n
     }
+    leaks = {
+        f"{p.name}.{column}": n
+        for p, (_, found) in zip(plan.tables, results, strict=True)
+        for column, n in found.items()
+        if n
+    }
+    scanned = sum(len(found) for _, found in results)
     log(
         f"checks: {len(plan.tables)} row counts ({len(mismatches)} differ), "
         f"{len(target_fks)} foreign keys ({len(fk_problems)} problems), "
-        f"{len(scans)} masked columns scanned in {time.monotonic() - t0:.1f}s "
-        f"({len(leaks)} with leaks)"
+        f"{scanned} masked columns scanned for leaks ({len(leaks)} with leaks) "
+        f"in {time.monotonic() - t0:.1f}s"
     )
     return {
         "row_counts_match": not mismatches,
         "count_mismatches": mismatches,
         "foreign_keys": len(target_fks),
         "foreign_key_problems": fk_problems,
-        "masked_columns_scanned": len(scans),
+        "masked_columns_scanned": scanned,
         "leaks": leaks,
         "sequences_set": len(sequences),
     }
 
 
-def _leak_scan(
-    src: Any,
-    tgt: Any,
-    table: pg.TableInfo,
-    rule: Rule,
-    ctype: ColumnType,
-    seen: set[bytes] | None,
-) -> int:
-    """How many distinct target values of a masked column are source values of it.
+def _check_table(
+    src: Any, tgt: Any, table: TablePlan, collected: Collected
+) -> tuple[int, dict[str, int]]:
+    """(rows in the clone, leaked values per masked column) for one table.
 
-    Deterministic transformers: the source's distinct values (gathered while
-    streaming, else read again from the source) in this process's memory only,
-    then the clone's values streamed against them. Constant ones: a count query.
+    Constant transformers (null, fixed, redact): every clone value must be the
+    constant; counted with the row count in one scan. Deterministic ones: the
+    source's distinct values (gathered while streaming, else read again from the
+    source, in the same snapshot) are held in this process's memory only, and the
+    clone's values are streamed against them, batch by batch, with C-level set
+    intersections. A hit is a leak unless the transformer could have produced the
+    value (see masking.could_produce); candidates are confirmed on the source.
     """
-    schema, name, column = table.schema, table.name, rule.column
-    kind = rule.transformer
-    if kind == "null":
-        return pg.count_not_matching(tgt, schema, name, column, None, ctype.type_sql)
-    if kind == "fixed":
-        return pg.count_not_matching(tgt, schema, name, column, rule.value, ctype.type_sql)
-    if kind == "redact":
-        marker = Masker(b"\0" * 16).mask(rule, "x", ctype)
-        return pg.count_not_matching(
-            tgt, schema, name, column, marker, ctype.type_sql, null_ok=True
-        )
-    padded = ctype.base_type == "bpchar"  # ::text drops char(n)'s trailing blanks
-    if seen is not None:
-        source_values = {_text_value(field, padded) for field in seen if field != NULL_FIELD}
-    else:
-        source_values = set(pg.column_values(src, schema, name, column))
-    candidates: set[str] = set()
-    for value in pg.column_values(tgt, schema, name, column):
-        if value in source_values and not could_produce(rule, value, ctype):
-            candidates.add(value)
-            if len(candidates) >= LEAK_CANDIDATES_MAX:
+    schema, name = table.table.schema, table.table.name
+    constants: list[tuple[str, pg.ConstantCheck]] = []
+    hashed: list[tuple[Rule, ColumnType]] = []
+    for rule, ctype in table.rules:
+        if rule.transformer == "null" or (rule.transformer == "fixed" and rule.value is None):
+            constants.append((rule.column, pg.ConstantCheck(rule.column, None, ctype.type_sql)))
+        elif rule.transformer == "fixed":
+            check = pg.ConstantCheck(rule.column, rule.value, ctype.type_sql)
+            constants.append((rule.column, check))
+        elif rule.transformer == "redact":
+            marker = Masker(b"\0" * 16).mask(rule, "x", ctype)
+            check = pg.ConstantCheck(rule.column, marker, ctype.type_sql, null_ok=True)
+            constants.append((rule.column, check))
+        elif rule.transformer in DETERMINISTIC:
+            hashed.append((rule, ctype))
+    rows, violations = pg.table_checks(tgt, schema, name, [c for _, c in constants])
+    found = {column: n for (column, _), n in zip(constants, violations, strict=True)}
+    if not hashed:
+        return rows, found
+
+    sources: list[set[bytes]] = []
+    missing: list[int] = []
+    for i, (rule, ctype) in enumerate(hashed):
+        seen = collected.get((table.name, rule.column))
+        if seen is None:
+            sources.append(set())
+            missing.append(i)
+        elif ctype.base_type == "bpchar":  # ::text drops char(n)'s trailing blanks
+            sources.append({unescape_field(f).rstrip(b" ") for f in seen if f != NULL_FIELD})
+        else:
+            # Gathered fields are COPY-escaped: a value without special characters is
+            # its own field; the few with escapes are added decoded.
+            escaped = b"\\" in b"\n".join(seen)  # rare: avoid a Python loop when absent
+            sources.append(seen)
+            if escaped:
+                seen.update([unescape_field(f) for f in seen if b"\\" in f])
+    for i in missing:  # not gathered (too many distinct values): read them again
+        for values in pg.column_value_batches(src, schema, name, hashed[i][0].column):
+            sources[i].update(values)
+
+    candidates: list[set[str]] = [set() for _ in hashed]
+    for i, (rule, ctype) in enumerate(hashed):
+        for values in pg.column_value_batches(tgt, schema, name, rule.column):
+            for hit in sources[i].intersection(values):
+                if hit is not None:
+                    text = hit.decode()
+                    if not could_produce(rule, text, ctype):
+                        candidates[i].add(text)
+            if len(candidates[i]) >= LEAK_CANDIDATES_MAX:
                 break
-    if not candidates:
-        return 0
-    # Confirm against the source itself, in the same snapshot.
-    return len(pg.values_present(src, schema, name, column, sorted(candidates)))
-
-
-def _text_value(field: bytes, padded: bool) -> str:
-    text = unescape_field(field).decode()
-    return text.rstrip(" ") if padded else text
+    for i, (rule, _) in enumerate(hashed):
+        # Confirm on the source (a hit can be spurious: an escaped field that equals
+        # another raw value).
+        values = sorted(candidates[i])
+        found[rule.column] = (
+            len(pg.values_present(src, schema, name, rule.column, values)) if values else 0
+        )
+    return rows, found
 
 
 def drop_clone(target_url: str, database: str, role: str) -> None:

@@ -46,8 +46,10 @@ DRIVER = "aws_rds_snapshot"
 # (RDS stores them lower case anyway).
 RDS_ID_MAX = 63
 _RDS_ID_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*(?<!-)$")
+# Every snapshot this module creates starts with this.
+SNAPSHOT_PREFIX = "portal-"
 # "portal-" + stem + "-shared" is the longest name built from a stem.
-_STEM_MAX = RDS_ID_MAX - len("portal-") - len("-shared")
+_STEM_MAX = RDS_ID_MAX - len(SNAPSHOT_PREFIX) - len("-shared")
 
 # Tag written on the instance once the password of this secret version is applied.
 PASSWORD_VERSION_TAG = "portal:master-secret-version"  # noqa: S105 (a tag name)
@@ -139,9 +141,9 @@ def clone_identifiers(account: str, service: str, run_id: int | str) -> CloneIds
         account=account,
         service=service,
         run_id=str(run_id),
-        source_snapshot=f"portal-{stem}-snap",
-        encrypted_copy=f"portal-{stem}-shared",
-        target_copy=f"portal-{stem}-copy",
+        source_snapshot=f"{SNAPSHOT_PREFIX}{stem}-snap",
+        encrypted_copy=f"{SNAPSHOT_PREFIX}{stem}-shared",
+        target_copy=f"{SNAPSHOT_PREFIX}{stem}-copy",
         instance=stem,
         kms_alias=f"alias/portal-rds-{acct}",
         # Not ending in "-" + 6 characters: Secrets Manager would mistake it for
@@ -550,7 +552,9 @@ class _Clone:
             attrs = self.src_rds.describe_db_snapshot_attributes(DBSnapshotIdentifier=snap_id)[
                 "DBSnapshotAttributesResult"
             ]["DBSnapshotAttributes"]
-            restore = next((a for a in attrs if a.get("AttributeName") == "restore"), {})
+            restore: dict[str, Any] = next(
+                (a for a in attrs if a.get("AttributeName") == "restore"), {}
+            )
             if self.target.account_id in restore.get("AttributeValues", []):
                 return
             self.src_rds.modify_db_snapshot_attribute(
@@ -855,6 +859,10 @@ def delete_clone(
     # Instances are only ever deleted in the target account: never in production.
     if spec.account_id == target.account_id:
         raise AwsError("source and target account are the same; refusing to delete")
+    # In production, only snapshots this module made (named portal-...) may go.
+    foreign = [i for i in source_snapshot_ids if not i.lower().startswith(SNAPSHOT_PREFIX)]
+    if foreign:
+        raise AwsError(f"refusing to delete snapshots not made by the portal: {foreign}")
     src, tgt = _sessions(spec, target, f"portal-{DRIVER}-cleanup-{run_id}", s)
     tgt_rds = tgt.client("rds")
     waits = _Waits(aws._clock() + timeout_s, poll_s, log, timeout_s)

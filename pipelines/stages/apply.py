@@ -62,7 +62,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     except TerraformError as exc:
         if exc.kind == "cancelled":
             ctx.log("Terraform was interrupted and stopped gracefully; its state was saved")
-        raise stage_error(exc) from exc
+        raise stage_error(exc, backend) from exc
 
     recorded: dict[str, dict[str, Any]] = {}
     for name, output in sorted(outputs.items()):

@@ -40,7 +40,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     try:
         summary = client.plan(plan_file, destroy=destroy)
     except TerraformError as exc:
-        raise stage_error(exc) from exc
+        raise stage_error(exc, backend) from exc
     # Known sensitive values stay out of every later line of this stage's log.
     for value in sensitive_values(summary.raw):
         register_secret_value(ctx, value)

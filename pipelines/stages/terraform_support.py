@@ -35,6 +35,9 @@ PLAN_ARTIFACT = PLAN_PREFIX + "plan.bin"
 LOCK_FILE = ".terraform.lock.hcl"
 LOCK_ARTIFACT = PLAN_PREFIX + "terraform.lock.hcl"
 DEFAULT_GRACE_SECONDS = 30.0
+# The pg backend takes a database-wide advisory lock (-1) for an instant whenever any
+# account's state is locked: wait a little rather than fail when two accounts collide.
+DEFAULT_LOCK_TIMEOUT = "20s"
 
 
 # --- Where state lives ------------------------------------------------------------------
@@ -130,6 +133,9 @@ def make_client(ctx: StageContext, directory: Path, backend: Backend) -> Terrafo
             grace_period=float(
                 getattr(settings, "PORTAL_TERRAFORM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
             ),
+            lock_timeout=str(
+                getattr(settings, "PORTAL_TERRAFORM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+            ),
         )
     except TerraformError as exc:
         raise stage_error(exc) from exc
@@ -143,10 +149,10 @@ def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend)
     try:
         client.init()
     except TerraformError as exc:
-        raise stage_error(exc) from exc
+        raise stage_error(exc, backend) from exc
 
 
-def stage_error(exc: TerraformError) -> StageError:
+def stage_error(exc: TerraformError, backend: Backend | None = None) -> StageError:
     """The stage's view of a Terraform failure: cancelled, stale plan, lock, or failed."""
     detail = "\n".join(exc.tail)
     if exc.kind == "cancelled":
@@ -159,12 +165,48 @@ def stage_error(exc: TerraformError) -> StageError:
             retry_from="plan",
         )
     if exc.kind == "state_lock":
-        holder = f"lock holder id {exc.lock_id}" if exc.lock_id else "lock holder unknown"
         explanation = exc.explanation
-        if exc.lock_id is None or exc.lock_id not in explanation:
-            explanation = f"{explanation} ({holder})"
+        if exc.lock_id and exc.lock_id not in explanation:
+            explanation = f"{explanation} (lock ID {exc.lock_id})"
+        if isinstance(backend, PgBackend):
+            # pg's lock is an advisory lock: Terraform cannot say who holds it, PostgreSQL can.
+            explanation = f"{explanation}; {pg_lock_holder(backend.schema_name)}"
         return StageError(explanation, retryable=True, detail=detail)
     return StageError(exc.explanation, retryable=exc.retryable, detail=detail)
+
+
+def pg_lock_holder(schema: str) -> str:
+    """Which PostgreSQL session holds the advisory lock on the account's state, in words."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            # The identifier is safe: state_schema() only makes [a-z0-9_] names.
+            cursor.execute(f"SELECT id FROM {schema}.states WHERE name = 'default'")  # noqa: S608
+            row = cursor.fetchone()
+            if row is None:
+                return "lock holder unknown (no state yet)"
+            # A one-bigint advisory lock: classid holds the high 32 bits, objid the low ones.
+            cursor.execute(
+                """
+                SELECT l.pid, a.application_name, a.client_addr, a.backend_start
+                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND l.classid::bigint = (%s::bigint >> 32)
+                  AND l.objid::bigint = (%s::bigint & 4294967295)
+                """,
+                [row[0], row[0]],
+            )
+            holders = cursor.fetchall()
+    except Exception as exc:  # noqa: BLE001 - a lookup for a message must not hide the lock error
+        return f"lock holder unknown ({type(exc).__name__})"
+    if not holders:
+        return "the lock was released since: retry now"
+    pid, application, address, since = holders[0]
+    who = f"application {application!r}, " if application else ""
+    where = f"from {address}, " if address else ""
+    return f"held by PostgreSQL session pid {pid} ({who}{where}since {since:%Y-%m-%d %H:%M:%S %Z})"
 
 
 # --- Secrets ----------------------------------------------------------------------------

@@ -6,9 +6,12 @@ Needs the ``moto_server`` fixture from tests/conftest_moto.py.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import boto3
 import pytest
+from botocore.exceptions import ParamValidationError
+from botocore.stub import Stubber
 
 from pipelines.clients import aws
 
@@ -157,9 +160,7 @@ def test_secrets_put_twice_is_idempotent(aws_settings: aws.AwsSettings) -> None:
     arn3 = aws.put_secret(session, name, "value-2", tags)
     assert arn3 == arn1
     assert aws.get_secret(session, arn1) == "value-2"
-    assert sm.describe_secret(SecretId=arn1)["Tags"] == [
-        {"Key": "portal:account", "Value": "qa1"}
-    ]
+    assert sm.describe_secret(SecretId=arn1)["Tags"] == [{"Key": "portal:account", "Value": "qa1"}]
     assert [s["Name"] for s in sm.list_secrets()["SecretList"]].count(name) == 1
 
     # Scheduled for deletion (with a recovery window): put restores it.
@@ -182,3 +183,125 @@ def test_secrets_are_per_account(aws_settings: aws.AwsSettings) -> None:
     builder = boto3.Session(region_name="us-east-1")
     names = [s["Name"] for s in builder.client("secretsmanager").list_secrets()["SecretList"]]
     assert name not in names
+
+
+# Real AWS behaviours moto lacks (moto never fails a create-account request and
+# accepts duplicate e-mails): botocore's Stubber plays AWS's documented answers.
+
+
+@pytest.fixture()
+def stubbed_org(
+    monkeypatch: pytest.MonkeyPatch, aws_settings: aws.AwsSettings
+) -> Iterator[Stubber]:
+    client = aws.builder_session(aws_settings).client("organizations")
+    stubber = Stubber(client)
+    monkeypatch.setattr(aws, "_org_client", lambda _s: client)
+    with stubber:
+        yield stubber
+    stubber.assert_no_pending_responses()
+
+
+def _status(state: str, **extra: str) -> dict:
+    return {
+        "CreateAccountStatus": {
+            "Id": "car-1234567890",
+            "AccountName": "qa",
+            "State": state,
+            **extra,
+        }
+    }
+
+
+def _account(account_id: str, email: str) -> dict:
+    return {"Accounts": [{"Id": account_id, "Email": email, "Name": "qa", "Status": "ACTIVE"}]}
+
+
+def test_email_already_exists_race_returns_the_winner(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    email = "aws+qa@corp.test"
+    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
+    stubbed_org.add_response("list_accounts", {"Accounts": []})
+    stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
+    stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+    stubbed_org.add_response(
+        "describe_create_account_status", _status("FAILED", FailureReason="EMAIL_ALREADY_EXISTS")
+    )
+    stubbed_org.add_response("list_accounts", _account("333333333333", email))
+    lines: list[str] = []
+    assert aws.ensure_account(email, "qa", 5, 0, lines.append, settings=aws_settings) == (
+        "333333333333"
+    )
+    assert "created meanwhile" in lines[-1]
+
+
+def test_email_used_outside_the_organization_is_not_retryable(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
+    stubbed_org.add_response("list_accounts", {"Accounts": []})
+    stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
+    stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+    stubbed_org.add_response(
+        "describe_create_account_status", _status("FAILED", FailureReason="EMAIL_ALREADY_EXISTS")
+    )
+    stubbed_org.add_response("list_accounts", {"Accounts": []})
+    with pytest.raises(aws.AwsError) as err:
+        aws.ensure_account("aws+qa@corp.test", "qa", 5, 0, settings=aws_settings)
+    assert not err.value.retryable
+    assert err.value.code == "EMAIL_ALREADY_EXISTS"
+
+
+def test_in_progress_request_is_resumed_not_duplicated(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
+    stubbed_org.add_response("list_accounts", {"Accounts": []})
+    stubbed_org.add_response(
+        "list_create_account_status",
+        {"CreateAccountStatuses": [_status("IN_PROGRESS")["CreateAccountStatus"]]},
+        {"States": ["IN_PROGRESS"]},
+    )
+    # No create_account: the stubber would fail on an unexpected call.
+    stubbed_org.add_response("describe_create_account_status", _status("IN_PROGRESS"))
+    stubbed_org.add_response(
+        "describe_create_account_status", _status("SUCCEEDED", AccountId="444444444444")
+    )
+    lines: list[str] = []
+    assert aws.ensure_account(
+        "aws+qa@corp.test", "qa", 5, 0, lines.append, settings=aws_settings
+    ) == ("444444444444")
+    assert any("resuming" in line for line in lines)
+
+
+def test_failed_request_reports_the_failure_reason(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
+    stubbed_org.add_response("list_accounts", {"Accounts": []})
+    stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
+    stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+    stubbed_org.add_response(
+        "describe_create_account_status", _status("FAILED", FailureReason="ACCOUNT_LIMIT_EXCEEDED")
+    )
+    with pytest.raises(aws.AwsError) as err:
+        aws.ensure_account("aws+qa@corp.test", "qa", 5, 0, settings=aws_settings)
+    assert "ACCOUNT_LIMIT_EXCEEDED" in err.value.explanation
+
+
+def test_no_organization_on_real_aws_is_an_error(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    stubbed_org.add_client_error("describe_organization", "AWSOrganizationsNotInUseException")
+    real = aws.AwsSettings(endpoint_url=None, region="us-east-1")
+    with pytest.raises(aws.AwsError) as err:
+        aws.ensure_account("aws+qa@corp.test", "qa", 5, 0, settings=real)
+    assert "not in an AWS Organization" in err.value.explanation
+
+
+def test_parameter_errors_never_quote_values() -> None:
+    exc = ParamValidationError(
+        report="Invalid type for parameter MasterUserPassword, value: hunter2"
+    )
+    err = aws.translate_error(exc, "setting the password")
+    assert "hunter2" not in str(err) and "hunter2" not in err.explanation

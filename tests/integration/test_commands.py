@@ -62,7 +62,8 @@ def test_blueprint_render_bad_config_lists_every_problem_and_writes_nothing(tmp_
     assert err.splitlines() == [
         "$: 'account_name' is a required property",
         "$.cidr: '10.0.0.0/99' does not match "
-        "'^([0-9]{1,3}\\\\.){3}[0-9]{1,3}/([89]|[12][0-9]|3[0-2])$'",
+        "'^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
+        "/([89]|1[0-9]|2[0-8])$'",
         "$.services[0].name: 'Web!' does not match '^[a-z][a-z0-9_]{1,30}$'",
     ]
     assert not out_dir.exists()

@@ -84,7 +84,8 @@ INSERT INTO billing.cards (user_id, card_number, iban)
 SELECT id, '4111 1111 1111 ' || lpad(id::text, 4, '0'), 'DE' || lpad(id::text, 20, '0')
 FROM users WHERE id % 2 = 0;
 INSERT INTO events (happened, actor_email)
-SELECT date '2024-06-01' + (g * 2), CASE WHEN g % 4 = 0 THEN NULL ELSE 'user' || g || '@corp.example.com' END
+SELECT date '2024-06-01' + (g * 2),
+       CASE WHEN g % 4 = 0 THEN NULL ELSE 'user' || g || '@corp.example.com' END
 FROM generate_series(1, 200) g;
 -- Sequences ahead of the data, as after deleted rows.
 SELECT setval('orders_id_seq', 5000);
@@ -140,8 +141,9 @@ class Env:
     def clone(self, run_id: str, recorder: Recorder | None = None, **changes: Any) -> CloneResult:
         self.created_runs.append(run_id)
         rec = recorder or Recorder()
-        return clone_logical(self.spec(**changes), self.account, "orders", run_id, rec.log,
-                             rec.add_secret)  # fmt: skip
+        return clone_logical(
+            self.spec(**changes), self.account, "orders", run_id, rec.log, rec.add_secret
+        )
 
     def names(self, run_id: str) -> tuple[str, str]:
         database = clone_database_name(self.account, "orders", run_id)
@@ -192,18 +194,32 @@ def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
     assert (result.host, result.port) == ("127.0.0.1", 5432)
 
     # Row counts per table, as reported and as found.
-    tables = ["public.users", "public.orders", "billing.cards", "public.events_2024",
-              "public.events_2025"]  # fmt: skip
+    tables = [
+        "public.users",
+        "public.orders",
+        "billing.cards",
+        "public.events_2024",
+        "public.events_2025",
+    ]
     for table in tables:
-        (n_src,), (n_tgt,) = q(src, f"SELECT count(*) FROM {table}")[0], q(tgt, f"SELECT count(*) FROM {table}")[0]  # noqa: E501, S608
+        (n_src,), (n_tgt,) = (
+            q(src, f"SELECT count(*) FROM {table}")[0],
+            q(tgt, f"SELECT count(*) FROM {table}")[0],
+        )
         assert n_src == n_tgt == result.table_counts[table] > 0, table
     assert result.checks["row_counts_match"] is True
 
     # Foreign keys: present, validated, and no orphan (checked directly too).
     fks = q(tgt, "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f'")
     assert len(fks) == 2 and all(ok for _, ok in fks)
-    assert q(tgt, "SELECT count(*) FROM orders o LEFT JOIN users u ON u.id = o.user_id "
-                  "WHERE u.id IS NULL")[0][0] == 0  # fmt: skip
+    assert (
+        q(
+            tgt,
+            "SELECT count(*) FROM orders o LEFT JOIN users u ON u.id = o.user_id "
+            "WHERE u.id IS NULL",
+        )[0][0]
+        == 0
+    )
     assert result.checks["foreign_key_problems"] == []
 
     # The join on masked e-mails still matches, row for row.
@@ -213,25 +229,32 @@ def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
     assert q(tgt, ev)[0][0] == q(src, ev)[0][0] > 0
 
     # No source value of a masked column is in the clone (independent of the driver's scan).
-    for table, column in (("users", "email"), ("users", "full_name"), ("users", "phone"),
-                          ("users", "api_token"), ("orders", "customer_email"),
-                          ("billing.cards", "card_number"), ("events", "actor_email")):  # fmt: skip
-        before = {r[0] for r in q(src, f"SELECT {column}::text FROM {table}") if r[0]}  # noqa: S608
-        after = {r[0] for r in q(tgt, f"SELECT {column}::text FROM {table}") if r[0]}  # noqa: S608
+    for table, column in (
+        ("users", "email"),
+        ("users", "full_name"),
+        ("users", "phone"),
+        ("users", "api_token"),
+        ("orders", "customer_email"),
+        ("billing.cards", "card_number"),
+        ("events", "actor_email"),
+    ):
+        before = {r[0] for r in q(src, f"SELECT {column}::text FROM {table}") if r[0]}
+        after = {r[0] for r in q(tgt, f"SELECT {column}::text FROM {table}") if r[0]}
         assert before and after and not before & after, (table, column)
     assert result.checks["leaks"] == {} and result.checks["masked_columns_scanned"] >= 9
     emails = [r[0] for r in q(tgt, "SELECT email FROM users")]
     assert all(e.startswith("u_") and e.endswith("@example.invalid") for e in emails)
     assert len(set(emails)) == 302
-    assert q(tgt, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] == q(
-        src, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] > 0  # fmt: skip
+    assert (
+        q(tgt, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0]
+        == q(src, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0]
+        > 0
+    )
     assert {r[0] for r in q(tgt, "SELECT DISTINCT nickname FROM users")} == {"anon"}
     assert q(tgt, "SELECT count(iban) FROM billing.cards")[0][0] == 0
     assert {r[0] for r in q(tgt, "SELECT DISTINCT address FROM users")} == {"REDACTED", None}
     # Generated columns are recomputed from the masked value.
-    assert {r[0] for r in q(tgt, "SELECT DISTINCT email_domain FROM users")} == {
-        "example.invalid"
-    }
+    assert {r[0] for r in q(tgt, "SELECT DISTINCT email_domain FROM users")} == {"example.invalid"}
     # The materialized view was refreshed from the masked data.
     assert q(tgt, "SELECT sum(n) FROM order_counts")[0][0] == 900
     assert q(tgt, "SELECT count(*) FROM order_counts WHERE customer_email LIKE '%corp%'")[0][0] == 0
@@ -242,12 +265,18 @@ def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
     assert ("public", "orders_id_seq", 5000) in q(tgt, seqs)
 
     # Everything belongs to the clone's role; the database is marked complete.
-    owners = q(tgt, "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN "
-                    "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN "
-                    "('public', 'billing') ")  # fmt: skip
+    owners = q(
+        tgt,
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN "
+        "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN "
+        "('public', 'billing') ",
+    )
     assert owners == [(result.role,)]
-    comment = q(ADMIN_URL, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                           "WHERE datname = %s", result.database)  # fmt: skip
+    comment = q(
+        ADMIN_URL,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        result.database,
+    )
     assert comment == [(logical.DB_COMPLETE,)]
 
     # The password: registered before anything could log it, never logged, not in repr.
@@ -301,8 +330,11 @@ def test_killed_after_first_table_then_rerun_completes(env: Env) -> None:
     with pytest.raises(KeyboardInterrupt):
         env.clone("301", killed)
     assert exists(database, role) == (True, True)  # an incomplete clone is left behind
-    comment = q(ADMIN_URL, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                           "WHERE datname = %s", database)  # fmt: skip
+    comment = q(
+        ADMIN_URL,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        database,
+    )
     assert comment == [(logical.DB_INCOMPLETE,)]
 
     rec = Recorder()
@@ -339,14 +371,19 @@ def test_sigkill_at_any_step_then_rerun(env: Env, kill_at: str) -> None:
     env.created_runs.append("401")
     done = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, env.account, kill_at],
-        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": ""}, capture_output=True,
-        text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert exists(database, role) == (True, True)
     rec = Recorder()
-    result = env.clone("401", rec, masking={"users.email": "email",
-                                            "orders.customer_email": "email"})  # fmt: skip
+    result = env.clone(
+        "401", rec, masking={"users.email": "email", "orders.customer_email": "email"}
+    )
     assert result.checks["leaks"] == {} and result.checks["row_counts_match"]
     assert any("removing the incomplete clone" in line for line in rec.lines)
 

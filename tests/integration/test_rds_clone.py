@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 SOURCE = "111111111111"
 TARGET = "222222222222"
 REGION = "us-east-1"
-PROD_PASSWORD = "prod-password-never-copied"  # noqa: S105 (test data)
+PROD_PASSWORD = "prod-password-never-copied"
 
 
 # --------------------------------------------------------------------------- the moto shim
@@ -221,10 +221,14 @@ def assert_single_clone(w: World, result: rds.CloneResult) -> None:
     """The end state: exactly one of everything, password consistent everywhere."""
     ids = w.ids
     ours = [s for s in manual_snapshot_ids(w.src) if ids.instance in s]
-    expected_src = [ids.encrypted_copy] if w.spec.use_automated_snapshot else [
-        ids.source_snapshot,
-        ids.encrypted_copy,
-    ]
+    expected_src = (
+        [ids.encrypted_copy]
+        if w.spec.use_automated_snapshot
+        else [
+            ids.source_snapshot,
+            ids.encrypted_copy,
+        ]
+    )
     assert sorted(ours) == sorted(expected_src)
     tgt_snaps = manual_snapshot_ids(w.tgt)
     assert tgt_snaps.count(ids.target_copy) == 1
@@ -324,7 +328,9 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
         (src_rds, enc["DBSnapshotArn"]),
         (tgt_rds, copy["DBSnapshotArn"]),
     ):
-        tags = {t["Key"]: t["Value"] for t in client.list_tags_for_resource(ResourceName=arn)["TagList"]}
+        tags = {
+            t["Key"]: t["Value"] for t in client.list_tags_for_resource(ResourceName=arn)["TagList"]
+        }
         assert tags == expected_tags
 
     # The share key's policy lets the target use it, the source administer it.
@@ -368,7 +374,9 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     assert not any("started" in line or "created" in line for line in rec2.lines)
 
 
-def test_clone_from_latest_automated_snapshot(aws_settings: aws.AwsSettings, shared_snapshot_shim: None) -> None:
+def test_clone_from_latest_automated_snapshot(
+    aws_settings: aws.AwsSettings, shared_snapshot_shim: None
+) -> None:
     w = make_world(aws_settings, automated=True)
     automated = [
         s["DBSnapshotIdentifier"]
@@ -428,7 +436,7 @@ def test_delete_clone_is_idempotent_and_spares_production(world: World) -> None:
     w = world
     rec = Recorder()
     result = run_clone(w, rec)
-    common = {
+    common: dict[str, Any] = {
         "source_snapshot_ids": result.source_snapshot_ids,
         "target_snapshot_ids": result.target_snapshot_ids,
         "log": rec.log,
@@ -436,6 +444,16 @@ def test_delete_clone_is_idempotent_and_spares_production(world: World) -> None:
         "poll_s": 0.01,
         "timeout_s": 30,
     }
+
+    # Production's own snapshots are out of reach.
+    automated = w.src.client("rds").describe_db_snapshots(
+        DBInstanceIdentifier=w.spec.instance_id, SnapshotType="automated"
+    )["DBSnapshots"][0]["DBSnapshotIdentifier"]
+    with pytest.raises(aws.AwsError, match="not made by the portal"):
+        rds.delete_clone(
+            w.spec, w.target, **{**common, "instance_id": None, "source_snapshot_ids": [automated]}
+        )
+    assert automated in manual_snapshot_ids(w.src)
 
     # Cleanup after a successful clone: snapshots go, the instance stays.
     rds.delete_clone(w.spec, w.target, instance_id=None, **common)
@@ -511,4 +529,3 @@ def test_identifiers_always_valid(account: str, service: str, run_id: int | str)
     for name in (ids.instance, ids.source_snapshot, ids.encrypted_copy, ids.target_copy):
         assert rds.is_valid_rds_identifier(name), name
     assert ids.secret_name.startswith("portal/") and len(ids.secret_name) <= 512
-

@@ -86,6 +86,11 @@ def test_example_renders_to_loadable_terraform(
     assert module["Backend"] is None, "the portal writes the backend block itself"
     if name == "sandbox":
         assert module["Outputs"]["admin_token"]["Sensitive"] is True
+    # Rendered files are in `terraform fmt` style, so diffs between renders stay readable.
+    formatted = TerraformCommand(str(tmp_path)).fmt(
+        check_input=True, write=False, diff=True, no_color=True
+    )
+    assert formatted.retcode == 0, formatted.value
 
 
 def test_service_platform_uses_the_aws_provider(tmp_path: Path) -> None:

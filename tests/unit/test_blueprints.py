@@ -84,6 +84,22 @@ def test_every_config_problem_is_reported_with_its_json_path(bp_root: Path) -> N
     ]
 
 
+def test_unique_keys_in_arrays_of_objects(bp_root: Path) -> None:
+    spec = {**MINIMAL, "parameters": {**MINIMAL["parameters"]}}
+    spec["parameters"]["properties"] = {
+        **MINIMAL["parameters"]["properties"],
+        "services": {**MINIMAL["parameters"]["properties"]["services"], "x-unique-keys": ["name"]},
+    }
+    write_blueprint(bp_root, spec)
+    with pytest.raises(ConfigInvalid) as invalid:
+        load_blueprint("tiny").validate_config(
+            {"services": [{"name": "web"}, {"name": "db"}, {"name": "web"}]}
+        )
+    assert [str(p) for p in invalid.value.problems] == [
+        "$.services[2]: name='web' is used by item 0 already"
+    ]
+
+
 def test_config_must_be_a_mapping(bp_root: Path) -> None:
     write_blueprint(bp_root, MINIMAL)
     with pytest.raises(ConfigInvalid, match=r"\$: the config must be a mapping"):

@@ -298,8 +298,17 @@ def test_could_produce_recognises_outputs_only() -> None:
 
 
 def test_personal_data_hints() -> None:
-    for column in ("email", "first_name", "PhoneNumber", "home_address", "password_hash",
-                   "api_token", "ssn", "card_number", "iban"):  # fmt: skip
+    for column in (
+        "email",
+        "first_name",
+        "PhoneNumber",
+        "home_address",
+        "password_hash",
+        "api_token",
+        "ssn",
+        "card_number",
+        "iban",
+    ):
         assert looks_personal(column), column
     for column in ("id", "total", "created_at", "status", "quantity"):
         assert not looks_personal(column), column
@@ -322,14 +331,23 @@ def test_clone_names_are_valid_identifiers() -> None:
 
 def test_spec_from_mapping() -> None:
     spec = LogicalCloneSpec.from_mapping(
-        {"driver": "postgres_logical", "source": "PROD", "target": "QA", "jobs": 4,
-         "masking": {"users.email": "email"}, "masking_strict": True}  # fmt: skip
+        {
+            "driver": "postgres_logical",
+            "source": "PROD",
+            "target": "QA",
+            "jobs": 4,
+            "masking": {"users.email": "email"},
+            "masking_strict": True,
+        }
     )
     assert (spec.source, spec.target, spec.jobs, spec.masking_strict) == ("PROD", "QA", 4, True)
     from pipelines.dbclone.logical import CloneError
 
-    for bad in ({"source": "A"}, {"source": "A", "target": "B", "jobs": 0},
-                {"source": "A", "target": "B", "masking": ["x"]},
-                {"source": "A", "target": "B", "colour": "red"}):  # fmt: skip
+    for bad in (
+        {"source": "A"},
+        {"source": "A", "target": "B", "jobs": 0},
+        {"source": "A", "target": "B", "masking": ["x"]},
+        {"source": "A", "target": "B", "colour": "red"},
+    ):
         with pytest.raises(CloneError):
             LogicalCloneSpec.from_mapping(bad)

@@ -22,12 +22,13 @@ resource "aws_db_subnet_group" "main" {
 resource "aws_security_group" "db" {
   for_each = local.database_services
 
-  name        = "${local.db_identifiers[each.key]}-db"
+  # "db-" first: security group names may not start with "sg-".
+  name        = "db-${local.db_identifiers[each.key]}"
   description = "PostgreSQL of ${each.key}, reachable from inside the VPC"
   vpc_id      = aws_vpc.main.id
 
   tags = {
-    Name    = "${local.db_identifiers[each.key]}-db"
+    Name    = "db-${local.db_identifiers[each.key]}"
     Service = each.key
   }
 }
@@ -66,7 +67,7 @@ resource "aws_db_instance" "service" {
 
   deletion_protection = local.deletion_protection
   skip_final_snapshot = true
-  apply_immediately   = local.apply_immediately
+  apply_immediately   = local.disposable
 
   tags = {
     Service = each.key

@@ -30,6 +30,10 @@ resource "aws_route53_zone" "private" {
   name    = local.dns_zone
   comment = "Private zone of ${local.account_name}"
 
+  # The dns_cutover stage adds records outside Terraform; a disposable account's
+  # teardown deletes them with the zone.
+  force_destroy = local.disposable
+
   vpc {
     vpc_id = aws_vpc.main.id
   }

@@ -1,0 +1,74 @@
+"""Stage `db_clone`: every database the blueprint declares, cloned for this account.
+
+One stage clones them all, several at once (``PORTAL_DB_CLONE_PARALLELISM``),
+each with its own ``[service]`` lines in the log:
+
+- ``postgres_logical``: a new masked database and login role on the target
+  server (names from account, service and run); the role's password is
+  registered for redaction, then stored encrypted on the account
+  (``db/<service>/<database>``); never in outputs or logs.
+- ``aws_rds_snapshot``: the snapshot flow of pipelines.dbclone.rds into the
+  account's cloud account (subnet group and security groups from its Terraform
+  outputs); the master password lives in the target's Secrets Manager, only its
+  ARN is recorded.
+
+Then each clone's scrub SQL runs against it. Before anything is created, every
+logical database's masking rules are checked against its source, so one bad rule
+stops the stage with no clone database made for any service.
+
+Nothing is switched here: the account keeps using its current databases until
+``dns_cutover``. The outputs say, per service, where the new clone is (no
+secrets), its row counts and warnings, and what must be deleted after cutover.
+Idempotent: the drivers use deterministic names and look before they create.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.dbclone import stage_support as support
+from pipelines.stages.base import StageContext
+
+
+def execute(ctx: StageContext) -> dict[str, Any]:
+    databases = list(ctx.blueprint.databases)
+    if not databases:
+        ctx.log(f"blueprint {ctx.blueprint.name} declares no databases: nothing to clone")
+        return {"services": {}}
+
+    # Preflight, before any database is created anywhere.
+    for entry in databases:
+        if entry["driver"] == support.LOGICAL:
+            warnings = support.check_logical_rules(entry)
+            ctx.log(
+                f"[{entry['service']}] masking rules checked against the source "
+                f"({len(warnings)} warning(s))"
+            )
+        else:
+            plan = support.rds_plan(ctx, entry)
+            ctx.log(
+                f"[{entry['service']}] RDS {plan.source.instance_id} of account "
+                f"{plan.source.account_id} -> {plan.ids.instance} in account "
+                f"{plan.target.account_id}"
+            )
+
+    current = support.current_endpoints(ctx.account.pk)
+
+    def job_for(entry: dict[str, Any]) -> Any:
+        clone = support.clone_logical if entry["driver"] == support.LOGICAL else support.clone_rds
+
+        def job(log: support.LogFn) -> dict[str, Any]:
+            outputs = clone(ctx, entry, log)
+            previous = current.get(entry["service"])
+            if previous and not support.same_clone(previous, outputs["endpoint"]):
+                # Informational: dns_cutover reads Account.endpoints again when it runs.
+                outputs["delete_after_cutover"]["previous"] = support.without_previous(previous)
+            log(f"clone ready: {outputs['database']} on {outputs['host']}:{outputs['port']}")
+            return outputs
+
+        return job
+
+    results = support.run_per_service(
+        ctx, [(entry["service"], job_for(entry)) for entry in databases], "db_clone"
+    )
+    return {"services": {entry["service"]: results[entry["service"]] for entry in databases}}

@@ -1,0 +1,228 @@
+"""Fixtures for the database clone stages (db_clone, dns_cutover) with a real worker.
+
+The Celery worker is a separate process that copies its environment once, at
+start (``worker_env`` in tests/conftest.py). This file extends that environment
+with what the clone stages need, so the worker has it whichever test starts it:
+
+- ``PORTAL_CONNECTION_DBCLONE_SRC`` / ``_TGT``: the named connections of the test
+  blueprints (a generated source database; the local server as clone target);
+- the moto server's endpoint and dummy credentials (AWS_*), for Route 53,
+  Secrets Manager and RDS;
+- ``PORTAL_RDS_SCRUB_URL_OVERRIDE``: moto restores no real database, so the RDS
+  scrub step runs against a local database instead (see
+  pipelines/dbclone/stage_support.py; honoured only with a local AWS endpoint);
+- short RDS/DNS polls.
+
+The source database itself is created only when a test asks for ``clone_source``,
+and every database and role the clone tests make (names start with ``dct_``) is
+dropped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pipelines import engine, services
+from pipelines.clients import postgres as pg
+from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
+
+ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Test accounts of the clone tests are named dct-<hex>; their clones dct_<hex>_<service>_<run>.
+ACCOUNT_PREFIX = "dct-"
+_TOKEN = secrets.token_hex(3)
+SOURCE_DB = f"dbclone_src_{_TOKEN}"
+RDS_SCRUB_DB = f"dbclone_rds_{{service}}_{_TOKEN}"
+
+SOURCE_SQL = r"""
+CREATE TABLE users (
+    id serial PRIMARY KEY,
+    email varchar(120) NOT NULL UNIQUE,
+    full_name text NOT NULL,
+    phone varchar(20),
+    address text,
+    password_hash text,
+    api_token text,
+    is_staff boolean NOT NULL DEFAULT false,
+    active boolean NOT NULL DEFAULT true
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id integer NOT NULL REFERENCES users (id),
+    customer_email varchar(120) NOT NULL,
+    shipping_name text,
+    total numeric(10, 2) NOT NULL
+);
+CREATE INDEX orders_customer_email ON orders (customer_email);
+CREATE TABLE payments (
+    id bigserial PRIMARY KEY,
+    order_id bigint NOT NULL REFERENCES orders (id),
+    card_number text NOT NULL,
+    iban text
+);
+CREATE TABLE events (
+    id bigserial,
+    happened date NOT NULL,
+    actor_email text,
+    PRIMARY KEY (id, happened)
+) PARTITION BY RANGE (happened);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+
+INSERT INTO users (email, full_name, phone, address, password_hash, api_token, is_staff)
+SELECT 'person' || g || '@corp.example.com', 'Real Person ' || g,
+       CASE WHEN g % 7 = 0 THEN NULL ELSE '+44 20 7946 ' || lpad(g::text, 4, '0') END,
+       g || ' High Street', 'pbkdf2$' || md5('pw' || g), md5(g::text), g % 50 = 0
+FROM generate_series(1, 3000) g;
+INSERT INTO orders (user_id, customer_email, shipping_name, total)
+SELECT u.id, u.email, u.full_name, (g % 97) + 0.5
+FROM generate_series(1, 9000) g JOIN users u ON u.id = 1 + g % 3000;
+INSERT INTO payments (order_id, card_number, iban)
+SELECT id, '4111 1111 1111 ' || lpad((id % 10000)::text, 4, '0'), 'DE' || lpad(id::text, 20, '0')
+FROM orders WHERE id % 2 = 0;
+INSERT INTO events (happened, actor_email)
+SELECT date '2024-06-01' + (g % 500), 'person' || (1 + g % 3000) || '@corp.example.com'
+FROM generate_series(1, 2000) g;
+"""
+
+RDS_SCRUB_SQL = """
+CREATE TABLE users (id serial PRIMARY KEY, email text, is_staff boolean, active boolean);
+INSERT INTO users (email, is_staff, active)
+SELECT 'staff' || g || '@corp.example.com', g % 3 = 0, true FROM generate_series(1, 30) g;
+"""
+
+
+def clone_env() -> dict[str, str]:
+    return {
+        "PORTAL_CONNECTION_DBCLONE_SRC": pg.with_dbname(ADMIN_URL, SOURCE_DB),
+        "PORTAL_CONNECTION_DBCLONE_TGT": ADMIN_URL,
+        "PORTAL_RDS_SCRUB_URL_OVERRIDE": pg.with_dbname(ADMIN_URL, RDS_SCRUB_DB),
+        "PORTAL_RDS_POLL_SECONDS": "0.05",
+        "PORTAL_DNS_TIMEOUT_SECONDS": "30",
+    }
+
+
+@pytest.fixture(scope="session")
+def worker_env(worker_env: dict[str, str], moto_server: str) -> dict[str, str]:
+    """tests/conftest.py's worker environment plus the clone stages' (see the module doc)."""
+    env = dict(worker_env)
+    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "MOTO_ACCOUNT_ID"):
+        env.pop(name, None)
+    # moto_server has set these in os.environ by now (worker_env may have been built before).
+    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    env.update(clone_env())
+    return env
+
+
+@dataclass(frozen=True)
+class CloneSource:
+    url: str  # the source database (PORTAL_CONNECTION_DBCLONE_SRC)
+    admin_url: str  # the target server (PORTAL_CONNECTION_DBCLONE_TGT)
+
+
+@pytest.fixture(scope="session")
+def clone_source() -> Iterator[CloneSource]:
+    """The generated source database; every dct_* database and role dropped afterwards."""
+    url = pg.with_dbname(ADMIN_URL, SOURCE_DB)
+    pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{SOURCE_DB}"')
+    try:
+        pg.execute(url, SOURCE_SQL)
+        yield CloneSource(url=url, admin_url=ADMIN_URL)
+    finally:
+        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
+        drop_test_clones()
+
+
+def rds_scrub_url(service: str) -> str:
+    return pg.with_dbname(ADMIN_URL, RDS_SCRUB_DB.replace("{service}", service))
+
+
+@pytest.fixture(scope="session")
+def rds_scrub_db() -> Iterator[str]:
+    """The local database that stands in for the restored RDS instance of service orders."""
+    name = RDS_SCRUB_DB.replace("{service}", "orders")
+    pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    url = pg.with_dbname(ADMIN_URL, name)
+    try:
+        pg.execute(url, RDS_SCRUB_SQL)
+        yield url
+    finally:
+        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def clone_databases(account_name: str = "") -> list[str]:
+    """Names of the clone databases of test accounts (of one account when given)."""
+    prefix = (account_name or ACCOUNT_PREFIX).replace("-", "_")
+    return [
+        row[0]
+        for row in pg.fetch_all(
+            ADMIN_URL,
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1",
+            (prefix + "_" if account_name else prefix,),
+        )
+    ]
+
+
+def drop_test_clones() -> None:
+    for database in clone_databases():
+        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    for (role,) in pg.fetch_all(
+        ADMIN_URL,
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)",
+        (ACCOUNT_PREFIX.replace("-", "_"),),
+    ):
+        pg.execute(ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"')
+
+
+# --- helpers for the clone stage tests ----------------------------------------------------
+
+
+def unique_account_name() -> str:
+    return f"{ACCOUNT_PREFIX}{secrets.token_hex(4)}"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def stage_log(stage: StageRun) -> list[str]:
+    return list(
+        LogLine.objects.filter(stage=stage).order_by("number").values_list("text", flat=True)
+    )
+
+
+def kill_reap_retry(stage: StageRun, settings: Any) -> StageRun:
+    """SIGKILL the worker child running ``stage`` (as tests/integration/test_engine.py
+    does), let the reaper fail it, then retry it. Returns the stage, queued again."""
+    stage.refresh_from_db()
+    assert stage.status == StageStatus.RUNNING, stage.status
+    os.kill(int(stage.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    settings.PORTAL_HEARTBEAT_STALE_SECONDS = 2
+    wait_until(
+        lambda: engine.reap() and StageRun.objects.get(pk=stage.pk).status == StageStatus.FAILED,
+        timeout=30,
+        what="the reaper to fail the killed stage",
+    )
+    stage.refresh_from_db()
+    assert stage.explanation == engine.WORKER_LOST
+    return services.retry_stage(stage)
+
+
+def explain(run: PipelineRun) -> str:
+    return f"{run.explanation}: " + str(
+        [(s.kind, s.status, s.explanation) for s in run.stages.all()]
+    )
