@@ -184,7 +184,8 @@ class _Builder:
         if kind == "object":
             return self.build_object(schema, common, initial, in_blank_row)
         if kind == "array":
-            items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+            raw_items = schema.get("items")
+            items: dict[str, Any] = raw_items if isinstance(raw_items, dict) else {}
             if _schema_type(items) == "object":
                 return self.build_array(schema, items, common, initial)
             return self.build_lines(schema, items, common, initial)
@@ -511,7 +512,8 @@ class SchemaForm:
 
     def _explain(self, error: ValidationError) -> list[tuple[str, str]]:
         if error.validator == "required" and isinstance(error.instance, dict):
-            missing = [k for k in error.validator_value if k not in error.instance]
+            names = error.validator_value if isinstance(error.validator_value, list) else []
+            missing = [k for k in names if k not in error.instance]
             return [(child_path(error.json_path, k), "This field is required.") for k in missing]
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             return [(error.json_path, str(error.message))]
@@ -612,6 +614,12 @@ class RequestMetaForm(forms.Form):
         )
         default, latest = expiry_bounds(blueprint, str(purpose), today)
         self.policy_lines = [_policy_line(blueprint, p, today) for p in purposes]
+        # purpose -> [default, latest] expiry dates, for the page's small script that moves
+        # the date along with the purpose (the server checks it either way).
+        self.expiry_map = {
+            p: [d.isoformat() if d else "" for d in expiry_bounds(blueprint, p, today)]
+            for p in purposes
+        }
         widget_attrs = self.fields["expires_on"].widget.attrs
         widget_attrs["min"] = (today + timedelta(days=1)).isoformat()
         if latest:

@@ -72,10 +72,21 @@ def safe_next(request: HttpRequest, fallback: str) -> str:
 
 
 def pretty(value: Any) -> str:
-    """A config or output value for a page: strings as they are, the rest as JSON."""
+    """A config or output value for a page: strings as they are, a list one item per line,
+    a mapping as ``key: value`` pairs, anything else as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, indent=2, sort_keys=True)
+    if isinstance(value, list):
+        return "\n".join(_compact(item) for item in value) if value else "(none)"
+    return _compact(value)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_compact(item)}" for key, item in sorted(value.items()))
+    return json.dumps(value, sort_keys=True)
 
 
 # --- plan summaries (the plan stage's outputs, read defensively) -----------------------------
@@ -346,8 +357,10 @@ def approvals(request: HttpRequest) -> HttpResponse:
         .select_related("account", "requested_by")
         .order_by("created_at", "id")
     )
-    for req in pending:
-        req.config_items = [(k, pretty(v)) for k, v in sorted(req.config.items())]
+    requests = [
+        {"req": req, "config_items": [(k, pretty(v)) for k, v in sorted(req.config.items())]}
+        for req in pending
+    ]
     waiting = list(
         StageRun.objects.filter(status=StageStatus.WAITING_APPROVAL)
         .select_related("run__account__owner")
@@ -359,9 +372,14 @@ def approvals(request: HttpRequest) -> HttpResponse:
         .order_by("position")
         .only("run_id", "outputs")
     }
-    for stage in waiting:
-        stage.summary = plan_summary(stage.outputs) or plan_summary(plans.get(stage.run_id))
-    return page(request, "accounts/approvals.html", {"pending": pending, "waiting": waiting})
+    plans_waiting = [
+        {
+            "stage": stage,
+            "summary": plan_summary(stage.outputs) or plan_summary(plans.get(stage.run_id)),
+        }
+        for stage in waiting
+    ]
+    return page(request, "accounts/approvals.html", {"pending": requests, "waiting": plans_waiting})
 
 
 def _decidable_request(request: HttpRequest, request_id: int) -> AccountRequest:

@@ -8,6 +8,7 @@ periodic reaper fails stages whose worker died and re-sends lost messages.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from accounts_app.models import AccountStatus
+from accounts_app.models import Account, AccountStatus
 from accounts_app.services import record_on_account, secret_values
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
@@ -64,6 +65,9 @@ def queue_stage(stage: StageRun) -> None:
     stage.error = stage.explanation = stage.worker = ""
     stage.retryable = True
     stage.retry_from = ""
+    # A new attempt asks afresh: no earlier decision or deadline carries over.
+    stage.decided_by = stage.decided_at = stage.approval_deadline = None
+    stage.decision_comment = ""
     stage.save()
     send_stage_task(stage.pk)
 
@@ -84,7 +88,9 @@ def execute_stage(stage_id: int) -> None:
         return
     run = stage.run
     account = run.account
-    redactor = Redactor([*environment_secrets(), *secret_values(account.pk)])
+    redactor = Redactor(
+        [*environment_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
+    )
     log = StageLog(stage.pk, stage.attempt, redactor)
     heartbeat = Heartbeat(stage.pk, stage.attempt, run.pk)
     workdir = (
@@ -165,6 +171,18 @@ def _claim(stage_id: int) -> StageRun | None:
         stage.worker = f"{socket.gethostname()}:{os.getpid()}"
         stage.save()
         return stage
+
+
+def sensitive_output_values(account: Account) -> list[str]:
+    """Sensitive Terraform outputs recorded on the account, as text and as JSON."""
+    values = []
+    for output in account.outputs.values():
+        if output.get("sensitive") and output.get("value") is not None:
+            value = output["value"]
+            values.append(json.dumps(value))
+            if isinstance(value, str):
+                values.append(value)
+    return values
 
 
 def _previous_outputs(stage: StageRun) -> dict[str, dict[str, Any]]:

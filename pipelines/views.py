@@ -13,6 +13,7 @@ Without JavaScript the page is complete at load time and the forms still post.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
@@ -66,6 +67,30 @@ def _is_finished(stage: StageRun) -> bool:
     return stage.status in FINISHED_STAGE_STATUSES
 
 
+@dataclass
+class StageRow:
+    """A stage as the run page shows it: the stage plus what this user may do with it."""
+
+    stage: StageRun
+    finished: bool
+    show_retry: bool
+    show_decide: bool
+    summary: dict[str, Any] | None
+    lines: list[LogLine] = field(default_factory=list)
+
+    @property
+    def is_followed(self) -> bool:
+        return not self.finished
+
+    @property
+    def last_number(self) -> int:
+        return self.lines[-1].number if self.lines else 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.lines) and self.lines[0].number > 1
+
+
 def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     """What the run summary and the stage heads need; no query per stage."""
     stages = list(run.stages.all())
@@ -77,23 +102,24 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     plan_outputs = next((s.outputs for s in stages if s.kind == "plan"), None)
     # The summary goes on the approval stage when there is one, else on the plan itself.
     summary_kind = "approve_plan" if any(s.kind == "approve_plan" for s in stages) else "plan"
-    for stage in stages:
-        stage.finished = _is_finished(stage)
-        stage.show_retry = (
-            can_retry
+    rows = [
+        StageRow(
+            stage=stage,
+            finished=_is_finished(stage),
+            show_retry=can_retry
             and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
-            and not run.is_active
-        )
-        stage.show_decide = can_decide and stage.status == StageStatus.WAITING_APPROVAL
-        stage.summary = (
-            plan_summary(stage.outputs) or plan_summary(plan_outputs)
+            and not run.is_active,
+            show_decide=can_decide and stage.status == StageStatus.WAITING_APPROVAL,
+            summary=(plan_summary(stage.outputs) or plan_summary(plan_outputs))
             if stage.kind == summary_kind
-            else None
+            else None,
         )
+        for stage in stages
+    ]
     return {
         "run": run,
         "account": run.account,
-        "stages": stages,
+        "rows": rows,
         "timeline": build_timeline(stages, timezone.now()),
         "explanation": explanation.splitlines()[0] if explanation else "",
         "show_cancel": run.is_active and permissions.can_cancel(user, run),
@@ -122,17 +148,15 @@ def _initial_logs(stages: list[StageRun]) -> dict[int, list[LogLine]]:
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
     context = _run_context(request, run)
-    logs = _initial_logs(context["stages"])
-    for stage in context["stages"]:
-        stage.is_followed = not stage.finished
-        stage.lines = logs.get(stage.pk, [])
-        stage.last_number = stage.lines[-1].number if stage.lines else 0
-        stage.truncated = bool(stage.lines) and stage.lines[0].number > 1
+    rows: list[StageRow] = context["rows"]
+    logs = _initial_logs([row.stage for row in rows])
+    for row in rows:
+        row.lines = logs.get(row.stage.pk, [])
     # Stages whose log is not followed: if one becomes active again (a retry by someone
     # else), the live poll asks the browser to reload the page.
-    context["unwatched"] = ",".join(str(s.pk) for s in context["stages"] if s.finished)
+    context["unwatched"] = ",".join(str(r.stage.pk) for r in rows if r.finished)
     # Stages shown with an approve/reject form; a new one needs a reload to show its form.
-    context["deciding"] = ",".join(str(s.pk) for s in context["stages"] if s.show_decide)
+    context["deciding"] = ",".join(str(r.stage.pk) for r in rows if r.show_decide)
     return page(request, "pipelines/run.html", context)
 
 
@@ -151,9 +175,9 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     context["unwatched"] = ",".join(map(str, sorted(unwatched)))
     context["deciding"] = ",".join(map(str, sorted(deciding)))
     response = HttpResponse(render_to_string("pipelines/_run_live.html", context, request))
-    stages = context["stages"]
-    if any(s.pk in unwatched and not s.finished for s in stages) or any(
-        s.show_decide and s.pk not in deciding for s in stages
+    rows: list[StageRow] = context["rows"]
+    if any(r.stage.pk in unwatched and not r.finished for r in rows) or any(
+        r.show_decide and r.stage.pk not in deciding for r in rows
     ):
         # A stage came back to life (someone retried it) or now waits for this user's
         # decision: the page's log pollers and forms are set at load, so load it again.

@@ -310,3 +310,23 @@ class ConflictSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+def paginated(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The page LimitOffsetPagination answers: count, next, previous, results."""
+    name = item.__name__.removesuffix("Serializer")
+    return type(
+        f"Paginated{name}List",
+        (serializers.Serializer,),
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item(many=True),
+        },
+    )
+
+
+PaginatedBlueprints = paginated(BlueprintSerializer)
+PaginatedAccounts = paginated(AccountSerializer)
+PaginatedRequests = paginated(RequestSerializer)

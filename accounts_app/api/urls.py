@@ -1,6 +1,6 @@
 """The REST API's routes, mounted at /api/v1/."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from accounts_app.api import views
 
@@ -50,4 +50,6 @@ urlpatterns = [
         views.RequestRejectView.as_view(),
         name="request-reject",
     ),
+    # Anything else under /api/v1/ answers a JSON 404, never the HTML page.
+    re_path(r"^.*$", views.not_found, name="not-found"),
 ]

@@ -11,11 +11,13 @@ import hashlib
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
@@ -104,17 +106,33 @@ def _run_response(run_id: int, request: Request, code: int = status.HTTP_200_OK)
     return Response(s.RunSerializer(run).data, status=code)
 
 
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", int, description="Items per page (at most 500)."),
+    OpenApiParameter("offset", int, description="Items to skip."),
+]
 LIST_ERRORS = {400: OpenApiResponse(description="A filter has a bad value.")}
 NOT_FOUND = OpenApiResponse(s.ErrorSerializer, description="Not found, or not yours.")
 FORBIDDEN = OpenApiResponse(s.ErrorSerializer, description="Not allowed for your role.")
 CONFLICT = OpenApiResponse(s.ConflictSerializer, description="Does not fit the current state.")
 
 
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+@authentication_classes([])
+@permission_classes([AllowAny])
+def not_found(request: Request) -> Response:
+    return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+
+
 # --- blueprints ------------------------------------------------------------------------------
 
 
 class BlueprintListView(PortalAPIView):
-    @extend_schema(responses=s.BlueprintSerializer(many=True), operation_id="blueprints_list")
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses=s.PaginatedBlueprints,
+        operation_id="blueprints_list",
+    )
     def get(self, request: Request) -> Response:
         return self.paginate(request, selectors.usable_blueprints(), s.BlueprintSerializer)
 
@@ -178,8 +196,8 @@ def _create_request(request: Request) -> tuple[Account, AccountRequest]:
 
 class AccountListView(PortalAPIView):
     @extend_schema(
-        parameters=[s.AccountFilter],
-        responses={200: s.AccountSerializer(many=True), **LIST_ERRORS},
+        parameters=[s.AccountFilter, *PAGE_PARAMETERS],
+        responses={200: s.PaginatedAccounts, **LIST_ERRORS},
         operation_id="accounts_list",
     )
     def get(self, request: Request) -> Response:
@@ -246,8 +264,8 @@ class AccountRunsView(PortalAPIView):
 
 class RequestListView(PortalAPIView):
     @extend_schema(
-        parameters=[s.RequestFilter],
-        responses={200: s.RequestSerializer(many=True), **LIST_ERRORS},
+        parameters=[s.RequestFilter, *PAGE_PARAMETERS],
+        responses={200: s.PaginatedRequests, **LIST_ERRORS},
         operation_id="requests_list",
     )
     def get(self, request: Request) -> Response:

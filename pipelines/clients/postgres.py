@@ -63,9 +63,10 @@ def connection_url(name: str) -> str:
 
 def url_password(url: str) -> str | None:
     try:
-        return conninfo_to_dict(url).get("password") or None
+        password = conninfo_to_dict(url).get("password")
     except psycopg.Error:
         return None
+    return str(password) if password else None
 
 
 def sanitize(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -590,12 +591,11 @@ def copy_table(
             scur.copy(copy_out) as out,
             tcur.copy(copy_in) as into,
         ):
-            batch: list[bytes] = []
+            batch: list[Any] = []
             size = 0
             for data in out:  # one row per message
-                line = bytes(data)
-                if transform is not None:
-                    line = transform(line)
+                # Unmasked rows go on as the buffers libpq gave (bytes.join takes them).
+                line = data if transform is None else transform(bytes(data))
                 batch.append(line)
                 size += len(line)
                 rows += 1

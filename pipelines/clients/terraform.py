@@ -221,7 +221,7 @@ def classify_failure(
             lock_id=lock_id,
             **common,
         )
-    if "Saved plan is stale" in text:
+    if "Saved plan is stale" in text or "Saved plan does not match the given state" in text:
         return TerraformError(
             "stale_plan",
             "the saved plan is stale: the state changed after it was made; make a new plan",
@@ -675,6 +675,17 @@ _EOF = object()
 _KEEP_LINES = 500
 # Variables that would change what our commands mean.
 _DROPPED_ENV = ("TF_CLI_ARGS", "TF_WORKSPACE", "TF_DATA_DIR", "PG_CONN_STR", "PG_SCHEMA_NAME")
+# Terraform (and a blueprint's local-exec) sees only these from the worker's environment:
+# never the portal's database URL, secret key or broker credentials.
+_PASSED_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+    }
+)  # fmt: skip
+# Cloud provider credentials and Terraform's own settings.
+_PASSED_ENV_PREFIXES = ("AWS_", "TF_", "ARM_", "GOOGLE_", "LC_")
 
 
 class TerraformClient:
@@ -821,7 +832,9 @@ class TerraformClient:
         env = {
             key: value
             for key, value in os.environ.items()
-            if key not in _DROPPED_ENV and not key.startswith("TF_CLI_ARGS_")
+            if (key in _PASSED_ENV_NAMES or key.startswith(_PASSED_ENV_PREFIXES))
+            and key not in _DROPPED_ENV
+            and not key.startswith("TF_CLI_ARGS_")
         }
         env.update(self.extra_env)
         if self.backend is not None:

@@ -8,14 +8,18 @@ Steps (each safe to rerun; the clone's names are derived from the run id):
 2. On the target server: a login role with a generated password (hashed
    client-side) and a new database owned by it. A leftover from a killed
    attempt of the same run is dropped first.
-3. Pre-data schema (``pg_dump --schema-only`` restored section by section), then
-   the data: one COPY stream per table, ``jobs`` tables at once, masked columns
-   rewritten in the stream, every reader in the same exported snapshot.
-4. Post-data (indexes and constraints, which validate the foreign keys),
-   sequences set to the source's values, materialized views refreshed.
+3. Pre-data schema (``pg_dump --schema-only``, restored section by section),
+   then the data: one COPY stream per table, ``jobs`` tables at once (threads, a
+   source and a target connection each), masked columns rewritten in the stream,
+   every reader in the same exported snapshot. A big table's own indexes and
+   primary/unique keys are built as soon as it is copied, while others copy.
+4. The rest of post-data (foreign keys, which PostgreSQL validates as it adds
+   them, triggers, small tables' indexes) in the background while row counts and
+   the leak scan read the tables; sequences set to the source's values;
+   materialized views refreshed from the masked data.
 5. Checks: row counts per table, foreign keys present and validated, and a leak
    scan proving no source value of a masked column is in the clone. Only then
-   is the database marked complete.
+   is the database marked complete. A leak drops the clone at once.
 
 This module does not touch Django models; all SQL lives in pipelines.clients.postgres.
 """
@@ -360,10 +364,10 @@ class _Pool:
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    self._drain(log)
+                    self.drain(log)
                     for future in done:
                         results[futures[future]] = future.result()  # re-raises worker errors
-                self._drain(log)
+                self.drain(log)
             except BaseException:
                 self.stop.set()
                 for future in pending:
@@ -376,7 +380,7 @@ class _Pool:
             raise pg.CopyCancelled("cancelled")
         return work(item)
 
-    def _drain(self, log: Callable[[str], None]) -> None:
+    def drain(self, log: Callable[[str], None]) -> None:
         while True:
             try:
                 message = self.messages.get_nowait()
@@ -442,6 +446,10 @@ def _clone(
         pg.connect(source_url, autocommit=True, secrets=url_secrets) as source,
         pg.connect(target_admin_url, autocommit=True, secrets=url_secrets) as admin,
     ):
+        # Everything reads one snapshot of the source: the catalog checked here, the
+        # schema dump, every table's copy and the leak scan's second look at it.
+        snapshot = pg.export_snapshot(source)
+
         # 1. Validate against the source before anything exists on the target.
         tables = pg.list_tables(source)
         plan = plan_clone(
@@ -482,8 +490,7 @@ def _clone(
         pg.comment_database(admin, database, DB_INCOMPLETE)
         log(f"created database {database} owned by role {role}")
 
-        # 3. Everything below reads the same snapshot of the source.
-        snapshot = pg.export_snapshot(source)
+        # 3. Schema, data, post-data.
         sequences = pg.list_sequences(source)
         source_fks = pg.list_foreign_keys(source)
         matviews = pg.list_matviews(source)
@@ -498,13 +505,18 @@ def _clone(
             pool = _Pool(spec.jobs, source_url, target_url, snapshot, url_secrets)
             try:
                 copied, collected = _copy_tables(pool, plan, masker, post, log)
-                t0 = time.monotonic()
-                post.restore_rest(spec.jobs)
-                log(
-                    f"foreign keys and remaining post-data restored in {time.monotonic() - t0:.1f}s"
-                )
                 checks = _finish_and_check(
-                    pool, plan, copied, collected, sequences, source_fks, matviews, target_url, log
+                    pool,
+                    plan,
+                    copied,
+                    collected,
+                    sequences,
+                    source_fks,
+                    matviews,
+                    target_url,
+                    post,
+                    spec.jobs,
+                    log,
                 )
             finally:
                 pool.close()
@@ -673,16 +685,31 @@ def _copy_tables(
         pool.messages.put(
             f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
         )
-        t1 = time.monotonic()
-        built = post.restore_table(table.table.oid)
-        if built:
-            pool.messages.put(
-                f"built {built} indexes and keys of {table.name} in {time.monotonic() - t1:.1f}s"
-            )
+        if post.early.get(table.table.oid):
+            builds.append(builder.submit(build, table))
         return rows
 
+    def build(table: TablePlan) -> None:
+        if pool.stop.is_set():
+            return
+        t1 = time.monotonic()
+        built = post.restore_table(table.table.oid)
+        pool.messages.put(
+            f"built {built} indexes and keys of {table.name} in {time.monotonic() - t1:.1f}s"
+        )
+
+    # Index builds run on their own thread (the server does the work), so the copy
+    # workers go straight on to the next table.
+    builds: list[Future[None]] = []
     t0 = time.monotonic()
-    counts = pool.run(plan.tables, copy_one, log)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-index") as builder:
+        counts = pool.run(plan.tables, copy_one, log)  # sets pool.stop if it raises
+        while not all(b.done() for b in builds):
+            wait(builds, timeout=0.2)
+            pool.drain(log)
+        pool.drain(log)
+        for b in builds:
+            b.result()  # re-raise a failed build
     total = sum(counts)
     log(f"data copied: {total} rows in {len(counts)} tables in {time.monotonic() - t0:.1f}s")
     return {p.name: n for p, n in zip(plan.tables, counts, strict=True)}, collected
@@ -697,8 +724,32 @@ def _finish_and_check(
     source_fks: dict[tuple[str, str, str], bool],
     matviews: list[tuple[str, str, bool]],
     target_url: str,
+    post: _PostData,
+    jobs: int,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
+    """Post-data (foreign keys, ...) restores in the background while the row counts
+    and the leak scan read the tables (they need no index); then the rest."""
+
+    def check(table: TablePlan) -> tuple[int, dict[str, int]]:
+        src, tgt = pool.connections()
+        return _check_table(src, tgt, table, collected)
+
+    def restore_rest() -> float:
+        t = time.monotonic()
+        post.restore_rest(jobs)
+        return time.monotonic() - t
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-post") as background:
+        rest = background.submit(restore_rest)
+        try:
+            results = pool.run(plan.tables, check, log)
+        finally:
+            wait([rest])
+        scan_s = time.monotonic() - t0
+        log(f"foreign keys and remaining post-data restored in {rest.result():.1f}s")
+
     with pg.connect(target_url, autocommit=True, secrets=pool.secrets) as target:
         pg.set_sequences(target, sequences)
         for schema, name, populated in matviews:
@@ -717,13 +768,6 @@ def _finish_and_check(
         for (s, t, n), ok in target_fks.items()
         if not ok and source_fks.get((s, t, n), False)
     ]
-
-    def check(table: TablePlan) -> tuple[int, dict[str, int]]:
-        src, tgt = pool.connections()
-        return _check_table(src, tgt, table, collected)
-
-    t0 = time.monotonic()
-    results = pool.run(plan.tables, check, log)
     mismatches = {
         p.name: (copied[p.name], n)
         for p, (n, _) in zip(plan.tables, results, strict=True)
@@ -739,8 +783,7 @@ def _finish_and_check(
     log(
         f"checks: {len(plan.tables)} row counts ({len(mismatches)} differ), "
         f"{len(target_fks)} foreign keys ({len(fk_problems)} problems), "
-        f"{scanned} masked columns scanned for leaks ({len(leaks)} with leaks) "
-        f"in {time.monotonic() - t0:.1f}s"
+        f"{scanned} masked columns scanned for leaks ({len(leaks)} with leaks) in {scan_s:.1f}s"
     )
     return {
         "row_counts_match": not mismatches,
@@ -786,7 +829,7 @@ def _check_table(
     if not hashed:
         return rows, found
 
-    sources: list[set[bytes]] = []
+    sources: list[set[Any]] = []  # bytes (and None, harmless, when read again)
     missing: list[int] = []
     for i, (rule, ctype) in enumerate(hashed):
         seen = collected.get((table.name, rule.column))
@@ -819,9 +862,9 @@ def _check_table(
     for i, (rule, _) in enumerate(hashed):
         # Confirm on the source (a hit can be spurious: an escaped field that equals
         # another raw value).
-        values = sorted(candidates[i])
+        suspects = sorted(candidates[i])
         found[rule.column] = (
-            len(pg.values_present(src, schema, name, rule.column, values)) if values else 0
+            len(pg.values_present(src, schema, name, rule.column, suspects)) if suspects else 0
         )
     return rows, found
 

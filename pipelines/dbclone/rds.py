@@ -82,7 +82,7 @@ class TargetSpec:
     subnet_group_name: str
     security_group_ids: tuple[str, ...] = ()
     role_name: str | None = None  # default: the portal's admin role
-    region: str | None = None  # default: the source's region
+    region: str | None = None  # must be the source's region (None: the same)
     instance_class: str | None = None  # default: the snapshot's
     parameter_group_name: str | None = None
     multi_az: bool = False
@@ -582,8 +582,6 @@ class _Clone:
                 "KmsKeyId": target_key_arn,
                 "Tags": _rds_tags(self.tags),
             }
-            if self.target_region != self.spec.region:
-                kwargs["SourceRegion"] = self.spec.region  # boto3 presigns the request
             try:
                 self.tgt_rds.copy_db_snapshot(**kwargs)
                 self.log(
@@ -704,7 +702,7 @@ def _password_from_secret(value: str) -> str | None:
     return password if isinstance(password, str) and password else None
 
 
-def read_master_password(secret_arn: str, session: Any) -> str:
+def read_master_password(session: Any, secret_arn: str) -> str:
     """The clone's master password from its secret (for the scrub step)."""
     password = _password_from_secret(aws.get_secret(session, secret_arn))
     if password is None:
@@ -764,6 +762,12 @@ def clone_rds(
     aws.check_account_id(target.account_id)
     if spec.account_id == target.account_id:
         raise AwsError("source and target account are the same; refusing to clone")
+    if target.region and target.region != spec.region:
+        # AWS copies a snapshot shared from another account only within its region.
+        raise AwsError(
+            f"cross-region clone ({spec.region} -> {target.region}) is not supported: "
+            "a shared encrypted snapshot can only be copied in its own region"
+        )
     log(
         f"cloning RDS instance {spec.instance_id} of account {spec.account_id} "
         f"into {ids.instance} in account {target.account_id}"

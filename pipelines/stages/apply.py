@@ -19,6 +19,7 @@ from pipelines.stages.terraform_support import (
     init_terraform,
     lay_out_terraform,
     make_client,
+    register_account_secrets,
     register_secret_value,
     sensitive_values,
     stage_error,
@@ -44,6 +45,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         )
     ctx.log(f"plan {plan['plan_artifact']}: sha256 {actual} matches the approved plan")
 
+    register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
     if LOCK_ARTIFACT in ctx.artifacts.names(LOCK_ARTIFACT):
@@ -60,8 +62,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         client.apply(plan_file)
         outputs = client.output_json()
     except TerraformError as exc:
-        if exc.kind == "cancelled":
-            ctx.log("Terraform was interrupted and stopped gracefully; its state was saved")
+        if exc.kind == "cancelled" and "killed" in exc.explanation:
+            ctx.log(f"{exc.explanation}: its state may still hold a lock (see force-unlock)")
+        elif exc.kind == "cancelled":
+            ctx.log(f"{exc.explanation}: Terraform stopped gracefully and saved its state")
         raise stage_error(exc, backend) from exc
 
     recorded: dict[str, dict[str, Any]] = {}

@@ -38,12 +38,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         return {"services": {}}
 
     endpoints = support.current_endpoints(ctx.account.pk)
-    needs_dns = any(out["endpoint"].get("dns") for out in cloned.values())
-    session = support.dns_session(ctx) if needs_dns else None
 
     def job_for(service: str, clone: dict[str, Any]) -> Any:
         def job(log: support.LogFn) -> dict[str, Any]:
-            return _cut_over(ctx, service, clone, endpoints.get(service), session, log)
+            return _cut_over(ctx, service, clone, endpoints.get(service), log)
 
         return job
 
@@ -60,7 +58,6 @@ def _cut_over(
     service: str,
     clone: dict[str, Any],
     current: dict[str, Any] | None,
-    session: Any,
     log: support.LogFn,
 ) -> dict[str, Any]:
     new = dict(clone["endpoint"])
@@ -74,7 +71,8 @@ def _cut_over(
 
     change = ""
     if new.get("dns"):
-        change = support.upsert_dns(ctx, session, new, log)
+        # One session per thread: boto3 sessions are not safe to share between threads.
+        change = support.upsert_dns(ctx, support.dns_session(ctx), new, log)
 
     ctx.update_account(endpoints={service: {**new, "previous": previous} if previous else new})
     log(f"endpoint of {service} is now {_describe(new)}")

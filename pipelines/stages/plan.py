@@ -21,6 +21,7 @@ from pipelines.stages.terraform_support import (
     init_terraform,
     lay_out_terraform,
     make_client,
+    register_account_secrets,
     register_secret_value,
     sensitive_values,
     stage_error,
@@ -31,6 +32,7 @@ DESTROY_RUN_KINDS = frozenset({"teardown"})
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
+    register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
     client = make_client(ctx, directory, backend)

@@ -202,7 +202,7 @@ def pg_lock_holder(schema: str) -> str:
     except Exception as exc:  # noqa: BLE001 - a lookup for a message must not hide the lock error
         return f"lock holder unknown ({type(exc).__name__})"
     if not holders:
-        return "the lock was released since: retry now"
+        return "no session holds the lock any more: a retry should work"
     pid, application, address, since = holders[0]
     who = f"application {application!r}, " if application else ""
     where = f"from {address}, " if address else ""
@@ -225,6 +225,13 @@ def register_secret_value(ctx: StageContext, value: Any) -> None:
     ctx.add_secret(json.dumps(value))
     ctx.add_secret(json.dumps(value, sort_keys=True))
     ctx.add_secret(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+def register_account_secrets(ctx: StageContext) -> None:
+    """The sensitive outputs the last apply recorded: redacted before Terraform says a word."""
+    for output in ctx.account.outputs.values():
+        if isinstance(output, dict) and output.get("sensitive"):
+            register_secret_value(ctx, output.get("value"))
 
 
 def _string_leaves(value: Any) -> Iterator[str]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts_app import services as account_services
 from accounts_app.models import Account
@@ -28,6 +30,14 @@ pytestmark = [
 ]
 
 PASSWORD = "pw-for-tests-1"
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    # The live server runs in this process, so logins use this hasher too.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 RUN_TIMEOUT_S = 90
 
 
@@ -64,7 +74,16 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     sales.click("a:has-text('Choose sandbox')")
     sales.wait_for_url("**/request/sandbox/")
     sales.fill("#id_name", "acme-demo")
+    sales.select_option("#id_purpose", "loadtest")  # the expiry follows the purpose's policy
+    assert (
+        sales.get_attribute("#id_expires_on", "max")
+        == (timezone.localdate() + timedelta(days=7)).isoformat()
+    )
     sales.select_option("#id_purpose", "demo")
+    assert (
+        sales.input_value("#id_expires_on")
+        == (timezone.localdate() + timedelta(days=14)).isoformat()
+    )
     sales.fill("#id_reason", "Demo for ACME on Friday")
     sales.fill("#id_c-cidr", "10.50.0.0/99")  # a bad CIDR
     sales.fill("#id_c-dns_zone", "acme.internal")
@@ -99,6 +118,7 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     admin = new_page()
     log_in(admin, "ada-admin")
     admin.click("nav >> text=Approvals")
+    admin.screenshot(path=str(screenshots / "approvals.png"), full_page=True)
     card = admin.locator("section.card", has_text="acme-demo")
     card.locator("input[name=comment]").fill("go for ACME")
     card.locator("button:has-text('Approve')").click()

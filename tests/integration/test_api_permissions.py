@@ -190,7 +190,9 @@ def test_every_api_route_is_in_the_matrix() -> None:
 
     from accounts_app.api import urls as api_urls
 
-    routes = {str(pattern.pattern) for pattern in api_urls.urlpatterns}
+    routes = {
+        str(pattern.pattern) for pattern in api_urls.urlpatterns if pattern.name != "not-found"
+    }
     covered = {
         url.replace("{account}", "<int:account_id>")
         .replace("{protected}", "<int:account_id>")

@@ -23,11 +23,13 @@ from pipelines.clients import aws
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import DB_COMPLETE, clone_database_name, clone_role_name
 from pipelines.models import RunStatus, StageStatus
+from pipelines.stages.base import StageError
 from tests.factories import SANDBOX_CONFIG, AccountFactory
 from tests.integration.conftest import (
     ADMIN_URL,
     CloneSource,
     clone_databases,
+    clone_env,
     explain,
     kill_reap_retry,
     stage_log,
@@ -216,14 +218,12 @@ def test_masking_is_deterministic_joins_match_and_nothing_leaks(
     assert one(tgt, join) == one(src, join) == 9000
     events_join = "SELECT count(*) FROM events e JOIN users u ON e.actor_email = u.email"
     assert one(tgt, events_join) == one(src, events_join) == 2000
-    names_join = "SELECT count(*) FROM orders o JOIN users u ON o.shipping_name = u.full_name"
-    assert one(tgt, names_join) == one(src, names_join)
-    # Deterministic per row: each order's e-mail is its own user's masked e-mail.
+    # Deterministic per row: each order's e-mail and name are its own user's masked ones.
     mismatched = (
         "SELECT count(*) FROM orders o JOIN users u ON u.id = o.user_id "
-        "WHERE o.customer_email <> u.email"
+        "WHERE o.customer_email <> u.email OR o.shipping_name <> u.full_name"
     )
-    assert one(tgt, mismatched) == 0
+    assert one(src, mismatched) == one(tgt, mismatched) == 0
     # ...and the masked values are still distinct where the source's were (unique index).
     assert one(tgt, "SELECT count(DISTINCT email) FROM users") == 3000
     # Foreign keys in place and valid.
@@ -257,7 +257,7 @@ def test_masking_is_deterministic_joins_match_and_nothing_leaks(
     # The driver's scan agrees, and covered every masked column.
     checks = run.stages.get(kind="db_clone").outputs["services"]["orders"]["checks"]
     assert checks["leaks"] == {}
-    assert checks["masked_columns_scanned"] == 11
+    assert checks["masked_columns_scanned"] == 12  # events.actor_email: 2 partitions
 
 
 # --- a bad rule stops the stage before anything is created --------------------------------------
@@ -382,3 +382,99 @@ def test_database_entries_are_normalised(blueprints_root: Path) -> None:
     assert logical["scrub_sql"] == ["scrub/a.sql"] and logical["dns"] == "orders-db"
     assert rds["source"] == {"parameter": "prod"}
     assert rds["use_automated_snapshot"] is False and rds["database_name"] == "postgres"
+
+
+# --- dns_cutover killed right after switching the endpoint, then run again --------------------
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def stage_context(account: Any, run_id: int, kind: str, previous: dict[str, Any], log: Any) -> Any:
+    """A StageContext as the engine builds it, to run a stage in this process."""
+    from accounts_app.services import record_on_account
+    from pipelines.stages.base import AccountInfo, StageContext
+
+    account.refresh_from_db()
+    return StageContext(
+        account=AccountInfo(
+            pk=account.pk,
+            name=account.name,
+            purpose=account.purpose,
+            cloud_account_id=account.cloud_account_id,
+            config=dict(account.config),
+            outputs=dict(account.outputs),
+        ),
+        run_id=run_id,
+        run_kind="refresh-data",
+        stage_id=0,
+        stage_kind=kind,
+        attempt=1,
+        blueprint=load_blueprint(account.blueprint),
+        config=dict(account.config),
+        previous=previous,
+        workdir=Path("/nonexistent"),
+        log=log,
+        add_secret=lambda value: None,
+        is_cancelled=lambda: False,
+        artifacts=None,  # type: ignore[arg-type]  # the data stages store no files
+        update_account=lambda **values: record_on_account(account.pk, **values),
+    )
+
+
+@transactional
+def test_dns_cutover_crashed_after_the_switch_deletes_the_previous_clone_on_retry(
+    clone_source: CloneSource, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both stages run in this process here, to crash at an exact line."""
+    from pipelines.stages import db_clone, dns_cutover
+    from tests.factories import PipelineRunFactory
+
+    for name, value in clone_env().items():
+        monkeypatch.setenv(name, value)
+
+    account, session, zone_id = make_account("logical-data", moto_server)
+    lines: list[str] = []
+    runs = [PipelineRunFactory(account=account, kind="refresh-data").pk for _ in range(2)]
+    clones = []
+    for run_id in runs:
+        outputs = db_clone.execute(stage_context(account, run_id, "db_clone", {}, lines.append))
+        clones.append(outputs)
+    first, second = ({s: c["services"][s]["database"] for s in SERVICES} for c in clones)
+    dns_cutover.execute(
+        stage_context(account, runs[0], "dns_cutover", {"db_clone": clones[0]}, lines.append)
+    )
+
+    crashed: list[str] = []
+
+    def crash_after_switch(text: str) -> None:
+        lines.append(text)
+        if not crashed and "endpoint of" in text and "is now" in text:
+            crashed.append(text)
+            raise SimulatedCrash(text)
+
+    ctx = stage_context(
+        account, runs[1], "dns_cutover", {"db_clone": clones[1]}, crash_after_switch
+    )
+    with pytest.raises(StageError):
+        dns_cutover.execute(ctx)
+    account.refresh_from_db()
+    switched = [s for s in SERVICES if account.endpoints[s]["database"] == second[s]]
+    assert switched, "the crash came after at least one switch"
+    for service in switched:
+        # Switched, and still remembering which clone to delete.
+        assert account.endpoints[service]["previous"]["database"] == first[service]
+    assert set(first.values()) <= set(clone_databases(account.name))
+
+    for _ in range(2):  # the retry, then once more: same end state
+        outputs = dns_cutover.execute(
+            stage_context(account, runs[1], "dns_cutover", {"db_clone": clones[1]}, lines.append)
+        )
+        assert clone_databases(account.name) == sorted(second.values())
+        account.refresh_from_db()
+        for service in SERVICES:
+            assert account.endpoints[service]["database"] == second[service]
+            assert "previous" not in account.endpoints[service]
+    assert all(outputs["services"][s]["deleted"] == [] for s in SERVICES)
+    assert sorted(roles_of(account.name)) == sorted(clone_role_name(n) for n in second.values())

@@ -259,6 +259,20 @@ def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
     assert q(tgt, "SELECT sum(n) FROM order_counts")[0][0] == 900
     assert q(tgt, "SELECT count(*) FROM order_counts WHERE customer_email LIKE '%corp%'")[0][0] == 0
 
+    # Indexes and constraints as in the source.
+    indexes = (
+        "SELECT indexrelid::regclass::text, indisunique FROM pg_index i JOIN pg_class c "
+        "ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname IN ('public', 'billing') ORDER BY 1"
+    )
+    assert q(tgt, indexes) == q(src, indexes) and len(q(tgt, indexes)) == 8
+    constraints = (
+        "SELECT conrelid::regclass::text, conname, contype, convalidated "
+        "FROM pg_constraint WHERE connamespace::regnamespace::text IN ('public', 'billing') "
+        "ORDER BY 1, 2"
+    )
+    assert q(tgt, constraints) == q(src, constraints)
+
     # Sequences equal the source's.
     seqs = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
     assert q(tgt, seqs) == q(src, seqs)
@@ -289,10 +303,16 @@ def check_clone(env: Env, result: CloneResult, rec: Recorder) -> None:
     assert any(line.startswith("copied public.users: 302 rows") for line in rec.lines)
 
 
-def test_clone_twice_with_masking_and_checks(env: Env) -> None:
+def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     rec1, rec2 = Recorder(), Recorder()
-    first = env.clone("101", rec1)
+    # First clone: every table's indexes and keys built right after its copy; second:
+    # the small tables' indexes wait for the final post-data restore (the default).
+    with monkeypatch.context() as patched:
+        patched.setattr(logical, "EARLY_INDEX_MIN_BYTES", 0)
+        first = env.clone("101", rec1)
+    assert any(line.startswith("built 2 indexes and keys of public.orders") for line in rec1.lines)
     second = env.clone("102", rec2)
+    assert not any(line.startswith("built ") for line in rec2.lines)
     assert first.database != second.database and first.role != second.role
     check_clone(env, first, rec1)
     check_clone(env, second, rec2)

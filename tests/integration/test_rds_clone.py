@@ -360,7 +360,7 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     assert rec.secrets == [secret["password"]]
     assert all(secret["password"] not in line for line in rec.lines)
     assert secret["password"] not in json.dumps(result.to_outputs())
-    assert rds.read_master_password(result.secret_arn, w.tgt) == secret["password"]
+    assert rds.read_master_password(w.tgt, result.secret_arn) == secret["password"]
     assert result.source_snapshot_ids == (w.ids.source_snapshot, w.ids.encrypted_copy)
     assert result.target_snapshot_ids == (w.ids.target_copy,)
     assert_single_clone(w, result)
@@ -481,6 +481,12 @@ def test_clone_refuses_same_account(world: World) -> None:
     with pytest.raises(aws.AwsError) as err:
         rds.clone_rds(world.spec, same, world.ids, print, print, settings=world.settings)
     assert not err.value.retryable
+
+
+def test_clone_refuses_another_region(world: World) -> None:
+    elsewhere = rds.TargetSpec(account_id=TARGET, subnet_group_name="x", region="eu-west-1")
+    with pytest.raises(aws.AwsError, match="cross-region"):
+        rds.clone_rds(world.spec, elsewhere, world.ids, print, print, settings=world.settings)
 
 
 def test_missing_source_instance_is_a_clear_error(world: World) -> None:

@@ -23,9 +23,15 @@ from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
 from pipelines.clients.terraform import LocalBackend, PgBackend, TerraformClient
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
-from pipelines.stages import plan
+from pipelines.stages import plan as plan_stage
 from pipelines.stages.base import AccountInfo, StageContext, StageError
-from pipelines.stages.terraform_support import backend_for, pg_conn_str, state_schema
+from pipelines.stages.terraform_support import (
+    backend_for,
+    pg_conn_str,
+    register_account_secrets,
+    sensitive_values,
+    state_schema,
+)
 from tests.factories import AccountFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -74,7 +80,9 @@ def _explain(run: PipelineRun) -> str:
     )
 
 
-def test_sandbox_provision_update_replace_reject_then_approve(celery_worker, wait_for_run) -> None:
+def test_sandbox_provision_update_replace_reject_then_approve(
+    celery_worker, wait_for_run, settings
+) -> None:
     name = _unique("sbx")
     account = AccountFactory(name=name, blueprint="sandbox")
     approver = UserFactory(username=_unique("approver"))
@@ -97,7 +105,10 @@ def test_sandbox_provision_update_replace_reject_then_approve(celery_worker, wai
     stored_plan = first.artifacts.get(name=plan["plan_artifact"])
     assert stored_plan.sha256 == plan["plan_sha256"]
     assert hashlib.sha256(bytes(stored_plan.data)).hexdigest() == plan["plan_sha256"]
-    assert plan["backend"] == {"type": "pg", "schema": state_schema(name)}
+    if settings.DATABASE_IS_POSTGRES:
+        assert plan["backend"] == {"type": "pg", "schema": state_schema(name)}
+    else:
+        assert plan["backend"]["type"] == "local"
     approval = _outputs(first, "approve_plan")
     assert approval["approval_required"] is False
     assert "on_destroy" in approval["reason"]
@@ -174,9 +185,10 @@ def test_sandbox_provision_update_replace_reject_then_approve(celery_worker, wai
     fourth = wait_for_run(fourth.pk, timeout=120)
     assert fourth.status == RunStatus.SUCCEEDED, _explain(fourth)
     assert _outputs(fourth, "apply")["applied_plan_sha256"] == plan["plan_sha256"]
-    assert "Apply complete! Resources: 1 added, 2 changed, 1 destroyed." in _stage_log(
-        fourth, "apply"
-    )
+    replaced, updated = len(databases), len(config["services"])
+    assert (
+        f"Apply complete! Resources: {replaced} added, {updated} changed, {replaced} destroyed."
+    ) in _stage_log(fourth, "apply")
 
     # The sensitive output is stored on the account, and nowhere a person could read it.
     runs = (first, second, third, fourth)
@@ -227,9 +239,9 @@ def test_stale_plan_is_refused_and_a_retry_plans_and_asks_again(
     services.retry_stage(apply)
     run = wait_for_run(run.pk, (RunStatus.WAITING_APPROVAL, *FINAL), timeout=90)
     assert run.status == RunStatus.WAITING_APPROVAL, _explain(run)
-    plan_stage = _stage(run, "plan")
-    assert plan_stage.attempt == 2
-    second_plan = plan_stage.outputs
+    replanned = _stage(run, "plan")
+    assert replanned.attempt == 2
+    second_plan = replanned.outputs
     assert second_plan["plan_sha256"] != first_plan["plan_sha256"]
     assert second_plan["has_changes"] is False  # the out-of-band apply did the work
     approval = _stage(run, "approve_plan")
@@ -299,6 +311,8 @@ def test_a_blueprint_that_declares_its_own_backend_is_refused(celery_worker, wai
 def test_a_locked_state_is_a_retryable_error_naming_the_lock_holder(
     celery_worker, wait_for_run, settings, tmp_path
 ) -> None:
+    if not settings.DATABASE_IS_POSTGRES:
+        pytest.skip("the lock holder lookup is for the pg backend (the portal on PostgreSQL)")
     name = _unique("locked")
     account = AccountFactory(name=name, blueprint="tf-slow-apply", config={"sleep_seconds": 0})
     run = wait_for_run(services.start_run(account, "provision").pk, timeout=90)
@@ -312,7 +326,7 @@ def test_a_locked_state_is_a_retryable_error_naming_the_lock_holder(
         holder.execute(f"SELECT pg_advisory_lock(id) FROM {schema}.states WHERE name = 'default'")
         pid = holder.info.backend_pid
         with pytest.raises(StageError) as locked:
-            plan.execute(_direct_context(account, run, tmp_path / "locked"))
+            plan_stage.execute(_direct_context(account, run, tmp_path / "locked"))
 
     assert locked.value.retryable is True
     assert "locked by another operation" in locked.value.explanation
@@ -321,7 +335,7 @@ def test_a_locked_state_is_a_retryable_error_naming_the_lock_holder(
     )
     assert "Error acquiring the state lock" in locked.value.detail
     # Released: the same stage succeeds.
-    outputs = plan.execute(_direct_context(account, run, tmp_path / "free"))
+    outputs = plan_stage.execute(_direct_context(account, run, tmp_path / "free"))
     assert outputs["has_changes"] is False
 
 
@@ -360,8 +374,7 @@ def test_state_goes_to_the_portal_database_one_schema_per_account(settings) -> N
     backend = backend_for("qa-team-7")
     assert isinstance(backend, PgBackend)
     assert backend.schema_name == "tfstate_qa_team_7"
-    database = settings.DATABASES["default"]
-    assert backend.conn_str.endswith(f"/{database['NAME']}?sslmode=disable")
+    assert backend.conn_str == pg_conn_str(settings.DATABASES["default"])
 
 
 def test_state_is_a_local_file_without_postgres(settings, tmp_path) -> None:
@@ -383,3 +396,76 @@ def test_conn_str_quotes_credentials_and_keeps_tls_for_remote_servers() -> None:
         {"NAME": "portal", "USER": "app", "HOST": "db", "OPTIONS": {"sslmode": "verify-full"}}
     )
     assert chosen.endswith("?sslmode=verify-full")
+
+
+def test_sensitive_values_are_found_wherever_the_plan_marks_them() -> None:
+    plan_json = {
+        "output_changes": {
+            "token": {
+                "before": "old-token",
+                "after": "new-token",
+                "after_sensitive": True,
+                "before_sensitive": True,
+            },
+            "public": {"before": None, "after": "visible", "after_sensitive": False},
+        },
+        "resource_changes": [
+            {
+                "address": "terraform_data.db",
+                "change": {
+                    "after": {"input": {"host": "db.internal", "password": "pw-in-input"}},
+                    "after_sensitive": {"input": {"password": True}},
+                },
+            }
+        ],
+        "prior_state": {
+            "values": {"outputs": {"old": {"sensitive": True, "value": {"k": "nested-secret"}}}}
+        },
+    }
+
+    found = sensitive_values(plan_json)
+
+    assert "new-token" in found and "old-token" in found and "pw-in-input" in found
+    assert {"k": "nested-secret"} in found
+    assert "visible" not in found and "db.internal" not in found
+
+
+def test_a_sensitive_value_is_registered_in_string_and_json_forms() -> None:
+    added: list[str] = []
+    ctx = StageContext(
+        account=AccountInfo(
+            pk=1,
+            name="a",
+            purpose="qa",
+            cloud_account_id="",
+            config={},
+            outputs={
+                "token": {
+                    "value": {"user": "admin", "password": "s3cr3t-pw"},
+                    "sensitive": True,
+                    "type": "object",
+                },
+                "public": {"value": "shown-value", "sensitive": False, "type": "string"},
+            },
+        ),
+        run_id=1,
+        run_kind="update",
+        stage_id=1,
+        stage_kind="plan",
+        attempt=1,
+        blueprint=load_blueprint("tf-always"),
+        config={},
+        previous={},
+        workdir=Path("/nonexistent"),
+        log=lambda _: None,
+        add_secret=added.append,
+        is_cancelled=lambda: False,
+        artifacts=DbArtifactStore(0),
+    )
+
+    register_account_secrets(ctx)
+
+    assert "s3cr3t-pw" in added  # a leaf on its own
+    assert '{"password": "s3cr3t-pw", "user": "admin"}' in added  # JSON, as `output -json`
+    assert '{"password":"s3cr3t-pw","user":"admin"}' in added
+    assert not [value for value in added if "shown-value" in value]

@@ -27,7 +27,11 @@ SCHEMA: dict[str, Any] = {
             "pattern": r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|3[0-2])$",
             "default": "10.20.0.0/16",
         },
-        "instance_size": {"type": "string", "enum": ["small", "medium", "large"], "default": "small"},
+        "instance_size": {
+            "type": "string",
+            "enum": ["small", "medium", "large"],
+            "default": "small",
+        },
         "replicas": {"type": "integer", "title": "Replicas", "minimum": 1, "maximum": 5},
         "cpu_ratio": {"type": "number", "maximum": 1.5},
         "monitoring": {"type": "boolean", "default": True},

@@ -351,3 +351,30 @@ def test_spec_from_mapping() -> None:
     ):
         with pytest.raises(CloneError):
             LogicalCloneSpec.from_mapping(bad)
+
+
+# --- connection settings (no database) ---------------------------------------------------
+
+
+def test_connection_url_names_the_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.clients import postgres as pg
+
+    monkeypatch.delenv("PORTAL_CONNECTION_PROD_ORDERS", raising=False)
+    with pytest.raises(pg.ConnectionNotConfigured, match="PORTAL_CONNECTION_PROD_ORDERS"):
+        pg.connection_url("prod_orders")
+    monkeypatch.setenv("PORTAL_CONNECTION_PROD_ORDERS", "postgresql://u:pw@db:5432/orders")
+    assert pg.connection_url("prod_orders") == "postgresql://u:pw@db:5432/orders"
+    with pytest.raises(pg.ConnectionNotConfigured, match="invalid connection name"):
+        pg.connection_url("../etc")
+
+
+def test_sanitize_removes_passwords() -> None:
+    from pipelines.clients import postgres as pg
+
+    text = (
+        "could not connect with postgresql://admin:hunter2@db/x and "
+        "host=db password='it\\'s secret' user=a, generated Zq9-secret"
+    )
+    clean = pg.sanitize(text, ["Zq9-secret"])
+    assert "hunter2" not in clean and "secret" not in clean and "Zq9" not in clean
+    assert "postgresql://admin:***@db/x" in clean

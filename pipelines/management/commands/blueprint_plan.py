@@ -35,7 +35,8 @@ SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "read"
 class Command(PortalCommand):
     help = (
         "Render blueprint NAME with --config FILE.yaml into a temporary folder and show what "
-        "Terraform would do for a new account (init + plan, local state)."
+        "Terraform would do for a new account (init + plan, local state). "
+        "With -v 2, Terraform's own output is shown on stderr as it runs."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -74,13 +75,13 @@ class Command(PortalCommand):
                 if verbose:
                     self.stderr.write(line)
 
-            client = TerraformClient(
-                directory,
-                terraform_bin=settings.TERRAFORM_BIN or None,
-                backend=LocalBackend(Path(temp) / "state" / "terraform.tfstate"),
-                on_line=on_line,
-            )
             try:
+                client = TerraformClient(
+                    directory,
+                    terraform_bin=settings.TERRAFORM_BIN or None,
+                    backend=LocalBackend(Path(temp) / "state" / "terraform.tfstate"),
+                    on_line=on_line,
+                )
                 client.init()
                 summary = client.plan(Path(temp) / "plan.bin")
             except BackendConflict as exc:
