@@ -217,7 +217,8 @@ def plan_counts(outputs: Any) -> str:
     """ "Plan: 2 to add, 0 to change, ..." from a stage's outputs, when they hold counts."""
     if not isinstance(outputs, dict):
         return ""
-    summary = outputs.get("summary") if isinstance(outputs.get("summary"), dict) else outputs
+    nested = outputs.get("summary")
+    summary: dict[str, Any] = nested if isinstance(nested, dict) else outputs
     keys = ("add", "change", "replace", "destroy")
     if not all(isinstance(summary.get(k), int) for k in keys):
         return ""

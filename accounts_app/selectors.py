@@ -94,7 +94,8 @@ def plan_summary(outputs: Any) -> dict[str, Any] | None:
     """The plan summary held by a plan (or approve_plan) stage's outputs, or None."""
     if not isinstance(outputs, dict):
         return None
-    summary = outputs.get("summary") if isinstance(outputs.get("summary"), dict) else outputs
+    nested = outputs.get("summary")
+    summary: dict[str, Any] = nested if isinstance(nested, dict) else outputs
     if not all(isinstance(summary.get(key), int) for key in ("add", "change", "destroy")):
         return None
     return {key: summary[key] for key in PLAN_SUMMARY_KEYS if key in summary}

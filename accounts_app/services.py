@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -46,7 +46,7 @@ def create_or_reuse_account(
     blueprint: str,
     config: dict[str, Any],
     purpose: str,
-    owner: AbstractBaseUser,
+    owner: User,
 ) -> tuple[Account, bool]:
     """The account with this name, created or (same blueprint) given this config.
 
@@ -140,7 +140,7 @@ def _nul_paths(value: Any, path: str) -> list[str]:
         for key, item in value.items():
             key_path = f"{path}.{key}"
             if "\x00" in str(key):
-                found.append(path)
+                found.append(key_path)
             found += _nul_paths(item, key_path)
         return found
     if isinstance(value, list):
@@ -154,7 +154,7 @@ def _as_aware(value: datetime) -> datetime:
 
 def check_request(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: Any,
     blueprint: Any,
     purpose: Any,
@@ -233,7 +233,7 @@ def check_request(
 
 def request_account(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     blueprint: str,
     purpose: str,
@@ -270,8 +270,8 @@ def request_account(
                 status=AccountStatus.REQUESTED,
             )
             account.save()
-            groups = sorted(
-                permissions.effective_roles(user) & set(loaded.policy_for(purpose).auto_approve)
+            groups = policies.auto_approving_groups(
+                loaded.policy_for(purpose), permissions.effective_roles(user)
             )
             req = AccountRequest.objects.create(
                 account=account,
@@ -300,7 +300,7 @@ def request_account(
         raise
 
 
-def _start_provision(account: Account, user: AbstractBaseUser) -> PipelineRun:
+def _start_provision(account: Account, user: User) -> PipelineRun:
     from pipelines.services import RunRefused, start_run
 
     try:
@@ -319,7 +319,7 @@ def _locked_pending(req: AccountRequest) -> AccountRequest:
 
 
 def approve_request(
-    req: AccountRequest, *, user: AbstractBaseUser, comment: str = ""
+    req: AccountRequest, *, user: User, comment: str = ""
 ) -> tuple[AccountRequest, PipelineRun]:
     """Approve a pending request and start the account's provision run.
 
@@ -331,7 +331,7 @@ def approve_request(
     with transaction.atomic():
         locked = _locked_pending(req)
         locked.status = RequestStatus.APPROVED
-        locked.decided_by = user  # type: ignore[assignment]
+        locked.decided_by = user
         locked.decided_at = timezone.now()
         locked.comment = (comment or "").strip()
         locked.save(update_fields=["status", "decided_by", "decided_at", "comment"])
@@ -341,7 +341,7 @@ def approve_request(
     return locked, run
 
 
-def reject_request(req: AccountRequest, *, user: AbstractBaseUser, comment: str) -> AccountRequest:
+def reject_request(req: AccountRequest, *, user: User, comment: str) -> AccountRequest:
     """Reject a pending request (a comment saying why is required); the account is rejected."""
     from accounts_app import notifications
 
@@ -351,7 +351,7 @@ def reject_request(req: AccountRequest, *, user: AbstractBaseUser, comment: str)
     with transaction.atomic():
         locked = _locked_pending(req)
         locked.status = RequestStatus.REJECTED
-        locked.decided_by = user  # type: ignore[assignment]
+        locked.decided_by = user
         locked.decided_at = timezone.now()
         locked.comment = comment
         locked.save(update_fields=["status", "decided_by", "decided_at", "comment"])
@@ -367,7 +367,7 @@ def reject_request(req: AccountRequest, *, user: AbstractBaseUser, comment: str)
 USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 
 
-def start_account_run(account: Account, kind: str, *, user: AbstractBaseUser) -> PipelineRun:
+def start_account_run(account: Account, kind: str, *, user: User) -> PipelineRun:
     """Start a provision or update run on an approved account.
 
     Callers check ``permissions.can_start_run``. Raises RequestRefused when the

@@ -263,8 +263,9 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
     name = meta.cleaned_data.get("name", "")
     extra = {ACCOUNT_NAME_KEY: name} if has_name_key else None
     config_ok = config_form.is_valid(extra)
-    for message in config_form.excluded_errors.get(ACCOUNT_NAME_KEY, []):
-        meta.add_error("name", message)
+    if "name" not in meta.errors:  # one message is enough when the name is already refused
+        for message in config_form.excluded_errors.get(ACCOUNT_NAME_KEY, []):
+            meta.add_error("name", message)
 
     if "preview" in request.POST:
         if config_ok:
@@ -326,21 +327,21 @@ def _preview(
     from pipelines.rendering import RenderError, render_blueprint
     from pipelines.stages.render import template_context
 
-    data = getattr(meta, "cleaned_data", {})
+    entered = getattr(meta, "cleaned_data", {})
     try:
         filled = blueprint.validate_config(config)
         context = template_context(
             blueprint,
             filled,
-            account_name=data.get("name") or config.get(ACCOUNT_NAME_KEY) or "preview",
-            purpose=data.get("purpose") or "demo",
+            account_name=entered.get("name") or config.get(ACCOUNT_NAME_KEY) or "preview",
+            purpose=entered.get("purpose") or "demo",
         )
         result = render_blueprint(blueprint.terraform_dir, context, None)
     except ConfigInvalid as exc:
         return None, str(exc)
     except RenderError as exc:
         return None, f"the blueprint does not render: {exc}"
-    files = [(path, data.decode("utf-8", errors="replace")) for path, data in result.files.items()]
+    files = [(path, raw.decode("utf-8", errors="replace")) for path, raw in result.files.items()]
     return files, ""
 
 

@@ -127,6 +127,7 @@ def execute_stage(stage_id: int) -> None:
             is_cancelled=heartbeat.cancelled.is_set,
             artifacts=DbArtifactStore(run.pk),
             update_account=lambda **values: record_on_account(account.pk, **values),
+            trigger=run.trigger,
         )
         heartbeat.start()
         outcome = {"outputs": executor_for(stage.kind)(ctx)}

@@ -28,6 +28,12 @@ from pipelines.models import (
 from pipelines.redaction import Redactor
 
 DATA_STAGES = ("db_clone", "dns_cutover")
+# The account's status while a run of this kind goes on (others leave it as it is).
+RUN_START_STATUS = {
+    RunKind.PROVISION: AccountStatus.PROVISIONING,
+    RunKind.UPDATE: AccountStatus.PROVISIONING,
+    RunKind.TEARDOWN: AccountStatus.TEARING_DOWN,
+}
 
 
 class RunRefused(Exception):
@@ -49,6 +55,8 @@ def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
         return [kind for kind in DATA_STAGES]
     if kind == RunKind.DRIFT_CHECK:
         return ["render", "plan"]
+    if kind == RunKind.TEARDOWN:
+        return ["render", "plan", "approve_plan", "apply"]
     raise RunRefused(f"run kind {kind!r} is not supported")
 
 
@@ -84,8 +92,9 @@ def start_run(
                 StageRun(run=run, position=index, kind=stage_kind)
                 for index, stage_kind in enumerate(kinds, start=1)
             )
-            if kind in (RunKind.PROVISION, RunKind.UPDATE):
-                locked.status = AccountStatus.PROVISIONING
+            new_status = RUN_START_STATUS.get(kind)
+            if new_status:
+                locked.status = new_status
                 locked.save(update_fields=["status", "updated_at"])
             engine.queue_stage(stages[0])
             return run
@@ -135,8 +144,9 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
             who = getattr(user, "username", "") or "the portal"
             StageLog(first.pk, first.attempt + 1, Redactor())(f"--- retry requested by {who} ---")
             engine.queue_stage(first)
-            if run.kind in (RunKind.PROVISION, RunKind.UPDATE):
-                Account.objects.filter(pk=run.account_id).update(status=AccountStatus.PROVISIONING)
+            new_status = RUN_START_STATUS.get(run.kind)
+            if new_status:
+                Account.objects.filter(pk=run.account_id).update(status=new_status)
             return first
     except IntegrityError:
         holder = engine.active_run_for(stage.run.account_id)
@@ -157,9 +167,7 @@ def cancel_run(run: PipelineRun, *, user: User | None = None) -> PipelineRun:
         return run
 
 
-def decide_stage(
-    stage: StageRun, *, user: User, approve: bool, comment: str = ""
-) -> StageRun:
+def decide_stage(stage: StageRun, *, user: User, approve: bool, comment: str = "") -> StageRun:
     """Approve or reject a stage waiting for approval (a plan)."""
     with transaction.atomic():
         stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
@@ -193,3 +201,20 @@ def decide_stage(
             stage.save()
             engine.finish_run(stage.run, RunStatus.FAILED, f"{stage.kind}: {explanation}")
         return stage
+
+
+def expire_accounts(now: Any = None) -> list[PipelineRun]:
+    """Start a teardown run for every unprotected account past its expiry date."""
+    now = now or timezone.now()
+    expired = Account.objects.filter(
+        expires_at__lt=now,
+        protected=False,
+        status__in=[AccountStatus.READY, AccountStatus.FAILED],
+    ).exclude(runs__status__in=ACTIVE_RUN_STATUSES)
+    started = []
+    for account in expired:
+        try:
+            started.append(start_run(account, RunKind.TEARDOWN, trigger=Trigger.SCHEDULE))
+        except RunRefused:
+            continue  # a run started meanwhile; the next sweep looks again
+    return started

@@ -165,6 +165,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pipelines.tasks.reap",
         "schedule": timedelta(seconds=env_int("PORTAL_REAPER_SECONDS", 30)),
     },
+    "expire-accounts": {
+        "task": "pipelines.tasks.expire_accounts",
+        "schedule": timedelta(seconds=env_int("PORTAL_EXPIRY_SECONDS", 600)),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -25,8 +25,13 @@ SUMMARY_KEYS = (
 )
 
 
-def approval_needed(mode: str, plan: dict[str, Any]) -> tuple[bool, str]:
+def approval_needed(
+    mode: str, plan: dict[str, Any], *, expiry_teardown: bool = False
+) -> tuple[bool, str]:
     """Whether this plan needs a human, and why (one line for the stage's outputs)."""
+    if expiry_teardown:
+        # The policy's TTL, approved with the request, already decided this destroy.
+        return False, "the account expired: its teardown was approved with its expiry date"
     destructive = int(plan.get("destroy", 0)) + int(plan.get("replace", 0))
     if mode == "always":
         return True, "the blueprint asks for approval of every plan (approval.plan: always)"
@@ -46,7 +51,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "approve_plan needs the outputs of a plan stage earlier in the run", retryable=False
         )
     mode = ctx.blueprint.approval_plan
-    needed, reason = approval_needed(mode, plan)
+    expiry_teardown = ctx.run_kind == "teardown" and ctx.trigger == "schedule"
+    needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown)
     summary = {key: plan[key] for key in SUMMARY_KEYS if key in plan}
     outputs = {**summary, "approval_mode": mode, "approval_required": needed, "reason": reason}
     ctx.log(

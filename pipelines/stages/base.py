@@ -93,6 +93,8 @@ class StageContext:
     artifacts: ArtifactStore = field(repr=False)
     # Records values on the account (cloud_account_id, outputs, endpoints).
     update_account: Callable[..., None] = field(repr=False, default=lambda **_: None)
+    # What started the run: "user", "schedule" (an expiry) or "retry".
+    trigger: str = "user"
 
 
 class ArtifactStore(Protocol):

@@ -158,6 +158,28 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     assert hidden not in sales.content()
     sales.screenshot(path=str(screenshots / "account-page.png"), full_page=True)
 
+    # --- an update that destroys resources waits for the admin to approve its plan ------
+    account.refresh_from_db()
+    account.config = {**account.config, "services": [{"name": "web", "database": False}]}
+    account.save(update_fields=["config"])
+    sales.click("button:has-text('Start update run')")
+    sales.wait_for_url(re.compile(r".*/runs/\d+/$"))
+    update = PipelineRun.objects.get(account=account, kind="update")
+    wait_for_run_status(update.pk, (RunStatus.WAITING_APPROVAL,), RUN_TIMEOUT_S)
+    sales.locator("#run-status", has_text="Waiting for approval").wait_for()
+    admin.goto("/approvals/")
+    plan_card = admin.locator("section.card", has_text=f"Run #{update.pk}")
+    summary = plan_card.locator(".plan-counts").inner_text()
+    assert re.search(r"[1-9]\d* to destroy", summary), summary
+    admin.screenshot(path=str(screenshots / "approvals-plan.png"), full_page=True)
+    plan_card.locator("input[name=comment]").fill("orders goes away on purpose")
+    plan_card.locator("button:has-text('Approve plan')").click()
+    assert f"Approved the plan of run #{update.pk}" in admin.inner_text(".messages")
+    sales.locator("#run-status", has_text="Succeeded").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    head = sales.locator("section[data-kind=approve_plan] .stage-head")
+    assert "Approved by ada-admin" in head.inner_text()
+    assert wait_for_run_status(update.pk, (RunStatus.SUCCEEDED,), 10)
+
     sales.goto("/")
     assert "acme-demo" in sales.inner_text("table")
     sales.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)

@@ -14,8 +14,8 @@ with what the clone stages need, so the worker has it whichever test starts it:
 - short RDS/DNS polls.
 
 The source database itself is created only when a test asks for ``clone_source``,
-and every database and role the clone tests make (names start with ``dct_``) is
-dropped at the end of the session.
+and every database and role the clone tests of this session make (names start with
+``dct<session token>_``) is dropped at the end of the session.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from pipelines.clients import postgres as pg
 from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
 
 ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-# Test accounts of the clone tests are named dct-<hex>; their clones dct_<hex>_<service>_<run>.
-ACCOUNT_PREFIX = "dct-"
-_TOKEN = secrets.token_hex(3)
+_TOKEN = secrets.token_hex(3)  # one per session: concurrent sessions never touch each other's
+# Test accounts of the clone tests are named dct<token>-<hex>; their clones
+# dct<token>_<hex>_<service>_<run>, which the session drops at its end.
+ACCOUNT_PREFIX = f"dct{_TOKEN}-"
 SOURCE_DB = f"dbclone_src_{_TOKEN}"
 RDS_SCRUB_DB = f"dbclone_rds_{{service}}_{_TOKEN}"
 
@@ -129,7 +130,7 @@ class CloneSource:
 
 @pytest.fixture(scope="session")
 def clone_source() -> Iterator[CloneSource]:
-    """The generated source database; every dct_* database and role dropped afterwards."""
+    """The generated source database; this session's clone databases and roles dropped after."""
     url = pg.with_dbname(ADMIN_URL, SOURCE_DB)
     pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
     pg.execute(ADMIN_URL, f'CREATE DATABASE "{SOURCE_DB}"')

@@ -533,3 +533,20 @@ def test_details_run_a_constant_number_of_queries(
     for (count, _), url in zip(small, large, strict=True):
         with django_assert_max_num_queries(count):
             assert client.get(url).status_code == 200
+
+
+def test_nul_characters_in_config_are_a_field_error_not_a_crash(sally: Any) -> None:
+    # PostgreSQL's jsonb refuses NUL; the request is refused with the path instead.
+    answer = client_for(sally).post(
+        f"{API}accounts/",
+        request_body(blueprint="render-only", config={"label": "a\u0000b"}),
+        format="json",
+    )
+    assert answer.status_code == 400, answer.content
+    assert answer.json() == {"config": ["$.label: must not contain NUL characters"]}
+
+
+def test_unknown_api_urls_answer_json_404(sally: Any) -> None:
+    answer = client_for(sally).get(f"{API}runs/-1/")
+    assert answer.status_code == 404
+    assert answer.json() == {"detail": "Not found."}

@@ -497,3 +497,22 @@ def test_drop_clone_refuses_foreign_databases(env: Env) -> None:
         assert exists(name, "x")[0]
     finally:
         pg.execute(ADMIN_URL, f'DROP DATABASE "{name}"')
+
+
+def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> None:
+    query = "COPY (SELECT g, repeat('x', g % 50) FROM generate_series(1, 20000) g) TO STDOUT"
+    with pg.connect(source_db, autocommit=True) as conn:
+        with conn.cursor() as cur, cur.copy(query) as out:
+            expected = [bytes(row) for row in out]
+        with conn.cursor() as cur, cur.copy(query) as out:
+            fast = [bytes(row) for row in pg._copy_rows(conn, out)]
+        assert fast == expected and len(fast) == 20000
+        failing = "COPY (SELECT 1 / (15000 - g) FROM generate_series(1, 20000) g) TO STDOUT"
+        with (
+            pytest.raises(Exception, match="division by zero"),
+            conn.cursor() as cur,
+            cur.copy(failing) as out,
+        ):
+            for _ in pg._copy_rows(conn, out):
+                pass
+        assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable

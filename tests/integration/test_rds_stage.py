@@ -293,4 +293,5 @@ def test_rds_clone_killed_midway_retried_then_refreshed(
     cutover = second.stages.get(kind="dns_cutover").outputs["services"]["orders"]
     assert f"RDS instance {first_ids.instance}" in cutover["deleted"][0]
     # Production is never touched.
-    assert instance(w.src, w.prod_id)["DBInstanceStatus"] == "available"
+    production = instance(w.src, w.prod_id)
+    assert production is not None and production["DBInstanceStatus"] == "available"
