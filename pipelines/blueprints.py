@@ -30,9 +30,7 @@ DEFAULT_HOOK_TIMEOUT_MINUTES = 15
 DEFAULT_APPROVAL_TIMEOUT_HOURS = 72
 
 
-def _unique_keys(
-    validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]
-) -> Any:
+def _unique_keys(validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]) -> Any:
     """`x-unique-keys: [name]` on an array of objects: no two items share those values."""
     if not validator.is_type(instance, "array"):
         return

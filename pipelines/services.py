@@ -29,7 +29,7 @@ from pipelines.redaction import Redactor
 
 DATA_STAGES = ("db_clone", "dns_cutover")
 # The account's status while a run of this kind goes on (others leave it as it is).
-RUN_START_STATUS = {
+RUN_START_STATUS: dict[str, str] = {
     RunKind.PROVISION: AccountStatus.PROVISIONING,
     RunKind.UPDATE: AccountStatus.PROVISIONING,
     RunKind.TEARDOWN: AccountStatus.TEARING_DOWN,

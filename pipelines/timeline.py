@@ -68,8 +68,14 @@ def _begin(stage: StageLike) -> datetime | None:
     return stage.started_at or stage.queued_at
 
 
-def build_timeline(stages: Iterable[StageLike], now: datetime) -> Timeline:
-    """Bars for the stages, in the given order; an active stage runs up to ``now``."""
+def build_timeline(
+    stages: Iterable[StageLike], now: datetime, start: datetime | None = None
+) -> Timeline:
+    """Bars for the stages, in the given order; an active stage runs up to ``now``.
+
+    ``start`` (the run's creation) anchors the left edge, so a stage retried later shows
+    where it ran again rather than as if the run had begun then.
+    """
     stages = list(stages)
     spans: list[tuple[StageLike, datetime | None, datetime | None]] = []
     for stage in stages:
@@ -92,7 +98,8 @@ def build_timeline(stages: Iterable[StageLike], now: datetime) -> Timeline:
             start=None,
             end=None,
         )
-    start, end = min(begins), max(ends)
+    start = min([*begins, start] if start is not None else begins)
+    end = max(ends)
     span = max((end - start).total_seconds(), 1e-9)
     bars = []
     for stage, begin, finish in spans:

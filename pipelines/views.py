@@ -38,7 +38,7 @@ from pipelines.models import (
     StageRun,
     StageStatus,
 )
-from pipelines.timeline import build_timeline
+from pipelines.timeline import build_timeline, format_duration
 
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
@@ -94,6 +94,7 @@ class StageRow:
 def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     """What the run summary and the stage heads need; no query per stage."""
     stages = list(run.stages.all())
+    now = timezone.now()
     user = request.user
     can_retry = permissions.can_retry(user, run)
     can_decide = permissions.can_decide(user)
@@ -120,7 +121,8 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         "run": run,
         "account": run.account,
         "rows": rows,
-        "timeline": build_timeline(stages, timezone.now()),
+        "timeline": build_timeline(stages, now, start=run.created_at),
+        "duration": format_duration(((run.finished_at or now) - run.created_at).total_seconds()),
         "explanation": explanation.splitlines()[0] if explanation else "",
         "show_cancel": run.is_active and permissions.can_cancel(user, run),
         "run_finished": not run.is_active,

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts_app",
     "pipelines",
 ]
@@ -211,6 +212,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from static files: the docs page works offline, with no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "AccountStatusEnum": "accounts_app.models.AccountStatus",
+        "RequestStatusEnum": "accounts_app.models.RequestStatus",
+        "RunStatusEnum": "pipelines.models.RunStatus",
+        "StageStatusEnum": "pipelines.models.StageStatus",
+        "RunKindEnum": "pipelines.models.RunKind",
+    },
 }
 
 LOGGING = {

@@ -41,6 +41,8 @@ def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
+    # A fast hasher: test users need no protection, and PBKDF2 costs ~0.3 s a user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
     settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -10,10 +11,12 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import logical
@@ -516,3 +519,20 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
             for _ in pg._copy_rows(conn, out):
                 pass
         assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable
+
+
+def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
+    def bench_objects() -> set[str]:
+        dbs = q(ADMIN_URL, "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
+        roles = q(ADMIN_URL, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'bench\\_%'")
+        return {r[0] for r in dbs + roles}
+
+    before = bench_objects()  # another benchmark may be running on this server
+    out, err = StringIO(), StringIO()
+    call_command("bench_clone", rows=3000, jobs=2, dsn=ADMIN_URL, stdout=out, stderr=err)
+    figures = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert set(figures) == {"rows", "masked_s", "raw_s", "rows_per_s", "ratio"}
+    assert figures["rows"] == 3000 and figures["masked_s"] > 0 and figures["raw_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["masked_s"] / figures["raw_s"], rel=0.01)
+    assert "copied public.users: 300 rows" in err.getvalue()
+    assert bench_objects() <= before  # everything it created is gone

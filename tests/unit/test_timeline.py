@@ -81,6 +81,15 @@ def test_an_instant_stage_stays_visible_inside_the_track() -> None:
     assert bar.left + bar.width <= 100
 
 
+def test_the_run_start_anchors_the_left_edge() -> None:
+    retried = FakeStage("pre_hooks", "succeeded", attempt=2, started_at=at(30), finished_at=at(40))
+
+    timeline = build_timeline([retried], now=at(50), start=at(0))
+
+    assert (timeline.bars[0].left, timeline.bars[0].width) == (75, 25)
+    assert timeline.start == at(0) and timeline.total == "40s"
+
+
 def test_nothing_started_gives_empty_bars() -> None:
     timeline = build_timeline([FakeStage("render", "pending")], now=T0)
 
