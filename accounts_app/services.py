@@ -364,11 +364,12 @@ def reject_request(req: AccountRequest, *, user: User, comment: str) -> AccountR
 
 
 # Runs a user may start on an account from the portal (teardown etc. have their own paths).
-USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
+# Kinds a user may start on an account (drift checks and expiry teardowns come from schedules).
+USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE, RunKind.REFRESH_DATA, RunKind.TEARDOWN)
 
 
 def start_account_run(account: Account, kind: str, *, user: User) -> PipelineRun:
-    """Start a provision or update run on an approved account.
+    """Start a provision, update, refresh-data or teardown run on an approved account.
 
     Callers check ``permissions.can_start_run``. Raises RequestRefused when the
     account's request is not approved, pipelines.services.RunConflict when a run
@@ -377,7 +378,9 @@ def start_account_run(account: Account, kind: str, *, user: User) -> PipelineRun
     from pipelines.services import RunRefused, start_run
 
     if kind not in USER_RUN_KINDS:
-        raise RequestRefused(f"run kind {kind!r} cannot be started here (use provision or update)")
+        raise RequestRefused(
+            f"run kind {kind!r} cannot be started here (use {', '.join(USER_RUN_KINDS)})"
+        )
     account.refresh_from_db()
     if account.status == AccountStatus.REQUESTED:
         raise RequestRefused(f"account {account.name} waits for its request to be approved")

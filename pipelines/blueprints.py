@@ -334,6 +334,26 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
 
 
 # --- databases: (service, driver) entries cloned by db_clone, switched by dns_cutover ----------
+#
+#   databases:
+#     - service: orders                 # one entry per service database
+#       driver: postgres_logical        # or aws_rds_snapshot
+#       dns: orders-db                  # optional record; relative names get the zone appended
+#       scrub_sql: [scrub/orders.sql]   # files in the blueprint, run against the clone
+#       # postgres_logical only:
+#       source: PROD_ORDERS             # connection names: PORTAL_CONNECTION_<NAME> holds the URL
+#       target: CLONES
+#       masking: {users.email: email, users.note: {fixed: ""}}  # [schema.]table.column
+#       masking_strict: false           # true: unruled personal-looking columns are errors
+#       jobs: 2                         # tables copied at once (1-32)
+#       # aws_rds_snapshot only:
+#       source: {account_id: "111111111111", region: us-east-1, instance: orders-prod}
+#       # ...or source: {parameter: NAME}, a config parameter holding those three keys
+#       use_automated_snapshot: false   # copy the latest automated snapshot instead of a new one
+#       database_name: postgres         # the database scrub_sql runs in
+#       instance_class: db.t4g.medium   # optional; default: the snapshot's
+#       target_region: eu-west-1        # optional; default: the source's
+#       timeout_minutes: 240
 
 DB_COMMON_KEYS = frozenset({"service", "driver", "scrub_sql", "dns"})
 DB_DRIVER_KEYS = {

@@ -10,8 +10,9 @@ from rest_framework import serializers
 
 from accounts_app import selectors
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
+from accounts_app.services import USER_RUN_KINDS
 from pipelines.blueprints import Blueprint
-from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
+from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 
 # The largest value a PostgreSQL integer column holds (log line numbers).
 MAX_INT = 2_147_483_647
@@ -37,7 +38,7 @@ class RenderInput(serializers.Serializer):
 
 
 class RunInput(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=[RunKind.PROVISION, RunKind.UPDATE])
+    kind = serializers.ChoiceField(choices=list(USER_RUN_KINDS))
 
 
 class CommentInput(serializers.Serializer):

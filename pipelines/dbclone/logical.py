@@ -264,7 +264,11 @@ def plan_clone(
     for table in tables:
         if table.kind == "p":
             continue  # partitioned tables hold no rows; their partitions are copied
-        copied = [c.name for c in table.columns if not c.generated]
+        # Masked columns first: the COPY column lists (same on both sides) then let the
+        # row masker split a row only up to its last masked field.
+        masked_names = [r.column for r, _ in applied[table.oid] if r.transformer != "keep"]
+        copied = [c.name for c in table.columns if not c.generated and c.name in masked_names]
+        copied += [c.name for c in table.columns if not c.generated and c.name not in copied]
         for column in table.columns:
             keys = {
                 (table.schema, table.name, column.name),
@@ -311,7 +315,7 @@ def row_masker(
             sets[index] = collect.setdefault(rule.column, set())
     if not transforms:
         return None
-    return RowMasker(transforms, sets)
+    return RowMasker(transforms, sets, width=len(plan.columns))
 
 
 # --- the driver -------------------------------------------------------------------------

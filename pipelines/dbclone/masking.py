@@ -433,6 +433,7 @@ class RowMasker:
         transforms: Iterable[tuple[int, FieldTransform]],
         collect: Mapping[int, set[bytes]] | None = None,
         collect_limit: int = 2_000_000,
+        width: int | None = None,
     ) -> None:
         collect = collect or {}
         self.transforms = [
@@ -440,9 +441,16 @@ class RowMasker:
         ]
         self.limit = collect_limit
         self.overflowed: set[int] = set()
+        # With the row's column count (``width``) known and every touched field before
+        # the last one, split only up to the last touched field: the rest of the row,
+        # newline included, stays one untouched piece (the driver puts masked columns
+        # first in its COPY column lists for this).
+        last = max((i for i, _, _ in self.transforms), default=-1)
+        self.maxsplit = last + 1 if width is not None and last + 1 < width else -1
 
     def __call__(self, line: bytes) -> bytes:
-        fields = line[:-1].split(b"\t")
+        whole = self.maxsplit < 0
+        fields = line[:-1].split(b"\t") if whole else line.split(b"\t", self.maxsplit)
         for index, transform, seen in self.transforms:
             field = fields[index]
             if seen is not None:
@@ -451,7 +459,7 @@ class RowMasker:
                 else:
                     self.overflowed.add(index)
             fields[index] = transform(field)
-        return b"\t".join(fields) + b"\n"
+        return b"\t".join(fields) + b"\n" if whole else b"\t".join(fields)
 
 
 def could_produce(rule: Rule, value: str, col: ColumnType) -> bool:

@@ -378,3 +378,16 @@ def test_sanitize_removes_passwords() -> None:
     clean = pg.sanitize(text, ["Zq9-secret"])
     assert "hunter2" not in clean and "secret" not in clean and "Zq9" not in clean
     assert "postgresql://admin:***@db/x" in clean
+
+
+def test_row_masker_partial_split_leaves_the_rest_untouched() -> None:
+    m = Masker(KEY)
+    email = m.field_transform(rule("email"), TEXT)
+    full = RowMasker([(0, email)])
+    partial = RowMasker([(0, email)], width=3)
+    assert partial.maxsplit == 1
+    for line in (b"a@b.c\t1\tx\\ty\n", b"\\N\t2\t\\N\n", b"z@z.z\t\t\n"):
+        assert partial(line) == full(line)
+        assert partial(line).endswith(b"\n") and partial(line).count(b"\t") == 2
+    # A masked last column needs the whole split (its field holds the newline).
+    assert RowMasker([(2, email)], width=3).maxsplit == -1
