@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -250,8 +251,7 @@ def request_account(
     try:
         with transaction.atomic():
             # One request at a time per user, so two racing requests cannot both pass the quota.
-            user_model = type(user)
-            user_model._default_manager.select_for_update().filter(pk=user.pk).first()
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
             loaded, filled, expires = check_request(
                 user=user,
                 name=name,

@@ -43,6 +43,8 @@ from pipelines.blueprints import (
 from pipelines.models import PipelineRun, RunKind, StageRun, StageStatus
 
 DASHBOARD_PAGE_SIZE = 25
+# Accounts on which the account page offers no run buttons.
+NO_RUN_STATUSES = (AccountStatus.REQUESTED, AccountStatus.REJECTED, AccountStatus.TORN_DOWN)
 ACCOUNT_RUNS_SHOWN = 20
 
 
@@ -468,6 +470,10 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
         for name, out in sorted((account.outputs or {}).items())
     ]
     active = next((r for r in runs if r.is_active), None)
+    try:
+        has_databases = bool(load_blueprint(account.blueprint).databases)
+    except BlueprintError:
+        has_databases = False
     return page(
         request,
         "accounts/account.html",
@@ -483,7 +489,8 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "active_run": active,
             "can_start_run": permissions.can_start_run(request.user, account)
             and active is None
-            and account.status not in (AccountStatus.REQUESTED, AccountStatus.REJECTED),
+            and account.status not in NO_RUN_STATUSES,
+            "has_databases": has_databases,
             "can_decide": permissions.can_decide(request.user),
         },
     )
@@ -498,6 +505,10 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
     if not permissions.can_start_run(request.user, account):
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
+    if kind == RunKind.TEARDOWN and not request.POST.get("confirm"):
+        # Works without JavaScript: the form's checkbox is the confirmation.
+        messages.error(request, f"Tick the box to confirm that {account.name} is to be torn down.")
+        return redirect("account-detail", account_id=account.pk)
     try:
         run = services.start_account_run(account, kind, user=acting_user(request))
     except RunConflict as exc:

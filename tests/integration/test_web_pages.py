@@ -420,6 +420,37 @@ def test_starting_an_update_run_from_the_account_page(sales: Any) -> None:
     assert response["Location"] == reverse("run-detail", args=[run.pk])
 
 
+def test_teardown_needs_its_confirmation_box(sales: Any) -> None:
+    account = AccountFactory(name="acme-gone", owner=sales, status="ready")
+    client = client_for(sales)
+    url = reverse("account-start-run", args=[account.pk])
+
+    assert (
+        'value="teardown"'
+        in client.get(reverse("account-detail", args=[account.pk])).content.decode()
+    )
+    unconfirmed = client.post(url, {"kind": "teardown"})
+    assert unconfirmed["Location"] == reverse("account-detail", args=[account.pk])
+    assert not PipelineRun.objects.filter(account=account).exists()
+
+    confirmed = client.post(url, {"kind": "teardown", "confirm": "1"})
+    run = PipelineRun.objects.get(account=account)
+    assert run.kind == "teardown"
+    assert confirmed["Location"] == reverse("run-detail", args=[run.pk])
+
+
+def test_refresh_data_is_offered_only_for_blueprints_with_databases(sales: Any) -> None:
+    sandbox = AccountFactory(name="acme-nodb", owner=sales, status="ready")
+    with_db = AccountFactory(name="acme-db", owner=sales, status="ready", blueprint="logical-data")
+    client = client_for(sales)
+
+    without = client.get(reverse("account-detail", args=[sandbox.pk])).content.decode()
+    with_button = client.get(reverse("account-detail", args=[with_db.pk])).content.decode()
+
+    assert 'value="refresh-data"' not in without
+    assert 'value="refresh-data"' in with_button
+
+
 def test_a_requested_account_offers_no_run_button(sales: Any) -> None:
     account = AccountFactory(name="acme-wait", owner=sales, status="requested")
     text = client_for(sales).get(reverse("account-detail", args=[account.pk])).content.decode()
