@@ -296,7 +296,7 @@ def test_runs_start_only_on_approved_accounts_one_at_a_time(requester: Any, appr
     with pytest.raises(services.RequestRefused, match="waits for its request"):
         services.start_account_run(account, "provision", user=requester)
     with pytest.raises(services.RequestRefused, match="cannot be started here"):
-        services.start_account_run(account, "teardown", user=requester)
+        services.start_account_run(account, "drift-check", user=requester)
 
     _, run = services.approve_request(req, user=approver)
     with pytest.raises(RunConflict) as caught:
