@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 
 from pipelines.models import PipelineRun, RunStatus
+from tests.clone_env import clone_env
 
 pytest_plugins = ["tests.conftest_moto"]
 
@@ -49,10 +50,13 @@ def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def worker_env(django_db_setup: None, blueprints_root: Path, var_root: Path) -> dict[str, str]:
-    """Environment for processes that must share the test database and broker."""
+def worker_env(
+    django_db_setup: None, blueprints_root: Path, var_root: Path, moto_server: str
+) -> dict[str, str]:
+    """Environment for processes that must share the test database, broker and moto server."""
     db = settings.DATABASES["default"]
-    env = dict(os.environ)
+    env = dict(os.environ)  # moto_server has put AWS_ENDPOINT_URL and dummy keys here
+    env.update(clone_env())
     if db["ENGINE"].endswith("sqlite3"):
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     else:

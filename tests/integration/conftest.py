@@ -33,14 +33,7 @@ import pytest
 from pipelines import engine, services
 from pipelines.clients import postgres as pg
 from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
-
-ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-_TOKEN = secrets.token_hex(3)  # one per session: concurrent sessions never touch each other's
-# Test accounts of the clone tests are named dct<token>-<hex>; their clones
-# dct<token>_<hex>_<service>_<run>, which the session drops at its end.
-ACCOUNT_PREFIX = f"dct{_TOKEN}-"
-SOURCE_DB = f"dbclone_src_{_TOKEN}"
-RDS_SCRUB_DB = f"dbclone_rds_{{service}}_{_TOKEN}"
+from tests.clone_env import ACCOUNT_PREFIX, ADMIN_URL, RDS_SCRUB_DB, SOURCE_DB
 
 SOURCE_SQL = r"""
 CREATE TABLE users (
@@ -98,28 +91,6 @@ CREATE TABLE users (id serial PRIMARY KEY, email text, is_staff boolean, active 
 INSERT INTO users (email, is_staff, active)
 SELECT 'staff' || g || '@corp.example.com', g % 3 = 0, true FROM generate_series(1, 30) g;
 """
-
-
-def clone_env() -> dict[str, str]:
-    return {
-        "PORTAL_CONNECTION_DBCLONE_SRC": pg.with_dbname(ADMIN_URL, SOURCE_DB),
-        "PORTAL_CONNECTION_DBCLONE_TGT": ADMIN_URL,
-        "PORTAL_RDS_SCRUB_URL_OVERRIDE": pg.with_dbname(ADMIN_URL, RDS_SCRUB_DB),
-        "PORTAL_RDS_POLL_SECONDS": "0.05",
-        "PORTAL_DNS_TIMEOUT_SECONDS": "30",
-    }
-
-
-@pytest.fixture(scope="session")
-def worker_env(worker_env: dict[str, str], moto_server: str) -> dict[str, str]:
-    """tests/conftest.py's worker environment plus the clone stages' (see the module doc)."""
-    env = dict(worker_env)
-    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "MOTO_ACCOUNT_ID"):
-        env.pop(name, None)
-    # moto_server has set these in os.environ by now (worker_env may have been built before).
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
-    env.update(clone_env())
-    return env
 
 
 @dataclass(frozen=True)

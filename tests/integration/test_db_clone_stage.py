@@ -24,12 +24,12 @@ from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import DB_COMPLETE, clone_database_name, clone_role_name
 from pipelines.models import RunStatus, StageStatus
 from pipelines.stages.base import StageError
+from tests.clone_env import clone_env
 from tests.factories import SANDBOX_CONFIG, AccountFactory
 from tests.integration.conftest import (
     ADMIN_URL,
     CloneSource,
     clone_databases,
-    clone_env,
     explain,
     kill_reap_retry,
     stage_log,
