@@ -101,8 +101,10 @@ def record_on_account(account_id: int, **values: Any) -> None:
     with transaction.atomic():
         account = Account.objects.select_for_update().get(pk=account_id)
         if "endpoints" in values:
-            # Merge per service, so one stage cannot erase another service's endpoint.
-            values["endpoints"] = {**account.endpoints, **values["endpoints"]}
+            # Merge per service, so one stage cannot erase another service's endpoint;
+            # a service given None is removed.
+            merged = {**account.endpoints, **values["endpoints"]}
+            values["endpoints"] = {k: v for k, v in merged.items() if v is not None}
         for key, value in values.items():
             setattr(account, key, value)
         account.save(update_fields=[*values, "updated_at"])

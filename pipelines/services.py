@@ -56,7 +56,9 @@ def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
     if kind == RunKind.DRIFT_CHECK:
         return ["render", "plan"]
     if kind == RunKind.TEARDOWN:
-        return ["render", "plan", "approve_plan", "apply"]
+        # Clones go before the apply: an RDS clone sits in the network Terraform destroys.
+        data = ["db_teardown"] if blueprint.databases else []
+        return ["render", "plan", "approve_plan", *data, "apply"]
     raise RunRefused(f"run kind {kind!r} is not supported")
 
 

@@ -19,6 +19,7 @@ STAGE_KINDS: dict[str, str] = {
     "post_hooks": "pipelines.stages.hooks",
     "db_clone": "pipelines.stages.db_clone",
     "dns_cutover": "pipelines.stages.dns_cutover",
+    "db_teardown": "pipelines.stages.db_teardown",
 }
 
 # Built-in hooks a blueprint may name under hooks.pre / hooks.post.

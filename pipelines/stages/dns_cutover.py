@@ -75,13 +75,13 @@ def _cut_over(
         change = support.upsert_dns(ctx, support.dns_session(ctx), new, log)
 
     ctx.update_account(endpoints={service: {**new, "previous": previous} if previous else new})
-    log(f"endpoint of {service} is now {_describe(new)}")
+    log(f"endpoint of {service} is now {describe_clone(new)}")
 
     deleted: list[str] = []
     if previous:
-        log(f"deleting the previous clone {_describe(previous)}")
-        _delete_previous(ctx, previous, log)
-        deleted.append(_describe(previous))
+        log(f"deleting the previous clone {describe_clone(previous)}")
+        delete_clone(ctx, previous, log)
+        deleted.append(describe_clone(previous))
 
     snapshots = (clone.get("delete_after_cutover") or {}).get("snapshots") or {}
     if snapshots.get("source") or snapshots.get("target"):
@@ -100,14 +100,14 @@ def _cut_over(
     ctx.update_account(endpoints={service: new})
     return {
         "driver": new["driver"],
-        "endpoint": _describe(new),
+        "endpoint": describe_clone(new),
         "dns": new.get("dns") or "",
         "dns_change": change,
         "deleted": deleted,
     }
 
 
-def _delete_previous(ctx: StageContext, previous: dict[str, Any], log: support.LogFn) -> None:
+def delete_clone(ctx: StageContext, previous: dict[str, Any], log: support.LogFn) -> None:
     driver = previous.get("driver")
     if driver == support.LOGICAL:
         support.drop_logical(ctx, previous, log)
@@ -118,7 +118,7 @@ def _delete_previous(ctx: StageContext, previous: dict[str, Any], log: support.L
         log(f"previous endpoint has driver {driver!r}: left in place")
 
 
-def _describe(record: dict[str, Any]) -> str:
+def describe_clone(record: dict[str, Any]) -> str:
     if record.get("driver") == support.RDS:
         return (
             f"RDS instance {record.get('instance_id')} ({record.get('host')}:{record.get('port')})"

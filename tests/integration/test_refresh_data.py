@@ -97,3 +97,20 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     assert pg.fetch_all(second_url, "SELECT count(*) FROM users WHERE is_staff AND active") == [
         (0,)
     ]
+
+    # Teardown: approved, it deletes the clone before Terraform destroys the network.
+    teardown = services.start_run(account, "teardown")
+    waiting = wait_for_run(teardown.pk, statuses=(RunStatus.WAITING_APPROVAL,), timeout=120)
+    assert [s.kind for s in waiting.stages.all()] == [
+        "render", "plan", "approve_plan", "db_teardown", "apply",
+    ]  # fmt: skip
+    services.decide_stage(waiting.stages.get(kind="approve_plan"), user=account.owner, approve=True)
+    teardown = wait_for_run(teardown.pk, timeout=120)
+    assert teardown.status == RunStatus.SUCCEEDED, explain(teardown)
+    account.refresh_from_db()
+    assert account.status == AccountStatus.TORN_DOWN
+    assert account.endpoints == {}
+    assert clone_databases(name) == []
+    assert not role_exists(clone_role_name(second_db))
+    deleted = teardown.stages.get(kind="db_teardown").outputs["services"]["orders"]["deleted"]
+    assert deleted == [f"database {second_db} on 127.0.0.1:5432"]
