@@ -1,17 +1,13 @@
-"""Fixtures for the database clone stages (db_clone, dns_cutover) with a real worker.
+"""Fixtures and helpers for the database clone stages (db_clone, dns_cutover).
 
-The Celery worker is a separate process that copies its environment once, at
-start (``worker_env`` in tests/conftest.py). This file extends that environment
-with what the clone stages need, so the worker has it whichever test starts it:
-
-- ``PORTAL_CONNECTION_DBCLONE_SRC`` / ``_TGT``: the named connections of the test
-  blueprints (a generated source database; the local server as clone target);
-- the moto server's endpoint and dummy credentials (AWS_*), for Route 53,
-  Secrets Manager and RDS;
-- ``PORTAL_RDS_SCRUB_URL_OVERRIDE``: moto restores no real database, so the RDS
-  scrub step runs against a local database instead (see
-  pipelines/dbclone/stage_support.py; honoured only with a local AWS endpoint);
-- short RDS/DNS polls.
+The Celery worker copies its environment once, at start; ``worker_env`` in
+tests/conftest.py gives every session's worker what the clone stages need
+(tests/clone_env.py): the named connections ``PORTAL_CONNECTION_DBCLONE_SRC`` /
+``_TGT`` of the test blueprints, the moto server's endpoint and dummy keys,
+``PORTAL_RDS_SCRUB_URL_OVERRIDE`` (moto restores no real database, so the RDS
+scrub step runs against a local database instead; see
+pipelines/dbclone/stage_support.py, honoured only with a local AWS endpoint) and
+short RDS/DNS polls.
 
 The source database itself is created only when a test asks for ``clone_source``,
 and every database and role the clone tests of this session make (names start with
