@@ -9,6 +9,9 @@ from typing import Any
 import yaml
 from django.core.management.base import BaseCommand
 
+from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
+from pipelines.stages.render import template_context
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
@@ -39,3 +42,25 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"--config: {path} must hold a mapping of parameter names to values")
     return data
+
+
+def render_input(
+    name: str, config_path: str, account_name: str, purpose: str
+) -> tuple[Blueprint, dict[str, Any]]:
+    """The blueprint and template context for a config file, or BadInput listing the problems."""
+    try:
+        blueprint = load_blueprint(name)
+    except BlueprintError as exc:
+        raise BadInput(str(exc)) from exc
+    raw = read_config_file(config_path)
+    try:
+        config = blueprint.validate_config(raw)
+    except ConfigInvalid as exc:
+        raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
+    context = template_context(
+        blueprint,
+        config,
+        account_name=account_name or str(config.get("account_name", "")),
+        purpose=purpose,
+    )
+    return blueprint, context

@@ -5,10 +5,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
-from pipelines.cli import BadInput, PortalCommand, read_config_file
+from pipelines.cli import BadInput, PortalCommand, render_input
 from pipelines.rendering import RenderError, render_blueprint
-from pipelines.stages.render import template_context
 
 
 class Command(PortalCommand):
@@ -22,20 +20,8 @@ class Command(PortalCommand):
         parser.add_argument("--purpose", default="qa")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            blueprint = load_blueprint(options["name"])
-        except BlueprintError as exc:
-            raise BadInput(str(exc)) from exc
-        raw = read_config_file(options["config"])
-        try:
-            config = blueprint.validate_config(raw)
-        except ConfigInvalid as exc:
-            raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
-        context = template_context(
-            blueprint,
-            config,
-            account_name=options["account_name"] or str(config.get("account_name", "")),
-            purpose=options["purpose"],
+        blueprint, context = render_input(
+            options["name"], options["config"], options["account_name"], options["purpose"]
         )
         try:
             result = render_blueprint(blueprint.terraform_dir, context, Path(options["out"]))
