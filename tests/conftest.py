@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,6 +48,32 @@ def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
     settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a transactional test, stop its runs before the database is flushed.
+
+    The session's Celery worker would otherwise go on writing while the flush
+    truncates the tables (a deadlock, then the next test finds stale rows).
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if not marker or not marker.kwargs.get("transaction"):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so torn down after this
+    yield
+    from pipelines.models import ACTIVE_RUN_STATUSES, StageRun, StageStatus
+    from pipelines.services import RunRefused, cancel_run
+
+    for run in PipelineRun.objects.filter(status__in=ACTIVE_RUN_STATUSES):
+        with contextlib.suppress(RunRefused):
+            cancel_run(run)
+    deadline = time.monotonic() + 60
+    while StageRun.objects.filter(status=StageStatus.RUNNING).exists():
+        if time.monotonic() > deadline:
+            break  # the flush may still work; the test's own result stands
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
