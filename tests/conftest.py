@@ -27,12 +27,20 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def blueprints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped blueprints plus the test ones, copied so tests may edit them."""
+    """The shipped blueprints plus the test ones, copied so tests may edit them.
+
+    A test blueprint with a `terraform-from` file instead of a terraform/ folder gets the
+    named shipped blueprint's Terraform, so it tests those templates, not a stale copy.
+    """
     root = tmp_path_factory.mktemp("blueprints")
     for source in (ROOT / "blueprints", FIXTURES / "blueprints"):
         for folder in source.iterdir():
             if folder.is_dir():
                 shutil.copytree(folder, root / folder.name, symlinks=True)
+    for pointer in root.glob("*/terraform-from"):
+        origin = root / pointer.read_text().strip() / "terraform"
+        shutil.copytree(origin, pointer.parent / "terraform")
+        pointer.unlink()
     return root
 
 

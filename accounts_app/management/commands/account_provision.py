@@ -6,6 +6,7 @@ cancelled; 2 bad input.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from typing import Any
@@ -33,7 +34,7 @@ class Command(PortalCommand):
         parser.add_argument("--purpose", choices=Purpose.values, default=Purpose.QA)
         parser.add_argument("--owner", default="admin", help="username of the account's owner")
         parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
-        parser.add_argument("--poll", type=float, default=1.0, help=argparse_hidden())
+        parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = read_config_file(options["config"])
@@ -78,17 +79,10 @@ class Command(PortalCommand):
                     seen[stage.pk] = state
                     note = f": {stage.explanation}" if stage.explanation else ""
                     self.stderr.write(f"  {stage.kind:<13} {stage.status}{note}")
-            if run.status == RunStatus.WAITING_APPROVAL:
-                pass  # an approver decides in the portal; keep following
-            elif not run.is_active:
+            # A run waiting for approval is still active: an approver decides in the portal.
+            if not run.is_active:
                 self.stderr.write(
                     f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}"
                 )
                 return run.status
             time.sleep(poll)
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS

@@ -56,14 +56,13 @@ class Command(BaseCommand):
         blueprints = ", ".join(f"{b.name} {b.version}" for b in list_blueprints())
         self.stdout.write(f"blueprints available: {blueprints or 'none'}")
         lines = [f"  {username:<9} {password}" for username, password in created]
-        if options["credentials_file"]:
+        if lines and options["credentials_file"]:
             # The start-up banner shows them once, at its end.
-            if lines:
-                with open(options["credentials_file"], "w", opener=_private_opener) as handle:
-                    handle.write("\n".join(lines) + "\n")
+            with open(options["credentials_file"], "w", opener=_private_opener) as handle:
+                handle.write("\n".join(lines) + "\n")
         elif lines:
             self.stdout.write("demo users (shown once):\n" + "\n".join(lines))
-        if not lines:
+        elif not options["credentials_file"]:
             self.stdout.write(
                 "demo users exist (sales, qa, approver, admin); "
                 "new passwords: python manage.py seed_demo --reset-passwords"
