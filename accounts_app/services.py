@@ -12,12 +12,11 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts_app import crypto, permissions, policies
+from accounts_app import permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
     Account,
     AccountRequest,
-    AccountSecret,
     AccountStatus,
     Purpose,
     RequestStatus,
@@ -72,42 +71,6 @@ def create_or_reuse_account(
     account.purpose = purpose
     account.save(update_fields=["config", "purpose", "updated_at"])
     return account, False
-
-
-def store_secret(account_id: int, name: str, value: str) -> None:
-    AccountSecret.objects.update_or_create(
-        account_id=account_id, name=name, defaults={"ciphertext": crypto.encrypt(value)}
-    )
-
-
-def read_secret(account_id: int, name: str) -> str | None:
-    secret = AccountSecret.objects.filter(account_id=account_id, name=name).first()
-    return crypto.decrypt(secret.ciphertext) if secret else None
-
-
-def secret_values(account_id: int) -> list[str]:
-    """Every secret of the account, decrypted: for redaction only."""
-    return [
-        crypto.decrypt(s.ciphertext) for s in AccountSecret.objects.filter(account_id=account_id)
-    ]
-
-
-def record_on_account(account_id: int, **values: Any) -> None:
-    """Record values a stage learned (cloud account id, outputs, endpoints) on the account."""
-    allowed = {"cloud_account_id", "outputs", "endpoints", "status"}
-    unknown = set(values) - allowed
-    if unknown:
-        raise ValueError(f"cannot record {', '.join(sorted(unknown))} on an account")
-    with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=account_id)
-        if "endpoints" in values:
-            # Merge per service, so one stage cannot erase another service's endpoint;
-            # a service given None is removed.
-            merged = {**account.endpoints, **values["endpoints"]}
-            values["endpoints"] = {k: v for k, v in merged.items() if v is not None}
-        for key, value in values.items():
-            setattr(account, key, value)
-        account.save(update_fields=[*values, "updated_at"])
 
 
 # --- The request workflow ------------------------------------------------------------------

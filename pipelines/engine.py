@@ -24,7 +24,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
-from accounts_app.services import record_on_account, secret_values
+from accounts_app.records import AccountRecords, record_on_account, secret_values
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
 from pipelines.logs import StageLog
@@ -126,7 +126,7 @@ def execute_stage(stage_id: int) -> None:
             add_secret=redactor.add,
             is_cancelled=heartbeat.cancelled.is_set,
             artifacts=DbArtifactStore(run.pk),
-            update_account=lambda **values: record_on_account(account.pk, **values),
+            records=AccountRecords(account.pk),
             trigger=run.trigger,
         )
         heartbeat.start()

@@ -167,14 +167,6 @@ def output_value(ctx: StageContext, name: str) -> Any:
     return output.get("value") if isinstance(output, Mapping) else None
 
 
-def current_endpoints(account_id: int) -> dict[str, Any]:
-    """Account.endpoints as stored now (not in AccountInfo, which stages get frozen)."""
-    from accounts_app.models import Account
-
-    endpoints = Account.objects.values_list("endpoints", flat=True).get(pk=account_id)
-    return dict(endpoints or {})
-
-
 def same_clone(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
     if not a or not b:
         return False
@@ -234,7 +226,6 @@ def check_logical_rules(entry: Mapping[str, Any]) -> list[str]:
 
 
 def clone_logical(ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[str, Any]:
-    from accounts_app.services import store_secret
     from pipelines.clients import postgres as pg
     from pipelines.dbclone import logical
 
@@ -249,7 +240,7 @@ def clone_logical(ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> di
     result = logical.clone_logical(spec, ctx.account.name, service, ctx.run_id, log, ctx.add_secret)
     # The driver registered the password with add_secret; now keep it, encrypted.
     name = secret_name(service, result.database)
-    store_secret(ctx.account.pk, name, result.password)
+    ctx.records.store_secret(name=name, value=result.password)
     log(f"role password stored encrypted as {name}")
     clone_url = pg.with_dbname(pg.connection_url(entry["target"]), result.database)
     scrubbed = run_scrub(ctx, entry.get("scrub_sql") or [], clone_url, log)
@@ -284,7 +275,6 @@ def clone_logical(ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> di
 
 
 def drop_logical(ctx: StageContext, record: Mapping[str, Any], log: LogFn) -> None:
-    from accounts_app.models import AccountSecret
     from pipelines.clients import postgres as pg
     from pipelines.dbclone import logical
 
@@ -292,7 +282,7 @@ def drop_logical(ctx: StageContext, record: Mapping[str, Any], log: LogFn) -> No
     logical.drop_clone(url, str(record["database"]), str(record["role"]))
     log(f"dropped the previous clone database {record['database']} and role {record['role']}")
     if record.get("secret"):
-        AccountSecret.objects.filter(account_id=ctx.account.pk, name=record["secret"]).delete()
+        ctx.records.delete_secret(str(record["secret"]))
 
 
 # --- aws_rds_snapshot -------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "sensitive": sensitive,
             "type": output.get("type"),
         }
-    ctx.update_account(outputs=recorded)
+    ctx.records.record(outputs=recorded)
     sensitive_names = [name for name, output in recorded.items() if output["sensitive"]]
     ctx.log(
         f"recorded {len(recorded)} outputs on account {ctx.account.name} "

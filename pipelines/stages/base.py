@@ -91,10 +91,24 @@ class StageContext:
     is_cancelled: Callable[[], bool]
     # Files stored with the run (rendered Terraform, plan files): name -> bytes.
     artifacts: ArtifactStore = field(repr=False)
-    # Records values on the account (cloud_account_id, outputs, endpoints).
-    update_account: Callable[..., None] = field(repr=False, default=lambda **_: None)
+    # The account's records: values learned, encrypted secrets, current endpoints.
+    records: AccountRecords = field(repr=False)
     # What started the run: "user", "schedule" (an expiry) or "retry".
     trigger: str = "user"
+
+
+class AccountRecords(Protocol):
+    """What a stage may write about its account; the only way stage code reaches it."""
+
+    def record(self, **values: Any) -> None: ...  # cloud_account_id, outputs, endpoints
+
+    def store_secret(self, *, name: str, value: str) -> None: ...
+
+    def read_secret(self, name: str) -> str | None: ...
+
+    def delete_secret(self, name: str) -> None: ...
+
+    def endpoints(self) -> dict[str, Any]: ...  # as stored now, not frozen at stage start
 
 
 class ArtifactStore(Protocol):

@@ -13,7 +13,7 @@ def run_builtin_hook(name: str, ctx: StageContext) -> dict[str, Any]:
     try:
         if name == "aws.create_account":
             outputs = aws.hook_create_account(ctx.account.name, log=ctx.log)
-            ctx.update_account(cloud_account_id=outputs["cloud_account_id"])
+            ctx.records.record(cloud_account_id=outputs["cloud_account_id"])
             # Later hooks of this stage see the new id too.
             ctx.account = replace(ctx.account, cloud_account_id=outputs["cloud_account_id"])
             return outputs

@@ -52,7 +52,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
                 f"{plan.target.account_id}"
             )
 
-    current = support.current_endpoints(ctx.account.pk)
+    current = ctx.records.endpoints()
 
     def job_for(entry: dict[str, Any]) -> Any:
         clone = support.clone_logical if entry["driver"] == support.LOGICAL else support.clone_rds

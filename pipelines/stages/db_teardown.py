@@ -19,7 +19,7 @@ CLONE_DRIVERS = (support.LOGICAL, support.RDS)
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    endpoints = support.current_endpoints(ctx.account.pk)
+    endpoints = ctx.records.endpoints()
     clones = {s: r for s, r in endpoints.items() if r and r.get("driver") in CLONE_DRIVERS}
     if not clones:
         ctx.log("no database clones recorded on the account: nothing to delete")
@@ -33,7 +33,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
                     log(f"deleting {describe_clone(clone)}")
                     delete_clone(ctx, clone, log)
                     deleted.append(describe_clone(clone))
-            ctx.update_account(endpoints={service: None})
+            ctx.records.record(endpoints={service: None})
             return {"deleted": deleted}
 
         return job

@@ -37,7 +37,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         ctx.log("no cloned databases: nothing to switch")
         return {"services": {}}
 
-    endpoints = support.current_endpoints(ctx.account.pk)
+    endpoints = ctx.records.endpoints()
 
     def job_for(service: str, clone: dict[str, Any]) -> Any:
         def job(log: support.LogFn) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def _cut_over(
         # One session per thread: boto3 sessions are not safe to share between threads.
         change = support.upsert_dns(ctx, support.dns_session(ctx), new, log)
 
-    ctx.update_account(endpoints={service: {**new, "previous": previous} if previous else new})
+    ctx.records.record(endpoints={service: {**new, "previous": previous} if previous else new})
     log(f"endpoint of {service} is now {describe_clone(new)}")
 
     deleted: list[str] = []
@@ -97,7 +97,7 @@ def _cut_over(
             f"snapshot {s}" for s in [*snapshots.get("source", []), *snapshots.get("target", [])]
         ]
 
-    ctx.update_account(endpoints={service: new})
+    ctx.records.record(endpoints={service: new})
     return {
         "driver": new["driver"],
         "endpoint": describe_clone(new),

@@ -106,6 +106,28 @@ def test_create_account_and_assume_role_through_the_worker_twice(aws_worker, wai
     assert "requesting a new AWS account" not in log
 
 
+class _RecordingRecords:
+    """Account records kept in a list: this test runs the stage with no account row."""
+
+    def __init__(self, recorded: list[dict]) -> None:
+        self.recorded = recorded
+
+    def record(self, **values: Any) -> None:
+        self.recorded.append(values)
+
+    def store_secret(self, *, name: str, value: str) -> None:
+        raise AssertionError("the built-in hooks store no secret")
+
+    def read_secret(self, name: str) -> str | None:
+        return None
+
+    def delete_secret(self, name: str) -> None:
+        raise AssertionError("the built-in hooks delete no secret")
+
+    def endpoints(self) -> dict[str, Any]:
+        return {}
+
+
 class _NoArtifacts:
     def put(self, name: str, data: bytes) -> str:
         raise AssertionError("hooks store no artifacts")
@@ -142,7 +164,7 @@ def _context(tmp_path: Path, name: str, blueprint: Any, recorded: list[dict]) ->
         add_secret=lambda _: None,
         is_cancelled=lambda: False,
         artifacts=_NoArtifacts(),
-        update_account=lambda **values: recorded.append(values),
+        records=_RecordingRecords(recorded),
     )
 
 

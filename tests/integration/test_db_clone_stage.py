@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import yaml
 
-from accounts_app.services import read_secret
+from accounts_app.records import read_secret
 from pipelines import services
 from pipelines.blueprints import BlueprintError, load_blueprint
 from pipelines.clients import aws
@@ -172,13 +172,15 @@ def test_logical_clone_killed_midway_retried_then_refreshed(
         assert endpoint["role"] == clone_role_name(names[service])
         assert endpoint["connection"] == "DBCLONE_TGT"
         assert "previous" not in endpoint
-        assert read_secret(account.pk, f"db/{service}/{names[service]}")
+        assert read_secret(account_id=account.pk, name=f"db/{service}/{names[service]}")
     records = dns_records(session, zone_id)
     assert records[f"orders-db.{zone}"] == ("A", ["127.0.0.1"])
     assert records[f"billing-db.{zone}"] == ("A", ["127.0.0.1"])
 
     # Refresh at will: new clones, endpoints switched, the previous clones gone.
-    first_secrets = {s: read_secret(account.pk, f"db/{s}/{names[s]}") for s in SERVICES}
+    first_secrets = {
+        s: read_secret(account_id=account.pk, name=f"db/{s}/{names[s]}") for s in SERVICES
+    }
     second = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
     assert second.status == RunStatus.SUCCEEDED, explain(second)
     new_names = {s: clone_database_name(account.name, s, second.pk) for s in SERVICES}
@@ -188,8 +190,8 @@ def test_logical_clone_killed_midway_retried_then_refreshed(
     for service in SERVICES:
         assert account.endpoints[service]["database"] == new_names[service]
         assert "previous" not in account.endpoints[service]
-        assert read_secret(account.pk, f"db/{service}/{names[service]}") is None
-        new_secret = read_secret(account.pk, f"db/{service}/{new_names[service]}")
+        assert read_secret(account_id=account.pk, name=f"db/{service}/{names[service]}") is None
+        new_secret = read_secret(account_id=account.pk, name=f"db/{service}/{new_names[service]}")
         assert new_secret and new_secret != first_secrets[service]
     cutover = second.stages.get(kind="dns_cutover").outputs["services"]["orders"]
     assert cutover["deleted"] == [f"database {names['orders']} on 127.0.0.1:5432"]
@@ -407,7 +409,7 @@ class SimulatedCrash(Exception):
 
 def stage_context(account: Any, run_id: int, kind: str, previous: dict[str, Any], log: Any) -> Any:
     """A StageContext as the engine builds it, to run a stage in this process."""
-    from accounts_app.services import record_on_account
+    from accounts_app.records import AccountRecords
     from pipelines.stages.base import AccountInfo, StageContext
 
     account.refresh_from_db()
@@ -433,7 +435,7 @@ def stage_context(account: Any, run_id: int, kind: str, previous: dict[str, Any]
         add_secret=lambda value: None,
         is_cancelled=lambda: False,
         artifacts=None,  # type: ignore[arg-type]  # the data stages store no files
-        update_account=lambda **values: record_on_account(account.pk, **values),
+        records=AccountRecords(account.pk),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from accounts_app.models import AccountStatus
-from accounts_app.services import read_secret
+from accounts_app.records import read_secret
 from pipelines import services
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import clone_database_name, clone_role_name
@@ -81,8 +81,8 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     assert clone_databases(name) == [second_db]
     assert not role_exists(clone_role_name(first_db))
     assert role_exists(clone_role_name(second_db))
-    assert read_secret(account.pk, f"db/orders/{first_db}") is None
-    assert read_secret(account.pk, f"db/orders/{second_db}")
+    assert read_secret(account_id=account.pk, name=f"db/orders/{first_db}") is None
+    assert read_secret(account_id=account.pk, name=f"db/orders/{second_db}")
     # Until the cutover the first clone still served: db_clone saw it as the endpoint.
     clone = refresh.stages.get(kind="db_clone").outputs["services"]["orders"]
     assert clone["delete_after_cutover"]["previous"]["database"] == first_db

@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from accounts_app.models import Account
-from accounts_app.services import read_secret
+from accounts_app.records import read_secret
 from pipelines import services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun
 from tests.factories import UserFactory
@@ -29,7 +29,7 @@ SERVICES = ("billing", "orders")
 
 def stored_passwords(account: Account, run: PipelineRun) -> list[str]:
     outputs = run.stages.get(kind="db_clone").outputs["services"]
-    passwords = [read_secret(account.pk, outputs[s]["secret"]) for s in SERVICES]
+    passwords = [read_secret(account_id=account.pk, name=outputs[s]["secret"]) for s in SERVICES]
     assert all(p and len(p) >= 32 for p in passwords), "no generated password was stored"
     return [p for p in passwords if p]
 

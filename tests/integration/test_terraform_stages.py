@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from django.utils import timezone
 
+from accounts_app.records import AccountRecords
 from pipelines import services
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
@@ -363,6 +364,7 @@ def _direct_context(account, run: PipelineRun, workdir: Path) -> StageContext:
         add_secret=lambda _: None,
         is_cancelled=lambda: False,
         artifacts=DbArtifactStore(run.pk),
+        records=AccountRecords(account.pk),
     )
 
 
@@ -461,6 +463,7 @@ def test_a_sensitive_value_is_registered_in_string_and_json_forms() -> None:
         add_secret=added.append,
         is_cancelled=lambda: False,
         artifacts=DbArtifactStore(0),
+        records=AccountRecords(1),  # never called: registering secrets reads no account row
     )
 
     register_account_secrets(ctx)
