@@ -184,6 +184,31 @@ PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 90)
 PORTAL_QUEUED_STALE_SECONDS = env_int("PORTAL_QUEUED_STALE_SECONDS", 300)
 PORTAL_KEEP_WORKDIRS = env_bool("PORTAL_KEEP_WORKDIRS", False)
 TERRAFORM_BIN = os.environ.get("TERRAFORM_BIN", "")
+# Terraform gets an interrupt on cancel, then this long to stop before it is killed.
+PORTAL_TERRAFORM_GRACE_SECONDS = float(os.environ.get("PORTAL_TERRAFORM_GRACE_SECONDS") or 30)
+PORTAL_TERRAFORM_LOCK_TIMEOUT = os.environ.get("PORTAL_TERRAFORM_LOCK_TIMEOUT") or "20s"
+
+# --- Database clones ------------------------------------------------------------
+# Named PostgreSQL connections of postgres_logical clones: PORTAL_CONNECTION_<NAME>=URL.
+CONNECTION_PREFIX = "PORTAL_CONNECTION_"
+PORTAL_CONNECTIONS: dict[str, str] = {
+    name.removeprefix(CONNECTION_PREFIX): value.strip()
+    for name, value in os.environ.items()
+    if name.startswith(CONNECTION_PREFIX) and value.strip()
+}
+PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
+PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)
+PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") or 300)
+
+# --- AWS ------------------------------------------------------------------------
+AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "")
+AWS_DEFAULT_REGION = os.environ.get("AWS_DEFAULT_REGION", "") or "us-east-1"
+PORTAL_AWS_ADMIN_ROLE = (
+    os.environ.get("PORTAL_AWS_ADMIN_ROLE", "") or "OrganizationAccountAccessRole"
+)
+PORTAL_AWS_EMAIL_DOMAIN = os.environ.get("PORTAL_AWS_EMAIL_DOMAIN", "") or "example.com"
+# Key material for secrets stored in the database (default: SECRET_KEY).
+PORTAL_ENCRYPTION_KEY = os.environ.get("PORTAL_ENCRYPTION_KEY", "")
 
 # --- Mail and webhooks --------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
