@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-ACCOUNT_NAME_PATTERN = r"^[a-z][a-z0-9-]{2,39}$"
+# Re-exported: callers import the pattern from here; its home is Django-free for the engine.
+from accounts_app.names import ACCOUNT_NAME_PATTERN as ACCOUNT_NAME_PATTERN
 
 
 class Purpose(models.TextChoices):

@@ -15,19 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from django.conf import settings
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from pipelines import schema_patterns
+from pipelines.input_limits import InputLimits, limit_problems
 from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
+from pipelines.yaml_input import YamlInputError, load_yaml
 
-BLUEPRINT_NAME = re.compile(r"^[a-z0-9-]+$")
+# Every name pattern of this module is used with fullmatch: the whole string, no "$" quirk.
+BLUEPRINT_NAME = re.compile(r"[a-z0-9-]+")
 APPROVAL_MODES = ("always", "on_destroy", "never")
 PURPOSES = ("demo", "qa", "loadtest", "standby")
 DB_DRIVERS = ("aws_rds_snapshot", "postgres_logical")
 DEFAULT_HOOK_TIMEOUT_MINUTES = 15
 DEFAULT_APPROVAL_TIMEOUT_HOURS = 72
+# A config breaking many rules (a list of 10,000 bad items) is reported in part.
+MAX_REPORTED_PROBLEMS = 50
+MAX_PROBLEM_MESSAGE = 300  # characters; jsonschema quotes whole values in its messages
 
 
 def _unique_keys(validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]) -> Any:
@@ -46,8 +52,16 @@ def _unique_keys(validator: Any, keys: list[str], instance: Any, schema: dict[st
             seen[value] = index
 
 
-# Draft 2020-12 plus the one portal keyword, x-unique-keys.
-ConfigValidator = validators.extend(Draft202012Validator, {"x-unique-keys": _unique_keys})
+# Draft 2020-12 plus the one portal keyword, x-unique-keys, with patterns matched as
+# JSON Schema means them (pipelines.schema_patterns: "$" is the end of the string).
+ConfigValidator = validators.extend(
+    Draft202012Validator,
+    {
+        "x-unique-keys": _unique_keys,
+        "pattern": schema_patterns.pattern,
+        "patternProperties": schema_patterns.pattern_properties,
+    },
+)
 
 
 class BlueprintError(Exception):
@@ -107,6 +121,7 @@ class Blueprint:
     hooks: Hooks = field(default_factory=Hooks)
     policy: dict[str, Policy] = field(default_factory=dict)
     databases: tuple[dict[str, Any], ...] = ()
+    limits: InputLimits = field(default_factory=InputLimits)
 
     @property
     def terraform_dir(self) -> Path:
@@ -116,24 +131,45 @@ class Blueprint:
         return self.policy.get(purpose, Policy())
 
     def validate_config(self, config: Any) -> dict[str, Any]:
-        """The config with defaults applied, or ConfigInvalid listing every problem."""
+        """The config with defaults applied, or ConfigInvalid listing the problems.
+
+        The limits (depth, size, string length) are checked first, by a loop, so
+        nothing recursive ever sees an over-limit value; then the JSON Schema. At most
+        MAX_REPORTED_PROBLEMS problems are listed, then "... and N more problems".
+        """
         if not isinstance(config, dict):
             raise ConfigInvalid([ConfigProblem("$", "the config must be a mapping")])
+        over = limit_problems(config, limits=self.limits)
+        if over:
+            raise ConfigInvalid(_reported([ConfigProblem(path, text) for path, text in over]))
         filled = apply_defaults(self.parameters, copy.deepcopy(config))
         validator = ConfigValidator(self.parameters)
         problems = [
-            ConfigProblem(error.json_path, error.message)
+            ConfigProblem(error.json_path, _shortened(error.message))
             for error in sorted(
                 validator.iter_errors(filled), key=lambda e: (e.json_path, e.message)
             )
         ]
         if problems:
-            raise ConfigInvalid(problems)
+            raise ConfigInvalid(_reported(problems))
         return filled
 
     def resolve_file(self, relative: str) -> Path:
         """A file of this blueprint, refusing any path that leaves the blueprint folder."""
         return resolve_inside(self.path, relative, self.name)
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_PROBLEM_MESSAGE:
+        return message
+    return message[: MAX_PROBLEM_MESSAGE - 3] + "..."
+
+
+def _reported(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    if len(problems) <= MAX_REPORTED_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_REPORTED_PROBLEMS
+    return [*problems[:MAX_REPORTED_PROBLEMS], ConfigProblem("$", f"... and {more} more problems")]
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -177,16 +213,16 @@ def list_blueprints() -> list[Blueprint]:
 
 def load_blueprint(name: str) -> Blueprint:
     root = blueprints_dir()
-    if not BLUEPRINT_NAME.match(name or ""):
+    if not BLUEPRINT_NAME.fullmatch(name or ""):
         raise UnknownBlueprint(name, root)
     folder = root / name
     spec_file = folder / "blueprint.yaml"
     if not spec_file.is_file() or not folder.resolve().is_relative_to(root):
         raise UnknownBlueprint(name, root)
     try:
-        raw = yaml.safe_load(spec_file.read_text())
-    except yaml.YAMLError as exc:
-        raise BlueprintError(f"blueprint {name}: blueprint.yaml is not valid YAML: {exc}") from exc
+        raw = load_yaml(spec_file.read_bytes(), source="blueprint.yaml")
+    except YamlInputError as exc:
+        raise BlueprintError(f"blueprint {name}: {exc.message}") from exc
     if not isinstance(raw, dict):
         raise BlueprintError(f"blueprint {name}: blueprint.yaml must be a mapping")
     return _parse(name, folder.resolve(), raw)
@@ -208,6 +244,9 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         Draft202012Validator.check_schema(parameters)
     except SchemaError as exc:
         raise fail(f"parameters is not a valid JSON Schema: {exc.message}") from exc
+    bad_patterns = schema_patterns.pattern_problems(parameters)
+    if bad_patterns:
+        raise fail(f"parameters: a pattern is not a regular expression: {bad_patterns[0]}")
 
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
@@ -241,7 +280,27 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         hooks=_parse_hooks(name, folder, raw.get("hooks") or {}, fail),
         policy=_parse_policy(raw.get("policy") or {}, fail),
         databases=tuple(_parse_databases(name, folder, raw.get("databases") or [], fail)),
+        limits=_parse_limits(raw.get("limits") or {}, fail),
     )
+
+
+def _parse_limits(raw: Any, fail: Any) -> InputLimits:
+    """``limits:`` tightens the config limits of pipelines.input_limits; it cannot loosen them."""
+    if not isinstance(raw, dict):
+        raise fail("limits must be a mapping")
+    defaults = InputLimits()
+    known = {"max_depth", "max_bytes", "max_string_length"}
+    unknown = set(raw) - known
+    if unknown:
+        raise fail(f"limits: unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
+    values: dict[str, int] = {}
+    for key in sorted(known):
+        ceiling = getattr(defaults, key)
+        value = raw.get(key, ceiling)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+            raise fail(f"limits.{key} must be a whole number from 1 to {ceiling}")
+        values[key] = value
+    return InputLimits(**values)
 
 
 def _positive_number(value: Any, label: str, fail: Any) -> float:
@@ -369,17 +428,17 @@ DB_DRIVER_KEYS = {
         }
     ),
 }
-DB_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+DB_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 # PORTAL_CONNECTION_<NAME>: the same rule as pipelines.clients.postgres.connection_url.
-CONNECTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 # A record name, relative ("orders-db") or absolute ("orders-db.qa.internal.").
 DNS_RECORD_NAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$"
+    r"(?=.{1,253}\Z)[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?"
 )
-AWS_ACCOUNT_ID = re.compile(r"^\d{12}$")
-AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-RDS_INSTANCE_ID = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)$")
-DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+AWS_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+RDS_INSTANCE_ID = re.compile(r"[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)")
+DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 DB_JOBS_MAX = 32
 RDS_SOURCE_KEYS = frozenset({"account_id", "region", "instance"})
 
@@ -400,7 +459,7 @@ def _parse_databases(name: str, folder: Path, raw: list[Any], fail: Any) -> list
         if not isinstance(entry, dict):
             raise fail(f"{where} must be a mapping")
         service = entry.get("service")
-        if not isinstance(service, str) or not DB_SERVICE_NAME.match(service):
+        if not isinstance(service, str) or not DB_SERVICE_NAME.fullmatch(service):
             raise fail(f"{where}.service must be a service name")
         if service in seen:
             raise fail(f"{where}: service {service!r} is declared twice")
@@ -420,7 +479,7 @@ def _parse_databases(name: str, folder: Path, raw: list[Any], fail: Any) -> list
         parsed: dict[str, Any] = {"service": service, "driver": driver}
         parsed["scrub_sql"] = _parse_scrub_files(name, folder, entry.get("scrub_sql"), where, fail)
         dns = entry.get("dns")
-        if dns is not None and (not isinstance(dns, str) or not DNS_RECORD_NAME.match(dns)):
+        if dns is not None and (not isinstance(dns, str) or not DNS_RECORD_NAME.fullmatch(dns)):
             raise fail(f"{where}.dns must be a DNS record name such as orders-db")
         parsed["dns"] = dns or ""
         if driver == "postgres_logical":
@@ -448,7 +507,7 @@ def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dic
     parsed: dict[str, Any] = {}
     for key in ("source", "target"):
         value = entry.get(key)
-        if not isinstance(value, str) or not CONNECTION_NAME.match(value):
+        if not isinstance(value, str) or not CONNECTION_NAME.fullmatch(value):
             raise fail(
                 f"{where}.{key} must name a connection (letters, digits, underscores), "
                 f"defined by the environment variable PORTAL_CONNECTION_<NAME>"
@@ -496,14 +555,14 @@ def _parse_rds_database(entry: dict[str, Any], where: str, fail: Any) -> dict[st
         raise fail(f"{where}.use_automated_snapshot must be true or false")
     parsed["use_automated_snapshot"] = automated
     database_name = entry.get("database_name", "postgres")
-    if not isinstance(database_name, str) or not DB_NAME.match(database_name):
+    if not isinstance(database_name, str) or not DB_NAME.fullmatch(database_name):
         raise fail(f"{where}.database_name must be a database name")
     parsed["database_name"] = database_name
     for key in ("instance_class", "target_region"):
         value = entry.get(key)
         if value is not None and (not isinstance(value, str) or not value):
             raise fail(f"{where}.{key} must be a string")
-        if key == "target_region" and value is not None and not AWS_REGION.match(value):
+        if key == "target_region" and value is not None and not AWS_REGION.fullmatch(value):
             raise fail(f"{where}.target_region must be an AWS region such as eu-west-1")
         parsed[key] = value
     timeout = entry.get("timeout_minutes", 240)
@@ -515,10 +574,11 @@ def rds_source_problem(source: Any) -> str:
     """'' when ``source`` is a valid {account_id, region, instance}, else what is wrong."""
     if not isinstance(source, dict) or set(source) != RDS_SOURCE_KEYS:
         return "must have exactly account_id, region and instance"
-    if not isinstance(source["account_id"], str) or not AWS_ACCOUNT_ID.match(source["account_id"]):
+    account_id = source["account_id"]
+    if not isinstance(account_id, str) or not AWS_ACCOUNT_ID.fullmatch(account_id):
         return 'account_id must be 12 digits, quoted ("111111111111")'
-    if not isinstance(source["region"], str) or not AWS_REGION.match(source["region"]):
+    if not isinstance(source["region"], str) or not AWS_REGION.fullmatch(source["region"]):
         return "region must be an AWS region such as us-east-1"
-    if not isinstance(source["instance"], str) or not RDS_INSTANCE_ID.match(source["instance"]):
+    if not isinstance(source["instance"], str) or not RDS_INSTANCE_ID.fullmatch(source["instance"]):
         return "instance must be an RDS instance identifier"
     return ""

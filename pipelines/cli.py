@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
 from django.core.management.base import BaseCommand
 
+from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
 from pipelines.stages.render import template_context
+from pipelines.yaml_input import YamlInputError, load_config_file
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -32,16 +32,11 @@ class PortalCommand(BaseCommand):
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise BadInput(f"--config: no such file: {path}")
+    """``--config FILE``: its mapping, read with the YAML limits, or BadInput naming --config."""
     try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"--config: {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadInput(f"--config: {path} must hold a mapping of parameter names to values")
-    return data
+        return load_config_file(path)
+    except YamlInputError as exc:
+        raise BadInput(f"--config: {exc.message}") from exc
 
 
 def render_input(
@@ -52,6 +47,8 @@ def render_input(
         blueprint = load_blueprint(name)
     except BlueprintError as exc:
         raise BadInput(str(exc)) from exc
+    if account_name and not is_account_name(account_name):
+        raise BadInput(f"--account-name: {ACCOUNT_NAME_RULE}")
     raw = read_config_file(config_path)
     try:
         config = blueprint.validate_config(raw)

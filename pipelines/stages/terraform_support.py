@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
+from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines.clients.terraform import (
     Backend,
     LocalBackend,
@@ -44,13 +44,32 @@ DEFAULT_LOCK_TIMEOUT = "20s"
 
 
 def state_schema(account_name: str) -> str:
-    """One PostgreSQL schema per account: ``tfstate_<name>`` with ``-`` as ``_``."""
-    return "tfstate_" + re.sub(r"[^a-z0-9_]", "_", account_name.lower())
+    """One PostgreSQL schema per account: ``tfstate_<name>`` with ``-`` as ``_``.
+
+    Two accounts must never share a state, so the key is derived only from a valid
+    account name and anything else is refused (StageError). Valid names are
+    ``[a-z][a-z0-9-]{2,39}`` in full (accounts_app.names): they hold no ``_``, so
+    ``-`` -> ``_`` maps distinct names to distinct keys, and existing accounts keep
+    the key their state already lives under. The result is at most 48 bytes of
+    ``[a-z0-9_]``: a valid PostgreSQL identifier that needs no quoting.
+    """
+    return "tfstate_" + _checked_account_name(account_name).replace("-", "_")
 
 
 def local_state_path(account_name: str) -> Path:
-    safe = re.sub(r"[^a-z0-9_.-]", "_", account_name.lower()).strip(".") or "account"
-    return (Path(settings.PORTAL_TF_STATE_DIR) / safe / "terraform.tfstate").resolve()
+    """``PORTAL_TF_STATE_DIR/<name>/terraform.tfstate``: the name as is, valid names only."""
+    name = _checked_account_name(account_name)
+    return (Path(settings.PORTAL_TF_STATE_DIR) / name / "terraform.tfstate").resolve()
+
+
+def _checked_account_name(account_name: str) -> str:
+    if not is_account_name(account_name):
+        raise StageError(
+            f"account name {account_name!r} is not a valid account name ({ACCOUNT_NAME_RULE}); "
+            "its Terraform state has no safe place",
+            retryable=False,
+        )
+    return account_name
 
 
 def pg_conn_str(database: Mapping[str, Any]) -> str:
