@@ -59,7 +59,6 @@ ConfigValidator = validators.extend(
     {
         "x-unique-keys": _unique_keys,
         "pattern": schema_patterns.pattern,
-        "patternProperties": schema_patterns.pattern_properties,
     },
 )
 
@@ -122,6 +121,8 @@ class Blueprint:
     policy: dict[str, Policy] = field(default_factory=dict)
     databases: tuple[dict[str, Any], ...] = ()
     limits: InputLimits = field(default_factory=InputLimits)
+    # `parameters` as the validator reads it (schema_patterns.validation_schema).
+    checked_parameters: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def terraform_dir(self) -> Path:
@@ -143,7 +144,7 @@ class Blueprint:
         if over:
             raise ConfigInvalid(_reported([ConfigProblem(path, text) for path, text in over]))
         filled = apply_defaults(self.parameters, copy.deepcopy(config))
-        validator = ConfigValidator(self.parameters)
+        validator = ConfigValidator(self.checked_parameters or self.parameters)
         problems = [
             ConfigProblem(error.json_path, _shortened(error.message))
             for error in sorted(
@@ -281,6 +282,7 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         policy=_parse_policy(raw.get("policy") or {}, fail),
         databases=tuple(_parse_databases(name, folder, raw.get("databases") or [], fail)),
         limits=_parse_limits(raw.get("limits") or {}, fail),
+        checked_parameters=schema_patterns.validation_schema(parameters),
     )
 
 

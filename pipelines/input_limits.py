@@ -87,7 +87,8 @@ def limit_problems(value: object, *, limits: InputLimits) -> list[tuple[str, str
                 children.append((child, child_path(path, key), level + 1))
             stack.extend(reversed(children))
         else:
-            size += _scalar_size(item)
+            # An over-long string is refused on its own; it need not also overflow the size.
+            size += min(_scalar_size(item), limits.max_string_length + 2)
             if isinstance(item, str) and len(item) > limits.max_string_length:
                 problems.append(
                     (

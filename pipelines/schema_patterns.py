@@ -74,19 +74,32 @@ def pattern(
         yield ValidationError(f"{instance!r} does not match {patrn!r}")
 
 
-def pattern_properties(
-    validator: Any,  # jsonschema's Validator protocol lacks the descend() every validator has
-    patterns: dict[str, Any],
-    instance: Any,
-    schema: dict[str, Any],
-) -> Iterator[ValidationError]:
-    """The ``patternProperties`` keyword, with ``compile_pattern``'s meaning."""
-    if not validator.is_type(instance, "object"):
-        return
-    for patrn, subschema in patterns.items():
-        for key, value in instance.items():
-            if compile_pattern(patrn).search(key):
-                yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+def validation_schema(schema: Any) -> Any:
+    """A copy of the schema whose ``patternProperties`` keys have ``compile_pattern``'s meaning.
+
+    Those keys are read by jsonschema itself in several keywords (patternProperties,
+    additionalProperties, unevaluatedProperties) with ``re.search``, so they are
+    rewritten in place of overriding each keyword: ``(?a)`` + each ``$`` as ``\\Z``.
+    The blueprint keeps its schema as written, for people to read.
+    """
+    if isinstance(schema, list):
+        return [validation_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copied: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            copied[key] = value
+        elif key == "patternProperties" and isinstance(value, dict):
+            copied[key] = {
+                "(?a)" + _translate(str(name)): validation_schema(sub)
+                for name, sub in value.items()
+            }
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            copied[key] = {name: validation_schema(sub) for name, sub in value.items()}
+        else:
+            copied[key] = validation_schema(value)
+    return copied
 
 
 def pattern_problems(schema: Any) -> list[str]:
@@ -106,7 +119,7 @@ def pattern_problems(schema: Any) -> list[str]:
         for patrn in found:
             try:
                 compile_pattern(patrn)
-            except re.error as exc:
+            except (re.error, ValueError) as exc:  # ValueError: (?u) against re.ASCII
                 problems.append(f"{patrn!r}: {exc}")
         for key, value in node.items():
             if key in _SCHEMA_MAPS and isinstance(value, dict):
