@@ -97,23 +97,6 @@ class RequestRefused(Exception):
     """The action does not fit the request's (or account's) state; the message says why."""
 
 
-def _nul_paths(value: Any, path: str) -> list[str]:
-    """JSON paths of the strings (values or keys) holding a NUL character."""
-    if isinstance(value, str):
-        return [path] if "\x00" in value else []
-    if isinstance(value, dict):
-        found = []
-        for key, item in value.items():
-            key_path = f"{path}.{key}"
-            if "\x00" in str(key):
-                found.append(key_path)
-            found += _nul_paths(item, key_path)
-        return found
-    if isinstance(value, list):
-        return [p for index, item in enumerate(value) for p in _nul_paths(item, f"{path}[{index}]")]
-    return []
-
-
 def _as_aware(value: datetime) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
@@ -180,10 +163,6 @@ def check_request(
             for found in exc.problems:
                 add("config", str(found))
                 by_path.setdefault(found.path, []).append(found.message)
-        # PostgreSQL's JSON cannot store NUL characters; say so rather than fail later.
-        for path in _nul_paths(config, "$"):
-            add("config", f"{path}: must not contain NUL characters")
-            by_path.setdefault(path, []).append("must not contain NUL characters")
 
     if loaded is not None and "purpose" not in errors:
         in_use = policies.active_count(user.pk, loaded.name, purpose)

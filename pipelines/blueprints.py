@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from pipelines import schema_patterns
-from pipelines.input_limits import InputLimits, limit_problems
+from pipelines.input_limits import InputLimits, limit_problems, nul_problems
 from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
 from pipelines.yaml_input import YamlInputError, load_yaml
 
@@ -135,7 +135,8 @@ class Blueprint:
         """The config with defaults applied, or ConfigInvalid listing the problems.
 
         The limits (depth, size, string length) are checked first, by a loop, so
-        nothing recursive ever sees an over-limit value; then the JSON Schema. At most
+        nothing recursive ever sees an over-limit value; then the JSON Schema, and that
+        no string holds a NUL (PostgreSQL's JSON cannot store one). At most
         MAX_REPORTED_PROBLEMS problems are listed, then "... and N more problems".
         """
         if not isinstance(config, dict):
@@ -145,12 +146,9 @@ class Blueprint:
             raise ConfigInvalid(_reported([ConfigProblem(path, text) for path, text in over]))
         filled = apply_defaults(self.parameters, copy.deepcopy(config))
         validator = ConfigValidator(self.checked_parameters or self.parameters)
-        problems = [
-            ConfigProblem(error.json_path, _shortened(error.message))
-            for error in sorted(
-                validator.iter_errors(filled), key=lambda e: (e.json_path, e.message)
-            )
-        ]
+        found = [(error.json_path, error.message) for error in validator.iter_errors(filled)]
+        found += nul_problems(config)
+        problems = [ConfigProblem(path, _shortened(text)) for path, text in sorted(found)]
         if problems:
             raise ConfigInvalid(_reported(problems))
         return filled
@@ -161,9 +159,11 @@ class Blueprint:
 
 
 def _shortened(message: str) -> str:
+    """A long message cut in its middle, where jsonschema quotes the value: the end says why."""
     if len(message) <= MAX_PROBLEM_MESSAGE:
         return message
-    return message[: MAX_PROBLEM_MESSAGE - 3] + "..."
+    head = MAX_PROBLEM_MESSAGE // 2
+    return message[:head] + " ... " + message[-(MAX_PROBLEM_MESSAGE - head - 5) :]
 
 
 def _reported(problems: list[ConfigProblem]) -> list[ConfigProblem]:

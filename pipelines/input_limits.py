@@ -105,3 +105,25 @@ def limit_problems(value: object, *, limits: InputLimits) -> list[tuple[str, str
 
 def _too_large(limits: InputLimits) -> tuple[str, str]:
     return ("$", f"larger than the limit of {limits.max_bytes} bytes (as JSON)")
+
+
+def nul_problems(value: object) -> list[tuple[str, str]]:
+    """(JSON path, message) for each string, value or key, holding a NUL character.
+
+    PostgreSQL's JSON cannot store NUL; saying so here beats failing at the save.
+    A loop, like limit_problems, and meant to run after it.
+    """
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[object, str]] = [(value, "$")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            found.append((path, "must not contain NUL characters"))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in str(key):
+                    found.append((child_path(path, str(key)), "must not contain NUL characters"))
+                stack.append((child, child_path(path, str(key))))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, child_path(path, index)) for index, child in enumerate(item))
+    return found

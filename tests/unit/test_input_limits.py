@@ -202,7 +202,18 @@ def test_many_problems_are_reported_in_part(bp_root: Path) -> None:
 def test_a_long_value_is_not_quoted_whole_in_a_problem(bp_root: Path) -> None:
     write_blueprint(bp_root, OPEN)
     (message,) = problems("open", {"name": "X" * 4000})
-    assert len(message) < 400 and message.endswith("...")
+    assert len(message) < 400
+    assert message.startswith("$.name: 'XXX") and message.endswith("X' does not match '^[a-z-]+$'")
+
+
+def test_nul_characters_are_refused_with_the_other_problems(bp_root: Path) -> None:
+    write_blueprint(bp_root, OPEN)
+    assert problems("open", {"tag": "ab\x00", "labels": {"a\x00": "x"}, "name": "B"}) == [
+        "$.labels: 'a\\x00' does not match any of the regexes: '(?a)^[a-z]+\\\\Z'",
+        "$.labels['a\x00']: must not contain NUL characters",
+        "$.name: 'B' does not match '^[a-z-]+$'",
+        "$.tag: must not contain NUL characters",
+    ]
 
 
 def test_shipped_sandbox_refuses_a_megabyte_dns_zone(settings: Any) -> None:
