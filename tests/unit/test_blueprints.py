@@ -112,7 +112,7 @@ def test_unknown_stage_kind_names_blueprint_and_kind(bp_root: Path) -> None:
         load_blueprint("tiny")
 
 
-@pytest.mark.parametrize("name", ["../etc", "Tiny", "a/b", "", "tiny/../tiny"])
+@pytest.mark.parametrize("name", ["../etc", "Tiny", "a/b", "", "tiny/../tiny", "tiny\n"])
 def test_unknown_or_unsafe_names_are_refused_naming_the_directory(bp_root: Path, name: str) -> None:
     write_blueprint(bp_root, MINIMAL)
     with pytest.raises(UnknownBlueprint, match=str(bp_root)):
@@ -169,6 +169,22 @@ def test_unknown_builtin_hook_is_refused(bp_root: Path) -> None:
         load_blueprint("tiny")
 
 
+LOGICAL_DB = {"service": "orders", "driver": "postgres_logical", "source": "P", "target": "C"}
+RDS_SOURCE = {"account_id": "111111111111", "region": "us-east-1", "instance": "orders-prod"}
+RDS_DB = {"service": "orders", "driver": "aws_rds_snapshot", "source": RDS_SOURCE}
+
+
+def test_well_formed_database_entries_load(bp_root: Path) -> None:
+    write_blueprint(
+        bp_root,
+        {
+            **MINIMAL,
+            "databases": [LOGICAL_DB | {"dns": "orders-db"}, RDS_DB | {"service": "billing"}],
+        },
+    )
+    assert [db["service"] for db in load_blueprint("tiny").databases] == ["orders", "billing"]
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
@@ -185,6 +201,31 @@ def test_unknown_builtin_hook_is_refused(bp_root: Path) -> None:
             {"databases": [{"service": "x", "driver": "postgres_logical", "scrub_sql": ["../x"]}]},
             "leaves the blueprint",
         ),
+        # Names match whole strings: a trailing newline passes a Python "^...$".
+        ({"databases": [{"service": "orders\n", "driver": "ftp"}]}, "service must be a service"),
+        (
+            {"databases": [LOGICAL_DB | {"source": "PROD_ORDERS\n"}]},
+            "databases[0].source must name a connection",
+        ),
+        ({"databases": [LOGICAL_DB | {"dns": "orders-db\n"}]}, "databases[0].dns must be a DNS"),
+        (
+            {"databases": [RDS_DB | {"source": RDS_SOURCE | {"account_id": "111111111111\n"}}]},
+            "account_id must be 12 digits",
+        ),
+        (
+            {"databases": [RDS_DB | {"source": RDS_SOURCE | {"account_id": "\u0661" * 12}}]},
+            "account_id must be 12 digits",
+        ),
+        (
+            {"databases": [RDS_DB | {"source": RDS_SOURCE | {"region": "us-east-1\n"}}]},
+            "region must be an AWS region",
+        ),
+        (
+            {"databases": [RDS_DB | {"source": RDS_SOURCE | {"instance": "orders-prod\n"}}]},
+            "instance must be an RDS instance identifier",
+        ),
+        ({"databases": [RDS_DB | {"database_name": "app\n"}]}, "database_name must be a database"),
+        ({"databases": [RDS_DB | {"target_region": "eu-west-1\n"}]}, "target_region must be"),
     ],
 )
 def test_bad_sections_are_refused(bp_root: Path, section: dict, message: str) -> None:
