@@ -238,7 +238,9 @@ def _check_relative_path(path: str) -> PurePosixPath:
 
 
 # Terraform working files: state may hold secrets, and none of it belongs in a blueprint.
-_WORKING_FILES = re.compile(r"^(\.terraform|.*\.tfstate(\..*)?|\.terraform\.tfstate\.lock\.info)$")
+_WORKING_FILES = re.compile(
+    r"\.terraform|.*\.tfstate(\..*)?|\.terraform\.tfstate\.lock\.info", re.DOTALL
+)
 
 
 def _source_files(root: Path) -> list[str]:
@@ -251,7 +253,7 @@ def _source_files(root: Path) -> list[str]:
             relative = path.relative_to(root).as_posix()
             if path.is_symlink():
                 raise RenderError(f"{relative} is a symbolic link; blueprints hold plain files")
-            if _WORKING_FILES.match(name):
+            if _WORKING_FILES.fullmatch(name):
                 raise RenderError(f"{relative} is a Terraform working file; remove it")
         for name in filenames:
             found.append((Path(directory) / name).relative_to(root).as_posix())
