@@ -121,8 +121,6 @@ class Blueprint:
     policy: dict[str, Policy] = field(default_factory=dict)
     databases: tuple[dict[str, Any], ...] = ()
     limits: InputLimits = field(default_factory=InputLimits)
-    # `parameters` as the validator reads it (schema_patterns.validation_schema).
-    checked_parameters: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def terraform_dir(self) -> Path:
@@ -145,7 +143,7 @@ class Blueprint:
         if over:
             raise ConfigInvalid(_reported([ConfigProblem(path, text) for path, text in over]))
         filled = apply_defaults(self.parameters, copy.deepcopy(config))
-        validator = ConfigValidator(self.checked_parameters or self.parameters)
+        validator = ConfigValidator(schema_patterns.validation_schema(self.parameters))
         found = [(error.json_path, error.message) for error in validator.iter_errors(filled)]
         found += nul_problems(config)
         problems = [ConfigProblem(path, _shortened(text)) for path, text in sorted(found)]
@@ -282,7 +280,6 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         policy=_parse_policy(raw.get("policy") or {}, fail),
         databases=tuple(_parse_databases(name, folder, raw.get("databases") or [], fail)),
         limits=_parse_limits(raw.get("limits") or {}, fail),
-        checked_parameters=schema_patterns.validation_schema(parameters),
     )
 
 
