@@ -51,8 +51,6 @@ def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
-    # A fast hasher: test users need no protection, and PBKDF2 costs ~0.3 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
     settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"
@@ -106,7 +104,7 @@ def worker_env(
     env["PORTAL_BLUEPRINTS_DIR"] = str(blueprints_root)
     env["PORTAL_WORK_DIR"] = str(var_root / "work")
     env["PORTAL_TF_STATE_DIR"] = str(var_root / "tfstate")
-    env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the same settings as this session
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

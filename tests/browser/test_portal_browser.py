@@ -32,12 +32,6 @@ pytestmark = [
 PASSWORD = "pw-for-tests-1"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # The live server runs in this process, so logins use this hasher too.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 RUN_TIMEOUT_S = 90
 
 

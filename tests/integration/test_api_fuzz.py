@@ -48,11 +48,6 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_the_schema_is_valid_openapi(live_server: Any) -> None:
     answer = requests.get(f"{live_server.url}/api/schema/?format=json", timeout=30)
     assert answer.status_code == 200

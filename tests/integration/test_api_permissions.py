@@ -31,11 +31,6 @@ API = "/api/v1/"
 CALLERS = ("anonymous", "owner", "other", "approver", "admin")
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @dataclass
 class World:
     users: dict[str, Any]

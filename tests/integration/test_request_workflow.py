@@ -21,12 +21,6 @@ from tests.factories import SANDBOX_CONFIG, AccountFactory, PipelineRunFactory, 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # Factories set passwords; the default hasher costs ~0.3 s per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def eager_celery() -> Iterator[None]:
     """Run notification tasks in-process, so their e-mails land in the test outbox."""

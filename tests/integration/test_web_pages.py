@@ -23,12 +23,6 @@ from tests.factories import (
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # Many users per test: a fast hasher keeps the suite quick (no password is real here).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def sales() -> Any:
     return UserFactory(username="sales", roles=["requesters"])

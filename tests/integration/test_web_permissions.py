@@ -27,12 +27,6 @@ from tests.factories import (
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # Many users per test: a fast hasher keeps the suite quick (no password is real here).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 LOGIN = "login"  # expected: a redirect to the login page
 OK = 200  # a page (a finished run's live parts answer 286, htmx's "stop polling")
 DONE = 302  # a form action that worked and redirected
