@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 
 from celery.signals import after_task_publish, beat_init, heartbeat_sent, worker_ready
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from portal.models import Component, Heartbeat
@@ -49,10 +49,11 @@ def _record_quietly(component: Component, *, force: bool = False) -> None:
         return
     _last_recorded[component] = now
     try:
-        close_old_connections()
         record(component)
     except DatabaseError as error:
         logger.warning("could not record the %s heartbeat: %s", component, error)
+        if not connection.in_atomic_block:
+            connection.close()  # a dropped connection: the next beat opens a new one
 
 
 def _on_worker_ready(**_: object) -> None:

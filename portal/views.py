@@ -37,7 +37,9 @@ def _broker_ok() -> bool:
     broker = Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS)
     try:
         with broker:
-            broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            broker.ensure_connection(
+                max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS
+            )
     except (KombuError, OSError) as error:
         # The error names the host, never the URL's password.
         logger.warning("health check: broker unavailable: %s", type(error).__name__)
