@@ -25,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
 @pytest.fixture(scope="session")
 def blueprints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped blueprints plus the test ones, copied so tests may edit them.

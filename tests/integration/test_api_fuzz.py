@@ -37,8 +37,6 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration]
-
 EXAMPLES_PER_OPERATION = 12
 CHECKS = [
     not_a_server_error,

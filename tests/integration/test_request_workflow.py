@@ -18,7 +18,7 @@ from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.services import RunConflict
 from tests.factories import SANDBOX_CONFIG, AccountFactory, PipelineRunFactory, UserFactory
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 
 LOGIN = "login"  # expected: a redirect to the login page
