@@ -9,7 +9,7 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 # Local data; the secret key of local runs is made once and kept there (settings read it).
 VAR_DIR ?= $(or $(PORTAL_VAR_DIR),var)
 
-.PHONY: install up test lint format chromium bench-clone clean
+.PHONY: install up test test-fast lint format chromium bench-clone clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ test: install chromium lint
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(PY) -m pytest
+
+# The fast loop: every test that needs no worker, Terraform or moto (the database only).
+test-fast: install
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
+	$(PY) -m pytest -m "not integration"
 
 bench-clone: install
 	$(PY) manage.py bench_clone --rows 1000000

@@ -223,3 +223,12 @@ def test_a_stage_task_logs_with_its_stage_id() -> None:
     assert current_ids() == {"stage_id": 5}
     task_postrun.send(sender=run_stage, task_id="t1", task=run_stage, args=(5,), kwargs={})
     assert current_ids() == {}
+
+
+def test_no_template_has_inline_script_or_event_handler() -> None:
+    # The policy allows scripts from /static/ only: inline code would silently not run.
+    for template in (ROOT / "templates").rglob("*.html"):
+        html = template.read_text()
+        inline = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", html)
+        assert not inline, f"{template}: inline <script>"
+        assert not re.search(r"\son[a-z]+=", html), f"{template}: inline event handler"
