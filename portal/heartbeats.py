@@ -1,8 +1,10 @@
 """Workers and beat record when they were last alive; /healthz reports it.
 
-A worker records at start (``worker_ready``) and then with its event heartbeat
-(``heartbeat_sent``, every 2 s, written at most every RECORD_EVERY_SECONDS), so a
-worker whose slots are all busy with long stages still counts as alive. Beat records
+A worker records at start (``worker_ready``), then with its event heartbeat
+(``heartbeat_sent``, every 2 s, so a worker whose slots are all busy with long stages
+still counts as alive) and after each task it runs (the reaper every
+PORTAL_REAPER_SECONDS: brokers without events, like the local SQLite one, send no
+event heartbeats); written at most every RECORD_EVERY_SECONDS. Beat records
 at start and whenever it sends a scheduled task (the reaper runs every
 PORTAL_REAPER_SECONDS). Connected by portal.apps.PortalConfig.ready.
 """
@@ -13,7 +15,14 @@ import logging
 import time
 from datetime import datetime
 
-from celery.signals import after_task_publish, beat_init, heartbeat_sent, worker_ready
+from celery import Task
+from celery.signals import (
+    after_task_publish,
+    beat_init,
+    heartbeat_sent,
+    task_postrun,
+    worker_ready,
+)
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -64,6 +73,11 @@ def _on_heartbeat_sent(**_: object) -> None:
     _record_quietly(Component.WORKER)
 
 
+def _on_task_postrun(*, task: Task, **_: object) -> None:
+    if not task.request.is_eager:  # run by a worker, not in-process
+        _record_quietly(Component.WORKER)
+
+
 def _on_beat_init(**_: object) -> None:
     global _in_beat
     _in_beat = True
@@ -78,5 +92,6 @@ def _on_task_published(**_: object) -> None:
 def connect_signals() -> None:
     worker_ready.connect(_on_worker_ready, weak=False)
     heartbeat_sent.connect(_on_heartbeat_sent, weak=False)
+    task_postrun.connect(_on_task_postrun, weak=False)
     beat_init.connect(_on_beat_init, weak=False)
     after_task_publish.connect(_on_task_published, weak=False)
