@@ -6,7 +6,10 @@ PYTHON ?= python3
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install up test lint format chromium bench-clone clean
+# Local data; the secret key of local runs is made once and kept there (settings read it).
+VAR_DIR ?= $(or $(PORTAL_VAR_DIR),var)
+
+.PHONY: install up test test-fast lint format chromium bench-clone clean
 
 install: $(VENV)/.installed
 
@@ -16,8 +19,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-up: install
+up: install $(VAR_DIR)/secret_key
 	$(PY) manage.py run_local
+
+$(VAR_DIR)/secret_key:
+	mkdir -p $(VAR_DIR)
+	umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 # Chromium for the browser tests comes from Debian (Playwright's own download cannot work offline).
 chromium:
@@ -40,6 +47,12 @@ test: install chromium lint
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(PY) -m pytest
+
+# The fast loop: every test that needs no worker, Terraform or moto (the database only).
+test-fast: install
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
+	$(PY) -m pytest -m "not integration"
 
 bench-clone: install
 	$(PY) manage.py bench_clone --rows 1000000

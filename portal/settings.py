@@ -8,8 +8,8 @@ Redis (or RabbitMQ).
 
 from __future__ import annotations
 
+import hashlib
 import os
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,25 +30,30 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+# Local data (SQLite, broker file, work folders, mail). Nothing is created here: importing
+# settings has no side effects; `run_local` (make up) makes the folders (portal/local.py).
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+SECRET_KEY_FILE = VAR_DIR / "secret_key"  # written by `make up` for local runs
 
 
 def _secret_key() -> str:
-    """DJANGO_SECRET_KEY, else a key generated once and kept in var/ for local runs."""
-    from_env = os.environ.get("DJANGO_SECRET_KEY")
+    """DJANGO_SECRET_KEY, else var/secret_key, else a key derived from the var/ path.
+
+    The derived key is the same in every local process (web, worker, beat) but guessable,
+    so it carries Django's "insecure" prefix and `check --deploy` flags it.
+    """
+    from_env = os.environ.get("DJANGO_SECRET_KEY", "")
     if from_env:
         return from_env
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    if SECRET_KEY_FILE.is_file():
+        return SECRET_KEY_FILE.read_text().strip()
+    digest = hashlib.sha256(f"portal-local-key:{VAR_DIR}".encode()).hexdigest()
+    return f"django-insecure-{digest}"
 
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 CSRF_TRUSTED_ORIGINS = [
     o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
 ]
@@ -65,6 +70,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "portal.apps.PortalConfig",
     "accounts_app",
     "pipelines",
 ]
@@ -78,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.middleware.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -112,8 +119,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not memory, so a test's Celery worker process sees the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -132,8 +137,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = VAR_DIR / "staticfiles"  # collectstatic (Dockerfile) or run_local makes it
 # Serve static files straight from static/ too, so a local run needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
 
@@ -142,10 +146,32 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-if env_bool("PORTAL_HTTPS", False):
+# Served over HTTPS (usually behind a proxy that sets X-Forwarded-Proto): secure cookies,
+# HSTS, and plain HTTP redirected, except the health check that load balancers call.
+PORTAL_HTTPS = env_bool("PORTAL_HTTPS", False)
+if PORTAL_HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/\Z"]
+    SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PORTAL_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("PORTAL_HSTS_PRELOAD", True)
+# Content-Security-Policy of every page (portal/middleware.py): scripts and styles from
+# /static/ only; style attributes allowed (the run timeline places its bars with them).
+PORTAL_CSP = os.environ.get("PORTAL_CSP", "") or (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# The Swagger UI page (/api/docs/) has an inline <style> and data: images of its own.
+PORTAL_CSP_API_DOCS = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
+# Static files are the portal's own: no `Access-Control-Allow-Origin: *` on them.
+WHITENOISE_ALLOW_ALL_ORIGINS = False
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get(
@@ -202,6 +228,8 @@ PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") 
 
 # --- AWS ------------------------------------------------------------------------
 AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "")
+# The port of the local AWS endpoint (moto) that `run_local` starts when AWS_ENDPOINT_URL is unset.
+PORTAL_MOTO_PORT = env_int("PORTAL_MOTO_PORT", 4566)
 AWS_DEFAULT_REGION = os.environ.get("AWS_DEFAULT_REGION", "") or "us-east-1"
 PORTAL_AWS_ADMIN_ROLE = (
     os.environ.get("PORTAL_AWS_ADMIN_ROLE", "") or "OrganizationAccountAccessRole"
@@ -250,9 +278,23 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# PORTAL_LOG_FORMAT=json: one JSON object a line, with run and stage ids (portal/logging.py).
+PORTAL_LOG_FORMAT = os.environ.get("PORTAL_LOG_FORMAT", "") or "text"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "portal.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **({"formatter": "json"} if PORTAL_LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
 }
+# Celery's worker keeps these handlers (and so the JSON lines) instead of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = PORTAL_LOG_FORMAT != "json"
+
+# --- Operations -------------------------------------------------------------------
+# A bearer token that lets a Prometheus scraper read /metrics (staff users always may).
+PORTAL_METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")

@@ -25,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
 @pytest.fixture(scope="session")
 def blueprints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped blueprints plus the test ones, copied so tests may edit them.
@@ -51,8 +61,6 @@ def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
-    # A fast hasher: test users need no protection, and PBKDF2 costs ~0.3 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
     settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"
@@ -106,7 +114,7 @@ def worker_env(
     env["PORTAL_BLUEPRINTS_DIR"] = str(blueprints_root)
     env["PORTAL_WORK_DIR"] = str(var_root / "work")
     env["PORTAL_TF_STATE_DIR"] = str(var_root / "tfstate")
-    env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the same settings as this session
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

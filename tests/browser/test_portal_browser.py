@@ -32,12 +32,6 @@ pytestmark = [
 PASSWORD = "pw-for-tests-1"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # The live server runs in this process, so logins use this hasher too.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 RUN_TIMEOUT_S = 90
 
 
@@ -49,20 +43,8 @@ def log_in(page: Any, username: str) -> None:
     page.wait_for_url(re.compile(r".*/$"))
 
 
-def wait_for_run_status(run_id: int, wanted: tuple[str, ...], timeout: float) -> PipelineRun:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = PipelineRun.objects.get(pk=run_id)
-        if run.status in wanted:
-            return run
-        if time.monotonic() > deadline:
-            stages = [(s.kind, s.status, s.explanation) for s in run.stages.all()]
-            raise AssertionError(f"run {run_id} is {run.status}, not {wanted}: {stages}")
-        time.sleep(0.3)
-
-
 def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build(
-    new_page: Any, celery_worker: Any, screenshots: Path
+    new_page: Any, celery_worker: Any, screenshots: Path, wait_for_run: Any
 ) -> None:
     UserFactory(username="sam-sales", roles=["requesters"])
     UserFactory(username="ada-admin", roles=["admins"])
@@ -165,7 +147,7 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     sales.click("button:has-text('Start update run')")
     sales.wait_for_url(re.compile(r".*/runs/\d+/$"))
     update = PipelineRun.objects.get(account=account, kind="update")
-    wait_for_run_status(update.pk, (RunStatus.WAITING_APPROVAL,), RUN_TIMEOUT_S)
+    wait_for_run(update.pk, (RunStatus.WAITING_APPROVAL,), RUN_TIMEOUT_S)
     sales.locator("#run-status", has_text="Waiting for approval").wait_for()
     admin.goto("/approvals/")
     plan_card = admin.locator("section.card", has_text=f"Run #{update.pk}")
@@ -178,7 +160,7 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     sales.locator("#run-status", has_text="Succeeded").wait_for(timeout=RUN_TIMEOUT_S * 1000)
     head = sales.locator("section[data-kind=approve_plan] .stage-head")
     assert "Approved by ada-admin" in head.inner_text()
-    assert wait_for_run_status(update.pk, (RunStatus.SUCCEEDED,), 10)
+    assert wait_for_run(update.pk, (RunStatus.SUCCEEDED,), 10)
 
     sales.goto("/")
     assert "acme-demo" in sales.inner_text("table")
@@ -197,7 +179,7 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
 
 
 def test_a_failed_stage_explains_itself_and_retry_brings_the_run_to_success(
-    new_page: Any, celery_worker: Any, screenshots: Path
+    new_page: Any, celery_worker: Any, screenshots: Path, wait_for_run: Any
 ) -> None:
     admin_user = UserFactory(username="ada-admin", roles=["admins"])
     # Admins' qa requests of this blueprint are auto-approved: the run starts at once.
@@ -223,5 +205,5 @@ def test_a_failed_stage_explains_itself_and_retry_brings_the_run_to_success(
     assert "attempt 2" in head.inner_text()
     log = admin.inner_text("section[data-kind=pre_hooks] pre.log")
     assert "retry requested by ada-admin" in log and "network ready" in log
-    run = wait_for_run_status(run.pk, (RunStatus.SUCCEEDED,), 10)
+    run = wait_for_run(run.pk, (RunStatus.SUCCEEDED,), 10)
     admin.screenshot(path=str(screenshots / "run-page-retried.png"), full_page=True)

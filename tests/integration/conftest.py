@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from pipelines import engine, services
 from pipelines.clients import postgres as pg
 from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
 from tests.clone_env import ACCOUNT_PREFIX, ADMIN_URL, RDS_SCRUB_DB, SOURCE_DB
+from tests.conftest import wait_until
 
 SOURCE_SQL = r"""
 CREATE TABLE users (
@@ -156,15 +156,6 @@ def drop_test_clones() -> None:
 
 def unique_account_name() -> str:
     return f"{ACCOUNT_PREFIX}{secrets.token_hex(4)}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def stage_log(stage: StageRun) -> list[str]:

@@ -24,13 +24,7 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # Factories set passwords; the default hasher costs ~0.3 s per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 
 API = "/api/v1/"

@@ -37,8 +37,6 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration]
-
 EXAMPLES_PER_OPERATION = 12
 CHECKS = [
     not_a_server_error,
@@ -46,11 +44,6 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def test_the_schema_is_valid_openapi(live_server: Any) -> None:

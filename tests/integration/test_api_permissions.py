@@ -25,15 +25,10 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 API = "/api/v1/"
 CALLERS = ("anonymous", "owner", "other", "approver", "admin")
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @dataclass

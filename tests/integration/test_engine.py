@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -13,17 +11,10 @@ from django.db import IntegrityError, transaction
 from pipelines import engine, services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.tasks import run_stage
+from tests.conftest import wait_until
 from tests.factories import AccountFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_provision_run_renders_and_stores_files(celery_worker, wait_for_run) -> None:
@@ -50,11 +41,18 @@ def test_duplicate_delivery_runs_the_stage_once(celery_worker, wait_for_run) -> 
     run = services.start_run(account, "provision")
     stage = run.stages.get()
     # A second and third delivery of the same message, as a broker may do.
-    run_stage.delay(stage.pk)
-    run_stage.delay(stage.pk)
+    duplicates = [run_stage.delay(stage.pk).id, run_stage.delay(stage.pk).id]
 
     wait_for_run(run.pk)
-    time.sleep(2)  # let the duplicate deliveries reach the worker too
+    # The duplicate deliveries reach the worker too (Celery logs each task it finishes).
+    wait_until(
+        lambda: all(
+            f"run_stage[{task_id}] succeeded" in celery_worker.log_path.read_text()
+            for task_id in duplicates
+        ),
+        timeout=30,
+        what="the duplicate deliveries",
+    )
 
     stage.refresh_from_db()
     assert (stage.status, stage.attempt) == (StageStatus.SUCCEEDED, 1)
@@ -68,7 +66,7 @@ def test_killed_stage_is_reaped_then_retried_to_success(
     account = AccountFactory(blueprint="slow-hook", config={})
     run = services.start_run(account, "provision")
     hook_stage = run.stages.get(kind="pre_hooks")
-    _wait_for(
+    wait_until(
         lambda: LogLine.objects.filter(stage=hook_stage, text__contains="attempt 1 for").exists(),
         what="the slow hook to start",
     )
@@ -79,7 +77,7 @@ def test_killed_stage_is_reaped_then_retried_to_success(
 
     # No more heartbeats: once stale, the reaper fails the stage.
     settings.PORTAL_HEARTBEAT_STALE_SECONDS = 3
-    _wait_for(lambda: engine.reap()["lost"] == 1, timeout=30, what="the reaper")
+    wait_until(lambda: engine.reap()["lost"] == 1, timeout=30, what="the reaper")
     hook_stage.refresh_from_db()
     assert (hook_stage.status, hook_stage.explanation) == (StageStatus.FAILED, "worker lost")
     assert PipelineRun.objects.get(pk=run.pk).status == RunStatus.FAILED

@@ -30,8 +30,6 @@ from pipelines.dbclone.logical import (
     drop_clone,
 )
 
-pytestmark = pytest.mark.integration
-
 ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,6 @@ log lines, requests), and the page is measured again: the counts must be equal.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -25,14 +24,9 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 MAX_QUERIES = 12
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

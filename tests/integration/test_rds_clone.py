@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto.rds.models import DBSnapshot, RDSBackend, rds_backends
-from moto.rds.utils import split_arn
+from moto.rds.models import rds_backends
 
 from pipelines.clients import aws
 from pipelines.dbclone import rds
@@ -32,45 +31,6 @@ SOURCE = "111111111111"
 TARGET = "222222222222"
 REGION = "us-east-1"
 PROD_PASSWORD = "prod-password-never-copied"
-
-
-# --------------------------------------------------------------------------- the moto shim
-
-
-@pytest.fixture()
-def shared_snapshot_shim(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Test-only shim for one moto gap (moto 5.2.5); real AWS needs no such thing.
-
-    moto lists a snapshot shared by account A in account B
-    (``describe_db_snapshots(SnapshotType="shared")``), but B's
-    ``copy_db_snapshot`` with A's snapshot ARN fails with DBSnapshotNotFound:
-    ``RDSBackend.get_snapshot`` takes region and name from the ARN and drops
-    its account, so it looks in the caller's own account. The shim makes an
-    ARN of another account resolve in that account, and only when the
-    snapshot is shared with the caller (or public), as in AWS. Everything else
-    (the HTTP call, moto's copy logic, our code) runs unchanged, which is why
-    a backend shim is preferred over botocore's Stubber for that one call.
-    ThreadedMotoServer serves from this process, so patching the class here
-    patches the server. ``test_moto_gap_still_exists`` fails once moto fixes
-    the gap, the signal to delete this shim.
-    """
-    original = RDSBackend.get_snapshot
-
-    def get_snapshot(
-        self: RDSBackend, identifier: str, resource_type: Any, not_found_exception: Any
-    ) -> Any:
-        if identifier.startswith("arn:") and resource_type is DBSnapshot:
-            region, account, _, name = split_arn(identifier)
-            if account != self.account_id:
-                owner = rds_backends[account][region]
-                snapshot = owner.database_snapshots.get(name)
-                shared_with = set(snapshot.attributes["restore"]) if snapshot else set()
-                if snapshot is None or not shared_with & {self.account_id, "all"}:
-                    raise not_found_exception(identifier)
-                return snapshot
-        return original(self, identifier, resource_type, not_found_exception)
-
-    monkeypatch.setattr(RDSBackend, "get_snapshot", get_snapshot)
 
 
 # --------------------------------------------------------------------------- fixtures

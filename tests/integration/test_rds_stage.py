@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from moto.rds.models import DBSnapshot, RDSBackend, rds_backends
-from moto.rds.utils import split_arn
+from moto.rds.models import RDSBackend
 
 from pipelines import services
 from pipelines.clients import aws
@@ -50,31 +49,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SOURCE = "111111111111"
 REGION = "us-east-1"
-
-
-@pytest.fixture()
-def shared_snapshot_shim(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Test-only: let the target copy a snapshot shared with it by its ARN (see module doc).
-
-    ThreadedMotoServer serves from this process, so patching moto's backend class
-    here patches the server the worker talks to.
-    """
-    original = RDSBackend.get_snapshot
-
-    def get_snapshot(
-        self: RDSBackend, identifier: str, resource_type: Any, not_found_exception: Any
-    ) -> Any:
-        if identifier.startswith("arn:") and resource_type is DBSnapshot:
-            region, account, _, name = split_arn(identifier)
-            if account != self.account_id:
-                snapshot = rds_backends[account][region].database_snapshots.get(name)
-                shared_with = set(snapshot.attributes["restore"]) if snapshot else set()
-                if snapshot is None or not shared_with & {self.account_id, "all"}:
-                    raise not_found_exception(identifier)
-                return snapshot
-        return original(self, identifier, resource_type, not_found_exception)
-
-    monkeypatch.setattr(RDSBackend, "get_snapshot", get_snapshot)
 
 
 class RestoreGate:

@@ -18,13 +18,7 @@ from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.services import RunConflict
 from tests.factories import SANDBOX_CONFIG, AccountFactory, PipelineRunFactory, UserFactory
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # Factories set passwords; the default hasher costs ~0.3 s per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 
 @pytest.fixture

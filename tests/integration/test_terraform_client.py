@@ -35,6 +35,7 @@ from pipelines.clients.terraform import (
     resolve_terraform,
     write_backend_file,
 )
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -299,8 +300,11 @@ def test_cancel_interrupts_apply_and_state_stays_usable(tmp_path: Path, terrafor
     assert "killed" not in info.value.explanation  # it stopped by itself, gracefully
     assert info.value.tail, "the tail of the output is kept for the log"
     assert "Interrupt received" in recorder.text()
-    time.sleep(0.2)
-    assert leftover_processes(marker) == [], "the provisioner's command survived the cancel"
+    wait_until(
+        lambda: leftover_processes(marker) == [],
+        timeout=2,
+        what="the provisioner's command to end with the cancel",
+    )
 
     # State is valid: the half-made resource is tainted and will be replaced.
     after = TerraformClient(workdir, terraform_bin=terraform_bin, backend=client.backend)
@@ -359,8 +363,7 @@ def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="log storage is down"):
         client.apply(workdir / "p.tfplan")
     assert time.monotonic() - started < 5, "Terraform was left running to the end"
-    time.sleep(0.2)
-    assert leftover_processes(marker) == []
+    wait_until(lambda: leftover_processes(marker) == [], timeout=2, what="Terraform to end")
 
 
 def test_stale_plan_is_reported(tmp_path: Path, terraform_bin: str) -> None:

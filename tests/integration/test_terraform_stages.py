@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -33,6 +32,7 @@ from pipelines.stages.terraform_support import (
     sensitive_values,
     state_schema,
 )
+from tests.conftest import wait_until
 from tests.factories import AccountFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -43,14 +43,6 @@ FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _stage(run: PipelineRun, kind: str) -> StageRun:
@@ -268,7 +260,7 @@ def test_cancel_during_apply_leaves_state_usable(celery_worker, wait_for_run) ->
     )
     run = services.start_run(account, "provision")
     apply = _stage(run, "apply")
-    _wait_for(
+    wait_until(
         lambda: LogLine.objects.filter(stage=apply, text__contains="Executing:").exists(),
         timeout=90,
         what="the apply's local-exec sleep to start",

@@ -24,13 +24,7 @@ from tests.factories import (
     UserFactory,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    # Many users per test: a fast hasher keeps the suite quick (no password is real here).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or moto
 
 
 LOGIN = "login"  # expected: a redirect to the login page

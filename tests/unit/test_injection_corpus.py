@@ -322,6 +322,7 @@ def _get(context: dict[str, Any], field: str) -> Any:
     return target
 
 
+@pytest.mark.integration  # runs Terraform
 def test_terraform_itself_evaluates_literals_back(tmp_path: Path) -> None:
     """Terraform applies outputs made of corpus values and gives each value back.
 
@@ -370,6 +371,7 @@ def test_terraform_itself_evaluates_literals_back(tmp_path: Path) -> None:
 NUMBERS: list[int | float] = [0, 7, -7, 10**40, -(10**40), 1.5, -0.25, 0.1, 1e300, 1e-7, 2.0]
 
 
+@pytest.mark.integration  # runs Terraform
 def test_terraform_itself_evaluates_numbers_back(tmp_path: Path) -> None:
     """Numbers keep their value. Terraform numbers are exact decimals, so the float
     1e300 comes back as the integer 10**300; as a float it is the same number."""

@@ -31,7 +31,6 @@ SECRET = "pw-Zq81-never-shown"
 
 @pytest.fixture(autouse=True)
 def _settings(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PORTAL_BASE_URL = "https://portal.example.com"
     settings.PORTAL_WEBHOOK_URL = ""
 

@@ -17,11 +17,6 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DEMO = Policy(auto_approve=("admins",), default_ttl_days=14, max_ttl_days=30, max_active_per_user=3)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_allowed_purposes_follow_the_policy_section() -> None:
     sandbox = load_blueprint("sandbox")
     assert policies.allowed_purposes(sandbox) == ["demo", "qa", "loadtest", "standby"]

@@ -21,6 +21,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from portal.local import ensure_local_dirs
+
 STOP_GRACE_SECONDS = 10
 
 
@@ -30,24 +32,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument(
-            "--moto-port", type=int, default=int(os.environ.get("PORTAL_MOTO_PORT", "4566"))
-        )
+        parser.add_argument("--moto-port", type=int, default=settings.PORTAL_MOTO_PORT)
         parser.add_argument("--no-moto", action="store_true", help="use real AWS, not moto")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        ensure_local_dirs()
         call_command("migrate", interactive=False, verbosity=0)
         credentials = Path(settings.VAR_DIR) / "demo-credentials.txt"
         credentials.unlink(missing_ok=True)
         call_command("seed_demo", credentials_file=str(credentials))
 
+        # The children inherit this process's environment, plus the local AWS endpoint.
         env = dict(os.environ)
-        if not options["no_moto"] and not env.get("AWS_ENDPOINT_URL"):
+        local_aws = not options["no_moto"] and not settings.AWS_ENDPOINT_URL
+        if local_aws:
             env.update(
                 AWS_ENDPOINT_URL=f"http://127.0.0.1:{options['moto_port']}",
                 AWS_ACCESS_KEY_ID="local",
                 AWS_SECRET_ACCESS_KEY="local-secret",  # noqa: S106 - moto accepts any key
-                AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+                AWS_DEFAULT_REGION=settings.AWS_DEFAULT_REGION,
             )
         python = sys.executable
         bind = f"{options['host']}:{options['port']}"
@@ -59,7 +62,7 @@ class Command(BaseCommand):
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO",
                      "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
         }  # fmt: skip
-        if not options["no_moto"] and "AWS_ENDPOINT_URL" not in os.environ:
+        if local_aws:
             commands["aws"] = [
                 python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options["moto_port"]),
             ]  # fmt: skip
