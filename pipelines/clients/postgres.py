@@ -1,9 +1,10 @@
 """PostgreSQL client: every psycopg 3, pg_dump and pg_restore call of the portal.
 
-Connections are named: ``PORTAL_CONNECTION_<NAME>`` holds a PostgreSQL URL, so no
-password sits in a blueprint. Errors leave this module as ``PostgresError`` with
-passwords removed (psycopg and libpq can echo connection strings), and the
-command-line tools get the password through their environment, never argv.
+Connections are named: ``settings.PORTAL_CONNECTIONS`` (from ``PORTAL_CONNECTION_<NAME>``)
+maps a name to a PostgreSQL URL, so no password sits in a blueprint. Errors leave this
+module as ``PostgresError`` with passwords removed (psycopg and libpq can echo
+connection strings), and the command-line tools get the password through their
+environment, never argv.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from django.conf import settings as django_settings
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import scalar_row
 from psycopg.types.string import ByteaBinaryLoader
 
 ENV_PREFIX = "PORTAL_CONNECTION_"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 # user:password@ in URLs and password=... in key/value connection strings.
 _URL_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -46,17 +48,17 @@ class ConnectionNotConfigured(PostgresError):
 
 
 def connection_url(name: str) -> str:
-    """The URL of the named connection, from ``PORTAL_CONNECTION_<NAME>``."""
-    if not _NAME_RE.match(name or ""):
+    """The URL of the named connection, from ``settings.PORTAL_CONNECTIONS``
+    (configured as ``PORTAL_CONNECTION_<NAME>``)."""
+    if not _NAME_RE.fullmatch(name or ""):
         raise ConnectionNotConfigured(
             f"invalid connection name {name!r}: use letters, digits and underscores"
         )
-    variable = ENV_PREFIX + name.upper()
-    url = os.environ.get(variable, "").strip()
+    url = str(django_settings.PORTAL_CONNECTIONS.get(name.upper(), "")).strip()
     if not url:
         raise ConnectionNotConfigured(
-            f"connection {name!r} is not configured: set the environment variable {variable} "
-            "to a PostgreSQL URL"
+            f"connection {name!r} is not configured: set the environment variable "
+            f"{ENV_PREFIX}{name.upper()} to a PostgreSQL URL"
         )
     return url
 

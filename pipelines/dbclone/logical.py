@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.masking import (
     NULL_FIELD,
@@ -54,6 +56,7 @@ from pipelines.dbclone.masking import (
     parse_rules,
     unescape_field,
 )
+from portal.errors import PortalError
 
 DRIVER = "postgres_logical"
 ROLE_SUFFIX = "_owner"
@@ -69,19 +72,18 @@ PROGRESS_EVERY_S = 10.0
 T = TypeVar("T")
 
 
-class CloneError(Exception):
+class CloneError(PortalError):
     """The clone failed. The message names what went wrong and never holds a secret."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
 
 
 @dataclass(frozen=True)
 class LogicalCloneSpec:
     """One database of a blueprint: ``driver: postgres_logical``."""
 
-    source: str  # connection names: PORTAL_CONNECTION_<NAME>
+    source: str  # connection names: settings.PORTAL_CONNECTIONS
     target: str
     masking: Mapping[str, Any] = field(default_factory=dict)
     masking_strict: bool = False
@@ -148,7 +150,7 @@ def _ident(text: str) -> str:
     return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", text.lower())).strip("_")
 
 
-def clone_database_name(account: str, service: str, run_id: str | int) -> str:
+def clone_database_name(*, account: str, service: str, run_id: str | int) -> str:
     """``<account>_<service>_<short run id>``, a valid lower-case identifier.
 
     Leaves room for the role suffix; when the name is too long the
@@ -207,9 +209,9 @@ def _column_type(table: pg.TableInfo, column: pg.ColumnInfo) -> ColumnType:
 
 
 def plan_clone(
+    *,
     tables: Sequence[pg.TableInfo],
     rules: Sequence[Rule],
-    *,
     strict: bool,
     check_fixed: Callable[[str, str], str | None] | None = None,
 ) -> ClonePlan:
@@ -297,7 +299,7 @@ DETERMINISTIC = ("email", "name", "phone", "hash")
 
 
 def row_masker(
-    masker: Masker, plan: TablePlan, collect: dict[str, set[bytes]] | None = None
+    *, masker: Masker, plan: TablePlan, collect: dict[str, set[bytes]] | None = None
 ) -> RowMasker | None:
     """The row transform of a table, or None for the raw fast path.
 
@@ -330,7 +332,7 @@ class _Pool:
     """
 
     def __init__(
-        self, jobs: int, source_url: str, target_url: str, snapshot: str, secrets_: list[str]
+        self, *, jobs: int, source_url: str, target_url: str, snapshot: str, secrets_: list[str]
     ) -> None:
         self.jobs = jobs
         self.source_url = source_url
@@ -340,10 +342,10 @@ class _Pool:
         self.stop = threading.Event()
         self.messages: queue.Queue[str] = queue.Queue()
         self._local = threading.local()
-        self._opened: list[Any] = []
+        self._opened: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
 
-    def connections(self) -> tuple[Any, Any]:
+    def connections(self) -> tuple[psycopg.Connection[Any], psycopg.Connection[Any]]:
         conns = getattr(self._local, "conns", None)
         if conns is None:
             src = pg.connect(self.source_url, autocommit=True, secrets=self.secrets)
@@ -357,7 +359,7 @@ class _Pool:
         return conns
 
     def run(
-        self, items: Sequence[T], work: Callable[[T], Any], log: Callable[[str], None]
+        self, *, items: Sequence[T], work: Callable[[T], Any], log: Callable[[str], None]
     ) -> list[Any]:
         results: list[Any] = [None] * len(items)
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="clone") as ex:
@@ -379,7 +381,7 @@ class _Pool:
                 raise
         return results
 
-    def _guard(self, work: Callable[[T], Any], item: T) -> Any:
+    def _guard(self, work: Callable[[T], Any], item: T) -> Any:  # a submit() target
         if self.stop.is_set():
             raise pg.CopyCancelled("cancelled")
         return work(item)
@@ -401,13 +403,13 @@ class _Pool:
 
 
 def clone_logical(
+    *,
     spec: LogicalCloneSpec | Mapping[str, Any],
     account: str,
     service: str,
     run_id: str | int,
     log: Callable[[str], None],
     add_secret: Callable[[str], None],
-    *,
     masking_key: bytes | None = None,
 ) -> CloneResult:
     """Clone the source database into a new, masked database on the target server.
@@ -417,8 +419,15 @@ def clone_logical(
     """
     if not isinstance(spec, LogicalCloneSpec):
         spec = LogicalCloneSpec.from_mapping(spec)
+    database = clone_database_name(account=account, service=service, run_id=run_id)
     try:
-        return _clone(spec, account, service, run_id, log, add_secret, masking_key)
+        return _clone(
+            spec=spec,
+            database=database,
+            log=log,
+            add_secret=add_secret,
+            masking_key=masking_key or secrets.token_bytes(32),
+        )
     except MaskingError as exc:
         raise CloneError(str(exc), retryable=False) from None
     except pg.ConnectionNotConfigured as exc:
@@ -427,23 +436,55 @@ def clone_logical(
         raise CloneError(str(exc), retryable=True) from None
 
 
+@dataclass(frozen=True)
+class _CloneTarget:
+    """The clone's names and where it lives."""
+
+    database: str
+    role: str
+    url: str  # the clone database, as the target server's admin
+    where: pg.Endpoint
+
+
+@dataclass(frozen=True)
+class _SourceFacts:
+    """What the clone must reproduce besides the rows, read in the source's snapshot."""
+
+    sequences: list[tuple[str, str, int | None]]
+    foreign_keys: dict[tuple[str, str, str], bool]
+    matviews: list[tuple[str, str, bool]]
+
+
+Collected = dict[tuple[str, str], set[bytes] | None]
+
+
+@dataclass(frozen=True)
+class _Copied:
+    """What the copy did: rows per table, and the source values seen per masked column."""
+
+    rows: dict[str, int]
+    collected: Collected
+
+
 def _clone(
+    *,
     spec: LogicalCloneSpec,
-    account: str,
-    service: str,
-    run_id: str | int,
+    database: str,
     log: Callable[[str], None],
     add_secret: Callable[[str], None],
-    masking_key: bytes | None,
+    masking_key: bytes,
 ) -> CloneResult:
     started = time.monotonic()
     source_url = pg.connection_url(spec.source)
     target_admin_url = pg.connection_url(spec.target)
     url_secrets = [s for s in (pg.url_password(source_url), pg.url_password(target_admin_url)) if s]
-    database = clone_database_name(account, service, run_id)
-    role = clone_role_name(database)
-    target_url = pg.with_dbname(target_admin_url, database)
-    where = pg.endpoint(target_admin_url)
+    target = _CloneTarget(
+        database=database,
+        role=clone_role_name(database),
+        url=pg.with_dbname(target_admin_url, database),
+        where=pg.endpoint(target_admin_url),
+    )
+    role = target.role
     rules = parse_rules(spec.masking)
 
     with (
@@ -455,10 +496,9 @@ def _clone(
         snapshot = pg.export_snapshot(source)
 
         # 1. Validate against the source before anything exists on the target.
-        tables = pg.list_tables(source)
         plan = plan_clone(
-            tables,
-            rules,
+            tables=pg.list_tables(source),
+            rules=rules,
             strict=spec.masking_strict,
             check_fixed=lambda value, type_sql: pg.check_cast(source, value, type_sql),
         )
@@ -470,17 +510,22 @@ def _clone(
         masked = sum(len(p.rules) for p in plan.tables)
         log(
             f"source has {len(plan.tables)} tables; {masked} masked columns; clone database "
-            f"{database} on {where.host}:{where.port}"
+            f"{database} on {target.where.host}:{target.where.port}"
         )
 
         # 2. One clone per run at a time; a leftover of a killed attempt goes first.
         if not pg.try_advisory_lock(admin, f"portal-clone:{database}"):
             raise CloneError(f"another clone into {database} is running", retryable=True)
         state = pg.clone_state(admin, database, role)
-        _check_ownership(state, database, role)
+        _check_ownership(state=state, database=database, role=role)
         if state.database_exists and state.database_comment == DB_COMPLETE:
             return _reuse_complete(
-                admin, target_url, plan, database, role, where, warnings, log, add_secret
+                admin=admin,
+                target=target,
+                plan=plan,
+                warnings=warnings,
+                log=log,
+                add_secret=add_secret,
             )
         if state.database_exists or state.role_exists:
             log(f"removing the incomplete clone {database} left by an earlier attempt")
@@ -495,32 +540,36 @@ def _clone(
         log(f"created database {database} owned by role {role}")
 
         # 3. Schema, data, post-data.
-        sequences = pg.list_sequences(source)
-        source_fks = pg.list_foreign_keys(source)
-        matviews = pg.list_matviews(source)
+        facts = _SourceFacts(
+            sequences=pg.list_sequences(source),
+            foreign_keys=pg.list_foreign_keys(source),
+            matviews=pg.list_matviews(source),
+        )
         with tempfile.TemporaryDirectory(prefix="portal-clone-") as tmp:
             archive = Path(tmp) / "schema.dump"
             pg.dump_schema(source_url, archive, snapshot)
-            pg.restore_section(target_url, archive, "pre-data", role)
+            pg.restore_section(target.url, archive, "pre-data", role)
             log("schema restored (pre-data)")
-            post = _PostData.plan(archive, target_url, role, plan, pg.table_objects(source))
-
-            masker = Masker(masking_key or secrets.token_bytes(32))
-            pool = _Pool(spec.jobs, source_url, target_url, snapshot, url_secrets)
+            post = _PostData.plan(
+                archive=archive,
+                target_url=target.url,
+                role=role,
+                plan=plan,
+                owners=pg.table_objects(source),
+            )
+            pool = _Pool(
+                jobs=spec.jobs,
+                source_url=source_url,
+                target_url=target.url,
+                snapshot=snapshot,
+                secrets_=url_secrets,
+            )
             try:
-                copied, collected = _copy_tables(pool, plan, masker, post, log)
+                copied = _copy_tables(
+                    pool=pool, plan=plan, masker=Masker(masking_key), post=post, log=log
+                )
                 checks = _finish_and_check(
-                    pool,
-                    plan,
-                    copied,
-                    collected,
-                    sequences,
-                    source_fks,
-                    matviews,
-                    target_url,
-                    post,
-                    spec.jobs,
-                    log,
+                    pool=pool, plan=plan, copied=copied, source=facts, post=post, log=log
                 )
             finally:
                 pool.close()
@@ -554,15 +603,15 @@ def _clone(
             database=database,
             role=role,
             password=password,
-            host=where.host,
-            port=where.port,
-            table_counts={t: s for t, s in copied.items()},
+            host=target.where.host,
+            port=target.where.port,
+            table_counts=dict(copied.rows),
             warnings=warnings,
             checks=checks,
         )
 
 
-def _check_ownership(state: pg.CloneState, database: str, role: str) -> None:
+def _check_ownership(*, state: pg.CloneState, database: str, role: str) -> None:
     marker = ROLE_MARKER.format(database=database)
     if state.role_exists and state.role_comment != marker:
         raise CloneError(
@@ -575,12 +624,10 @@ def _check_ownership(state: pg.CloneState, database: str, role: str) -> None:
 
 
 def _reuse_complete(
-    admin: Any,
-    target_url: str,
+    *,
+    admin: psycopg.Connection[Any],
+    target: _CloneTarget,
     plan: ClonePlan,
-    database: str,
-    role: str,
-    where: pg.Endpoint,
     warnings: list[str],
     log: Callable[[str], None],
     add_secret: Callable[[str], None],
@@ -588,23 +635,28 @@ def _reuse_complete(
     """An earlier attempt finished: the password it returned may be lost, so set a new one."""
     password = secrets.token_urlsafe(32)
     add_secret(password)
-    pg.set_role_password(admin, role, password)
-    with pg.connect(target_url, autocommit=True) as conn:
+    pg.set_role_password(admin, target.role, password)
+    with pg.connect(target.url, autocommit=True) as conn:
         counts = {p.name: pg.count_rows(conn, p.table.schema, p.table.name) for p in plan.tables}
-    log(f"clone {database} was already complete; its role got a new password")
+    log(f"clone {target.database} was already complete; its role got a new password")
     return CloneResult(
-        database, role, password, where.host, where.port, counts, warnings, {}, reused=True
+        database=target.database,
+        role=target.role,
+        password=password,
+        host=target.where.host,
+        port=target.where.port,
+        table_counts=counts,
+        warnings=warnings,
+        reused=True,
     )
 
-
-Collected = dict[tuple[str, str], set[bytes] | None]
 
 # Below this size a table's indexes wait for the final post-data restore (one
 # pg_restore process per table would cost more than it saves).
 EARLY_INDEX_MIN_BYTES = 4 * 1024 * 1024
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _PostData:
     """Post-data in two parts: a big table's own indexes and unique/primary keys are
     built right after its copy (while other tables still copy), the rest (foreign
@@ -619,6 +671,7 @@ class _PostData:
     @classmethod
     def plan(
         cls,
+        *,
         archive: Path,
         target_url: str,
         role: str,
@@ -639,7 +692,7 @@ class _PostData:
                 early.setdefault(table, []).append(entry)
             else:
                 rest.append(entry)
-        return cls(archive, target_url, role, early, rest)
+        return cls(archive=archive, target_url=target_url, role=role, early=early, rest=rest)
 
     def restore_table(self, table_oid: int) -> int:
         entries = self.early.get(table_oid, [])
@@ -653,14 +706,14 @@ class _PostData:
 
 
 def _copy_tables(
-    pool: _Pool, plan: ClonePlan, masker: Masker, post: _PostData, log: Callable[[str], None]
-) -> tuple[dict[str, int], Collected]:
+    *, pool: _Pool, plan: ClonePlan, masker: Masker, post: _PostData, log: Callable[[str], None]
+) -> _Copied:
     collected: Collected = {}
 
     def copy_one(table: TablePlan) -> int:
         src, tgt = pool.connections()
         sets: dict[str, set[bytes]] = {}
-        transform = row_masker(masker, table, sets)
+        transform = row_masker(masker=masker, plan=table, collect=sets)
         label = ", ".join(r.column for r, _ in table.rules if r.transformer != "keep")
         last = [time.monotonic()]
         t0 = time.monotonic()
@@ -707,7 +760,7 @@ def _copy_tables(
     builds: list[Future[None]] = []
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-index") as builder:
-        counts = pool.run(plan.tables, copy_one, log)  # sets pool.stop if it raises
+        counts = pool.run(items=plan.tables, work=copy_one, log=log)  # sets pool.stop on error
         while not all(b.done() for b in builds):
             wait(builds, timeout=0.2)
             pool.drain(log)
@@ -716,20 +769,17 @@ def _copy_tables(
             b.result()  # re-raise a failed build
     total = sum(counts)
     log(f"data copied: {total} rows in {len(counts)} tables in {time.monotonic() - t0:.1f}s")
-    return {p.name: n for p, n in zip(plan.tables, counts, strict=True)}, collected
+    rows = {p.name: n for p, n in zip(plan.tables, counts, strict=True)}
+    return _Copied(rows=rows, collected=collected)
 
 
 def _finish_and_check(
+    *,
     pool: _Pool,
     plan: ClonePlan,
-    copied: dict[str, int],
-    collected: Collected,
-    sequences: list[tuple[str, str, int | None]],
-    source_fks: dict[tuple[str, str, str], bool],
-    matviews: list[tuple[str, str, bool]],
-    target_url: str,
+    copied: _Copied,
+    source: _SourceFacts,
     post: _PostData,
-    jobs: int,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Post-data (foreign keys, ...) restores in the background while the row counts
@@ -737,34 +787,35 @@ def _finish_and_check(
 
     def check(table: TablePlan) -> tuple[int, dict[str, int]]:
         src, tgt = pool.connections()
-        return _check_table(src, tgt, table, collected)
+        return _check_table(src=src, tgt=tgt, table=table, collected=copied.collected)
 
     def restore_rest() -> float:
         t = time.monotonic()
-        post.restore_rest(jobs)
+        post.restore_rest(pool.jobs)
         return time.monotonic() - t
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-post") as background:
         rest = background.submit(restore_rest)
         try:
-            results = pool.run(plan.tables, check, log)
+            results = pool.run(items=plan.tables, work=check, log=log)
         finally:
             wait([rest])
         scan_s = time.monotonic() - t0
         log(f"foreign keys and remaining post-data restored in {rest.result():.1f}s")
 
-    with pg.connect(target_url, autocommit=True, secrets=pool.secrets) as target:
-        pg.set_sequences(target, sequences)
-        for schema, name, populated in matviews:
+    with pg.connect(pool.target_url, autocommit=True, secrets=pool.secrets) as target:
+        pg.set_sequences(target, source.sequences)
+        for schema, name, populated in source.matviews:
             if populated:  # computed from the masked tables of the clone
                 pg.refresh_matview(target, schema, name)
         target_fks = pg.list_foreign_keys(target)
-    refreshed = sum(1 for m in matviews if m[2])
-    log(f"{len(sequences)} sequences set; {refreshed} materialized views refreshed")
+    refreshed = sum(1 for m in source.matviews if m[2])
+    log(f"{len(source.sequences)} sequences set; {refreshed} materialized views refreshed")
 
     # Foreign keys: PostgreSQL validated each one when post-data added it; check that
     # all of them are there and validated (NOT VALID ones stay as in the source).
+    source_fks = source.foreign_keys
     fk_problems = [
         f"{s}.{t}.{n} missing" for (s, t, n) in source_fks if (s, t, n) not in target_fks
     ] + [
@@ -773,9 +824,9 @@ def _finish_and_check(
         if not ok and source_fks.get((s, t, n), False)
     ]
     mismatches = {
-        p.name: (copied[p.name], n)
+        p.name: (copied.rows[p.name], n)
         for p, (n, _) in zip(plan.tables, results, strict=True)
-        if copied[p.name] != n
+        if copied.rows[p.name] != n
     }
     leaks = {
         f"{p.name}.{column}": n
@@ -796,12 +847,16 @@ def _finish_and_check(
         "foreign_key_problems": fk_problems,
         "masked_columns_scanned": scanned,
         "leaks": leaks,
-        "sequences_set": len(sequences),
+        "sequences_set": len(source.sequences),
     }
 
 
 def _check_table(
-    src: Any, tgt: Any, table: TablePlan, collected: Collected
+    *,
+    src: psycopg.Connection[Any],
+    tgt: psycopg.Connection[Any],
+    table: TablePlan,
+    collected: Collected,
 ) -> tuple[int, dict[str, int]]:
     """(rows in the clone, leaked values per masked column) for one table.
 
@@ -873,14 +928,15 @@ def _check_table(
     return rows, found
 
 
-def drop_clone(target_url: str, database: str, role: str) -> None:
-    """Drop a clone's database and role; idempotent. Refuses anything the driver did
-    not create (the role carries a marker naming the database)."""
-    secrets_ = [pg.url_password(target_url)]
+def drop_clone(*, url: str, database: str, role: str) -> None:
+    """Drop a clone's database and role (``url``: the target server's admin); idempotent.
+    Refuses anything the driver did not create (the role carries a marker naming the
+    database)."""
+    secrets_ = [pg.url_password(url)]
     try:
-        with pg.connect(target_url, autocommit=True, secrets=secrets_) as admin:
+        with pg.connect(url, autocommit=True, secrets=secrets_) as admin:
             state = pg.clone_state(admin, database, role)
-            _check_ownership(state, database, role)
+            _check_ownership(state=state, database=database, role=role)
             pg.drop_database(admin, database)
             pg.drop_role(admin, role)
     except pg.PostgresError as exc:
