@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import logical
@@ -145,11 +146,16 @@ class Env:
         self.created_runs.append(run_id)
         rec = recorder or Recorder()
         return clone_logical(
-            self.spec(**changes), self.account, "orders", run_id, rec.log, rec.add_secret
+            spec=self.spec(**changes),
+            account=self.account,
+            service="orders",
+            run_id=run_id,
+            log=rec.log,
+            add_secret=rec.add_secret,
         )
 
     def names(self, run_id: str) -> tuple[str, str]:
-        database = clone_database_name(self.account, "orders", run_id)
+        database = clone_database_name(account=self.account, service="orders", run_id=run_id)
         return database, clone_role_name(database)
 
 
@@ -176,16 +182,19 @@ def source_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(source_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    monkeypatch.setenv("PORTAL_CONNECTION_SRC", source_db)
-    monkeypatch.setenv("PORTAL_CONNECTION_TGT", ADMIN_URL)
+def env(source_db: str, settings: Settings) -> Iterator[Env]:
+    settings.PORTAL_CONNECTIONS = {
+        **settings.PORTAL_CONNECTIONS,
+        "SRC": source_db,
+        "TGT": ADMIN_URL,
+    }
     e = Env(source_db, f"it{secrets.token_hex(3)}", [])
     try:
         yield e
     finally:
         for run_id in e.created_runs:
             database, role = e.names(run_id)
-            drop_clone(ADMIN_URL, database, role)
+            drop_clone(url=ADMIN_URL, database=database, role=role)
             assert exists(database, role) == (False, False)
 
 
@@ -328,8 +337,8 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     assert e1 != e2
 
     # drop_clone is idempotent and removes both database and role.
-    drop_clone(ADMIN_URL, first.database, first.role)
-    drop_clone(ADMIN_URL, first.database, first.role)
+    drop_clone(url=ADMIN_URL, database=first.database, role=first.role)
+    drop_clone(url=ADMIN_URL, database=first.database, role=first.role)
     assert exists(first.database, first.role) == (False, False)
 
 
@@ -383,7 +392,10 @@ KILL_SCRIPT = textwrap.dedent(
         print(line, flush=True)
         if line.startswith(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)
-    clone_logical(spec, sys.argv[1], "orders", "401", log, lambda s: None)
+    clone_logical(
+        spec=spec, account=sys.argv[1], service="orders", run_id="401", log=log,
+        add_secret=lambda s: None,
+    )
     """
 )
 
@@ -395,7 +407,12 @@ def test_sigkill_at_any_step_then_rerun(env: Env, kill_at: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, env.account, kill_at],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": ""},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "PORTAL_CONNECTION_SRC": env.source_url,
+            "PORTAL_CONNECTION_TGT": ADMIN_URL,
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -450,18 +467,21 @@ def test_strict_mode_makes_unmasked_personal_columns_errors(env: Env) -> None:
     assert any(w.startswith("public.users.phone looks like personal data") for w in result.warnings)
 
 
-def test_missing_connection_is_named(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PORTAL_CONNECTION_TGT")
+def test_missing_connection_is_named(env: Env, settings: Settings) -> None:
+    settings.PORTAL_CONNECTIONS = {
+        name: url for name, url in settings.PORTAL_CONNECTIONS.items() if name != "TGT"
+    }
     with pytest.raises(CloneError, match="PORTAL_CONNECTION_TGT") as info:
         env.clone("701")
     assert not info.value.retryable
 
 
-def test_connection_password_never_in_errors(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_password_never_in_errors(env: Env, settings: Settings) -> None:
     password = "Sup3r-s3cret-" + secrets.token_hex(6)
-    monkeypatch.setenv(
-        "PORTAL_CONNECTION_SRC", f"postgresql://postgres:{password}@127.0.0.1:5432/no_such_db_x"
-    )
+    settings.PORTAL_CONNECTIONS = {
+        **settings.PORTAL_CONNECTIONS,
+        "SRC": f"postgresql://postgres:{password}@127.0.0.1:5432/no_such_db_x",
+    }
     with pytest.raises(CloneError) as info:
         env.clone("702")
     assert "no_such_db_x" in str(info.value) and password not in str(info.value)
@@ -479,10 +499,10 @@ def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
 ) -> None:
     real: Callable[..., Any] = logical.row_masker
 
-    def broken(masker: Any, plan: Any, collect: Any = None) -> Any:
+    def broken(*, masker: Any, plan: Any, collect: Any = None) -> Any:
         if plan.name == "public.orders":
             return None  # a bug: the table is copied unmasked
-        return real(masker, plan, collect)
+        return real(masker=masker, plan=plan, collect=collect)
 
     monkeypatch.setattr(logical, "row_masker", broken)
     database, role = env.names("801")
@@ -496,7 +516,7 @@ def test_drop_clone_refuses_foreign_databases(env: Env) -> None:
     pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
     try:
         with pytest.raises(CloneError, match="not created by the clone driver"):
-            drop_clone(ADMIN_URL, name, name + "_owner")
+            drop_clone(url=ADMIN_URL, database=name, role=name + "_owner")
         assert exists(name, "x")[0]
     finally:
         pg.execute(ADMIN_URL, f'DROP DATABASE "{name}"')

@@ -6,6 +6,7 @@ import hmac
 import re
 
 import pytest
+from pytest_django.fixtures import Settings
 
 from pipelines.dbclone import masking
 from pipelines.dbclone.logical import LogicalCloneSpec, clone_database_name, clone_role_name
@@ -318,15 +319,20 @@ def test_personal_data_hints() -> None:
 
 
 def test_clone_names_are_valid_identifiers() -> None:
-    assert clone_database_name("acme-demo", "orders", 42) == "acme_demo_orders_42"
-    uuid_run = clone_database_name("Acme", "Web.API", "3F2A9C1E-0000-4000-8000-000000000000")
+    assert (
+        clone_database_name(account="acme-demo", service="orders", run_id=42)
+        == "acme_demo_orders_42"
+    )
+    uuid_run = clone_database_name(
+        account="Acme", service="Web.API", run_id="3F2A9C1E-0000-4000-8000-000000000000"
+    )
     assert uuid_run == "acme_web_api_3f2a9c1e"
-    long_a = clone_database_name("a" * 80, "service", 1)
-    long_b = clone_database_name("a" * 79 + "b", "service", 1)
+    long_a = clone_database_name(account="a" * 80, service="service", run_id=1)
+    long_b = clone_database_name(account="a" * 79 + "b", service="service", run_id=1)
     for name in (long_a, long_b, clone_role_name(long_a)):
         assert len(name) <= 63 and re.fullmatch(r"[a-z_][a-z0-9_]*", name)
     assert long_a != long_b and long_a.endswith("_1")
-    assert clone_database_name("9lives", "x", 7).startswith("c_")
+    assert clone_database_name(account="9lives", service="x", run_id=7).startswith("c_")
 
 
 def test_spec_from_mapping() -> None:
@@ -356,16 +362,17 @@ def test_spec_from_mapping() -> None:
 # --- connection settings (no database) ---------------------------------------------------
 
 
-def test_connection_url_names_the_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_url_names_the_missing_variable(settings: Settings) -> None:
     from pipelines.clients import postgres as pg
 
-    monkeypatch.delenv("PORTAL_CONNECTION_PROD_ORDERS", raising=False)
+    settings.PORTAL_CONNECTIONS = {}
     with pytest.raises(pg.ConnectionNotConfigured, match="PORTAL_CONNECTION_PROD_ORDERS"):
         pg.connection_url("prod_orders")
-    monkeypatch.setenv("PORTAL_CONNECTION_PROD_ORDERS", "postgresql://u:pw@db:5432/orders")
+    settings.PORTAL_CONNECTIONS = {"PROD_ORDERS": "postgresql://u:pw@db:5432/orders"}
     assert pg.connection_url("prod_orders") == "postgresql://u:pw@db:5432/orders"
-    with pytest.raises(pg.ConnectionNotConfigured, match="invalid connection name"):
-        pg.connection_url("../etc")
+    for bad in ("../etc", "prod_orders\n", ""):
+        with pytest.raises(pg.ConnectionNotConfigured, match="invalid connection name"):
+            pg.connection_url(bad)
 
 
 def test_sanitize_removes_passwords() -> None:
