@@ -197,7 +197,7 @@ class ClonePlan:
     warnings: list[str]
 
 
-def _column_type(table: pg.TableInfo, column: pg.ColumnInfo) -> ColumnType:
+def _column_type(*, table: pg.TableInfo, column: pg.ColumnInfo) -> ColumnType:
     return ColumnType(
         type_sql=column.type_sql,
         base_type=column.base_type,
@@ -238,9 +238,9 @@ def plan_clone(
                 "columns it is computed from"
             )
             continue
-        ctype = _column_type(table, column)
+        ctype = _column_type(table=table, column=column)
         try:
-            check_rule(rule, ctype)
+            check_rule(rule=rule, col=ctype)
         except MaskingError as exc:
             errors.append(str(exc))
             continue
@@ -257,7 +257,9 @@ def plan_clone(
             ):
                 target_col = candidate.column(rule.column)
                 if target_col is not None:
-                    applied[candidate.oid].append((rule, _column_type(candidate, target_col)))
+                    applied[candidate.oid].append(
+                        (rule, _column_type(table=candidate, column=target_col))
+                    )
     if errors:
         raise MaskingError("; ".join(errors))
 
@@ -312,12 +314,12 @@ def row_masker(
         if rule.transformer == "keep":
             continue
         index = plan.columns.index(rule.column)
-        transforms.append((index, masker.field_transform(rule, ctype)))
+        transforms.append((index, masker.field_transform(rule=rule, col=ctype)))
         if collect is not None and rule.transformer in DETERMINISTIC:
             sets[index] = collect.setdefault(rule.column, set())
     if not transforms:
         return None
-    return RowMasker(transforms, sets, width=len(plan.columns))
+    return RowMasker(transforms=transforms, collect=sets, width=len(plan.columns))
 
 
 # --- the driver -------------------------------------------------------------------------
@@ -878,7 +880,7 @@ def _check_table(
             check = pg.ConstantCheck(rule.column, rule.value, ctype.type_sql)
             constants.append((rule.column, check))
         elif rule.transformer == "redact":
-            marker = Masker(b"\0" * 16).mask(rule, "x", ctype)
+            marker = Masker(b"\0" * 16).mask(rule=rule, value="x", col=ctype)
             check = pg.ConstantCheck(rule.column, marker, ctype.type_sql, null_ok=True)
             constants.append((rule.column, check))
         elif rule.transformer in DETERMINISTIC:
@@ -914,7 +916,7 @@ def _check_table(
             for hit in sources[i].intersection(values):
                 if hit is not None:
                     text = hit.decode()
-                    if not could_produce(rule, text, ctype):
+                    if not could_produce(rule=rule, value=text, col=ctype):
                         candidates[i].add(text)
             if len(candidates[i]) >= LEAK_CANDIDATES_MAX:
                 break
