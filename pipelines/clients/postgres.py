@@ -300,7 +300,7 @@ def database_settings(conn: psycopg.Connection[Any]) -> tuple[str, str, str]:
     return str(row[0]), str(row[1]), str(row[2])
 
 
-def check_cast(conn: psycopg.Connection[Any], value: str, type_sql: str) -> str | None:
+def check_cast(*, conn: psycopg.Connection[Any], value: str, type_sql: str) -> str | None:
     """None if ``value`` is a valid literal of ``type_sql``, else the server's message."""
     try:
         with conn.transaction():
@@ -323,7 +323,7 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
-def import_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
+def import_snapshot(*, conn: psycopg.Connection[Any], snapshot: str) -> None:
     with guarded():
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -341,7 +341,7 @@ class CloneState:
     role_comment: str | None
 
 
-def clone_state(conn: psycopg.Connection[Any], database: str, role: str) -> CloneState:
+def clone_state(*, conn: psycopg.Connection[Any], database: str, role: str) -> CloneState:
     with guarded():
         db = conn.execute(
             """
@@ -363,7 +363,7 @@ def clone_state(conn: psycopg.Connection[Any], database: str, role: str) -> Clon
     )
 
 
-def try_advisory_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+def try_advisory_lock(*, conn: psycopg.Connection[Any], key: str) -> bool:
     """A session lock on ``key``; released when the connection closes (or dies)."""
     with guarded():
         row = conn.execute(
@@ -372,17 +372,17 @@ def try_advisory_lock(conn: psycopg.Connection[Any], key: str) -> bool:
     return bool(row and row[0])
 
 
-def _verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
+def _verifier(*, conn: psycopg.Connection[Any], role: str, password: str) -> str:
     # Hash client-side (SCRAM-SHA-256): the plain password never reaches the server,
     # so it cannot show up in its statement log or in an error message.
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
 def create_login_role(
-    conn: psycopg.Connection[Any], role: str, password: str, comment: str
+    *, conn: psycopg.Connection[Any], role: str, password: str, comment: str
 ) -> None:
     """Create the role and its marker comment in one transaction (autocommit conn)."""
-    verifier = _verifier(conn, role, password)
+    verifier = _verifier(conn=conn, role=role, password=password)
     with guarded([password]), conn.transaction():
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
@@ -400,8 +400,8 @@ def create_login_role(
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
 
 
-def set_role_password(conn: psycopg.Connection[Any], role: str, password: str) -> None:
-    verifier = _verifier(conn, role, password)
+def set_role_password(*, conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    verifier = _verifier(conn=conn, role=role, password=password)
     with guarded([password]):
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
@@ -409,6 +409,7 @@ def set_role_password(conn: psycopg.Connection[Any], role: str, password: str) -
 
 
 def create_database(
+    *,
     conn: psycopg.Connection[Any],
     database: str,
     owner: str | None = None,
@@ -426,7 +427,7 @@ def create_database(
         conn.execute(query)
 
 
-def comment_database(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
+def comment_database(*, conn: psycopg.Connection[Any], database: str, comment: str) -> None:
     with guarded():
         conn.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -435,20 +436,20 @@ def comment_database(conn: psycopg.Connection[Any], database: str, comment: str)
         )
 
 
-def drop_database(conn: psycopg.Connection[Any], database: str) -> None:
+def drop_database(*, conn: psycopg.Connection[Any], database: str) -> None:
     with guarded():
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
 
 
-def drop_role(conn: psycopg.Connection[Any], role: str) -> None:
+def drop_role(*, conn: psycopg.Connection[Any], role: str) -> None:
     with guarded():
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def set_sequences(
-    conn: psycopg.Connection[Any], sequences: Sequence[tuple[str, str, int | None]]
+    *, conn: psycopg.Connection[Any], sequences: Sequence[tuple[str, str, int | None]]
 ) -> None:
     with guarded(), conn.transaction():
         for schema, name, last in sequences:
@@ -459,12 +460,12 @@ def set_sequences(
                 )
 
 
-def refresh_matview(conn: psycopg.Connection[Any], schema: str, name: str) -> None:
+def refresh_matview(*, conn: psycopg.Connection[Any], schema: str, name: str) -> None:
     with guarded():
         conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
 
 
-def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+def count_rows(*, conn: psycopg.Connection[Any], schema: str, table: str) -> int:
     with guarded():
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, table))
@@ -473,11 +474,11 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
 
 
 def column_value_batches(
+    *,
     conn: psycopg.Connection[Any],
     schema: str,
     table: str,
     column: str,
-    *,
     batch: int = 50_000,
 ) -> Iterator[list[bytes | None]]:
     """The column's values as UTF-8 bytes of their text form (None for NULL), in batches.
@@ -508,7 +509,7 @@ class ConstantCheck:
 
 
 def table_checks(
-    conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
+    *, conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
 ) -> tuple[int, list[int]]:
     """(row count, rows violating each check) in one scan of the table."""
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
@@ -533,7 +534,7 @@ def table_checks(
 
 
 def values_present(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str, values: Sequence[str]
+    *, conn: psycopg.Connection[Any], schema: str, table: str, column: str, values: Sequence[str]
 ) -> list[str]:
     """Which of ``values`` occur in the column (compared as text)."""
     query = sql.SQL("SELECT DISTINCT {}::text FROM ONLY {} WHERE {}::text = ANY(%s)").format(
@@ -563,7 +564,7 @@ class CopyCancelled(Exception):
     pass
 
 
-def _copy_rows(conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
+def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
     """The rows of a ``COPY ... TO STDOUT`` in progress on ``conn``.
 
     Same rows as iterating ``out``, for about half the CPU: rows libpq has already
@@ -594,6 +595,7 @@ def _copy_rows(conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any
 
 
 def copy_table(
+    *,
     source: psycopg.Connection[Any],
     target: psycopg.Connection[Any],
     schema: str,
@@ -625,7 +627,7 @@ def copy_table(
         ):
             batch: list[Any] = []
             size = 0
-            for data in _copy_rows(source, out):  # one row per message
+            for data in _copy_rows(conn=source, out=out):  # one row per message
                 # Unmasked rows go on as the buffers libpq gave (bytes.join takes them).
                 line = data if transform is None else transform(bytes(data))
                 batch.append(line)

@@ -353,7 +353,7 @@ class _Pool:
             src = pg.connect(self.source_url, autocommit=True, secrets=self.secrets)
             with self._lock:
                 self._opened.append(src)
-            pg.import_snapshot(src, self.snapshot)
+            pg.import_snapshot(conn=src, snapshot=self.snapshot)
             tgt = pg.connect(self.target_url, autocommit=True, secrets=self.secrets)
             with self._lock:
                 self._opened.append(tgt)
@@ -502,7 +502,9 @@ def _clone(
             tables=pg.list_tables(source),
             rules=rules,
             strict=spec.masking_strict,
-            check_fixed=lambda value, type_sql: pg.check_cast(source, value, type_sql),
+            check_fixed=lambda value, type_sql: pg.check_cast(
+                conn=source, value=value, type_sql=type_sql
+            ),
         )
         warnings = list(plan.warnings)
         if pg.count_large_objects(source):
@@ -516,9 +518,9 @@ def _clone(
         )
 
         # 2. One clone per run at a time; a leftover of a killed attempt goes first.
-        if not pg.try_advisory_lock(admin, f"portal-clone:{database}"):
+        if not pg.try_advisory_lock(conn=admin, key=f"portal-clone:{database}"):
             raise CloneError(f"another clone into {database} is running", retryable=True)
-        state = pg.clone_state(admin, database, role)
+        state = pg.clone_state(conn=admin, database=database, role=role)
         _check_ownership(state=state, database=database, role=role)
         if state.database_exists and state.database_comment == DB_COMPLETE:
             return _reuse_complete(
@@ -531,14 +533,18 @@ def _clone(
             )
         if state.database_exists or state.role_exists:
             log(f"removing the incomplete clone {database} left by an earlier attempt")
-            pg.drop_database(admin, database)
-            pg.drop_role(admin, role)
+            pg.drop_database(conn=admin, database=database)
+            pg.drop_role(conn=admin, role=role)
 
         password = secrets.token_urlsafe(32)
         add_secret(password)  # before anything could log it
-        pg.create_login_role(admin, role, password, ROLE_MARKER.format(database=database))
-        pg.create_database(admin, database, role, pg.database_settings(source))
-        pg.comment_database(admin, database, DB_INCOMPLETE)
+        pg.create_login_role(
+            conn=admin, role=role, password=password, comment=ROLE_MARKER.format(database=database)
+        )
+        pg.create_database(
+            conn=admin, database=database, owner=role, settings=pg.database_settings(source)
+        )
+        pg.comment_database(conn=admin, database=database, comment=DB_INCOMPLETE)
         log(f"created database {database} owned by role {role}")
 
         # 3. Schema, data, post-data.
@@ -578,8 +584,8 @@ def _clone(
 
         if checks["leaks"]:
             # Personal data reached the clone: remove it now, do not leave it for a retry.
-            pg.drop_database(admin, database)
-            pg.drop_role(admin, role)
+            pg.drop_database(conn=admin, database=database)
+            pg.drop_role(conn=admin, role=role)
             raise CloneError(
                 "leak scan failed, clone dropped: source values found in "
                 + ", ".join(f"{col} ({n})" for col, n in checks["leaks"].items()),
@@ -598,7 +604,7 @@ def _clone(
                 "foreign keys not valid in the clone: " + ", ".join(checks["foreign_key_problems"]),
                 retryable=True,
             )
-        pg.comment_database(admin, database, DB_COMPLETE)
+        pg.comment_database(conn=admin, database=database, comment=DB_COMPLETE)
         checks["elapsed_s"] = round(time.monotonic() - started, 3)
         log(f"clone {database} complete in {checks['elapsed_s']}s")
         return CloneResult(
@@ -637,9 +643,12 @@ def _reuse_complete(
     """An earlier attempt finished: the password it returned may be lost, so set a new one."""
     password = secrets.token_urlsafe(32)
     add_secret(password)
-    pg.set_role_password(admin, target.role, password)
+    pg.set_role_password(conn=admin, role=target.role, password=password)
     with pg.connect(target.url, autocommit=True) as conn:
-        counts = {p.name: pg.count_rows(conn, p.table.schema, p.table.name) for p in plan.tables}
+        counts = {
+            p.name: pg.count_rows(conn=conn, schema=p.table.schema, table=p.table.name)
+            for p in plan.tables
+        }
     log(f"clone {target.database} was already complete; its role got a new password")
     return CloneResult(
         database=target.database,
@@ -726,14 +735,14 @@ def _copy_tables(
                 pool.messages.put(f"copying {table.name}: {rows} rows so far")
 
         rows = pg.copy_table(
-            src,
-            tgt,
-            table.table.schema,
-            table.table.name,
-            table.columns,
-            transform,
-            pool.stop,
-            progress,
+            source=src,
+            target=tgt,
+            schema=table.table.schema,
+            table=table.table.name,
+            columns=table.columns,
+            transform=transform,
+            stop=pool.stop,
+            progress=progress,
         )
         for column, seen in sets.items():
             complete = transform is not None and table.columns.index(column) not in (
@@ -807,10 +816,10 @@ def _finish_and_check(
         log(f"foreign keys and remaining post-data restored in {rest.result():.1f}s")
 
     with pg.connect(pool.target_url, autocommit=True, secrets=pool.secrets) as target:
-        pg.set_sequences(target, source.sequences)
+        pg.set_sequences(conn=target, sequences=source.sequences)
         for schema, name, populated in source.matviews:
             if populated:  # computed from the masked tables of the clone
-                pg.refresh_matview(target, schema, name)
+                pg.refresh_matview(conn=target, schema=schema, name=name)
         target_fks = pg.list_foreign_keys(target)
     refreshed = sum(1 for m in source.matviews if m[2])
     log(f"{len(source.sequences)} sequences set; {refreshed} materialized views refreshed")
@@ -885,7 +894,9 @@ def _check_table(
             constants.append((rule.column, check))
         elif rule.transformer in DETERMINISTIC:
             hashed.append((rule, ctype))
-    rows, violations = pg.table_checks(tgt, schema, name, [c for _, c in constants])
+    rows, violations = pg.table_checks(
+        conn=tgt, schema=schema, table=name, checks=[c for _, c in constants]
+    )
     found = {column: n for (column, _), n in zip(constants, violations, strict=True)}
     if not hashed:
         return rows, found
@@ -907,12 +918,16 @@ def _check_table(
             if escaped:
                 seen.update([unescape_field(f) for f in seen if b"\\" in f])
     for i in missing:  # not gathered (too many distinct values): read them again
-        for values in pg.column_value_batches(src, schema, name, hashed[i][0].column):
+        for values in pg.column_value_batches(
+            conn=src, schema=schema, table=name, column=hashed[i][0].column
+        ):
             sources[i].update(values)
 
     candidates: list[set[str]] = [set() for _ in hashed]
     for i, (rule, ctype) in enumerate(hashed):
-        for values in pg.column_value_batches(tgt, schema, name, rule.column):
+        for values in pg.column_value_batches(
+            conn=tgt, schema=schema, table=name, column=rule.column
+        ):
             for hit in sources[i].intersection(values):
                 if hit is not None:
                     text = hit.decode()
@@ -925,7 +940,13 @@ def _check_table(
         # another raw value).
         suspects = sorted(candidates[i])
         found[rule.column] = (
-            len(pg.values_present(src, schema, name, rule.column, suspects)) if suspects else 0
+            len(
+                pg.values_present(
+                    conn=src, schema=schema, table=name, column=rule.column, values=suspects
+                )
+            )
+            if suspects
+            else 0
         )
     return rows, found
 
@@ -937,9 +958,9 @@ def drop_clone(*, url: str, database: str, role: str) -> None:
     secrets_ = [pg.url_password(url)]
     try:
         with pg.connect(url, autocommit=True, secrets=secrets_) as admin:
-            state = pg.clone_state(admin, database, role)
+            state = pg.clone_state(conn=admin, database=database, role=role)
             _check_ownership(state=state, database=database, role=role)
-            pg.drop_database(admin, database)
-            pg.drop_role(admin, role)
+            pg.drop_database(conn=admin, database=database)
+            pg.drop_role(conn=admin, role=role)
     except pg.PostgresError as exc:
         raise CloneError(str(exc), retryable=True) from None

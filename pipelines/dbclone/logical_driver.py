@@ -30,7 +30,9 @@ def check_rules(entry: Mapping[str, Any]) -> list[str]:
                 tables=pg.list_tables(source),
                 rules=parse_rules(entry.get("masking") or {}),
                 strict=bool(entry.get("masking_strict")),
-                check_fixed=lambda value, type_sql: pg.check_cast(source, value, type_sql),
+                check_fixed=lambda value, type_sql: pg.check_cast(
+                    conn=source, value=value, type_sql=type_sql
+                ),
             )
     except MaskingError as exc:
         raise StageError(f"{service}: {exc}", retryable=False) from None

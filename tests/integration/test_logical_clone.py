@@ -528,7 +528,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
         with conn.cursor() as cur, cur.copy(query) as out:
             expected = [bytes(row) for row in out]
         with conn.cursor() as cur, cur.copy(query) as out:
-            fast = [bytes(row) for row in pg._copy_rows(conn, out)]
+            fast = [bytes(row) for row in pg._copy_rows(conn=conn, out=out)]
         assert fast == expected and len(fast) == 20000
         failing = "COPY (SELECT 1 / (15000 - g) FROM generate_series(1, 20000) g) TO STDOUT"
         with (
@@ -536,7 +536,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
             conn.cursor() as cur,
             cur.copy(failing) as out,
         ):
-            for _ in pg._copy_rows(conn, out):
+            for _ in pg._copy_rows(conn=conn, out=out):
                 pass
         assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable
 
