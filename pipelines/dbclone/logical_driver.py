@@ -9,6 +9,7 @@ from typing import Any
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import endpoints, logical, scrub
+from pipelines.dbclone.clone_plan import plan_clone
 from pipelines.dbclone.dns import record_name
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.dbclone.parallel import LogFn
@@ -26,7 +27,7 @@ def check_rules(entry: Mapping[str, Any]) -> list[str]:
         url = pg.connection_url(entry["source"])
         pg.connection_url(entry["target"])
         with pg.connect(url, autocommit=True) as source:
-            plan = logical.plan_clone(
+            plan = plan_clone(
                 tables=pg.list_tables(source),
                 rules=parse_rules(entry.get("masking") or {}),
                 strict=bool(entry.get("masking_strict")),

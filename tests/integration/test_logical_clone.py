@@ -20,7 +20,7 @@ from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import logical
+from pipelines.dbclone import logical, table_copy
 from pipelines.dbclone.logical import (
     CloneError,
     CloneResult,
@@ -320,7 +320,7 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     # First clone: every table's indexes and keys built right after its copy; second:
     # the small tables' indexes wait for the final post-data restore (the default).
     with monkeypatch.context() as patched:
-        patched.setattr(logical, "EARLY_INDEX_MIN_BYTES", 0)
+        patched.setattr(table_copy, "EARLY_INDEX_MIN_BYTES", 0)
         first = env.clone("101", rec1)
     assert any(line.startswith("built 2 indexes and keys of public.orders") for line in rec1.lines)
     second = env.clone("102", rec2)
@@ -497,14 +497,14 @@ def test_connection_password_never_in_errors(env: Env, settings: Settings) -> No
 def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real: Callable[..., Any] = logical.row_masker
+    real: Callable[..., Any] = table_copy.row_masker
 
     def broken(*, masker: Any, plan: Any, collect: Any = None) -> Any:
         if plan.name == "public.orders":
             return None  # a bug: the table is copied unmasked
         return real(masker=masker, plan=plan, collect=collect)
 
-    monkeypatch.setattr(logical, "row_masker", broken)
+    monkeypatch.setattr(table_copy, "row_masker", broken)
     database, role = env.names("801")
     with pytest.raises(CloneError, match=r"leak scan failed.*public\.orders\.customer_email"):
         env.clone("801")
