@@ -345,6 +345,8 @@ def _start(*, call: Callable[[], object], what: str) -> bool:
         if error_code(exc) in _ALREADY_EXISTS:
             return False
         raise aws.translate_error(exc=exc, what=what) from None
+    except BotoCoreError as exc:
+        raise aws.translate_error(exc=exc, what=what) from None
 
 
 # --------------------------------------------------------------------------- steps
