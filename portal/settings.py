@@ -225,6 +225,10 @@ PORTAL_CONNECTIONS: dict[str, str] = {
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
 PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)
 PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") or 300)
+# Class path of what turns a restored RDS instance's endpoint into the scrub step's URL.
+PORTAL_RDS_ENDPOINT_RESOLVER = (
+    os.environ.get("PORTAL_RDS_ENDPOINT_RESOLVER") or "pipelines.dbclone.scrub.DirectEndpoint"
+)
 
 # --- AWS ------------------------------------------------------------------------
 AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "")

@@ -4,8 +4,8 @@ Everything else in the project calls these functions, never boto3 directly, so
 that endpoint selection (a local moto server in tests and local mode), role
 assumption, retries and error translation live in one module.
 
-Settings are plain arguments (``AwsSettings``) whose defaults come from the
-environment; this module never imports Django.
+Settings come from ``django.conf.settings`` (``AwsSettings.from_settings()``) or
+are passed in as an ``AwsSettings`` value.
 
 Errors: every botocore failure is turned into ``AwsError`` with a one-line
 ``explanation`` and a ``retryable`` flag. Explanations never contain
@@ -17,13 +17,12 @@ replaced by a generic text.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
 import boto3
@@ -40,12 +39,31 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 from botocore.loaders import Loader, create_loader
+from django.conf import settings as django_settings
+
+from portal.errors import PortalError
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_organizations import OrganizationsClient
+    from mypy_boto3_organizations.type_defs import CreateAccountRequestTypeDef
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_route53.literals import RRTypeType
+    from mypy_boto3_route53.type_defs import (
+        ChangeTypeDef,
+        ResourceRecordSetOutputTypeDef,
+        ResourceRecordSetTypeDef,
+    )
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import (
+        CreateSecretRequestTypeDef,
+        DescribeSecretResponseTypeDef,
+        TagTypeDef,
+    )
+    from mypy_boto3_sts import STSClient
 
 LogFn = Callable[[str], None]
-
-DEFAULT_REGION = "us-east-1"
-DEFAULT_ADMIN_ROLE = "OrganizationAccountAccessRole"
-DEFAULT_EMAIL_DOMAIN = "example.com"
 
 # Error codes after which the same call may succeed later.
 _RETRYABLE_CODES = frozenset(
@@ -78,7 +96,7 @@ _RETRYABLE_CODES = frozenset(
     }
 )
 
-_ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+_ACCOUNT_ID_RE = re.compile(r"\d{12}")
 _SESSION_NAME_RE = re.compile(r"[^\w+=,.@-]")
 
 
@@ -97,14 +115,13 @@ def _sleep(seconds: float) -> None:
 # --------------------------------------------------------------------------- errors
 
 
-class AwsError(Exception):
+class AwsError(PortalError):
     """An AWS call failed. ``explanation`` is one line for people, never a secret."""
 
     def __init__(self, explanation: str, *, retryable: bool = False, code: str = "") -> None:
         explanation = " ".join(explanation.split())  # always one line
-        super().__init__(explanation)
+        super().__init__(explanation, retryable=retryable)
         self.explanation = explanation
-        self.retryable = retryable
         self.code = code
 
 
@@ -121,7 +138,7 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-def translate_error(exc: BaseException, what: str) -> AwsError:
+def translate_error(*, exc: BaseException, what: str) -> AwsError:
     """Turn a botocore exception into an AwsError whose message is safe to show."""
     if isinstance(exc, AwsError):
         return exc
@@ -154,7 +171,7 @@ def aws_call(what: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         # `from None`: the botocore exception can quote request parameters.
-        raise translate_error(exc, what) from None
+        raise translate_error(exc=exc, what=what) from None
 
 
 def _fail(explanation: str, *, retryable: bool = False, code: str = "") -> NoReturn:
@@ -166,21 +183,20 @@ def _fail(explanation: str, *, retryable: bool = False, code: str = "") -> NoRet
 
 @dataclass(frozen=True)
 class AwsSettings:
-    """Where and how to reach AWS. ``from_env()`` gives the defaults."""
+    """Where and how to reach AWS. ``from_settings()`` gives the configured values."""
 
     endpoint_url: str | None = None
-    region: str = DEFAULT_REGION
-    admin_role_name: str = DEFAULT_ADMIN_ROLE
-    email_domain: str = DEFAULT_EMAIL_DOMAIN
+    region: str = "us-east-1"
+    admin_role_name: str = "OrganizationAccountAccessRole"
+    email_domain: str = "example.com"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
-        env = os.environ if environ is None else environ
+    def from_settings(cls) -> AwsSettings:
         return cls(
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            region=env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
-            admin_role_name=env.get("PORTAL_AWS_ADMIN_ROLE") or DEFAULT_ADMIN_ROLE,
-            email_domain=env.get("PORTAL_AWS_EMAIL_DOMAIN") or DEFAULT_EMAIL_DOMAIN,
+            endpoint_url=django_settings.AWS_ENDPOINT_URL or None,
+            region=django_settings.AWS_DEFAULT_REGION,
+            admin_role_name=django_settings.PORTAL_AWS_ADMIN_ROLE,
+            email_domain=django_settings.PORTAL_AWS_EMAIL_DOMAIN,
         )
 
     @property
@@ -200,7 +216,7 @@ class AwsSettings:
 
 
 def _settings(settings: AwsSettings | None) -> AwsSettings:
-    return settings if settings is not None else AwsSettings.from_env()
+    return settings if settings is not None else AwsSettings.from_settings()
 
 
 def partition_for_region(region: str) -> str:
@@ -212,7 +228,7 @@ def partition_for_region(region: str) -> str:
 
 
 def check_account_id(account_id: str) -> str:
-    if not _ACCOUNT_ID_RE.match(account_id or ""):
+    if not _ACCOUNT_ID_RE.fullmatch(account_id or ""):
         _fail(f"not an AWS account id: {account_id!r} (expected 12 digits)")
     return account_id
 
@@ -226,22 +242,38 @@ _CLIENT_CONFIG = Config(
 )
 
 
-class Session(boto3.Session):
-    """A boto3 session whose clients default to the configured endpoint URL.
+@dataclass(frozen=True)
+class Session:
+    """A boto3 session plus the configured endpoint URL, with one typed client per service.
 
     boto3 itself only reads ``AWS_ENDPOINT_URL`` from the environment; an
-    explicit setting has to be passed to every client, which this does.
+    explicit setting has to be passed to every client, which these methods do.
     """
 
-    def __init__(self, *, endpoint_url: str | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.endpoint_url = endpoint_url
+    boto: boto3.Session
+    endpoint_url: str | None
 
-    def client(self, *args: Any, **kwargs: Any) -> Any:
-        if self.endpoint_url and not kwargs.get("endpoint_url"):
-            kwargs["endpoint_url"] = self.endpoint_url
-        kwargs.setdefault("config", _CLIENT_CONFIG)
-        return super().client(*args, **kwargs)
+    def rds(self) -> RDSClient:
+        return self.boto.client("rds", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def kms(self) -> KMSClient:
+        return self.boto.client("kms", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def sts(self) -> STSClient:
+        return self.boto.client("sts", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def organizations(self) -> OrganizationsClient:
+        return self.boto.client(
+            "organizations", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
+        )
+
+    def route53(self) -> Route53Client:
+        return self.boto.client("route53", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def secretsmanager(self) -> SecretsManagerClient:
+        return self.boto.client(
+            "secretsmanager", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
+        )
 
 
 _LOADER: Loader | None = None
@@ -261,17 +293,14 @@ def _core_session() -> botocore.session.Session:
     return core
 
 
-def builder_session(settings: AwsSettings | None = None, region: str | None = None) -> Session:
+def builder_session(*, settings: AwsSettings | None = None, region: str | None = None) -> Session:
     """The builder account's session: credentials from the normal boto3 chain."""
     s = _settings(settings)
-    return Session(
-        endpoint_url=s.endpoint_url,
-        botocore_session=_core_session(),
-        region_name=region or s.region,
-    )
+    boto = boto3.Session(botocore_session=_core_session(), region_name=region or s.region)
+    return Session(boto=boto, endpoint_url=s.endpoint_url)
 
 
-def role_arn_for(account_id: str, role_name: str, region: str = DEFAULT_REGION) -> str:
+def role_arn_for(*, account_id: str, role_name: str, region: str) -> str:
     return f"arn:{partition_for_region(region)}:iam::{account_id}:role/{role_name}"
 
 
@@ -281,10 +310,10 @@ def _session_name(name: str) -> str:
 
 
 def assume_role(
-    account_id: str,
-    role_name: str | None = None,
-    session_name: str = "portal",
     *,
+    account_id: str,
+    session_name: str = "portal",
+    role_name: str | None = None,
     settings: AwsSettings | None = None,
     region: str | None = None,
 ) -> tuple[Session, str]:
@@ -296,11 +325,13 @@ def assume_role(
     s = _settings(settings)
     check_account_id(account_id)
     region = region or s.region
-    arn = role_arn_for(account_id, role_name or s.admin_role_name, region)
-    sts = builder_session(s, region).client("sts")
+    arn = role_arn_for(
+        account_id=account_id, role_name=role_name or s.admin_role_name, region=region
+    )
+    sts = builder_session(settings=s, region=region).sts()
     name = _session_name(session_name)
 
-    def fetch() -> dict[str, Any]:
+    def fetch() -> dict[str, str]:
         with aws_call(f"assuming role {arn}"):
             creds = sts.assume_role(RoleArn=arn, RoleSessionName=name)["Credentials"]
         return {
@@ -316,21 +347,20 @@ def assume_role(
     core = _core_session()
     # botocore has no public setter for a ready-made credentials object; this is
     # the documented-by-usage way to plug refreshable credentials into a session.
-    core._credentials = refreshable
+    core._credentials = refreshable  # type: ignore[attr-defined]
     core.set_config_variable("region", region)
-    return Session(endpoint_url=s.endpoint_url, botocore_session=core), arn
+    return Session(boto=boto3.Session(botocore_session=core), endpoint_url=s.endpoint_url), arn
 
 
 def check_assume_role(
-    account_id: str,
-    role_name: str | None = None,
-    *,
-    settings: AwsSettings | None = None,
+    *, account_id: str, role_name: str | None = None, settings: AwsSettings | None = None
 ) -> str:
     """Prove the builder can assume the admin role in ``account_id``; return its ARN."""
-    session, arn = assume_role(account_id, role_name, "portal-check", settings=settings)
+    session, arn = assume_role(
+        account_id=account_id, session_name="portal-check", role_name=role_name, settings=settings
+    )
     with aws_call(f"checking the identity of {arn}"):
-        identity = session.client("sts").get_caller_identity()
+        identity = session.sts().get_caller_identity()
     if identity.get("Account") != account_id:
         _fail(f"assuming {arn} gave an identity in account {identity.get('Account')}")
     return arn
@@ -339,18 +369,18 @@ def check_assume_role(
 # --------------------------------------------------------------------------- organizations
 
 
-def _org_client(s: AwsSettings) -> Any:
-    return builder_session(s).client("organizations")
+def _org_client(s: AwsSettings) -> OrganizationsClient:
+    return builder_session(settings=s).organizations()
 
 
-def _ensure_organization(org: Any, s: AwsSettings, log: LogFn) -> None:
+def _ensure_organization(*, org: OrganizationsClient, s: AwsSettings, log: LogFn) -> None:
     """Create the organization when none exists; only ever against a local endpoint."""
     try:
         org.describe_organization()
         return
     except ClientError as exc:
         if _client_error_code(exc) != "AWSOrganizationsNotInUseException":
-            raise translate_error(exc, "describing the organization") from None
+            raise translate_error(exc=exc, what="describing the organization") from None
     if not s.is_local:
         _fail("the builder account is not in an AWS Organization; create one first")
     log("no organization on the local endpoint: creating one")
@@ -358,12 +388,12 @@ def _ensure_organization(org: Any, s: AwsSettings, log: LogFn) -> None:
         org.create_organization(FeatureSet="ALL")
 
 
-def find_account_by_email(email: str, *, settings: AwsSettings | None = None) -> str | None:
+def find_account_by_email(*, email: str, settings: AwsSettings | None = None) -> str | None:
     """The id of the organization's account with this e-mail, or None."""
-    return _find_account(_org_client(_settings(settings)), email)
+    return _find_account(org=_org_client(_settings(settings)), email=email)
 
 
-def _find_account(org: Any, email: str) -> str | None:
+def _find_account(*, org: OrganizationsClient, email: str) -> str | None:
     wanted = email.strip().lower()
     with aws_call("listing the organization's accounts"):
         for page in org.get_paginator("list_accounts").paginate():
@@ -376,7 +406,7 @@ def _find_account(org: Any, email: str) -> str | None:
     return None
 
 
-def _in_progress_request(org: Any, name: str) -> str | None:
+def _in_progress_request(*, org: OrganizationsClient, name: str) -> str | None:
     """Id of an IN_PROGRESS create-account request for this account name."""
     with aws_call("listing create-account requests"):
         for page in org.get_paginator("list_create_account_status").paginate(
@@ -389,14 +419,14 @@ def _in_progress_request(org: Any, name: str) -> str | None:
 
 
 def ensure_account(
+    *,
     email: str,
     name: str,
-    timeout_s: float = 1800.0,
-    poll_s: float = 10.0,
     log: LogFn = _noop_log,
-    *,
     settings: AwsSettings | None = None,
     tags: Mapping[str, str] | None = None,
+    timeout_s: float = 1800.0,
+    poll_s: float = 10.0,
 ) -> str:
     """Return the id of the organization account with ``email``, creating it if missing.
 
@@ -407,28 +437,28 @@ def ensure_account(
     """
     s = _settings(settings)
     org = _org_client(s)
-    _ensure_organization(org, s, log)
+    _ensure_organization(org=org, s=s, log=log)
 
-    account_id = _find_account(org, email)
+    account_id = _find_account(org=org, email=email)
     if account_id:
         log(f"AWS account for {email} exists: {account_id}")
         return account_id
 
-    request_id = _in_progress_request(org, name)
+    request_id = _in_progress_request(org=org, name=name)
     if request_id:
         log(f"resuming the in-progress creation of AWS account {name!r} ({request_id})")
     else:
         log(f"requesting a new AWS account {name!r} for {email}")
-        kwargs: dict[str, Any] = {
+        request: CreateAccountRequestTypeDef = {
             "Email": email,
             "AccountName": name,
             "RoleName": s.admin_role_name,
             "IamUserAccessToBilling": "DENY",
         }
         if tags:
-            kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+            request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
         with aws_call(f"requesting AWS account {name!r}"):
-            request_id = str(org.create_account(**kwargs)["CreateAccountStatus"]["Id"])
+            request_id = str(org.create_account(**request)["CreateAccountStatus"]["Id"])
 
     deadline = _clock() + timeout_s
     last_state = ""
@@ -449,7 +479,7 @@ def ensure_account(
             reason = str(status.get("FailureReason", "unknown reason"))
             if reason == "EMAIL_ALREADY_EXISTS":
                 # A concurrent request (or an earlier attempt) won the race.
-                account_id = _find_account(org, email)
+                account_id = _find_account(org=org, email=email)
                 if account_id:
                     log(f"AWS account for {email} was created meanwhile: {account_id}")
                     return account_id
@@ -472,49 +502,46 @@ def ensure_account(
         _sleep(poll_s)
 
 
-def account_email(account_name: str, email_domain: str | None = None) -> str:
+def account_email(*, account_name: str, email_domain: str) -> str:
     """Deterministic root e-mail for a portal account: aws+<name>@<domain>."""
-    domain = email_domain or os.environ.get("PORTAL_AWS_EMAIL_DOMAIN") or DEFAULT_EMAIL_DOMAIN
     local = re.sub(r"[^a-z0-9.-]+", "-", account_name.lower()).strip("-.") or "account"
-    return f"aws+{local}@{domain}"
+    return f"aws+{local}@{email_domain}"
 
 
 # --------------------------------------------------------------------------- built-in hooks
 
 
 def hook_create_account(
-    account_name: str,
-    email_domain: str | None = None,
-    log: LogFn = _noop_log,
     *,
+    account_name: str,
+    log: LogFn = _noop_log,
     settings: AwsSettings | None = None,
     timeout_s: float = 1800.0,
     poll_s: float = 10.0,
 ) -> dict[str, str]:
     """Built-in hook aws.create_account: outputs {"cloud_account_id": ...}."""
     s = _settings(settings)
-    email = account_email(account_name, email_domain or s.email_domain)
     account_id = ensure_account(
-        email,
-        account_name[:50],  # AWS account names are at most 50 characters
-        timeout_s,
-        poll_s,
-        log,
+        email=account_email(account_name=account_name, email_domain=s.email_domain),
+        name=account_name[:50],  # AWS account names are at most 50 characters
+        log=log,
         settings=s,
         tags={"portal:account": account_name},
+        timeout_s=timeout_s,
+        poll_s=poll_s,
     )
     return {"cloud_account_id": account_id}
 
 
 def hook_assume_role(
+    *,
     cloud_account_id: str,
     log: LogFn = _noop_log,
-    *,
     settings: AwsSettings | None = None,
     role_name: str | None = None,
 ) -> dict[str, str]:
     """Built-in hook aws.assume_role: outputs {"role_arn": ...}."""
-    arn = check_assume_role(cloud_account_id, role_name, settings=settings)
+    arn = check_assume_role(account_id=cloud_account_id, role_name=role_name, settings=settings)
     log(f"the builder can assume {arn}")
     return {"role_arn": arn}
 
@@ -527,16 +554,17 @@ def _fqdn(name: str) -> str:
 
 
 def upsert_record(
-    session: boto3.Session,
+    *,
+    session: Session,
     zone_id: str,
     name: str,
-    type: str,
+    type: RRTypeType,
     value: str | Sequence[str],
     ttl: int = 300,
 ) -> str:
     """Create or replace a record set; return the Route 53 change id."""
     values = [value] if isinstance(value, str) else list(value)
-    change = {
+    change: ChangeTypeDef = {
         "Action": "UPSERT",
         "ResourceRecordSet": {
             "Name": _fqdn(name),
@@ -546,21 +574,22 @@ def upsert_record(
         },
     }
     with aws_call(f"upserting DNS record {name} {type}"):
-        resp = session.client("route53").change_resource_record_sets(
+        resp = session.route53().change_resource_record_sets(
             HostedZoneId=zone_id, ChangeBatch={"Comment": "portal", "Changes": [change]}
         )
     return str(resp["ChangeInfo"]["Id"])
 
 
 def wait_change_insync(
-    session: boto3.Session,
+    *,
+    session: Session,
     change_id: str,
     timeout_s: float = 300.0,
     log: LogFn = _noop_log,
     poll_s: float = 5.0,
 ) -> None:
     """Wait until a Route 53 change is INSYNC."""
-    client = session.client("route53")
+    client = session.route53()
     deadline = _clock() + timeout_s
     while True:
         with aws_call(f"checking DNS change {change_id}"):
@@ -579,27 +608,33 @@ def wait_change_insync(
 
 
 def find_record(
-    session: boto3.Session, zone_id: str, name: str, type: str
-) -> dict[str, Any] | None:
+    *, session: Session, zone_id: str, name: str, type: RRTypeType
+) -> ResourceRecordSetOutputTypeDef | None:
     """The record set with exactly this name and type, or None."""
     fqdn = _fqdn(name)
     with aws_call(f"reading DNS record {name} {type}"):
-        resp = session.client("route53").list_resource_record_sets(
+        resp = session.route53().list_resource_record_sets(
             HostedZoneId=zone_id, StartRecordName=fqdn, StartRecordType=type, MaxItems="1"
         )
     for record in resp.get("ResourceRecordSets", []):
         if _fqdn(str(record["Name"])) == fqdn and record["Type"] == type:
-            return dict(record)
+            return record
     return None
 
 
-def delete_record(session: boto3.Session, zone_id: str, name: str, type: str) -> str | None:
+def delete_record(*, session: Session, zone_id: str, name: str, type: RRTypeType) -> str | None:
     """Delete a record set; return the change id, or None when it did not exist."""
-    record = find_record(session, zone_id, name, type)
-    if record is None:
+    found = find_record(session=session, zone_id=zone_id, name=name, type=type)
+    if found is None:
         return None
+    # The listed record, as a request value: the output type only differs in optionality.
+    record: ResourceRecordSetTypeDef = {"Name": found["Name"], "Type": found["Type"]}
+    if "TTL" in found:
+        record["TTL"] = found["TTL"]
+    if "ResourceRecords" in found:
+        record["ResourceRecords"] = found["ResourceRecords"]
     try:
-        resp = session.client("route53").change_resource_record_sets(
+        resp = session.route53().change_resource_record_sets(
             HostedZoneId=zone_id,
             ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": record}]},
         )
@@ -607,25 +642,25 @@ def delete_record(session: boto3.Session, zone_id: str, name: str, type: str) ->
         # Deleted by someone else between the read and the delete: same end state.
         if _client_error_code(exc) == "InvalidChangeBatch" and "not found" in str(exc).lower():
             return None
-        raise translate_error(exc, f"deleting DNS record {name} {type}") from None
+        raise translate_error(exc=exc, what=f"deleting DNS record {name} {type}") from None
     except BotoCoreError as exc:
-        raise translate_error(exc, f"deleting DNS record {name} {type}") from None
+        raise translate_error(exc=exc, what=f"deleting DNS record {name} {type}") from None
     return str(resp["ChangeInfo"]["Id"])
 
 
 # --------------------------------------------------------------------------- Secrets Manager
 
 
-def _secret_tags(tags: Mapping[str, str] | None) -> list[dict[str, str]]:
+def _secret_tags(tags: Mapping[str, str] | None) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
 
 
 def put_secret(
-    session: boto3.Session,
+    *,
+    session: Session,
     name: str,
     value: str,
     tags: Mapping[str, str] | None = None,
-    *,
     kms_key_id: str | None = None,
 ) -> str:
     """Create the secret or set its value; return its ARN. Idempotent.
@@ -633,24 +668,28 @@ def put_secret(
     A secret scheduled for deletion is restored first. No new version is
     written when the stored value is already ``value``.
     """
-    client = session.client("secretsmanager")
+    client = session.secretsmanager()
     what = f"storing secret {name}"
     try:
-        kwargs: dict[str, Any] = {"Name": name, "SecretString": value, "Tags": _secret_tags(tags)}
+        request: CreateSecretRequestTypeDef = {
+            "Name": name,
+            "SecretString": value,
+            "Tags": _secret_tags(tags),
+        }
         if kms_key_id:
-            kwargs["KmsKeyId"] = kms_key_id
-        return str(client.create_secret(**kwargs)["ARN"])
+            request["KmsKeyId"] = kms_key_id
+        return str(client.create_secret(**request)["ARN"])
     except ClientError as exc:
         code = _client_error_code(exc)
         # InvalidRequestException: a secret with this name is scheduled for deletion.
         if code not in {"ResourceExistsException", "InvalidRequestException"}:
-            raise translate_error(exc, what) from None
-        create_error = translate_error(exc, what)
+            raise translate_error(exc=exc, what=what) from None
+        create_error = translate_error(exc=exc, what=what)
     except BotoCoreError as exc:
-        raise translate_error(exc, what) from None
+        raise translate_error(exc=exc, what=what) from None
 
     with aws_call(what):
-        described = describe_secret(session, name)
+        described = describe_secret(session=session, secret_id=name)
         if described is None:
             raise create_error
         arn = str(described["ARN"])
@@ -672,36 +711,36 @@ def put_secret(
     return arn
 
 
-def describe_secret(session: boto3.Session, secret_id: str) -> dict[str, Any] | None:
+def describe_secret(*, session: Session, secret_id: str) -> DescribeSecretResponseTypeDef | None:
     """The secret's metadata (no value), or None when it does not exist."""
     try:
-        return dict(session.client("secretsmanager").describe_secret(SecretId=secret_id))
+        return session.secretsmanager().describe_secret(SecretId=secret_id)
     except ClientError as exc:
         if _client_error_code(exc) == "ResourceNotFoundException":
             return None
-        raise translate_error(exc, f"reading secret {secret_id}") from None
+        raise translate_error(exc=exc, what=f"reading secret {secret_id}") from None
     except BotoCoreError as exc:
-        raise translate_error(exc, f"reading secret {secret_id}") from None
+        raise translate_error(exc=exc, what=f"reading secret {secret_id}") from None
 
 
-def get_secret(session: boto3.Session, arn: str) -> str:
+def get_secret(*, session: Session, secret_id: str) -> str:
     """The current string value of a secret (name or ARN)."""
-    with aws_call(f"reading secret {arn}"):
-        value = session.client("secretsmanager").get_secret_value(SecretId=arn).get("SecretString")
+    with aws_call(f"reading secret {secret_id}"):
+        value = session.secretsmanager().get_secret_value(SecretId=secret_id).get("SecretString")
     if value is None:
-        _fail(f"secret {arn} has no string value")
+        _fail(f"secret {secret_id} has no string value")
     return str(value)
 
 
-def delete_secret(session: boto3.Session, secret_id: str, *, force: bool = True) -> bool:
+def delete_secret(*, session: Session, secret_id: str, force: bool = True) -> bool:
     """Delete a secret; False when it did not exist. ``force`` skips the recovery window.
 
     (A forced delete of a missing secret succeeds in AWS, hence the look first.)
     """
-    described = describe_secret(session, secret_id)
+    described = describe_secret(session=session, secret_id=secret_id)
     if described is None or (described.get("DeletedDate") and not force):
         return False
-    client = session.client("secretsmanager")
+    client = session.secretsmanager()
     try:
         if force:
             client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
@@ -710,7 +749,7 @@ def delete_secret(session: boto3.Session, secret_id: str, *, force: bool = True)
     except ClientError as exc:
         if _client_error_code(exc) == "ResourceNotFoundException":
             return False
-        raise translate_error(exc, f"deleting secret {secret_id}") from None
+        raise translate_error(exc=exc, what=f"deleting secret {secret_id}") from None
     except BotoCoreError as exc:
-        raise translate_error(exc, f"deleting secret {secret_id}") from None
+        raise translate_error(exc=exc, what=f"deleting secret {secret_id}") from None
     return True

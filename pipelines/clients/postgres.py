@@ -1,9 +1,10 @@
 """PostgreSQL client: every psycopg 3, pg_dump and pg_restore call of the portal.
 
-Connections are named: ``PORTAL_CONNECTION_<NAME>`` holds a PostgreSQL URL, so no
-password sits in a blueprint. Errors leave this module as ``PostgresError`` with
-passwords removed (psycopg and libpq can echo connection strings), and the
-command-line tools get the password through their environment, never argv.
+Connections are named: ``settings.PORTAL_CONNECTIONS`` (from ``PORTAL_CONNECTION_<NAME>``)
+maps a name to a PostgreSQL URL, so no password sits in a blueprint. Errors leave this
+module as ``PostgresError`` with passwords removed (psycopg and libpq can echo
+connection strings), and the command-line tools get the password through their
+environment, never argv.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from django.conf import settings as django_settings
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import scalar_row
 from psycopg.types.string import ByteaBinaryLoader
 
 ENV_PREFIX = "PORTAL_CONNECTION_"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 # user:password@ in URLs and password=... in key/value connection strings.
 _URL_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -46,17 +48,17 @@ class ConnectionNotConfigured(PostgresError):
 
 
 def connection_url(name: str) -> str:
-    """The URL of the named connection, from ``PORTAL_CONNECTION_<NAME>``."""
-    if not _NAME_RE.match(name or ""):
+    """The URL of the named connection, from ``settings.PORTAL_CONNECTIONS``
+    (configured as ``PORTAL_CONNECTION_<NAME>``)."""
+    if not _NAME_RE.fullmatch(name or ""):
         raise ConnectionNotConfigured(
             f"invalid connection name {name!r}: use letters, digits and underscores"
         )
-    variable = ENV_PREFIX + name.upper()
-    url = os.environ.get(variable, "").strip()
+    url = str(django_settings.PORTAL_CONNECTIONS.get(name.upper(), "")).strip()
     if not url:
         raise ConnectionNotConfigured(
-            f"connection {name!r} is not configured: set the environment variable {variable} "
-            "to a PostgreSQL URL"
+            f"connection {name!r} is not configured: set the environment variable "
+            f"{ENV_PREFIX}{name.upper()} to a PostgreSQL URL"
         )
     return url
 
@@ -298,7 +300,7 @@ def database_settings(conn: psycopg.Connection[Any]) -> tuple[str, str, str]:
     return str(row[0]), str(row[1]), str(row[2])
 
 
-def check_cast(conn: psycopg.Connection[Any], value: str, type_sql: str) -> str | None:
+def check_cast(*, conn: psycopg.Connection[Any], value: str, type_sql: str) -> str | None:
     """None if ``value`` is a valid literal of ``type_sql``, else the server's message."""
     try:
         with conn.transaction():
@@ -321,7 +323,7 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
-def import_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
+def import_snapshot(*, conn: psycopg.Connection[Any], snapshot: str) -> None:
     with guarded():
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -339,7 +341,7 @@ class CloneState:
     role_comment: str | None
 
 
-def clone_state(conn: psycopg.Connection[Any], database: str, role: str) -> CloneState:
+def clone_state(*, conn: psycopg.Connection[Any], database: str, role: str) -> CloneState:
     with guarded():
         db = conn.execute(
             """
@@ -361,7 +363,7 @@ def clone_state(conn: psycopg.Connection[Any], database: str, role: str) -> Clon
     )
 
 
-def try_advisory_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+def try_advisory_lock(*, conn: psycopg.Connection[Any], key: str) -> bool:
     """A session lock on ``key``; released when the connection closes (or dies)."""
     with guarded():
         row = conn.execute(
@@ -370,17 +372,17 @@ def try_advisory_lock(conn: psycopg.Connection[Any], key: str) -> bool:
     return bool(row and row[0])
 
 
-def _verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
+def _verifier(*, conn: psycopg.Connection[Any], role: str, password: str) -> str:
     # Hash client-side (SCRAM-SHA-256): the plain password never reaches the server,
     # so it cannot show up in its statement log or in an error message.
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
 def create_login_role(
-    conn: psycopg.Connection[Any], role: str, password: str, comment: str
+    *, conn: psycopg.Connection[Any], role: str, password: str, comment: str
 ) -> None:
     """Create the role and its marker comment in one transaction (autocommit conn)."""
-    verifier = _verifier(conn, role, password)
+    verifier = _verifier(conn=conn, role=role, password=password)
     with guarded([password]), conn.transaction():
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
@@ -398,8 +400,8 @@ def create_login_role(
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
 
 
-def set_role_password(conn: psycopg.Connection[Any], role: str, password: str) -> None:
-    verifier = _verifier(conn, role, password)
+def set_role_password(*, conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    verifier = _verifier(conn=conn, role=role, password=password)
     with guarded([password]):
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
@@ -407,6 +409,7 @@ def set_role_password(conn: psycopg.Connection[Any], role: str, password: str) -
 
 
 def create_database(
+    *,
     conn: psycopg.Connection[Any],
     database: str,
     owner: str | None = None,
@@ -424,7 +427,7 @@ def create_database(
         conn.execute(query)
 
 
-def comment_database(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
+def comment_database(*, conn: psycopg.Connection[Any], database: str, comment: str) -> None:
     with guarded():
         conn.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -433,20 +436,20 @@ def comment_database(conn: psycopg.Connection[Any], database: str, comment: str)
         )
 
 
-def drop_database(conn: psycopg.Connection[Any], database: str) -> None:
+def drop_database(*, conn: psycopg.Connection[Any], database: str) -> None:
     with guarded():
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
 
 
-def drop_role(conn: psycopg.Connection[Any], role: str) -> None:
+def drop_role(*, conn: psycopg.Connection[Any], role: str) -> None:
     with guarded():
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def set_sequences(
-    conn: psycopg.Connection[Any], sequences: Sequence[tuple[str, str, int | None]]
+    *, conn: psycopg.Connection[Any], sequences: Sequence[tuple[str, str, int | None]]
 ) -> None:
     with guarded(), conn.transaction():
         for schema, name, last in sequences:
@@ -457,12 +460,12 @@ def set_sequences(
                 )
 
 
-def refresh_matview(conn: psycopg.Connection[Any], schema: str, name: str) -> None:
+def refresh_matview(*, conn: psycopg.Connection[Any], schema: str, name: str) -> None:
     with guarded():
         conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
 
 
-def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+def count_rows(*, conn: psycopg.Connection[Any], schema: str, table: str) -> int:
     with guarded():
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, table))
@@ -471,11 +474,11 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
 
 
 def column_value_batches(
+    *,
     conn: psycopg.Connection[Any],
     schema: str,
     table: str,
     column: str,
-    *,
     batch: int = 50_000,
 ) -> Iterator[list[bytes | None]]:
     """The column's values as UTF-8 bytes of their text form (None for NULL), in batches.
@@ -506,7 +509,7 @@ class ConstantCheck:
 
 
 def table_checks(
-    conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
+    *, conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
 ) -> tuple[int, list[int]]:
     """(row count, rows violating each check) in one scan of the table."""
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
@@ -531,7 +534,7 @@ def table_checks(
 
 
 def values_present(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str, values: Sequence[str]
+    *, conn: psycopg.Connection[Any], schema: str, table: str, column: str, values: Sequence[str]
 ) -> list[str]:
     """Which of ``values`` occur in the column (compared as text)."""
     query = sql.SQL("SELECT DISTINCT {}::text FROM ONLY {} WHERE {}::text = ANY(%s)").format(
@@ -561,7 +564,7 @@ class CopyCancelled(Exception):
     pass
 
 
-def _copy_rows(conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
+def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
     """The rows of a ``COPY ... TO STDOUT`` in progress on ``conn``.
 
     Same rows as iterating ``out``, for about half the CPU: rows libpq has already
@@ -592,6 +595,7 @@ def _copy_rows(conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any
 
 
 def copy_table(
+    *,
     source: psycopg.Connection[Any],
     target: psycopg.Connection[Any],
     schema: str,
@@ -623,7 +627,7 @@ def copy_table(
         ):
             batch: list[Any] = []
             size = 0
-            for data in _copy_rows(source, out):  # one row per message
+            for data in _copy_rows(conn=source, out=out):  # one row per message
                 # Unmasked rows go on as the buffers libpq gave (bytes.join takes them).
                 line = data if transform is None else transform(bytes(data))
                 batch.append(line)

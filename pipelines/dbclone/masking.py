@@ -165,7 +165,7 @@ def _fixed_text(value: Any) -> str | None:
     raise MaskingError(f"fixed value {value!r} must be a string, number, boolean or null")
 
 
-def check_rule(rule: Rule, col: ColumnType) -> None:
+def check_rule(*, rule: Rule, col: ColumnType) -> None:
     """Refuse, before any data moves, a rule whose output cannot fit the column."""
     kind = rule.transformer
     where = f"masking rule {rule.key!r} ({kind} on {col.type_sql})"
@@ -255,19 +255,17 @@ class Masker:
 
         self._hmacs = {kind: _Hmac(k) for kind, k in self._keys.items()}
 
-    def digest(self, kind: str, value: bytes) -> bytes:
-        return self._hmacs[kind](value)
-
     # Value-level API: str in, str out, None is NULL.
     def mask(
-        self, rule_or_kind: Rule | str, value: str | None, col: ColumnType | None = None
+        self, *, rule: Rule | str, value: str | None, col: ColumnType | None = None
     ) -> str | None:
-        rule = rule_or_kind if isinstance(rule_or_kind, Rule) else _bare_rule(rule_or_kind)
+        """``rule``: a rule, or a transformer name (its rule with default options)."""
+        full_rule = rule if isinstance(rule, Rule) else _bare_rule(rule)
         field = NULL_FIELD if value is None else escape_field(value.encode())
-        out = self.field_transform(rule, col or ColumnType("text", "text"))(field)
+        out = self.field_transform(rule=full_rule, col=col or ColumnType("text", "text"))(field)
         return None if out == NULL_FIELD else unescape_field(out).decode()
 
-    def field_transform(self, rule: Rule, col: ColumnType) -> FieldTransform:
+    def field_transform(self, *, rule: Rule, col: ColumnType) -> FieldTransform:
         """A function from one COPY text field to its masked field."""
         kind = rule.transformer
         if kind == "keep":
@@ -430,6 +428,7 @@ class RowMasker:
 
     def __init__(
         self,
+        *,
         transforms: Iterable[tuple[int, FieldTransform]],
         collect: Mapping[int, set[bytes]] | None = None,
         collect_limit: int = 2_000_000,
@@ -462,7 +461,7 @@ class RowMasker:
         return b"\t".join(fields) + b"\n" if whole else b"\t".join(fields)
 
 
-def could_produce(rule: Rule, value: str, col: ColumnType) -> bool:
+def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
     """True if ``value`` has the shape of this transformer's output.
 
     Used by the leak scan: a target value equal to a source value is only a leak

@@ -20,7 +20,7 @@ the previous attempt stopped without duplicates. Progress goes to ``log``;
 the password goes only to ``add_secret`` (so that logs redact it), Secrets
 Manager and the instance, never into a log line, return value or exception.
 
-All AWS calls go through ``pipelines.clients.aws``. No Django here.
+All AWS calls go through ``pipelines.clients.aws`` (and ``kms``). No Django here.
 """
 
 from __future__ import annotations
@@ -32,12 +32,21 @@ import secrets
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipelines.clients import aws
-from pipelines.clients.aws import AwsError, AwsSettings, LogFn, aws_call, error_code
+from pipelines.clients import aws, kms
+from pipelines.clients.aws import AwsError, AwsSettings, LogFn, Session, aws_call, error_code
+
+if TYPE_CHECKING:
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_rds.type_defs import (
+        DBInstanceTypeDef,
+        DBSnapshotTypeDef,
+        RestoreDBInstanceFromDBSnapshotMessageTypeDef,
+        TagTypeDef,
+    )
 
 DRIVER = "aws_rds_snapshot"
 
@@ -45,7 +54,7 @@ DRIVER = "aws_rds_snapshot"
 # trailing hyphen and no two hyphens in a row. We also keep them lower case
 # (RDS stores them lower case anyway).
 RDS_ID_MAX = 63
-_RDS_ID_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*(?<!-)$")
+_RDS_ID_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*(?<!-)")
 # Every snapshot this module creates starts with this.
 SNAPSHOT_PREFIX = "portal-"
 # "portal-" + stem + "-shared" is the longest name built from a stem.
@@ -53,11 +62,22 @@ _STEM_MAX = RDS_ID_MAX - len(SNAPSHOT_PREFIX) - len("-shared")
 
 # Tag written on the instance once the password of this secret version is applied.
 PASSWORD_VERSION_TAG = "portal:master-secret-version"  # noqa: S105 (a tag name)
-# Tag on KMS keys naming their alias, to find a key whose alias was never created.
-KMS_ALIAS_TAG = "portal:kms-alias"
 
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
+
+_SNAPSHOT_MISSING = frozenset({"DBSnapshotNotFound", "DBSnapshotNotFoundFault"})
+_INSTANCE_MISSING = frozenset({"DBInstanceNotFound", "DBInstanceNotFoundFault"})
+_ALREADY_EXISTS = frozenset(
+    {
+        "DBSnapshotAlreadyExists",
+        "DBSnapshotAlreadyExistsFault",
+        "DBInstanceAlreadyExists",
+        "DBInstanceAlreadyExistsFault",
+    }
+)
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -115,10 +135,10 @@ def _slug(value: str) -> str:
 
 
 def is_valid_rds_identifier(value: str) -> bool:
-    return len(value) <= RDS_ID_MAX and bool(_RDS_ID_RE.match(value))
+    return len(value) <= RDS_ID_MAX and bool(_RDS_ID_RE.fullmatch(value))
 
 
-def clone_identifiers(account: str, service: str, run_id: int | str) -> CloneIds:
+def clone_identifiers(*, account: str, service: str, run_id: int | str) -> CloneIds:
     """Deterministic names for one clone; every RDS identifier is valid and <= 63 chars.
 
     Long account/service names are cut and a short hash of the full triple is
@@ -178,9 +198,9 @@ class CloneResult:
     target_kms_key_arn: str = ""
     region: str = ""
 
-    def to_outputs(self) -> dict[str, Any]:
+    def to_outputs(self) -> dict[str, object]:
         """JSON-serialisable outputs for the stage run (no secrets in here)."""
-        out = asdict(self)
+        out: dict[str, object] = asdict(self)
         out["source_snapshot_ids"] = list(self.source_snapshot_ids)
         out["target_snapshot_ids"] = list(self.target_snapshot_ids)
         return out
@@ -189,7 +209,7 @@ class CloneResult:
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Waits:
     """One deadline for the whole clone; each wait gets what is left."""
 
@@ -199,10 +219,14 @@ class _Waits:
     timeout_s: float
     _last: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def starting_now(cls, *, timeout_s: float, poll_s: float, log: LogFn) -> _Waits:
+        return cls(deadline=aws._clock() + timeout_s, poll_s=poll_s, log=log, timeout_s=timeout_s)
+
     def expired(self) -> bool:
         return aws._clock() >= self.deadline
 
-    def timeout(self, what: str, state: str) -> AwsError:
+    def timeout(self, *, what: str, state: str) -> AwsError:
         return AwsError(
             f"timed out after {int(self.timeout_s)} s waiting for {what} (status {state}); "
             "a retry continues from here",
@@ -210,54 +234,62 @@ class _Waits:
             code="Timeout",
         )
 
-    def progress(self, what: str, state: str) -> None:
+    def progress(self, *, what: str, state: str) -> None:
         # Log status changes only, so long waits stay readable.
         if self._last.get(what) != state:
             self._last[what] = state
             self.log(f"{what}: {state}")
 
 
-def _rds_tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
+def _rds_tags(tags: Mapping[str, str]) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def _describe_snapshot(rds: Any, snapshot_id: str) -> dict[str, Any] | None:
+def _unless_missing(*, call: Callable[[], T], missing: frozenset[str], what: str) -> T | None:
+    """``call()``, or None when AWS answers with one of the ``missing`` error codes."""
     try:
-        found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"]
+        return call()
     except ClientError as exc:
-        if error_code(exc) in {"DBSnapshotNotFound", "DBSnapshotNotFoundFault"}:
+        if error_code(exc) in missing:
             return None
-        raise aws.translate_error(exc, f"describing snapshot {snapshot_id}") from None
+        raise aws.translate_error(exc=exc, what=what) from None
     except BotoCoreError as exc:
-        raise aws.translate_error(exc, f"describing snapshot {snapshot_id}") from None
-    for snap in found:
+        raise aws.translate_error(exc=exc, what=what) from None
+
+
+def describe_snapshot(*, rds: RDSClient, snapshot_id: str) -> DBSnapshotTypeDef | None:
+    found = _unless_missing(
+        call=lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"],
+        missing=_SNAPSHOT_MISSING,
+        what=f"describing snapshot {snapshot_id}",
+    )
+    for snap in found or []:
         if str(snap["DBSnapshotIdentifier"]).lower() == snapshot_id.lower():
-            return dict(snap)
+            return snap
     return None
 
 
-def _describe_instance(rds: Any, instance_id: str) -> dict[str, Any] | None:
-    try:
-        found = rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
-    except ClientError as exc:
-        if error_code(exc) in {"DBInstanceNotFound", "DBInstanceNotFoundFault"}:
-            return None
-        raise aws.translate_error(exc, f"describing instance {instance_id}") from None
-    except BotoCoreError as exc:
-        raise aws.translate_error(exc, f"describing instance {instance_id}") from None
-    return dict(found[0]) if found else None
+def describe_instance(*, rds: RDSClient, instance_id: str) -> DBInstanceTypeDef | None:
+    found = _unless_missing(
+        call=lambda: rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"],
+        missing=_INSTANCE_MISSING,
+        what=f"describing instance {instance_id}",
+    )
+    return found[0] if found else None
 
 
-def _wait_snapshot(rds: Any, snapshot_id: str, where: str, waits: _Waits) -> dict[str, Any]:
+def _wait_snapshot(
+    *, rds: RDSClient, snapshot_id: str, where: str, waits: _Waits
+) -> DBSnapshotTypeDef:
     """Wait until the snapshot is available; a failed one is deleted so a retry redoes it."""
     what = f"snapshot {snapshot_id} ({where})"
     while True:
-        snap = _describe_snapshot(rds, snapshot_id)
+        snap = describe_snapshot(rds=rds, snapshot_id=snapshot_id)
         if snap is None:
             raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
         state = str(snap.get("Status", ""))
         progress = snap.get("PercentProgress")
-        waits.progress(what, f"{state} {progress}%" if progress is not None else state)
+        waits.progress(what=what, state=f"{state} {progress}%" if progress is not None else state)
         if state == "available":
             return snap
         if state in {"failed", "incompatible-restore", "incompatible-parameters"}:
@@ -268,7 +300,7 @@ def _wait_snapshot(rds: Any, snapshot_id: str, where: str, waits: _Waits) -> dic
                 retryable=True,
             )
         if waits.expired():
-            raise waits.timeout(what, state)
+            raise waits.timeout(what=what, state=state)
         aws._sleep(waits.poll_s)
 
 
@@ -284,14 +316,14 @@ _INSTANCE_FAILED = {
 }
 
 
-def _wait_instance(rds: Any, instance_id: str, waits: _Waits) -> dict[str, Any]:
+def _wait_instance(*, rds: RDSClient, instance_id: str, waits: _Waits) -> DBInstanceTypeDef:
     what = f"instance {instance_id}"
     while True:
-        inst = _describe_instance(rds, instance_id)
+        inst = describe_instance(rds=rds, instance_id=instance_id)
         if inst is None:
             raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
         state = str(inst.get("DBInstanceStatus", ""))
-        waits.progress(what, state)
+        waits.progress(what=what, state=state)
         if state == "available":
             return inst
         if state in _INSTANCE_FAILED:
@@ -300,156 +332,27 @@ def _wait_instance(rds: Any, instance_id: str, waits: _Waits) -> dict[str, Any]:
                 retryable=False,
             )
         if waits.expired():
-            raise waits.timeout(what, state)
+            raise waits.timeout(what=what, state=state)
         aws._sleep(waits.poll_s)
 
 
-def _is_already_exists(exc: ClientError) -> bool:
-    return error_code(exc) in {
-        "DBSnapshotAlreadyExists",
-        "DBSnapshotAlreadyExistsFault",
-        "DBInstanceAlreadyExists",
-        "DBInstanceAlreadyExistsFault",
-    }
-
-
-# --------------------------------------------------------------------------- KMS
-
-
-def share_key_policy(source_account_id: str, target_account_id: str, region: str) -> str:
-    """Key policy: the source account administers the key, the target may use it."""
-    partition = aws.partition_for_region(region)
-    policy = {
-        "Version": "2012-10-17",
-        "Id": "portal-rds-snapshot-share",
-        "Statement": [
-            {
-                "Sid": "SourceAccountAdministers",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{source_account_id}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
-            {
-                "Sid": "TargetAccountUsesForSnapshotCopies",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{target_account_id}:root"},
-                "Action": [
-                    "kms:DescribeKey",
-                    "kms:CreateGrant",
-                    "kms:Decrypt",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                ],
-                "Resource": "*",
-            },
-        ],
-    }
-    return json.dumps(policy, sort_keys=True)
-
-
-def _key_by_alias(kms: Any, alias: str) -> dict[str, Any] | None:
+def _start(*, call: Callable[[], object], what: str) -> bool:
+    """Start a create/copy/restore; False when its resource already exists (a retry)."""
     try:
-        return dict(kms.describe_key(KeyId=alias)["KeyMetadata"])
+        call()
+        return True
     except ClientError as exc:
-        if error_code(exc) == "NotFoundException":
-            return None
-        raise aws.translate_error(exc, f"describing KMS key {alias}") from None
-
-
-def _key_tagged_with_alias(kms: Any, alias: str) -> dict[str, Any] | None:
-    """A key created for ``alias`` whose alias was never made (crash in between).
-
-    Costs one call per key, but only runs when the alias does not exist yet.
-    """
-    with aws_call("listing KMS keys"):
-        key_ids = [
-            str(k["KeyId"])
-            for page in kms.get_paginator("list_keys").paginate()
-            for k in page.get("Keys", [])
-        ]
-    for key_id in key_ids:
-        try:
-            tags = kms.list_resource_tags(KeyId=key_id).get("Tags", [])
-        except ClientError:
-            continue  # AWS-managed or inaccessible keys: not ours
-        if any(t.get("TagKey") == KMS_ALIAS_TAG and t.get("TagValue") == alias for t in tags):
-            meta = _key_by_alias(kms, key_id)
-            if meta and meta.get("KeyState") != "PendingDeletion":
-                return meta
-    return None
-
-
-def ensure_kms_key(
-    session: Any,
-    alias: str,
-    *,
-    description: str,
-    tags: Mapping[str, str],
-    log: LogFn,
-    policy: str | None = None,
-) -> str:
-    """Return the ARN of the customer-managed key behind ``alias``, creating it if missing.
-
-    With ``policy``, the key policy is made equal to it (updated when different).
-    """
-    kms = session.client("kms")
-    meta = _key_by_alias(kms, alias)
-    if meta is None:
-        meta = _key_tagged_with_alias(kms, alias)
-        created = False
-        if meta is None:
-            kwargs: dict[str, Any] = {
-                "Description": description,
-                "KeyUsage": "ENCRYPT_DECRYPT",
-                "Tags": [
-                    {"TagKey": k, "TagValue": v} for k, v in {**tags, KMS_ALIAS_TAG: alias}.items()
-                ],
-            }
-            if policy is not None:
-                kwargs["Policy"] = policy
-            with aws_call(f"creating KMS key for {alias}"):
-                meta = dict(kms.create_key(**kwargs)["KeyMetadata"])
-            created = True
-            log(f"created KMS key {meta['KeyId']} for {alias}")
-        raced = False
-        try:
-            kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
-            log(f"created KMS alias {alias} -> {meta['KeyId']}")
-        except ClientError as exc:
-            if error_code(exc) != "AlreadyExistsException":
-                raise aws.translate_error(exc, f"creating KMS alias {alias}") from None
-            raced = True
-        if raced:
-            # Another worker made the alias first: use its key, drop ours.
-            if created:
-                with aws_call(f"dropping duplicate KMS key {meta['KeyId']}"):
-                    kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7)
-            meta = _key_by_alias(kms, alias)
-            if meta is None:
-                raise AwsError(f"KMS alias {alias} exists but cannot be read", retryable=True)
-
-    key_id = str(meta["KeyId"])
-    with aws_call(f"preparing KMS key {alias}"):
-        state = meta.get("KeyState")
-        if state == "PendingDeletion":
-            log(f"KMS key {key_id} ({alias}) was scheduled for deletion: cancelling that")
-            kms.cancel_key_deletion(KeyId=key_id)
-            state = "Disabled"
-        if state == "Disabled":
-            kms.enable_key(KeyId=key_id)
-        if policy is not None:
-            current = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
-            if json.loads(current) != json.loads(policy):
-                log(f"updating the key policy of {alias}")
-                kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
-    return str(meta["Arn"])
+        if error_code(exc) in _ALREADY_EXISTS:
+            return False
+        raise aws.translate_error(exc=exc, what=what) from None
+    except BotoCoreError as exc:
+        raise aws.translate_error(exc=exc, what=what) from None
 
 
 # --------------------------------------------------------------------------- steps
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Clone:
     """Everything one clone run needs; the steps below are its methods' bodies."""
 
@@ -458,10 +361,10 @@ class _Clone:
     ids: CloneIds
     log: LogFn
     waits: _Waits
-    src: Any  # boto3 sessions
-    tgt: Any
-    src_rds: Any
-    tgt_rds: Any
+    src: Session
+    tgt: Session
+    src_rds: RDSClient
+    tgt_rds: RDSClient
 
     @property
     def target_region(self) -> str:
@@ -474,13 +377,17 @@ class _Clone:
     # step 1 -----------------------------------------------------------------
     def ensure_share_key(self) -> str:
         alias = share_key_alias(self.target.account_id)
-        arn = ensure_kms_key(
-            self.src,
-            alias,
+        arn = kms.ensure_key(
+            session=self.src,
+            alias=alias,
             description=f"portal: RDS snapshots shared with account {self.target.account_id}",
             tags=self.tags,
             log=self.log,
-            policy=share_key_policy(self.spec.account_id, self.target.account_id, self.spec.region),
+            policy=kms.share_key_policy(
+                source_account_id=self.spec.account_id,
+                target_account_id=self.target.account_id,
+                region=self.spec.region,
+            ),
         )
         self.log(f"step 1/4: share key {alias} ready in account {self.spec.account_id}")
         return arn
@@ -489,31 +396,27 @@ class _Clone:
     def source_snapshot_id(self) -> str:
         """The snapshot to copy: ours (made if missing) or the latest automated one."""
         if not self.spec.use_automated_snapshot:
-            if _describe_snapshot(self.src_rds, self.ids.source_snapshot) is None:
-                try:
-                    self.src_rds.create_db_snapshot(
-                        DBInstanceIdentifier=self.spec.instance_id,
-                        DBSnapshotIdentifier=self.ids.source_snapshot,
-                        Tags=_rds_tags(self.tags),
-                    )
-                    self.log(
-                        f"step 2/4: started snapshot {self.ids.source_snapshot} "
-                        f"of {self.spec.instance_id}"
-                    )
-                except ClientError as exc:
-                    if not _is_already_exists(exc):
-                        raise aws.translate_error(exc, "snapshotting the source") from None
-            _wait_snapshot(self.src_rds, self.ids.source_snapshot, "source", self.waits)
-            return self.ids.source_snapshot
+            snap_id = self.ids.source_snapshot
+            if describe_snapshot(rds=self.src_rds, snapshot_id=snap_id) is None and _start(
+                call=lambda: self.src_rds.create_db_snapshot(
+                    DBInstanceIdentifier=self.spec.instance_id,
+                    DBSnapshotIdentifier=snap_id,
+                    Tags=_rds_tags(self.tags),
+                ),
+                what="snapshotting the source",
+            ):
+                self.log(f"step 2/4: started snapshot {snap_id} of {self.spec.instance_id}")
+            _wait_snapshot(rds=self.src_rds, snapshot_id=snap_id, where="source", waits=self.waits)
+            return snap_id
 
-        latest: dict[str, Any] | None = None
+        latest: DBSnapshotTypeDef | None = None
         with aws_call(f"listing automated snapshots of {self.spec.instance_id}"):
             pages = self.src_rds.get_paginator("describe_db_snapshots").paginate(
                 DBInstanceIdentifier=self.spec.instance_id, SnapshotType="automated"
             )
             for page in pages:
                 for snap in page.get("DBSnapshots", []):
-                    if snap.get("Status") != "available":
+                    if snap.get("Status") != "available" or "SnapshotCreateTime" not in snap:
                         continue
                     if latest is None or snap["SnapshotCreateTime"] > latest["SnapshotCreateTime"]:
                         latest = snap
@@ -527,35 +430,32 @@ class _Clone:
         self.log(f"step 2/4: using automated snapshot {snap_id}")
         return snap_id
 
-    def ensure_encrypted_copy(self, share_key_arn: str) -> dict[str, Any]:
-        snap = _describe_snapshot(self.src_rds, self.ids.encrypted_copy)
-        if snap is None:
+    def ensure_encrypted_copy(self, share_key_arn: str) -> DBSnapshotTypeDef:
+        copy_id = self.ids.encrypted_copy
+        if describe_snapshot(rds=self.src_rds, snapshot_id=copy_id) is None:
             source_id = self.source_snapshot_id()
-            try:
-                self.src_rds.copy_db_snapshot(
+            if _start(
+                call=lambda: self.src_rds.copy_db_snapshot(
                     SourceDBSnapshotIdentifier=source_id,
-                    TargetDBSnapshotIdentifier=self.ids.encrypted_copy,
+                    TargetDBSnapshotIdentifier=copy_id,
                     KmsKeyId=share_key_arn,
                     Tags=_rds_tags(self.tags),
-                )
-                self.log(
-                    f"step 2/4: started encrypted copy {self.ids.encrypted_copy} of {source_id}"
-                )
-            except ClientError as exc:
-                if not _is_already_exists(exc):
-                    raise aws.translate_error(exc, "copying the source snapshot") from None
-        return _wait_snapshot(self.src_rds, self.ids.encrypted_copy, "source", self.waits)
+                ),
+                what="copying the source snapshot",
+            ):
+                self.log(f"step 2/4: started encrypted copy {copy_id} of {source_id}")
+        return _wait_snapshot(
+            rds=self.src_rds, snapshot_id=copy_id, where="source", waits=self.waits
+        )
 
     def ensure_shared(self) -> None:
         snap_id = self.ids.encrypted_copy
         with aws_call(f"sharing snapshot {snap_id}"):
             attrs = self.src_rds.describe_db_snapshot_attributes(DBSnapshotIdentifier=snap_id)[
                 "DBSnapshotAttributesResult"
-            ]["DBSnapshotAttributes"]
-            restore: dict[str, Any] = next(
-                (a for a in attrs if a.get("AttributeName") == "restore"), {}
-            )
-            if self.target.account_id in restore.get("AttributeValues", []):
+            ].get("DBSnapshotAttributes", [])
+            restore = next((a for a in attrs if a.get("AttributeName") == "restore"), None)
+            if restore and self.target.account_id in restore.get("AttributeValues", []):
                 return
             self.src_rds.modify_db_snapshot_attribute(
                 DBSnapshotIdentifier=snap_id,
@@ -566,37 +466,34 @@ class _Clone:
 
     # step 3 -----------------------------------------------------------------
     def ensure_target_key(self) -> str:
-        return ensure_kms_key(
-            self.tgt,
-            self.ids.kms_alias,
+        return kms.ensure_key(
+            session=self.tgt,
+            alias=self.ids.kms_alias,
             description=f"portal: RDS clones of account {self.ids.account}",
             tags=self.tags,
             log=self.log,
         )
 
-    def ensure_target_copy(self, shared_arn: str, target_key_arn: str) -> dict[str, Any]:
-        if _describe_snapshot(self.tgt_rds, self.ids.target_copy) is None:
-            kwargs: dict[str, Any] = {
-                "SourceDBSnapshotIdentifier": shared_arn,
-                "TargetDBSnapshotIdentifier": self.ids.target_copy,
-                "KmsKeyId": target_key_arn,
-                "Tags": _rds_tags(self.tags),
-            }
-            try:
-                self.tgt_rds.copy_db_snapshot(**kwargs)
-                self.log(
-                    f"step 3/4: started copy {self.ids.target_copy} in account "
-                    f"{self.target.account_id}"
-                )
-            except ClientError as exc:
-                if not _is_already_exists(exc):
-                    raise aws.translate_error(exc, "copying the shared snapshot") from None
-        return _wait_snapshot(self.tgt_rds, self.ids.target_copy, "target", self.waits)
+    def ensure_target_copy(self, *, shared_arn: str, target_key_arn: str) -> DBSnapshotTypeDef:
+        copy_id = self.ids.target_copy
+        if describe_snapshot(rds=self.tgt_rds, snapshot_id=copy_id) is None and _start(
+            call=lambda: self.tgt_rds.copy_db_snapshot(
+                SourceDBSnapshotIdentifier=shared_arn,
+                TargetDBSnapshotIdentifier=copy_id,
+                KmsKeyId=target_key_arn,
+                Tags=_rds_tags(self.tags),
+            ),
+            what="copying the shared snapshot",
+        ):
+            self.log(f"step 3/4: started copy {copy_id} in account {self.target.account_id}")
+        return _wait_snapshot(
+            rds=self.tgt_rds, snapshot_id=copy_id, where="target", waits=self.waits
+        )
 
     def ensure_instance(self) -> None:
-        if _describe_instance(self.tgt_rds, self.ids.instance) is not None:
+        if describe_instance(rds=self.tgt_rds, instance_id=self.ids.instance) is not None:
             return
-        kwargs: dict[str, Any] = {
+        request: RestoreDBInstanceFromDBSnapshotMessageTypeDef = {
             "DBInstanceIdentifier": self.ids.instance,
             "DBSnapshotIdentifier": self.ids.target_copy,
             "DBSubnetGroupName": self.target.subnet_group_name,
@@ -607,21 +504,20 @@ class _Clone:
             "Tags": _rds_tags(self.tags),
         }
         if self.target.security_group_ids:
-            kwargs["VpcSecurityGroupIds"] = list(self.target.security_group_ids)
+            request["VpcSecurityGroupIds"] = list(self.target.security_group_ids)
         if self.target.instance_class:
-            kwargs["DBInstanceClass"] = self.target.instance_class
+            request["DBInstanceClass"] = self.target.instance_class
         if self.target.parameter_group_name:
-            kwargs["DBParameterGroupName"] = self.target.parameter_group_name
-        try:
-            self.tgt_rds.restore_db_instance_from_db_snapshot(**kwargs)
+            request["DBParameterGroupName"] = self.target.parameter_group_name
+        if _start(
+            call=lambda: self.tgt_rds.restore_db_instance_from_db_snapshot(**request),
+            what="restoring the new instance",
+        ):
             self.log(f"step 3/4: started restore of instance {self.ids.instance}")
-        except ClientError as exc:
-            if not _is_already_exists(exc):
-                raise aws.translate_error(exc, "restoring the new instance") from None
 
     # step 4 -----------------------------------------------------------------
     def ensure_master_password(
-        self, instance: dict[str, Any], add_secret: Callable[[str], None]
+        self, *, instance: DBInstanceTypeDef, add_secret: Callable[[str], None]
     ) -> str:
         """Store a new master password in the target's Secrets Manager, then apply it.
 
@@ -630,11 +526,13 @@ class _Clone:
         one. Returns the secret's ARN.
         """
         username = str(instance.get("MasterUsername") or "")
-        existing = aws.describe_secret(self.tgt, self.ids.secret_name)
+        existing = aws.describe_secret(session=self.tgt, secret_id=self.ids.secret_name)
         password: str | None = None
         if existing is not None and not existing.get("DeletedDate"):
             try:
-                password = _password_from_secret(aws.get_secret(self.tgt, str(existing["ARN"])))
+                password = _password_from_secret(
+                    aws.get_secret(session=self.tgt, secret_id=str(existing["ARN"]))
+                )
             except AwsError:
                 password = None  # unreadable or foreign format: replace it
         if password is None:
@@ -652,11 +550,13 @@ class _Clone:
                 "dbInstanceIdentifier": self.ids.instance,
             }
         )
-        secret_arn = aws.put_secret(self.tgt, self.ids.secret_name, secret_value, self.tags)
-        version = _current_version(self.tgt, secret_arn)
+        secret_arn = aws.put_secret(
+            session=self.tgt, name=self.ids.secret_name, value=secret_value, tags=self.tags
+        )
+        version = _current_version(session=self.tgt, secret_arn=secret_arn)
         self.log(f"step 4/4: stored master credentials in secret {secret_arn}")
 
-        applied = {t["Key"]: t["Value"] for t in instance.get("TagList", [])}.get(
+        applied = {t.get("Key"): t.get("Value") for t in instance.get("TagList", [])}.get(
             PASSWORD_VERSION_TAG
         )
         if applied == version:
@@ -670,7 +570,7 @@ class _Clone:
         except (ClientError, BotoCoreError) as exc:
             # Built without the original message: never risk echoing the request.
             code = error_code(exc) or type(exc).__name__
-            retryable = aws.translate_error(exc, "").retryable
+            retryable = aws.translate_error(exc=exc, what="").retryable
             raise AwsError(
                 f"setting the master password of {self.ids.instance} failed: {code}",
                 retryable=retryable,
@@ -685,9 +585,10 @@ class _Clone:
         return secret_arn
 
 
-def _current_version(session: Any, secret_arn: str) -> str:
-    meta = aws.describe_secret(session, secret_arn) or {}
-    for version, stages in (meta.get("VersionIdsToStages") or {}).items():
+def _current_version(*, session: Session, secret_arn: str) -> str:
+    meta = aws.describe_secret(session=session, secret_id=secret_arn)
+    stages_by_version = meta.get("VersionIdsToStages", {}) if meta else {}
+    for version, stages in stages_by_version.items():
         if "AWSCURRENT" in stages:
             return str(version)
     return ""
@@ -702,9 +603,9 @@ def _password_from_secret(value: str) -> str | None:
     return password if isinstance(password, str) and password else None
 
 
-def read_master_password(session: Any, secret_arn: str) -> str:
+def read_master_password(*, session: Session, secret_arn: str) -> str:
     """The clone's master password from its secret (for the scrub step)."""
-    password = _password_from_secret(aws.get_secret(session, secret_arn))
+    password = _password_from_secret(aws.get_secret(session=session, secret_id=secret_arn))
     if password is None:
         raise AwsError(f"secret {secret_arn} does not hold RDS master credentials")
     return password
@@ -714,50 +615,50 @@ def read_master_password(session: Any, secret_arn: str) -> str:
 
 
 def _sessions(
-    spec: SourceSpec, target: TargetSpec, session_name: str, settings: AwsSettings
-) -> tuple[Any, Any]:
+    *, spec: SourceSpec, target: TargetSpec, session_name: str, settings: AwsSettings
+) -> tuple[Session, Session]:
     src, _ = aws.assume_role(
-        spec.account_id, spec.role_name, session_name, settings=settings, region=spec.region
+        account_id=spec.account_id,
+        session_name=session_name,
+        role_name=spec.role_name,
+        settings=settings,
+        region=spec.region,
     )
     tgt, _ = aws.assume_role(
-        target.account_id,
-        target.role_name,
-        session_name,
+        account_id=target.account_id,
+        session_name=session_name,
+        role_name=target.role_name,
         settings=settings,
         region=target.region or spec.region,
     )
     return src, tgt
 
 
-def _intermediate_ids(spec: SourceSpec, ids: CloneIds) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _intermediate_ids(
+    *, spec: SourceSpec, ids: CloneIds
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     # The automated snapshot belongs to production's backups: never ours to delete.
-    source = (
-        (ids.encrypted_copy,)
-        if spec.use_automated_snapshot
-        else (
-            ids.source_snapshot,
-            ids.encrypted_copy,
-        )
-    )
-    return source, (ids.target_copy,)
+    if spec.use_automated_snapshot:
+        return (ids.encrypted_copy,), (ids.target_copy,)
+    return (ids.source_snapshot, ids.encrypted_copy), (ids.target_copy,)
 
 
 def clone_rds(
+    *,
     spec: SourceSpec,
     target: TargetSpec,
     ids: CloneIds,
     log: LogFn,
     add_secret: Callable[[str], None],
     timeout_s: float = 4 * 3600.0,
-    *,
-    settings: AwsSettings | None = None,
     poll_s: float = 30.0,
+    settings: AwsSettings | None = None,
 ) -> CloneResult:
     """Clone ``spec``'s instance into ``target`` as ``ids.instance``; see the module doc.
 
     Raises AwsError (``retryable`` says whether running it again can help).
     """
-    s = settings if settings is not None else AwsSettings.from_env()
+    s = settings if settings is not None else AwsSettings.from_settings()
     aws.check_account_id(spec.account_id)
     aws.check_account_id(target.account_id)
     if spec.account_id == target.account_id:
@@ -772,42 +673,44 @@ def clone_rds(
         f"cloning RDS instance {spec.instance_id} of account {spec.account_id} "
         f"into {ids.instance} in account {target.account_id}"
     )
-    src, tgt = _sessions(spec, target, f"portal-{DRIVER}-{ids.run_id}", s)
+    src, tgt = _sessions(
+        spec=spec, target=target, session_name=f"portal-{DRIVER}-{ids.run_id}", settings=s
+    )
     run = _Clone(
         spec=spec,
         target=target,
         ids=ids,
         log=log,
-        waits=_Waits(aws._clock() + timeout_s, poll_s, log, timeout_s),
+        waits=_Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
         src=src,
         tgt=tgt,
-        src_rds=src.client("rds"),
-        tgt_rds=tgt.client("rds"),
+        src_rds=src.rds(),
+        tgt_rds=tgt.rds(),
     )
 
     # Work backwards from the end state: whatever already exists is not redone.
     share_key_arn = ""
     target_key_arn = run.ensure_target_key()
-    if _describe_instance(run.tgt_rds, ids.instance) is None:
-        if _describe_snapshot(run.tgt_rds, ids.target_copy) is None:
+    if describe_instance(rds=run.tgt_rds, instance_id=ids.instance) is None:
+        if describe_snapshot(rds=run.tgt_rds, snapshot_id=ids.target_copy) is None:
             share_key_arn = run.ensure_share_key()
             shared = run.ensure_encrypted_copy(share_key_arn)
             run.ensure_shared()
             shared_arn = str(shared["DBSnapshotArn"])
         else:
             shared_arn = ""  # the target copy exists: it needs no source any more
-        run.ensure_target_copy(shared_arn, target_key_arn)
+        run.ensure_target_copy(shared_arn=shared_arn, target_key_arn=target_key_arn)
         run.ensure_instance()
-    instance = _wait_instance(run.tgt_rds, ids.instance, run.waits)
+    instance = _wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
     if not share_key_arn:  # source steps skipped: report the key, read-only
-        meta = _key_by_alias(src.client("kms"), share_key_alias(target.account_id))
+        meta = kms.describe_key(kms=src.kms(), key_id=share_key_alias(target.account_id))
         share_key_arn = str(meta["Arn"]) if meta else ""
 
-    secret_arn = run.ensure_master_password(instance, add_secret)
-    instance = _wait_instance(run.tgt_rds, ids.instance, run.waits)
+    secret_arn = run.ensure_master_password(instance=instance, add_secret=add_secret)
+    instance = _wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
 
     endpoint = instance.get("Endpoint") or {}
-    source_ids, target_ids = _intermediate_ids(spec, ids)
+    source_ids, target_ids = _intermediate_ids(spec=spec, ids=ids)
     result = CloneResult(
         instance_id=ids.instance,
         instance_arn=str(instance["DBInstanceArn"]),
@@ -825,28 +728,20 @@ def clone_rds(
     return result
 
 
-def _delete_snapshot(rds: Any, snapshot_id: str, where: str, log: LogFn) -> bool:
-    try:
-        rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
-    except ClientError as exc:
-        if error_code(exc) in {"DBSnapshotNotFound", "DBSnapshotNotFoundFault"}:
-            return False
-        raise aws.translate_error(exc, f"deleting snapshot {snapshot_id} ({where})") from None
-    except BotoCoreError as exc:
-        raise aws.translate_error(exc, f"deleting snapshot {snapshot_id} ({where})") from None
-    log(f"deleted snapshot {snapshot_id} ({where})")
-    return True
+def _delete(*, call: Callable[[], object], missing: frozenset[str], what: str) -> bool:
+    """Run a delete call; False when the resource was already gone."""
+    return _unless_missing(call=lambda: call() or True, missing=missing, what=what) is not None
 
 
 def delete_clone(
+    *,
     spec: SourceSpec,
     target: TargetSpec,
-    *,
     instance_id: str | None,
+    log: LogFn,
     source_snapshot_ids: Sequence[str] = (),
     target_snapshot_ids: Sequence[str] = (),
     secret_arn: str | None = None,
-    log: LogFn,
     timeout_s: float = 3600.0,
     poll_s: float = 30.0,
     settings: AwsSettings | None = None,
@@ -859,7 +754,7 @@ def delete_clone(
     already gone is skipped. The source instance and its automated snapshots
     are never touched.
     """
-    s = settings if settings is not None else AwsSettings.from_env()
+    s = settings if settings is not None else AwsSettings.from_settings()
     # Instances are only ever deleted in the target account: never in production.
     if spec.account_id == target.account_id:
         raise AwsError("source and target account are the same; refusing to delete")
@@ -867,35 +762,60 @@ def delete_clone(
     foreign = [i for i in source_snapshot_ids if not i.lower().startswith(SNAPSHOT_PREFIX)]
     if foreign:
         raise AwsError(f"refusing to delete snapshots not made by the portal: {foreign}")
-    src, tgt = _sessions(spec, target, f"portal-{DRIVER}-cleanup-{run_id}", s)
-    tgt_rds = tgt.client("rds")
-    waits = _Waits(aws._clock() + timeout_s, poll_s, log, timeout_s)
-
+    src, tgt = _sessions(
+        spec=spec, target=target, session_name=f"portal-{DRIVER}-cleanup-{run_id}", settings=s
+    )
+    tgt_rds = tgt.rds()
     if instance_id:
-        try:
-            tgt_rds.delete_db_instance(
+        _delete_instance(
+            rds=tgt_rds,
+            instance_id=instance_id,
+            log=log,
+            waits=_Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
+        )
+
+    src_rds = src.rds()
+    for snap_id in source_snapshot_ids:
+        _delete_snapshot(rds=src_rds, snapshot_id=snap_id, account_id=spec.account_id, log=log)
+    for snap_id in target_snapshot_ids:
+        _delete_snapshot(rds=tgt_rds, snapshot_id=snap_id, account_id=target.account_id, log=log)
+    if secret_arn and aws.delete_secret(session=tgt, secret_id=secret_arn):
+        log(f"deleted secret {secret_arn}")
+
+
+def _delete_snapshot(*, rds: RDSClient, snapshot_id: str, account_id: str, log: LogFn) -> None:
+    what = f"snapshot {snapshot_id} (account {account_id})"
+    if _delete(
+        call=lambda: rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id),
+        missing=_SNAPSHOT_MISSING,
+        what=f"deleting {what}",
+    ):
+        log(f"deleted {what}")
+
+
+def _delete_instance(*, rds: RDSClient, instance_id: str, log: LogFn, waits: _Waits) -> None:
+    """Delete the instance (no final snapshot) and wait until it is gone."""
+    try:
+        deleted = _delete(
+            call=lambda: rds.delete_db_instance(
                 DBInstanceIdentifier=instance_id,
                 SkipFinalSnapshot=True,
                 DeleteAutomatedBackups=True,
-            )
-            log(f"deleting instance {instance_id}")
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in {"DBInstanceNotFound", "DBInstanceNotFoundFault"}:
-                log(f"instance {instance_id} already gone")
-            elif code not in {"InvalidDBInstanceState", "InvalidDBInstanceStateFault"}:
-                raise aws.translate_error(exc, f"deleting instance {instance_id}") from None
-            # InvalidDBInstanceState: most likely already deleting; wait below.
-        while (inst := _describe_instance(tgt_rds, instance_id)) is not None:
-            waits.progress(f"instance {instance_id}", str(inst.get("DBInstanceStatus")))
-            if waits.expired():
-                raise waits.timeout(f"deletion of instance {instance_id}", "deleting")
-            aws._sleep(poll_s)
-
-    src_rds = src.client("rds")
-    for snap_id in source_snapshot_ids:
-        _delete_snapshot(src_rds, snap_id, f"account {spec.account_id}", log)
-    for snap_id in target_snapshot_ids:
-        _delete_snapshot(tgt_rds, snap_id, f"account {target.account_id}", log)
-    if secret_arn and aws.delete_secret(tgt, secret_arn):
-        log(f"deleted secret {secret_arn}")
+            ),
+            missing=_INSTANCE_MISSING,
+            what=f"deleting instance {instance_id}",
+        )
+        log(
+            f"deleting instance {instance_id}"
+            if deleted
+            else f"instance {instance_id} already gone"
+        )
+    except AwsError as exc:
+        # InvalidDBInstanceState: most likely already deleting; wait below.
+        if exc.code not in {"InvalidDBInstanceState", "InvalidDBInstanceStateFault"}:
+            raise
+    while (inst := describe_instance(rds=rds, instance_id=instance_id)) is not None:
+        waits.progress(what=f"instance {instance_id}", state=str(inst.get("DBInstanceStatus")))
+        if waits.expired():
+            raise waits.timeout(what=f"deletion of instance {instance_id}", state="deleting")
+        aws._sleep(waits.poll_s)

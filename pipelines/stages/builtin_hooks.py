@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from pipelines.clients import aws
 from pipelines.stages.base import StageContext, StageError
 
 
-def run_builtin_hook(name: str, ctx: StageContext) -> dict[str, Any]:
+def run_builtin_hook(*, name: str, ctx: StageContext) -> dict[str, str]:
     try:
         if name == "aws.create_account":
-            outputs = aws.hook_create_account(ctx.account.name, log=ctx.log)
+            outputs = aws.hook_create_account(account_name=ctx.account.name, log=ctx.log)
             ctx.records.record(cloud_account_id=outputs["cloud_account_id"])
             # Later hooks of this stage see the new id too.
             ctx.account = replace(ctx.account, cloud_account_id=outputs["cloud_account_id"])
@@ -24,7 +23,7 @@ def run_builtin_hook(name: str, ctx: StageContext) -> dict[str, Any]:
                     "run aws.create_account first",
                     retryable=False,
                 )
-            return aws.hook_assume_role(ctx.account.cloud_account_id, log=ctx.log)
+            return aws.hook_assume_role(cloud_account_id=ctx.account.cloud_account_id, log=ctx.log)
     except aws.AwsError as exc:
         raise StageError(f"{name}: {exc.explanation}", retryable=exc.retryable) from exc
     raise StageError(f"unknown built-in hook {name!r}", retryable=False)

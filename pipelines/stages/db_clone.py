@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.dbclone import stage_support as support
+from pipelines.dbclone import endpoints, logical_driver, rds_driver
+from pipelines.dbclone.endpoints import EndpointRecord
+from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
 from pipelines.stages.base import StageContext
 
 
@@ -38,14 +40,14 @@ def execute(ctx: StageContext) -> dict[str, Any]:
 
     # Preflight, before any database is created anywhere.
     for entry in databases:
-        if entry["driver"] == support.LOGICAL:
-            warnings = support.check_logical_rules(entry)
+        if entry["driver"] == endpoints.LOGICAL:
+            warnings = logical_driver.check_rules(entry)
             ctx.log(
                 f"[{entry['service']}] masking rules checked against the source "
                 f"({len(warnings)} warning(s))"
             )
         else:
-            plan = support.rds_plan(ctx, entry)
+            plan = rds_driver.plan(ctx=ctx, entry=entry)
             ctx.log(
                 f"[{entry['service']}] RDS {plan.source.instance_id} of account "
                 f"{plan.source.account_id} -> {plan.ids.instance} in account "
@@ -53,22 +55,26 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             )
 
     current = ctx.records.endpoints()
-
-    def job_for(entry: dict[str, Any]) -> Any:
-        clone = support.clone_logical if entry["driver"] == support.LOGICAL else support.clone_rds
-
-        def job(log: support.LogFn) -> dict[str, Any]:
-            outputs = clone(ctx, entry, log)
-            previous = current.get(entry["service"])
-            if previous and not support.same_clone(previous, outputs["endpoint"]):
-                # Informational: dns_cutover reads Account.endpoints again when it runs.
-                outputs["delete_after_cutover"]["previous"] = support.without_previous(previous)
-            log(f"clone ready: {outputs['database']} on {outputs['host']}:{outputs['port']}")
-            return outputs
-
-        return job
-
-    results = support.run_per_service(
-        ctx, [(entry["service"], job_for(entry)) for entry in databases], "db_clone"
-    )
+    jobs = [
+        ServiceJob(
+            service=entry["service"],
+            job=_job(ctx=ctx, entry=entry, previous=current.get(entry["service"])),
+        )
+        for entry in databases
+    ]
+    results = run_per_service(ctx=ctx, jobs=jobs, what="db_clone")
     return {"services": {entry["service"]: results[entry["service"]] for entry in databases}}
+
+
+def _job(*, ctx: StageContext, entry: dict[str, Any], previous: EndpointRecord | None) -> Job:
+    clone = logical_driver.clone if entry["driver"] == endpoints.LOGICAL else rds_driver.clone
+
+    def job(log: LogFn) -> dict[str, Any]:
+        outputs = clone(ctx=ctx, entry=entry, log=log)
+        if previous and not endpoints.same_clone(recorded=previous, clone=outputs["endpoint"]):
+            # Informational: dns_cutover reads Account.endpoints again when it runs.
+            outputs["delete_after_cutover"]["previous"] = endpoints.without_previous(previous)
+        log(f"clone ready: {outputs['database']} on {outputs['host']}:{outputs['port']}")
+        return outputs
+
+    return job

@@ -11,36 +11,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.dbclone import stage_support as support
+from pipelines.dbclone import endpoints
+from pipelines.dbclone.endpoints import EndpointRecord
+from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
 from pipelines.stages.base import StageContext
-from pipelines.stages.dns_cutover import delete_clone, describe_clone
-
-CLONE_DRIVERS = (support.LOGICAL, support.RDS)
+from pipelines.stages.dns_cutover import delete_clone
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    endpoints = ctx.records.endpoints()
-    clones = {s: r for s, r in endpoints.items() if r and r.get("driver") in CLONE_DRIVERS}
+    clones = {
+        service: record
+        for service, record in ctx.records.endpoints().items()
+        if record and record.get("driver") in endpoints.CLONE_DRIVERS
+    }
     if not clones:
         ctx.log("no database clones recorded on the account: nothing to delete")
         return {"services": {}}
+    jobs = [
+        ServiceJob(service=service, job=_job(ctx=ctx, service=service, record=record))
+        for service, record in clones.items()
+    ]
+    return {"services": run_per_service(ctx=ctx, jobs=jobs, what="db_teardown")}
 
-    def job_for(service: str, record: dict[str, Any]) -> Any:
-        def job(log: support.LogFn) -> dict[str, Any]:
-            deleted = []
-            for clone in (record.get("previous"), support.without_previous(record)):
-                if clone:
-                    log(f"deleting {describe_clone(clone)}")
-                    delete_clone(ctx, clone, log)
-                    deleted.append(describe_clone(clone))
-            ctx.records.record(endpoints={service: None})
-            return {"deleted": deleted}
 
-        return job
+def _job(*, ctx: StageContext, service: str, record: EndpointRecord) -> Job:
+    def job(log: LogFn) -> dict[str, Any]:
+        deleted = []
+        for clone in (record.get("previous"), endpoints.without_previous(record)):
+            if clone:
+                log(f"deleting {endpoints.describe(clone)}")
+                delete_clone(ctx=ctx, record=clone, log=log)
+                deleted.append(endpoints.describe(clone))
+        ctx.records.record(endpoints={service: None})
+        return {"deleted": deleted}
 
-    results = support.run_per_service(
-        ctx,
-        [(service, job_for(service, record)) for service, record in clones.items()],
-        "db_teardown",
-    )
-    return {"services": results}
+    return job

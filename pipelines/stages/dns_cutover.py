@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.dbclone import stage_support as support
+from pipelines.dbclone import dns, endpoints, logical_driver, rds_driver
+from pipelines.dbclone.endpoints import EndpointRecord
+from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
 from pipelines.stages.base import StageContext, StageError
 
 
@@ -37,90 +39,89 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         ctx.log("no cloned databases: nothing to switch")
         return {"services": {}}
 
-    endpoints = ctx.records.endpoints()
-
-    def job_for(service: str, clone: dict[str, Any]) -> Any:
-        def job(log: support.LogFn) -> dict[str, Any]:
-            return _cut_over(ctx, service, clone, endpoints.get(service), log)
-
-        return job
-
-    results = support.run_per_service(
-        ctx,
-        [(service, job_for(service, clone)) for service, clone in cloned.items()],
-        "dns_cutover",
-    )
+    current = ctx.records.endpoints()
+    jobs = [
+        ServiceJob(
+            service=service,
+            job=_job(ctx=ctx, service=service, clone=clone, current=current.get(service)),
+        )
+        for service, clone in cloned.items()
+    ]
+    results = run_per_service(ctx=ctx, jobs=jobs, what="dns_cutover")
     return {"services": {service: results[service] for service in cloned}}
 
 
+def _job(
+    *, ctx: StageContext, service: str, clone: dict[str, Any], current: EndpointRecord | None
+) -> Job:
+    def job(log: LogFn) -> dict[str, Any]:
+        return _cut_over(ctx=ctx, service=service, clone=clone, current=current, log=log)
+
+    return job
+
+
 def _cut_over(
+    *,
     ctx: StageContext,
     service: str,
     clone: dict[str, Any],
-    current: dict[str, Any] | None,
-    log: support.LogFn,
+    current: EndpointRecord | None,
+    log: LogFn,
 ) -> dict[str, Any]:
     new = dict(clone["endpoint"])
-    if current and support.same_clone(current, new):
+    if current and endpoints.same_clone(recorded=current, clone=new):
         # A retry after step 2: the record already points here and remembers the previous.
         previous = current.get("previous")
     else:
-        previous = support.without_previous(current) if current else None
-    if previous and support.same_clone(previous, new):
+        previous = endpoints.without_previous(current) if current else None
+    if previous and endpoints.same_clone(recorded=previous, clone=new):
         previous = None
 
     change = ""
     if new.get("dns"):
         # One session per thread: boto3 sessions are not safe to share between threads.
-        change = support.upsert_dns(ctx, support.dns_session(ctx), new, log)
+        change = dns.upsert(ctx=ctx, session=dns.session_for(ctx), record=new, log=log)
 
     ctx.records.record(endpoints={service: {**new, "previous": previous} if previous else new})
-    log(f"endpoint of {service} is now {describe_clone(new)}")
+    log(f"endpoint of {service} is now {endpoints.describe(new)}")
 
     deleted: list[str] = []
     if previous:
-        log(f"deleting the previous clone {describe_clone(previous)}")
-        delete_clone(ctx, previous, log)
-        deleted.append(describe_clone(previous))
+        log(f"deleting the previous clone {endpoints.describe(previous)}")
+        delete_clone(ctx=ctx, record=previous, log=log)
+        deleted.append(endpoints.describe(previous))
 
     snapshots = (clone.get("delete_after_cutover") or {}).get("snapshots") or {}
-    if snapshots.get("source") or snapshots.get("target"):
-        support.delete_rds(
-            ctx,
-            new,
-            log,
+    source_snapshots = list(snapshots.get("source") or [])
+    target_snapshots = list(snapshots.get("target") or [])
+    if source_snapshots or target_snapshots:
+        rds_driver.delete(
+            ctx=ctx,
+            record=new,
+            log=log,
             instance=False,
-            source_snapshots=list(snapshots.get("source") or []),
-            target_snapshots=list(snapshots.get("target") or []),
+            source_snapshots=source_snapshots,
+            target_snapshots=target_snapshots,
         )
-        deleted += [
-            f"snapshot {s}" for s in [*snapshots.get("source", []), *snapshots.get("target", [])]
-        ]
+        deleted += [f"snapshot {s}" for s in [*source_snapshots, *target_snapshots]]
 
     ctx.records.record(endpoints={service: new})
     return {
         "driver": new["driver"],
-        "endpoint": describe_clone(new),
+        "endpoint": endpoints.describe(new),
         "dns": new.get("dns") or "",
         "dns_change": change,
         "deleted": deleted,
     }
 
 
-def delete_clone(ctx: StageContext, previous: dict[str, Any], log: support.LogFn) -> None:
-    driver = previous.get("driver")
-    if driver == support.LOGICAL:
-        support.drop_logical(ctx, previous, log)
-    elif driver == support.RDS:
-        support.delete_rds(ctx, previous, log, instance=True)
+def delete_clone(*, ctx: StageContext, record: EndpointRecord, log: LogFn) -> None:
+    """Delete the clone an endpoint record describes (a record of another driver stays)."""
+    driver = record.get("driver")
+    if driver == endpoints.LOGICAL:
+        logical_driver.drop(ctx=ctx, record=record, log=log)
+    elif driver == endpoints.RDS:
+        rds_driver.delete(ctx=ctx, record=record, log=log, instance=True)
     else:
         # Recorded by something else (e.g. Terraform's own database): not ours to delete.
         log(f"previous endpoint has driver {driver!r}: left in place")
-
-
-def describe_clone(record: dict[str, Any]) -> str:
-    if record.get("driver") == support.RDS:
-        return (
-            f"RDS instance {record.get('instance_id')} ({record.get('host')}:{record.get('port')})"
-        )
-    return f"database {record.get('database')} on {record.get('host')}:{record.get('port')}"

@@ -22,7 +22,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     ran: list[str] = []
     for name in builtins:
         ctx.log(f"built-in hook {name}")
-        outputs.update(run_builtin_hook(name, ctx))
+        outputs.update(run_builtin_hook(name=name, ctx=ctx))
         ran.append(name)
     for script in scripts:
         outputs.update(_run_script(ctx, script, hooks.timeout_minutes))

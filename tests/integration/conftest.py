@@ -4,10 +4,9 @@ The Celery worker copies its environment once, at start; ``worker_env`` in
 tests/conftest.py gives every session's worker what the clone stages need
 (tests/clone_env.py): the named connections ``PORTAL_CONNECTION_DBCLONE_SRC`` /
 ``_TGT`` of the test blueprints, the moto server's endpoint and dummy keys,
-``PORTAL_RDS_SCRUB_URL_OVERRIDE`` (moto restores no real database, so the RDS
-scrub step runs against a local database instead; see
-pipelines/dbclone/stage_support.py, honoured only with a local AWS endpoint) and
-short RDS/DNS polls.
+``PORTAL_RDS_ENDPOINT_RESOLVER`` (moto restores no real database, so the RDS
+scrub step reaches a local stand-in database, ``rds_scrub_db``, with the master
+user and password the product read from Secrets Manager) and short RDS/DNS polls.
 
 The source database itself is created only when a test asks for ``clone_source``,
 and every database and role the clone tests of this session make (names start with
@@ -24,11 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from pipelines import engine, services
 from pipelines.clients import postgres as pg
 from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
-from tests.clone_env import ACCOUNT_PREFIX, ADMIN_URL, RDS_SCRUB_DB, SOURCE_DB
+from tests.clone_env import (
+    ACCOUNT_PREFIX,
+    ADMIN_URL,
+    RDS_MASTER_USER,
+    SOURCE_DB,
+    rds_standin_database,
+)
 from tests.conftest import wait_until
 
 SOURCE_SQL = r"""
@@ -109,22 +115,22 @@ def clone_source() -> Iterator[CloneSource]:
         drop_test_clones()
 
 
-def rds_scrub_url(service: str) -> str:
-    return pg.with_dbname(ADMIN_URL, RDS_SCRUB_DB.replace("{service}", service))
-
-
 @pytest.fixture(scope="session")
 def rds_scrub_db() -> Iterator[str]:
-    """The local database that stands in for the restored RDS instance of service orders."""
-    name = RDS_SCRUB_DB.replace("{service}", "orders")
+    """The local database that stands in for database ``orders`` of a restored RDS
+    instance, owned by the instances' master user (a role for this session)."""
+    name = rds_standin_database("orders")
     pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    pg.execute(ADMIN_URL, f'DROP ROLE IF EXISTS "{RDS_MASTER_USER}"')
+    pg.execute(ADMIN_URL, f'CREATE ROLE "{RDS_MASTER_USER}" LOGIN')
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}" OWNER "{RDS_MASTER_USER}"')
     url = pg.with_dbname(ADMIN_URL, name)
     try:
-        pg.execute(url, RDS_SCRUB_SQL)
+        pg.execute(make_conninfo(url, user=RDS_MASTER_USER), RDS_SCRUB_SQL)
         yield url
     finally:
         pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.execute(ADMIN_URL, f'DROP ROLE IF EXISTS "{RDS_MASTER_USER}"')
 
 
 def clone_databases(account_name: str = "") -> list[str]:

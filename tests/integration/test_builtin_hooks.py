@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from pipelines import services
 from pipelines.blueprints import load_blueprint
 from pipelines.clients import aws
-from pipelines.models import LogLine, PipelineRun, RunStatus
+from pipelines.models import LogLine, PipelineRun, RunKind, RunStatus
 from pipelines.stages import hooks
 from pipelines.stages.base import AccountInfo, StageContext, StageError
 from tests.factories import AccountFactory
@@ -61,7 +62,7 @@ def aws_worker(moto_server: str, celery_worker: Any) -> Any:
 
 
 def _org_accounts_with(email: str) -> list[dict[str, Any]]:
-    org = aws.builder_session().client("organizations")
+    org = aws.builder_session().organizations()
     found = []
     for page in org.get_paginator("list_accounts").paginate():
         found += [a for a in page["Accounts"] if a["Email"].lower() == email]
@@ -79,7 +80,7 @@ def test_create_account_and_assume_role_through_the_worker_twice(aws_worker, wai
     name = f"aws-{uuid.uuid4().hex[:8]}"
     account = AccountFactory(name=name, blueprint="aws-account", config={})
 
-    first = wait_for_run(services.start_run(account, "provision").pk, timeout=90)
+    first = wait_for_run(services.start_run(account, RunKind.PROVISION).pk, timeout=90)
 
     assert first.status == RunStatus.SUCCEEDED, _explain(first)
     pre = first.stages.get(kind="pre_hooks")
@@ -91,10 +92,10 @@ def test_create_account_and_assume_role_through_the_worker_twice(aws_worker, wai
     assert account.cloud_account_id == cloud_id
     # A later stage (another task, maybe another machine) sees the recorded id.
     assert first.stages.get(kind="post_hooks").outputs["seen_account_id"] == cloud_id
-    email = aws.account_email(name)
+    email = aws.account_email(account_name=name, email_domain=settings.PORTAL_AWS_EMAIL_DOMAIN)
     assert [a["Id"] for a in _org_accounts_with(email)] == [cloud_id]
 
-    second = wait_for_run(services.start_run(account, "update").pk, timeout=90)
+    second = wait_for_run(services.start_run(account, RunKind.UPDATE).pk, timeout=90)
 
     assert second.status == RunStatus.SUCCEEDED, _explain(second)
     again = second.stages.get(kind="pre_hooks")
@@ -152,7 +153,7 @@ def _context(tmp_path: Path, name: str, blueprint: Any, recorded: list[dict]) ->
             pk=1, name=name, purpose="qa", cloud_account_id="", config={}, outputs={}
         ),
         run_id=1,
-        run_kind="provision",
+        run_kind=RunKind.PROVISION,
         stage_id=1,
         stage_kind="pre_hooks",
         attempt=1,
@@ -180,7 +181,14 @@ def test_builtin_hooks_called_directly_are_idempotent(moto_server, tmp_path) -> 
     assert ACCOUNT_ID.match(first["cloud_account_id"])
     assert second == first
     assert recorded == [{"cloud_account_id": first["cloud_account_id"]}] * 2
-    assert len(_org_accounts_with(aws.account_email(name))) == 1
+    assert (
+        len(
+            _org_accounts_with(
+                aws.account_email(account_name=name, email_domain=settings.PORTAL_AWS_EMAIL_DOMAIN)
+            )
+        )
+        == 1
+    )
 
 
 def test_assume_role_without_an_account_id_is_refused(moto_server, tmp_path) -> None:

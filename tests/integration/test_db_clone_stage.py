@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from pytest_django.fixtures import Settings
 
 from accounts_app.records import read_secret
 from pipelines import services
@@ -22,10 +23,11 @@ from pipelines.blueprints import BlueprintError, load_blueprint
 from pipelines.clients import aws
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import DB_COMPLETE, clone_database_name, clone_role_name
-from pipelines.models import RunStatus, StageStatus
+from pipelines.models import RunKind, RunStatus, StageStatus
+from pipelines.stages import db_clone, dns_cutover
 from pipelines.stages.base import StageError
-from tests.clone_env import clone_env
-from tests.factories import SANDBOX_CONFIG, AccountFactory
+from tests.clone_env import use_clone_settings
+from tests.factories import SANDBOX_CONFIG, AccountFactory, PipelineRunFactory
 from tests.integration.conftest import (
     ADMIN_URL,
     CloneSource,
@@ -36,6 +38,7 @@ from tests.integration.conftest import (
     unique_account_name,
     wait_until,
 )
+from tests.integration.stage_context import stage_context
 
 pytestmark = pytest.mark.integration
 # The stage tests share the database with the worker process; the blueprint checks need none.
@@ -56,10 +59,12 @@ def make_account(blueprint: str, moto_server: str) -> tuple[Any, Any, str]:
     """An account with its own cloud account (moto) holding its private DNS zone."""
     name = unique_account_name()
     cloud_id = f"3{secrets.randbelow(10**11):011d}"
-    session, _ = aws.assume_role(cloud_id, settings=aws.AwsSettings(endpoint_url=moto_server))
-    vpc = session.client("ec2").create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    session, _ = aws.assume_role(
+        account_id=cloud_id, settings=aws.AwsSettings(endpoint_url=moto_server)
+    )
+    vpc = session.boto.client("ec2").create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     zone = f"{name}.internal"
-    zone_id = session.client("route53").create_hosted_zone(
+    zone_id = session.route53().create_hosted_zone(
         Name=zone,
         CallerReference=name,
         HostedZoneConfig={"Comment": "test", "PrivateZone": True},
@@ -76,7 +81,7 @@ def make_account(blueprint: str, moto_server: str) -> tuple[Any, Any, str]:
 
 
 def dns_records(session: Any, zone_id: str) -> dict[str, tuple[str, list[str]]]:
-    sets = session.client("route53").list_resource_record_sets(HostedZoneId=zone_id)
+    sets = session.route53().list_resource_record_sets(HostedZoneId=zone_id)
     return {
         r["Name"].rstrip("."): (r["Type"], [v["Value"] for v in r.get("ResourceRecords", [])])
         for r in sets["ResourceRecordSets"]
@@ -106,13 +111,16 @@ def test_logical_clone_killed_midway_retried_then_refreshed(
     lock = psycopg.connect(clone_source.url)
     lock.execute("LOCK TABLE ONLY events IN ACCESS EXCLUSIVE MODE")
     try:
-        first = services.start_run(account, "refresh-data")
+        first = services.start_run(account, RunKind.REFRESH_DATA)
         stage = first.stages.get(kind="db_clone")
         wait_until(
             lambda: sum("] created database" in t for t in stage_log(stage)) == 2,
             what="both clone databases to be created",
         )
-        names = {s: clone_database_name(account.name, s, first.pk) for s in SERVICES}
+        names = {
+            s: clone_database_name(account=account.name, service=s, run_id=first.pk)
+            for s in SERVICES
+        }
         assert clone_databases(account.name) == sorted(names.values())
         stage = kill_reap_retry(stage, settings)
     finally:
@@ -181,9 +189,11 @@ def test_logical_clone_killed_midway_retried_then_refreshed(
     first_secrets = {
         s: read_secret(account_id=account.pk, name=f"db/{s}/{names[s]}") for s in SERVICES
     }
-    second = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
+    second = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert second.status == RunStatus.SUCCEEDED, explain(second)
-    new_names = {s: clone_database_name(account.name, s, second.pk) for s in SERVICES}
+    new_names = {
+        s: clone_database_name(account=account.name, service=s, run_id=second.pk) for s in SERVICES
+    }
     assert clone_databases(account.name) == sorted(new_names.values())
     assert sorted(roles_of(account.name)) == sorted(clone_role_name(n) for n in new_names.values())
     account.refresh_from_db()
@@ -209,10 +219,12 @@ def test_masking_is_deterministic_joins_match_and_nothing_leaks(
     celery_worker, wait_for_run, clone_source: CloneSource, moto_server: str
 ) -> None:
     account, _, _ = make_account("logical-data", moto_server)
-    run = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
+    run = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert run.status == RunStatus.SUCCEEDED, explain(run)
     src = clone_source.url
-    tgt = pg.with_dbname(ADMIN_URL, clone_database_name(account.name, "orders", run.pk))
+    tgt = pg.with_dbname(
+        ADMIN_URL, clone_database_name(account=account.name, service="orders", run_id=run.pk)
+    )
 
     # Referential consistency: the same source e-mail/name gives the same masked value in
     # every table (users, orders, the partitions of events), so joins on them still match.
@@ -283,7 +295,7 @@ def test_bad_masking_rules_are_refused_before_copying(
     expected: list[str],
 ) -> None:
     account, _, _ = make_account(blueprint, moto_server)
-    run = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=60)
+    run = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=60)
 
     assert run.status == RunStatus.FAILED
     stage = run.stages.get(kind="db_clone")
@@ -407,59 +419,33 @@ class SimulatedCrash(Exception):
     pass
 
 
-def stage_context(account: Any, run_id: int, kind: str, previous: dict[str, Any], log: Any) -> Any:
-    """A StageContext as the engine builds it, to run a stage in this process."""
-    from accounts_app.records import AccountRecords
-    from pipelines.stages.base import AccountInfo, StageContext
-
-    account.refresh_from_db()
-    return StageContext(
-        account=AccountInfo(
-            pk=account.pk,
-            name=account.name,
-            purpose=account.purpose,
-            cloud_account_id=account.cloud_account_id,
-            config=dict(account.config),
-            outputs=dict(account.outputs),
-        ),
-        run_id=run_id,
-        run_kind="refresh-data",
-        stage_id=0,
-        stage_kind=kind,
-        attempt=1,
-        blueprint=load_blueprint(account.blueprint),
-        config=dict(account.config),
-        previous=previous,
-        workdir=Path("/nonexistent"),
-        log=log,
-        add_secret=lambda value: None,
-        is_cancelled=lambda: False,
-        artifacts=None,  # type: ignore[arg-type]  # the data stages store no files
-        records=AccountRecords(account.pk),
-    )
-
-
 @transactional
 def test_dns_cutover_crashed_after_the_switch_deletes_the_previous_clone_on_retry(
-    clone_source: CloneSource, moto_server: str, monkeypatch: pytest.MonkeyPatch
+    clone_source: CloneSource, moto_server: str, settings: Settings
 ) -> None:
     """Both stages run in this process here, to crash at an exact line."""
-    from pipelines.stages import db_clone, dns_cutover
-    from tests.factories import PipelineRunFactory
-
-    for name, value in clone_env().items():
-        monkeypatch.setenv(name, value)
+    use_clone_settings(settings)
 
     account, session, zone_id = make_account("logical-data", moto_server)
     lines: list[str] = []
-    runs = [PipelineRunFactory(account=account, kind="refresh-data").pk for _ in range(2)]
+    runs = [PipelineRunFactory(account=account, kind=RunKind.REFRESH_DATA).pk for _ in range(2)]
     clones = []
     for run_id in runs:
-        outputs = db_clone.execute(stage_context(account, run_id, "db_clone", {}, lines.append))
+        outputs = db_clone.execute(
+            stage_context(
+                account=account, run_id=run_id, kind="db_clone", previous={}, log=lines.append
+            )
+        )
         clones.append(outputs)
     first, second = ({s: c["services"][s]["database"] for s in SERVICES} for c in clones)
     dns_cutover.execute(
-        stage_context(account, runs[0], "dns_cutover", {"db_clone": clones[0]}, lines.append)
+        stage_context(
+            account=account,
+            run_id=runs[0],
+            kind="dns_cutover",
+            previous={"db_clone": clones[0]},
+            log=lines.append,
+        )
     )
 
     crashed: list[str] = []
@@ -471,7 +457,11 @@ def test_dns_cutover_crashed_after_the_switch_deletes_the_previous_clone_on_retr
             raise SimulatedCrash(text)
 
     ctx = stage_context(
-        account, runs[1], "dns_cutover", {"db_clone": clones[1]}, crash_after_switch
+        account=account,
+        run_id=runs[1],
+        kind="dns_cutover",
+        previous={"db_clone": clones[1]},
+        log=crash_after_switch,
     )
     with pytest.raises(StageError):
         dns_cutover.execute(ctx)
@@ -485,7 +475,13 @@ def test_dns_cutover_crashed_after_the_switch_deletes_the_previous_clone_on_retr
 
     for _ in range(2):  # the retry, then once more: same end state
         outputs = dns_cutover.execute(
-            stage_context(account, runs[1], "dns_cutover", {"db_clone": clones[1]}, lines.append)
+            stage_context(
+                account=account,
+                run_id=runs[1],
+                kind="dns_cutover",
+                previous={"db_clone": clones[1]},
+                log=lines.append,
+            )
         )
         assert clone_databases(account.name) == sorted(second.values())
         account.refresh_from_db()

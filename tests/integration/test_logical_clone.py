@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import logical
+from pipelines.dbclone import logical, table_copy
 from pipelines.dbclone.logical import (
     CloneError,
     CloneResult,
@@ -143,11 +144,16 @@ class Env:
         self.created_runs.append(run_id)
         rec = recorder or Recorder()
         return clone_logical(
-            self.spec(**changes), self.account, "orders", run_id, rec.log, rec.add_secret
+            spec=self.spec(**changes),
+            account=self.account,
+            service="orders",
+            run_id=run_id,
+            log=rec.log,
+            add_secret=rec.add_secret,
         )
 
     def names(self, run_id: str) -> tuple[str, str]:
-        database = clone_database_name(self.account, "orders", run_id)
+        database = clone_database_name(account=self.account, service="orders", run_id=run_id)
         return database, clone_role_name(database)
 
 
@@ -174,16 +180,19 @@ def source_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(source_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    monkeypatch.setenv("PORTAL_CONNECTION_SRC", source_db)
-    monkeypatch.setenv("PORTAL_CONNECTION_TGT", ADMIN_URL)
+def env(source_db: str, settings: Settings) -> Iterator[Env]:
+    settings.PORTAL_CONNECTIONS = {
+        **settings.PORTAL_CONNECTIONS,
+        "SRC": source_db,
+        "TGT": ADMIN_URL,
+    }
     e = Env(source_db, f"it{secrets.token_hex(3)}", [])
     try:
         yield e
     finally:
         for run_id in e.created_runs:
             database, role = e.names(run_id)
-            drop_clone(ADMIN_URL, database, role)
+            drop_clone(url=ADMIN_URL, database=database, role=role)
             assert exists(database, role) == (False, False)
 
 
@@ -309,7 +318,7 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     # First clone: every table's indexes and keys built right after its copy; second:
     # the small tables' indexes wait for the final post-data restore (the default).
     with monkeypatch.context() as patched:
-        patched.setattr(logical, "EARLY_INDEX_MIN_BYTES", 0)
+        patched.setattr(table_copy, "EARLY_INDEX_MIN_BYTES", 0)
         first = env.clone("101", rec1)
     assert any(line.startswith("built 2 indexes and keys of public.orders") for line in rec1.lines)
     second = env.clone("102", rec2)
@@ -326,8 +335,8 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     assert e1 != e2
 
     # drop_clone is idempotent and removes both database and role.
-    drop_clone(ADMIN_URL, first.database, first.role)
-    drop_clone(ADMIN_URL, first.database, first.role)
+    drop_clone(url=ADMIN_URL, database=first.database, role=first.role)
+    drop_clone(url=ADMIN_URL, database=first.database, role=first.role)
     assert exists(first.database, first.role) == (False, False)
 
 
@@ -381,7 +390,10 @@ KILL_SCRIPT = textwrap.dedent(
         print(line, flush=True)
         if line.startswith(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)
-    clone_logical(spec, sys.argv[1], "orders", "401", log, lambda s: None)
+    clone_logical(
+        spec=spec, account=sys.argv[1], service="orders", run_id="401", log=log,
+        add_secret=lambda s: None,
+    )
     """
 )
 
@@ -393,7 +405,12 @@ def test_sigkill_at_any_step_then_rerun(env: Env, kill_at: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, env.account, kill_at],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": ""},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "PORTAL_CONNECTION_SRC": env.source_url,
+            "PORTAL_CONNECTION_TGT": ADMIN_URL,
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -448,18 +465,21 @@ def test_strict_mode_makes_unmasked_personal_columns_errors(env: Env) -> None:
     assert any(w.startswith("public.users.phone looks like personal data") for w in result.warnings)
 
 
-def test_missing_connection_is_named(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PORTAL_CONNECTION_TGT")
+def test_missing_connection_is_named(env: Env, settings: Settings) -> None:
+    settings.PORTAL_CONNECTIONS = {
+        name: url for name, url in settings.PORTAL_CONNECTIONS.items() if name != "TGT"
+    }
     with pytest.raises(CloneError, match="PORTAL_CONNECTION_TGT") as info:
         env.clone("701")
     assert not info.value.retryable
 
 
-def test_connection_password_never_in_errors(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_password_never_in_errors(env: Env, settings: Settings) -> None:
     password = "Sup3r-s3cret-" + secrets.token_hex(6)
-    monkeypatch.setenv(
-        "PORTAL_CONNECTION_SRC", f"postgresql://postgres:{password}@127.0.0.1:5432/no_such_db_x"
-    )
+    settings.PORTAL_CONNECTIONS = {
+        **settings.PORTAL_CONNECTIONS,
+        "SRC": f"postgresql://postgres:{password}@127.0.0.1:5432/no_such_db_x",
+    }
     with pytest.raises(CloneError) as info:
         env.clone("702")
     assert "no_such_db_x" in str(info.value) and password not in str(info.value)
@@ -475,14 +495,14 @@ def test_connection_password_never_in_errors(env: Env, monkeypatch: pytest.Monke
 def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real: Callable[..., Any] = logical.row_masker
+    real: Callable[..., Any] = table_copy.row_masker
 
-    def broken(masker: Any, plan: Any, collect: Any = None) -> Any:
+    def broken(*, masker: Any, plan: Any, collect: Any = None) -> Any:
         if plan.name == "public.orders":
             return None  # a bug: the table is copied unmasked
-        return real(masker, plan, collect)
+        return real(masker=masker, plan=plan, collect=collect)
 
-    monkeypatch.setattr(logical, "row_masker", broken)
+    monkeypatch.setattr(table_copy, "row_masker", broken)
     database, role = env.names("801")
     with pytest.raises(CloneError, match=r"leak scan failed.*public\.orders\.customer_email"):
         env.clone("801")
@@ -494,7 +514,7 @@ def test_drop_clone_refuses_foreign_databases(env: Env) -> None:
     pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
     try:
         with pytest.raises(CloneError, match="not created by the clone driver"):
-            drop_clone(ADMIN_URL, name, name + "_owner")
+            drop_clone(url=ADMIN_URL, database=name, role=name + "_owner")
         assert exists(name, "x")[0]
     finally:
         pg.execute(ADMIN_URL, f'DROP DATABASE "{name}"')
@@ -506,7 +526,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
         with conn.cursor() as cur, cur.copy(query) as out:
             expected = [bytes(row) for row in out]
         with conn.cursor() as cur, cur.copy(query) as out:
-            fast = [bytes(row) for row in pg._copy_rows(conn, out)]
+            fast = [bytes(row) for row in pg._copy_rows(conn=conn, out=out)]
         assert fast == expected and len(fast) == 20000
         failing = "COPY (SELECT 1 / (15000 - g) FROM generate_series(1, 20000) g) TO STDOUT"
         with (
@@ -514,7 +534,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
             conn.cursor() as cur,
             cur.copy(failing) as out,
         ):
-            for _ in pg._copy_rows(conn, out):
+            for _ in pg._copy_rows(conn=conn, out=out):
                 pass
         assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable
 

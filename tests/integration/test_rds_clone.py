@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from moto.rds.models import rds_backends
 
 from pipelines.clients import aws
+from pipelines.clients.kms import ALIAS_TAG as KMS_ALIAS_TAG
 from pipelines.dbclone import rds
 
 pytestmark = pytest.mark.integration
@@ -54,10 +55,10 @@ def make_world(
     aws_settings: aws.AwsSettings, target_account: str = TARGET, *, automated: bool = False
 ) -> World:
     """A production postgres instance in SOURCE and a network in the target account."""
-    src, _ = aws.assume_role(SOURCE, settings=aws_settings)
-    tgt, _ = aws.assume_role(target_account, settings=aws_settings)
+    src, _ = aws.assume_role(account_id=SOURCE, settings=aws_settings)
+    tgt, _ = aws.assume_role(account_id=target_account, settings=aws_settings)
     prod_id = _unique("orders-prod-")
-    src.client("rds").create_db_instance(
+    src.rds().create_db_instance(
         DBInstanceIdentifier=prod_id,
         DBInstanceClass="db.t3.micro",
         Engine="postgres",
@@ -67,7 +68,7 @@ def make_world(
         BackupRetentionPeriod=7,
         Tags=[{"Key": "env", "Value": "production"}],
     )
-    ec2 = tgt.client("ec2")
+    ec2 = tgt.boto.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
@@ -77,7 +78,7 @@ def make_world(
     ]
     sg = ec2.create_security_group(GroupName=_unique("db-"), Description="db", VpcId=vpc)["GroupId"]
     subnet_group = _unique("qa-db-subnets-")
-    tgt.client("rds").create_db_subnet_group(
+    tgt.rds().create_db_subnet_group(
         DBSubnetGroupName=subnet_group, DBSubnetGroupDescription="db", SubnetIds=subnets
     )
     return World(
@@ -88,7 +89,7 @@ def make_world(
         target=rds.TargetSpec(
             account_id=target_account, subnet_group_name=subnet_group, security_group_ids=(sg,)
         ),
-        ids=rds.clone_identifiers(_unique("qa-"), "orders", 42),
+        ids=rds.clone_identifiers(account=_unique("qa-"), service="orders", run_id=42),
         src=src,
         tgt=tgt,
     )
@@ -131,11 +132,11 @@ class SimulatedCrash(Exception):
 
 def run_clone(w: World, rec: Recorder, **kwargs: Any) -> rds.CloneResult:
     return rds.clone_rds(
-        w.spec,
-        w.target,
-        w.ids,
-        rec.log,
-        rec.add_secret,
+        spec=w.spec,
+        target=w.target,
+        ids=w.ids,
+        log=rec.log,
+        add_secret=rec.add_secret,
         timeout_s=60,
         settings=w.settings,
         poll_s=0.01,
@@ -147,29 +148,29 @@ def run_clone(w: World, rec: Recorder, **kwargs: Any) -> rds.CloneResult:
 
 
 def manual_snapshot_ids(session: Any) -> list[str]:
-    pages = session.client("rds").get_paginator("describe_db_snapshots").paginate()
+    pages = session.rds().get_paginator("describe_db_snapshots").paginate()
     return [s["DBSnapshotIdentifier"] for p in pages for s in p["DBSnapshots"]]
 
 
 def instance_ids(session: Any) -> list[str]:
-    pages = session.client("rds").get_paginator("describe_db_instances").paginate()
+    pages = session.rds().get_paginator("describe_db_instances").paginate()
     return [i["DBInstanceIdentifier"] for p in pages for i in p["DBInstances"]]
 
 
 def live_keys_for_alias(session: Any, alias: str) -> list[str]:
     """Keys (not pending deletion) created for ``alias``, by their portal tag."""
-    kms = session.client("kms")
+    kms = session.kms()
     found = []
     for key in kms.list_keys()["Keys"]:
         tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
         state = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"]
-        if {"TagKey": rds.KMS_ALIAS_TAG, "TagValue": alias} in tags and state != "PendingDeletion":
+        if {"TagKey": KMS_ALIAS_TAG, "TagValue": alias} in tags and state != "PendingDeletion":
             found.append(key["KeyId"])
     return found
 
 
 def secret_names(session: Any) -> list[str]:
-    return [s["Name"] for s in session.client("secretsmanager").list_secrets()["SecretList"]]
+    return [s["Name"] for s in session.secretsmanager().list_secrets()["SecretList"]]
 
 
 def moto_master_password(account: str, instance_id: str) -> str:
@@ -197,13 +198,13 @@ def assert_single_clone(w: World, result: rds.CloneResult) -> None:
     assert len(live_keys_for_alias(w.tgt, ids.kms_alias)) == 1
     assert secret_names(w.tgt).count(ids.secret_name) == 1
 
-    secret = json.loads(aws.get_secret(w.tgt, result.secret_arn))
+    secret = json.loads(aws.get_secret(session=w.tgt, secret_id=result.secret_arn))
     assert secret["username"] == "orders" == result.master_username
     assert secret["host"] == result.address
     assert moto_master_password(w.target.account_id, ids.instance) == secret["password"]
     assert secret["password"] != PROD_PASSWORD
     assert len(secret["password"]) == rds.PASSWORD_LENGTH
-    versions = w.tgt.client("secretsmanager").list_secret_version_ids(SecretId=result.secret_arn)
+    versions = w.tgt.secretsmanager().list_secret_version_ids(SecretId=result.secret_arn)
     assert len(versions["Versions"]) == 1
 
 
@@ -216,7 +217,7 @@ def test_moto_gap_still_exists(aws_settings: aws.AwsSettings) -> None:
     If this starts failing, moto fixed the gap: delete ``shared_snapshot_shim``.
     """
     w = make_world(aws_settings)
-    src_rds, tgt_rds = w.src.client("rds"), w.tgt.client("rds")
+    src_rds, tgt_rds = w.src.rds(), w.tgt.rds()
     snap_id = _unique("gap-")
     snap = src_rds.create_db_snapshot(
         DBInstanceIdentifier=w.spec.instance_id, DBSnapshotIdentifier=snap_id
@@ -239,10 +240,10 @@ def test_shim_refuses_snapshots_not_shared_with_the_caller(
 ) -> None:
     w = make_world(aws_settings)
     snap_id = _unique("private-")
-    arn = w.src.client("rds").create_db_snapshot(
+    arn = w.src.rds().create_db_snapshot(
         DBInstanceIdentifier=w.spec.instance_id, DBSnapshotIdentifier=snap_id
     )["DBSnapshot"]["DBSnapshotArn"]
-    tgt_rds = w.tgt.client("rds")
+    tgt_rds = w.tgt.rds()
     with pytest.raises(tgt_rds.exceptions.ClientError) as err:
         tgt_rds.copy_db_snapshot(
             SourceDBSnapshotIdentifier=arn, TargetDBSnapshotIdentifier=_unique("steal-")
@@ -257,7 +258,7 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     result = run_clone(w, rec)
 
     # The new instance: new id, in the target account, network from the target spec, tagged.
-    tgt_rds = w.tgt.client("rds")
+    tgt_rds = w.tgt.rds()
     inst = tgt_rds.describe_db_instances(DBInstanceIdentifier=w.ids.instance)["DBInstances"][0]
     assert result.instance_id == w.ids.instance == inst["DBInstanceIdentifier"]
     assert result.instance_arn.split(":")[4] == TARGET
@@ -274,15 +275,15 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     assert "env" not in inst_tags  # production's tags stay in production
 
     # Snapshots: encrypted with the right keys, shared with the target only, tagged.
-    src_rds = w.src.client("rds")
+    src_rds = w.src.rds()
     enc = src_rds.describe_db_snapshots(DBSnapshotIdentifier=w.ids.encrypted_copy)["DBSnapshots"][0]
-    share_key = w.src.client("kms").describe_key(KeyId=rds.share_key_alias(TARGET))["KeyMetadata"]
+    share_key = w.src.kms().describe_key(KeyId=rds.share_key_alias(TARGET))["KeyMetadata"]
     assert enc["Encrypted"] and enc["KmsKeyId"] == share_key["Arn"] == result.source_kms_key_arn
     attrs = src_rds.describe_db_snapshot_attributes(DBSnapshotIdentifier=w.ids.encrypted_copy)
     restore = attrs["DBSnapshotAttributesResult"]["DBSnapshotAttributes"][0]
     assert restore == {"AttributeName": "restore", "AttributeValues": [TARGET]}
     copy = tgt_rds.describe_db_snapshots(DBSnapshotIdentifier=w.ids.target_copy)["DBSnapshots"][0]
-    target_key = w.tgt.client("kms").describe_key(KeyId=w.ids.kms_alias)["KeyMetadata"]
+    target_key = w.tgt.kms().describe_key(KeyId=w.ids.kms_alias)["KeyMetadata"]
     assert copy["KmsKeyId"] == target_key["Arn"] == result.target_kms_key_arn
     for client, arn in (
         (src_rds, enc["DBSnapshotArn"]),
@@ -295,7 +296,7 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
 
     # The share key's policy lets the target use it, the source administer it.
     policy = json.loads(
-        w.src.client("kms").get_key_policy(KeyId=share_key["KeyId"], PolicyName="default")["Policy"]
+        w.src.kms().get_key_policy(KeyId=share_key["KeyId"], PolicyName="default")["Policy"]
     )
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert by_sid["TargetAccountUsesForSnapshotCopies"]["Principal"] == {
@@ -304,23 +305,25 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     assert "kms:CreateGrant" in by_sid["TargetAccountUsesForSnapshotCopies"]["Action"]
     assert by_sid["SourceAccountAdministers"]["Principal"] == {"AWS": f"arn:aws:iam::{SOURCE}:root"}
     # The share key serves every clone into TARGET, so an earlier test may have made it.
-    key_tags = w.src.client("kms").list_resource_tags(KeyId=share_key["KeyId"])["Tags"]
-    assert {t["TagKey"] for t in key_tags} == {*expected_tags, rds.KMS_ALIAS_TAG}
-    target_key_tags = w.tgt.client("kms").list_resource_tags(KeyId=target_key["KeyId"])["Tags"]
+    key_tags = w.src.kms().list_resource_tags(KeyId=share_key["KeyId"])["Tags"]
+    assert {t["TagKey"] for t in key_tags} == {*expected_tags, KMS_ALIAS_TAG}
+    target_key_tags = w.tgt.kms().list_resource_tags(KeyId=target_key["KeyId"])["Tags"]
     assert {t["TagKey"]: t["TagValue"] for t in target_key_tags} == {
         **expected_tags,
-        rds.KMS_ALIAS_TAG: w.ids.kms_alias,
+        KMS_ALIAS_TAG: w.ids.kms_alias,
     }
 
     # The secret: in the target account, tagged; the password only there and in add_secret.
-    secret = json.loads(aws.get_secret(w.tgt, result.secret_arn))
+    secret = json.loads(aws.get_secret(session=w.tgt, secret_id=result.secret_arn))
     assert result.secret_arn.split(":")[4] == TARGET
-    sm_tags = w.tgt.client("secretsmanager").describe_secret(SecretId=result.secret_arn)["Tags"]
+    sm_tags = w.tgt.secretsmanager().describe_secret(SecretId=result.secret_arn)["Tags"]
     assert {t["Key"]: t["Value"] for t in sm_tags} == expected_tags
     assert rec.secrets == [secret["password"]]
     assert all(secret["password"] not in line for line in rec.lines)
     assert secret["password"] not in json.dumps(result.to_outputs())
-    assert rds.read_master_password(w.tgt, result.secret_arn) == secret["password"]
+    assert (
+        rds.read_master_password(session=w.tgt, secret_arn=result.secret_arn) == secret["password"]
+    )
     assert result.source_snapshot_ids == (w.ids.source_snapshot, w.ids.encrypted_copy)
     assert result.target_snapshot_ids == (w.ids.target_copy,)
     assert_single_clone(w, result)
@@ -330,7 +333,10 @@ def test_clone_end_to_end_then_again_without_duplicates(world: World) -> None:
     again = run_clone(w, rec2)
     assert again == result
     assert_single_clone(w, again)
-    assert json.loads(aws.get_secret(w.tgt, result.secret_arn))["password"] == secret["password"]
+    assert (
+        json.loads(aws.get_secret(session=w.tgt, secret_id=result.secret_arn))["password"]
+        == secret["password"]
+    )
     assert not any("started" in line or "created" in line for line in rec2.lines)
 
 
@@ -340,7 +346,7 @@ def test_clone_from_latest_automated_snapshot(
     w = make_world(aws_settings, automated=True)
     automated = [
         s["DBSnapshotIdentifier"]
-        for s in w.src.client("rds").describe_db_snapshots(
+        for s in w.src.rds().describe_db_snapshots(
             DBInstanceIdentifier=w.spec.instance_id, SnapshotType="automated"
         )["DBSnapshots"]
     ]
@@ -387,7 +393,7 @@ def test_crash_at_any_step_then_retry_completes_without_duplicates(
     rec = Recorder()
     result = run_clone(w, rec)
     assert_single_clone(w, result)
-    secret = json.loads(aws.get_secret(w.tgt, result.secret_arn))
+    secret = json.loads(aws.get_secret(session=w.tgt, secret_id=result.secret_arn))
     assert all(secret["password"] not in line for line in crashing.lines + rec.lines)
     assert rec.secrets == [secret["password"]]
 
@@ -406,17 +412,19 @@ def test_delete_clone_is_idempotent_and_spares_production(world: World) -> None:
     }
 
     # Production's own snapshots are out of reach.
-    automated = w.src.client("rds").describe_db_snapshots(
+    automated = w.src.rds().describe_db_snapshots(
         DBInstanceIdentifier=w.spec.instance_id, SnapshotType="automated"
     )["DBSnapshots"][0]["DBSnapshotIdentifier"]
     with pytest.raises(aws.AwsError, match="not made by the portal"):
         rds.delete_clone(
-            w.spec, w.target, **{**common, "instance_id": None, "source_snapshot_ids": [automated]}
+            spec=w.spec,
+            target=w.target,
+            **{**common, "instance_id": None, "source_snapshot_ids": [automated]},
         )
     assert automated in manual_snapshot_ids(w.src)
 
     # Cleanup after a successful clone: snapshots go, the instance stays.
-    rds.delete_clone(w.spec, w.target, instance_id=None, **common)
+    rds.delete_clone(spec=w.spec, target=w.target, instance_id=None, **common)
     assert not {w.ids.source_snapshot, w.ids.encrypted_copy} & set(manual_snapshot_ids(w.src))
     assert w.ids.target_copy not in manual_snapshot_ids(w.tgt)
     assert w.ids.instance in instance_ids(w.tgt)
@@ -429,7 +437,11 @@ def test_delete_clone_is_idempotent_and_spares_production(world: World) -> None:
     # Teardown of the clone, twice.
     for _ in range(2):
         rds.delete_clone(
-            w.spec, w.target, instance_id=w.ids.instance, secret_arn=result.secret_arn, **common
+            spec=w.spec,
+            target=w.target,
+            instance_id=w.ids.instance,
+            secret_arn=result.secret_arn,
+            **common,
         )
         assert w.ids.instance not in instance_ids(w.tgt)
         assert w.ids.secret_name not in secret_names(w.tgt)
@@ -439,14 +451,28 @@ def test_delete_clone_is_idempotent_and_spares_production(world: World) -> None:
 def test_clone_refuses_same_account(world: World) -> None:
     same = rds.TargetSpec(account_id=SOURCE, subnet_group_name="x")
     with pytest.raises(aws.AwsError) as err:
-        rds.clone_rds(world.spec, same, world.ids, print, print, settings=world.settings)
+        rds.clone_rds(
+            spec=world.spec,
+            target=same,
+            ids=world.ids,
+            log=print,
+            add_secret=print,
+            settings=world.settings,
+        )
     assert not err.value.retryable
 
 
 def test_clone_refuses_another_region(world: World) -> None:
     elsewhere = rds.TargetSpec(account_id=TARGET, subnet_group_name="x", region="eu-west-1")
     with pytest.raises(aws.AwsError, match="cross-region"):
-        rds.clone_rds(world.spec, elsewhere, world.ids, print, print, settings=world.settings)
+        rds.clone_rds(
+            spec=world.spec,
+            target=elsewhere,
+            ids=world.ids,
+            log=print,
+            add_secret=print,
+            settings=world.settings,
+        )
 
 
 def test_missing_source_instance_is_a_clear_error(world: World) -> None:
@@ -454,7 +480,12 @@ def test_missing_source_instance_is_a_clear_error(world: World) -> None:
     rec = Recorder()
     with pytest.raises(aws.AwsError) as err:
         rds.clone_rds(
-            spec, world.target, world.ids, rec.log, rec.add_secret, settings=world.settings
+            spec=spec,
+            target=world.target,
+            ids=world.ids,
+            log=rec.log,
+            add_secret=rec.add_secret,
+            settings=world.settings,
         )
     assert err.value.code == "DBInstanceNotFound"
     assert "snapshotting the source" in err.value.explanation
@@ -464,20 +495,20 @@ def test_missing_source_instance_is_a_clear_error(world: World) -> None:
 
 
 def test_identifiers_are_deterministic_and_distinct() -> None:
-    a = rds.clone_identifiers("qa-1", "orders", 7)
-    assert a == rds.clone_identifiers("qa-1", "orders", 7)
+    a = rds.clone_identifiers(account="qa-1", service="orders", run_id=7)
+    assert a == rds.clone_identifiers(account="qa-1", service="orders", run_id=7)
     assert a.instance == "qa-1-orders-r7"
     assert a.source_snapshot == "portal-qa-1-orders-r7-snap"
     assert a.kms_alias == "alias/portal-rds-qa-1"
     assert a.secret_name == "portal/qa-1/orders/r7/rds-master-credentials"
-    b = rds.clone_identifiers("qa-1", "orders", 8)
+    b = rds.clone_identifiers(account="qa-1", service="orders", run_id=8)
     assert {a.instance, a.target_copy}.isdisjoint({b.instance, b.target_copy})
 
 
 def test_long_names_are_cut_with_a_hash() -> None:
     long_account = "load-test-" + "x" * 80
-    a = rds.clone_identifiers(long_account + "a", "billing_service", 123456)
-    b = rds.clone_identifiers(long_account + "b", "billing_service", 123456)
+    a = rds.clone_identifiers(account=long_account + "a", service="billing_service", run_id=123456)
+    b = rds.clone_identifiers(account=long_account + "b", service="billing_service", run_id=123456)
     for ids in (a, b):
         for name in (ids.instance, ids.source_snapshot, ids.encrypted_copy, ids.target_copy):
             assert rds.is_valid_rds_identifier(name), name
@@ -491,7 +522,7 @@ def test_long_names_are_cut_with_a_hash() -> None:
     run_id=st.one_of(st.integers(min_value=0), st.text(max_size=100)),
 )
 def test_identifiers_always_valid(account: str, service: str, run_id: int | str) -> None:
-    ids = rds.clone_identifiers(account, service, run_id)
+    ids = rds.clone_identifiers(account=account, service=service, run_id=run_id)
     for name in (ids.instance, ids.source_snapshot, ids.encrypted_copy, ids.target_copy):
         assert rds.is_valid_rds_identifier(name), name
     assert ids.secret_name.startswith("portal/") and len(ids.secret_name) <= 512

@@ -8,10 +8,12 @@ outputs).
 
 Two things moto cannot do, handled here and nowhere else:
 
-- moto restores no real database behind an instance, so the scrub step runs
-  against a local PostgreSQL database: the worker has
-  ``PORTAL_RDS_SCRUB_URL_OVERRIDE`` (tests/integration/conftest.py), which the
-  stage honours only with a local AWS endpoint.
+- moto restores no real database behind an instance, so the worker's endpoint
+  resolver (``PORTAL_RDS_ENDPOINT_RESOLVER``, tests/clone_env.py) maps the
+  restored instance's host and port to the local PostgreSQL server, whose stand-in
+  database (``rds_scrub_db``) belongs to the instance's master user. The stage
+  still reads the master password from the target's Secrets Manager and logs in
+  as the master user, as against AWS.
 - moto cannot copy a snapshot shared from another account by its ARN (moto 5.2.5
   looks the name up in the caller's account). We use a **test-only shim on the
   in-process moto server** (``shared_snapshot_shim``), the same as
@@ -30,13 +32,15 @@ from typing import Any
 
 import pytest
 from moto.rds.models import RDSBackend
+from pytest_django.fixtures import Settings
 
 from pipelines import services
 from pipelines.clients import aws
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import rds
-from pipelines.models import LogLine, RunStatus, StageStatus
-from tests.factories import SANDBOX_CONFIG, AccountFactory
+from pipelines.dbclone import rds, rds_driver
+from pipelines.models import LogLine, RunKind, RunStatus, StageStatus
+from tests.clone_env import RDS_MASTER_USER, LocalRdsServer, use_clone_settings
+from tests.factories import SANDBOX_CONFIG, AccountFactory, PipelineRunFactory
 from tests.integration.conftest import (
     explain,
     kill_reap_retry,
@@ -44,6 +48,7 @@ from tests.integration.conftest import (
     unique_account_name,
     wait_until,
 )
+from tests.integration.stage_context import stage_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -84,18 +89,18 @@ class World:
 def make_world(moto_server: str) -> World:
     settings = aws.AwsSettings(endpoint_url=moto_server, region=REGION)
     target = f"4{secrets.randbelow(10**11):011d}"
-    src, _ = aws.assume_role(SOURCE, settings=settings)
-    tgt, _ = aws.assume_role(target, settings=settings)
+    src, _ = aws.assume_role(account_id=SOURCE, settings=settings)
+    tgt, _ = aws.assume_role(account_id=target, settings=settings)
     prod_id = f"orders-prod-{secrets.token_hex(4)}"
-    src.client("rds").create_db_instance(
+    src.rds().create_db_instance(
         DBInstanceIdentifier=prod_id,
         DBInstanceClass="db.t3.micro",
         Engine="postgres",
         AllocatedStorage=20,
-        MasterUsername="orders",
+        MasterUsername=RDS_MASTER_USER,
         MasterUserPassword="prod-password-never-copied",
     )
-    ec2 = tgt.client("ec2")
+    ec2 = tgt.boto.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.30.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
@@ -104,12 +109,12 @@ def make_world(moto_server: str) -> World:
         for i, z in ((1, "a"), (2, "b"))
     ]
     sg = ec2.create_security_group(GroupName="orders-db", Description="db", VpcId=vpc)["GroupId"]
-    tgt.client("rds").create_db_subnet_group(
+    tgt.rds().create_db_subnet_group(
         DBSubnetGroupName="qa-db", DBSubnetGroupDescription="db", SubnetIds=subnets
     )
     name = unique_account_name()
     zone = f"{name}.internal"
-    zone_id = tgt.client("route53").create_hosted_zone(
+    zone_id = tgt.route53().create_hosted_zone(
         Name=zone,
         CallerReference=name,
         HostedZoneConfig={"Comment": "test", "PrivateZone": True},
@@ -139,27 +144,27 @@ def make_world(moto_server: str) -> World:
 
 
 def snapshot_ids(session: Any) -> list[str]:
-    pages = session.client("rds").get_paginator("describe_db_snapshots").paginate()
+    pages = session.rds().get_paginator("describe_db_snapshots").paginate()
     return [s["DBSnapshotIdentifier"] for p in pages for s in p["DBSnapshots"]]
 
 
 def instance(session: Any, instance_id: str) -> dict[str, Any] | None:
-    pages = session.client("rds").get_paginator("describe_db_instances").paginate()
+    pages = session.rds().get_paginator("describe_db_instances").paginate()
     found = [i for p in pages for i in p["DBInstances"] if i["DBInstanceIdentifier"] == instance_id]
     return found[0] if found else None
 
 
 def instance_ids(session: Any) -> list[str]:
-    pages = session.client("rds").get_paginator("describe_db_instances").paginate()
+    pages = session.rds().get_paginator("describe_db_instances").paginate()
     return [i["DBInstanceIdentifier"] for p in pages for i in p["DBInstances"]]
 
 
 def secret_names(session: Any) -> list[str]:
-    return [s["Name"] for s in session.client("secretsmanager").list_secrets()["SecretList"]]
+    return [s["Name"] for s in session.secretsmanager().list_secrets()["SecretList"]]
 
 
 def cname(w: World) -> list[str]:
-    sets = w.tgt.client("route53").list_resource_record_sets(HostedZoneId=w.zone_id)
+    sets = w.tgt.route53().list_resource_record_sets(HostedZoneId=w.zone_id)
     record = [r for r in sets["ResourceRecordSets"] if r["Name"] == f"orders-db.{w.zone}."]
     assert len(record) == 1 and record[0]["Type"] == "CNAME"
     return [v["Value"] for v in record[0]["ResourceRecords"]]
@@ -173,7 +178,7 @@ def all_log_text(run_ids: list[int]) -> str:
 
 def assert_clone_in_service(w: World, run: Any, rds_scrub_db: str) -> rds.CloneIds:
     """One instance, cut over, intermediate snapshots gone, password only in Secrets Manager."""
-    ids = rds.clone_identifiers(w.account.name, "orders", run.pk)
+    ids = rds.clone_identifiers(account=w.account.name, service="orders", run_id=run.pk)
     inst = instance(w.tgt, ids.instance)
     assert inst is not None and inst["DBInstanceStatus"] == "available"
     assert [i for i in instance_ids(w.tgt) if i == ids.instance] == [ids.instance]
@@ -194,7 +199,7 @@ def assert_clone_in_service(w: World, run: Any, rds_scrub_db: str) -> rds.CloneI
     assert ids.target_copy not in snapshot_ids(w.tgt)
 
     # The password: in the target's Secrets Manager only; its ARN recorded.
-    secret = json.loads(aws.get_secret(w.tgt, endpoint["secret_arn"]))
+    secret = json.loads(aws.get_secret(session=w.tgt, secret_id=endpoint["secret_arn"]))
     assert secret["dbInstanceIdentifier"] == ids.instance
     password = secret["password"]
     stages = list(run.stages.all())
@@ -226,8 +231,8 @@ def test_rds_clone_killed_midway_retried_then_refreshed(
     pg.execute(rds_scrub_db, "UPDATE users SET active = true")
     gate = RestoreGate(monkeypatch, f"{w.account.name}-orders-r")
 
-    first = services.start_run(w.account, "refresh-data")
-    first_ids = rds.clone_identifiers(w.account.name, "orders", first.pk)
+    first = services.start_run(w.account, RunKind.REFRESH_DATA)
+    first_ids = rds.clone_identifiers(account=w.account.name, service="orders", run_id=first.pk)
     stage = first.stages.get(kind="db_clone")
     try:
         wait_until(
@@ -257,15 +262,61 @@ def test_rds_clone_killed_midway_retried_then_refreshed(
 
     # Refresh at will: a new instance; the previous one and its secret deleted.
     pg.execute(rds_scrub_db, "UPDATE users SET active = true")
-    second = wait_for_run(services.start_run(w.account, "refresh-data").pk, timeout=120)
+    second = wait_for_run(services.start_run(w.account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert second.status == RunStatus.SUCCEEDED, explain(second)
     second_ids = assert_clone_in_service(w, second, rds_scrub_db)
     assert second_ids.instance != first_ids.instance
     assert instance(w.tgt, first_ids.instance) is None
-    assert aws.describe_secret(w.tgt, first_secret_arn) is None
+    assert aws.describe_secret(session=w.tgt, secret_id=first_secret_arn) is None
     assert first_ids.secret_name not in secret_names(w.tgt)
     cutover = second.stages.get(kind="dns_cutover").outputs["services"]["orders"]
     assert f"RDS instance {first_ids.instance}" in cutover["deleted"][0]
     # Production is never touched.
     production = instance(w.src, w.prod_id)
     assert production is not None and production["DBInstanceStatus"] == "available"
+
+
+def test_scrub_logs_in_with_the_master_password_from_secrets_manager(
+    moto_server: str,
+    settings: Settings,
+    shared_snapshot_shim: None,
+    rds_scrub_db: str,
+) -> None:
+    """The product's scrub path, in this process: the master password is read from the
+    target account's Secrets Manager (moto) and the scrub SQL runs as the master user.
+    The test's endpoint resolver only maps the instance's host and port to the local
+    server (and its database to this session's stand-in)."""
+    use_clone_settings(settings)
+    settings.AWS_ENDPOINT_URL = moto_server
+    w = make_world(moto_server)
+    pg.execute(rds_scrub_db, "UPDATE users SET active = true")
+    run = PipelineRunFactory(account=w.account, kind=RunKind.REFRESH_DATA)
+    lines: list[str] = []
+    registered: list[str] = []
+    ctx = stage_context(
+        account=w.account,
+        run_id=run.pk,
+        kind="db_clone",
+        previous={},
+        log=lines.append,
+        add_secret=registered.append,
+    )
+    asked_before = len(LocalRdsServer.seen)
+
+    outputs = rds_driver.clone(ctx=ctx, entry=ctx.blueprint.databases[0], log=lines.append)
+
+    ids = rds.clone_identifiers(account=w.account.name, service="orders", run_id=run.pk)
+    inst = instance(w.tgt, ids.instance)
+    assert inst is not None
+    secret = json.loads(aws.get_secret(session=w.tgt, secret_id=outputs["secret_arn"]))
+    [asked] = LocalRdsServer.seen[asked_before:]
+    assert (asked.host, asked.port) == (inst["Endpoint"]["Address"], inst["Endpoint"]["Port"])
+    assert (asked.user, asked.database) == (RDS_MASTER_USER, "orders")
+    assert asked.password == secret["password"]
+    assert secret["password"] in registered  # redacted from every later log line
+    assert all(secret["password"] not in line for line in lines)
+    assert pg.fetch_all(rds_scrub_db, "SELECT count(*) FROM users WHERE is_staff AND active") == [
+        (0,)
+    ]
+    assert outputs["scrubbed"] == ["scrub/orders.sql"]
+    assert "public.users" in outputs["row_counts"]

@@ -16,7 +16,7 @@ from accounts_app.records import read_secret
 from pipelines import services
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import clone_database_name, clone_role_name
-from pipelines.models import RunStatus, StageStatus
+from pipelines.models import RunKind, RunStatus, StageStatus
 from tests.factories import SANDBOX_CONFIG, AccountFactory
 from tests.integration.conftest import (
     ADMIN_URL,
@@ -53,7 +53,7 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
         blueprint="sandbox-data",
         config={**SANDBOX_CONFIG, "account_name": name, "dns_zone": f"{name}.internal"},
     )
-    provision = wait_for_run(services.start_run(account, "provision").pk, timeout=240)
+    provision = wait_for_run(services.start_run(account, RunKind.PROVISION).pk, timeout=240)
     assert provision.status == RunStatus.SUCCEEDED, explain(provision)
     assert [(s.kind, s.status) for s in provision.stages.all()] == [
         (kind, StageStatus.SUCCEEDED) for kind in PROVISION
@@ -61,20 +61,20 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     account.refresh_from_db()
     assert account.status == AccountStatus.READY
     assert "dns_zone" in account.outputs  # Terraform really applied
-    first_db = clone_database_name(name, "orders", provision.pk)
+    first_db = clone_database_name(account=name, service="orders", run_id=provision.pk)
     assert account.endpoints["orders"]["database"] == first_db
     assert clone_databases(name) == [first_db]
     first_url = pg.with_dbname(ADMIN_URL, first_db)
     assert pg.fetch_all(first_url, "SELECT count(*) FROM users") == [(3000,)]
 
-    refresh = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
+    refresh = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert refresh.status == RunStatus.SUCCEEDED, explain(refresh)
     assert [s.kind for s in refresh.stages.all()] == ["db_clone", "dns_cutover"]
     account.refresh_from_db()
     assert account.status == AccountStatus.READY  # it kept serving throughout
 
     # The endpoint moved to the new clone; the previous clone database and role are gone.
-    second_db = clone_database_name(name, "orders", refresh.pk)
+    second_db = clone_database_name(account=name, service="orders", run_id=refresh.pk)
     endpoint = account.endpoints["orders"]
     assert (endpoint["database"], endpoint["role"]) == (second_db, clone_role_name(second_db))
     assert endpoint["run_id"] == refresh.pk and "previous" not in endpoint
@@ -99,7 +99,7 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     ]
 
     # Teardown: approved, it deletes the clone before Terraform destroys the network.
-    teardown = services.start_run(account, "teardown")
+    teardown = services.start_run(account, RunKind.TEARDOWN)
     waiting = wait_for_run(teardown.pk, statuses=(RunStatus.WAITING_APPROVAL,), timeout=120)
     assert [s.kind for s in waiting.stages.all()] == [
         "render", "plan", "approve_plan", "db_teardown", "apply",

@@ -17,7 +17,7 @@ from django.test import Client
 from accounts_app.models import Account
 from accounts_app.records import read_secret
 from pipelines import services
-from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun
+from pipelines.models import LogLine, PipelineRun, RunKind, RunStatus, StageRun
 from tests.factories import UserFactory
 from tests.integration.conftest import CloneSource, explain
 from tests.integration.test_db_clone_stage import make_account
@@ -66,10 +66,10 @@ def test_generated_passwords_never_shown(
     celery_worker, wait_for_run, clone_source: CloneSource, moto_server: str
 ) -> None:
     account, _, _ = make_account("logical-data", moto_server)
-    first = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
+    first = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert first.status == RunStatus.SUCCEEDED, explain(first)
     passwords = stored_passwords(account, first)  # before the next cutover deletes them
-    second = wait_for_run(services.start_run(account, "refresh-data").pk, timeout=120)
+    second = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=120)
     assert second.status == RunStatus.SUCCEEDED, explain(second)
     passwords += stored_passwords(account, second)
     assert len(set(passwords)) == 4

@@ -9,14 +9,14 @@ run, drops every database it created, and prints one JSON line last:
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.test.utils import override_settings
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import (
@@ -115,21 +115,8 @@ def data_statements(rows: int) -> list[str]:
     ]
 
 
-@contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_benchmark(
+    *,
     rows: int,
     jobs: int,
     dsn: str,
@@ -152,9 +139,20 @@ def run_benchmark(
         pg.execute(source_url, [SCHEMA, *data_statements(rows)])
         say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
         for attempt in range(1, repeat + 1):
-            raw_times.append(_time_raw(dsn, source_url, f"bench_raw_{tag}_{attempt}"))
+            raw_times.append(
+                _time_raw(dsn=dsn, source_url=source_url, database=f"bench_raw_{tag}_{attempt}")
+            )
             say(f"[{attempt}/{repeat}] pg_dump -Fc | pg_restore: {raw_times[-1]:.2f}s")
-            masked_times.append(_time_masked(dsn, source_url, rows, jobs, f"{tag}{attempt}", say))
+            masked_times.append(
+                _time_masked(
+                    dsn=dsn,
+                    source_url=source_url,
+                    rows=rows,
+                    jobs=jobs,
+                    run_id=f"{tag}{attempt}",
+                    say=say,
+                )
+            )
             say(f"[{attempt}/{repeat}] masked clone: {masked_times[-1]:.2f}s")
     finally:
         for database in reversed(created):
@@ -169,7 +167,7 @@ def run_benchmark(
     }
 
 
-def _time_raw(dsn: str, source_url: str, database: str) -> float:
+def _time_raw(*, dsn: str, source_url: str, database: str) -> float:
     pg.execute(dsn, f'CREATE DATABASE "{database}"')
     try:
         t0 = time.monotonic()
@@ -180,21 +178,30 @@ def _time_raw(dsn: str, source_url: str, database: str) -> float:
 
 
 def _time_masked(
-    dsn: str, source_url: str, rows: int, jobs: int, run_id: str, say: Callable[[str], None]
+    *, dsn: str, source_url: str, rows: int, jobs: int, run_id: str, say: Callable[[str], None]
 ) -> float:
     spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
-    clone_db = clone_database_name("bench", "clone", run_id)
+    clone_db = clone_database_name(account="bench", service="clone", run_id=run_id)
+    # The benchmark's two connections, for this process only.
+    connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
     try:
-        with _env({"PORTAL_CONNECTION_BENCH_SRC": source_url, "PORTAL_CONNECTION_BENCH_TGT": dsn}):
+        with override_settings(PORTAL_CONNECTIONS=connections):
             t0 = time.monotonic()
-            clone = clone_logical(spec, "bench", "clone", run_id, say, lambda _: None)
+            clone = clone_logical(
+                spec=spec,
+                account="bench",
+                service="clone",
+                run_id=run_id,
+                log=say,
+                add_secret=lambda _: None,
+            )
             elapsed = time.monotonic() - t0
         copied = sum(clone.table_counts.values())
         if copied != rows:
             raise RuntimeError(f"the clone holds {copied} rows, expected {rows}")
         return elapsed
     finally:
-        drop_clone(dsn, clone_db, clone_role_name(clone_db))
+        drop_clone(url=dsn, database=clone_db, role=clone_role_name(clone_db))
 
 
 class Command(BaseCommand):
@@ -211,7 +218,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--dsn",
-            default=os.environ.get("PORTAL_CONNECTION_BENCH") or DEFAULT_DSN,
+            default=settings.PORTAL_CONNECTIONS.get("BENCH") or DEFAULT_DSN,
             help="PostgreSQL server to use (default: $PORTAL_CONNECTION_BENCH or local)",
         )
 
@@ -221,6 +228,10 @@ class Command(BaseCommand):
             self.stderr.write("--rows must be at least 10")
             raise SystemExit(2)
         result = run_benchmark(
-            rows, options["jobs"], options["dsn"], self.stderr.write, max(1, options["repeat"])
+            rows=rows,
+            jobs=options["jobs"],
+            dsn=options["dsn"],
+            log=self.stderr.write,
+            repeat=max(1, options["repeat"]),
         )
         self.stdout.write(json.dumps(result))

@@ -1,0 +1,202 @@
+"""The checks of a logical clone: row counts, foreign keys, and the leak scan proving no
+source value of a masked column reached the clone; the rest of post-data meanwhile."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pipelines.clients import postgres as pg
+from pipelines.dbclone.clone_plan import DETERMINISTIC, ClonePlan, TablePlan
+from pipelines.dbclone.masking import (
+    NULL_FIELD,
+    ColumnType,
+    Masker,
+    Rule,
+    could_produce,
+    unescape_field,
+)
+from pipelines.dbclone.table_copy import Collected, Copied, CopyPool, PostData
+
+LEAK_CANDIDATES_MAX = 1000
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the clone must reproduce besides the rows, read in the source's snapshot."""
+
+    sequences: list[tuple[str, str, int | None]]
+    foreign_keys: dict[tuple[str, str, str], bool]
+    matviews: list[tuple[str, str, bool]]
+
+
+def finish_and_check(
+    *,
+    pool: CopyPool,
+    plan: ClonePlan,
+    copied: Copied,
+    source: SourceFacts,
+    post: PostData,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Post-data (foreign keys, ...) restores in the background while the row counts
+    and the leak scan read the tables (they need no index); then the rest."""
+
+    def check(table: TablePlan) -> tuple[int, dict[str, int]]:
+        src, tgt = pool.connections()
+        return check_table(src=src, tgt=tgt, table=table, collected=copied.collected)
+
+    def restore_rest() -> float:
+        t = time.monotonic()
+        post.restore_rest(pool.jobs)
+        return time.monotonic() - t
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-post") as background:
+        rest = background.submit(restore_rest)
+        try:
+            results = pool.run(items=plan.tables, work=check, log=log)
+        finally:
+            wait([rest])
+        scan_s = time.monotonic() - t0
+        log(f"foreign keys and remaining post-data restored in {rest.result():.1f}s")
+
+    with pg.connect(pool.target_url, autocommit=True, secrets=pool.secrets) as target:
+        pg.set_sequences(conn=target, sequences=source.sequences)
+        for schema, name, populated in source.matviews:
+            if populated:  # computed from the masked tables of the clone
+                pg.refresh_matview(conn=target, schema=schema, name=name)
+        target_fks = pg.list_foreign_keys(target)
+    refreshed = sum(1 for m in source.matviews if m[2])
+    log(f"{len(source.sequences)} sequences set; {refreshed} materialized views refreshed")
+
+    # Foreign keys: PostgreSQL validated each one when post-data added it; check that
+    # all of them are there and validated (NOT VALID ones stay as in the source).
+    source_fks = source.foreign_keys
+    fk_problems = [
+        f"{s}.{t}.{n} missing" for (s, t, n) in source_fks if (s, t, n) not in target_fks
+    ] + [
+        f"{s}.{t}.{n} not validated"
+        for (s, t, n), ok in target_fks.items()
+        if not ok and source_fks.get((s, t, n), False)
+    ]
+    mismatches = {
+        p.name: (copied.rows[p.name], n)
+        for p, (n, _) in zip(plan.tables, results, strict=True)
+        if copied.rows[p.name] != n
+    }
+    leaks = {
+        f"{p.name}.{column}": n
+        for p, (_, found) in zip(plan.tables, results, strict=True)
+        for column, n in found.items()
+        if n
+    }
+    scanned = sum(len(found) for _, found in results)
+    log(
+        f"checks: {len(plan.tables)} row counts ({len(mismatches)} differ), "
+        f"{len(target_fks)} foreign keys ({len(fk_problems)} problems), "
+        f"{scanned} masked columns scanned for leaks ({len(leaks)} with leaks) in {scan_s:.1f}s"
+    )
+    return {
+        "row_counts_match": not mismatches,
+        "count_mismatches": mismatches,
+        "foreign_keys": len(target_fks),
+        "foreign_key_problems": fk_problems,
+        "masked_columns_scanned": scanned,
+        "leaks": leaks,
+        "sequences_set": len(source.sequences),
+    }
+
+
+def check_table(
+    *,
+    src: psycopg.Connection[Any],
+    tgt: psycopg.Connection[Any],
+    table: TablePlan,
+    collected: Collected,
+) -> tuple[int, dict[str, int]]:
+    """(rows in the clone, leaked values per masked column) for one table.
+
+    Constant transformers (null, fixed, redact): every clone value must be the
+    constant; counted with the row count in one scan. Deterministic ones: the
+    source's distinct values (gathered while streaming, else read again from the
+    source, in the same snapshot) are held in this process's memory only, and the
+    clone's values are streamed against them, batch by batch, with C-level set
+    intersections. A hit is a leak unless the transformer could have produced the
+    value (see masking.could_produce); candidates are confirmed on the source.
+    """
+    schema, name = table.table.schema, table.table.name
+    constants: list[tuple[str, pg.ConstantCheck]] = []
+    hashed: list[tuple[Rule, ColumnType]] = []
+    for rule, ctype in table.rules:
+        if rule.transformer == "null" or (rule.transformer == "fixed" and rule.value is None):
+            constants.append((rule.column, pg.ConstantCheck(rule.column, None, ctype.type_sql)))
+        elif rule.transformer == "fixed":
+            check = pg.ConstantCheck(rule.column, rule.value, ctype.type_sql)
+            constants.append((rule.column, check))
+        elif rule.transformer == "redact":
+            marker = Masker(b"\0" * 16).mask(rule=rule, value="x", col=ctype)
+            check = pg.ConstantCheck(rule.column, marker, ctype.type_sql, null_ok=True)
+            constants.append((rule.column, check))
+        elif rule.transformer in DETERMINISTIC:
+            hashed.append((rule, ctype))
+    rows, violations = pg.table_checks(
+        conn=tgt, schema=schema, table=name, checks=[c for _, c in constants]
+    )
+    found = {column: n for (column, _), n in zip(constants, violations, strict=True)}
+    if not hashed:
+        return rows, found
+
+    sources: list[set[Any]] = []  # bytes (and None, harmless, when read again)
+    missing: list[int] = []
+    for i, (rule, ctype) in enumerate(hashed):
+        seen = collected.get((table.name, rule.column))
+        if seen is None:
+            sources.append(set())
+            missing.append(i)
+        elif ctype.base_type == "bpchar":  # ::text drops char(n)'s trailing blanks
+            sources.append({unescape_field(f).rstrip(b" ") for f in seen if f != NULL_FIELD})
+        else:
+            # Gathered fields are COPY-escaped: a value without special characters is
+            # its own field; the few with escapes are added decoded.
+            escaped = b"\\" in b"\n".join(seen)  # rare: avoid a Python loop when absent
+            sources.append(seen)
+            if escaped:
+                seen.update([unescape_field(f) for f in seen if b"\\" in f])
+    for i in missing:  # not gathered (too many distinct values): read them again
+        for values in pg.column_value_batches(
+            conn=src, schema=schema, table=name, column=hashed[i][0].column
+        ):
+            sources[i].update(values)
+
+    candidates: list[set[str]] = [set() for _ in hashed]
+    for i, (rule, ctype) in enumerate(hashed):
+        for values in pg.column_value_batches(
+            conn=tgt, schema=schema, table=name, column=rule.column
+        ):
+            for hit in sources[i].intersection(values):
+                if hit is not None:
+                    text = hit.decode()
+                    if not could_produce(rule=rule, value=text, col=ctype):
+                        candidates[i].add(text)
+            if len(candidates[i]) >= LEAK_CANDIDATES_MAX:
+                break
+    for i, (rule, _) in enumerate(hashed):
+        # Confirm on the source (a hit can be spurious: an escaped field that equals
+        # another raw value).
+        suspects = sorted(candidates[i])
+        found[rule.column] = (
+            len(
+                pg.values_present(
+                    conn=src, schema=schema, table=name, column=rule.column, values=suspects
+                )
+            )
+            if suspects
+            else 0
+        )
+    return rows, found

@@ -1,0 +1,109 @@
+"""The db_clone / dns_cutover side of a ``postgres_logical`` clone: rules checked up
+front, the clone made (pipelines.dbclone.logical), its password stored encrypted,
+its scrub SQL run, and the dropping of a previous clone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.clients import postgres as pg
+from pipelines.dbclone import endpoints, logical, scrub
+from pipelines.dbclone.clone_plan import plan_clone
+from pipelines.dbclone.dns import record_name
+from pipelines.dbclone.masking import MaskingError, parse_rules
+from pipelines.dbclone.parallel import LogFn
+from pipelines.stages.base import StageContext, StageError
+
+
+def check_rules(entry: Mapping[str, Any]) -> list[str]:
+    """Check the masking rules against the source catalog: raises before anything is created.
+
+    The driver checks again, but checking every database first means one bad rule
+    stops the stage before any service's clone database exists. Returns warnings.
+    """
+    service = entry["service"]
+    try:
+        url = pg.connection_url(entry["source"])
+        pg.connection_url(entry["target"])
+        with pg.connect(url, autocommit=True) as source:
+            plan = plan_clone(
+                tables=pg.list_tables(source),
+                rules=parse_rules(entry.get("masking") or {}),
+                strict=bool(entry.get("masking_strict")),
+                check_fixed=lambda value, type_sql: pg.check_cast(
+                    conn=source, value=value, type_sql=type_sql
+                ),
+            )
+    except MaskingError as exc:
+        raise StageError(f"{service}: {exc}", retryable=False) from None
+    except pg.ConnectionNotConfigured as exc:
+        raise StageError(f"{service}: {exc}", retryable=False) from None
+    except pg.PostgresError as exc:
+        raise StageError(f"{service}: source database: {exc}", retryable=True) from None
+    return list(plan.warnings)
+
+
+def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[str, Any]:
+    """Clone one database; the stage outputs of its service (no secrets)."""
+    service = entry["service"]
+    spec = logical.LogicalCloneSpec(
+        source=entry["source"],
+        target=entry["target"],
+        masking=dict(entry.get("masking") or {}),
+        masking_strict=bool(entry.get("masking_strict")),
+        jobs=int(entry.get("jobs", 2)),
+    )
+    result = logical.clone_logical(
+        spec=spec,
+        account=ctx.account.name,
+        service=service,
+        run_id=ctx.run_id,
+        log=log,
+        add_secret=ctx.add_secret,
+    )
+    # The driver registered the password with add_secret; now keep it, encrypted.
+    name = endpoints.secret_name(service=service, database=result.database)
+    ctx.records.store_secret(name=name, value=result.password)
+    log(f"role password stored encrypted as {name}")
+    clone_url = pg.with_dbname(pg.connection_url(entry["target"]), result.database)
+    scrubbed = scrub.run_scrub(
+        blueprint=ctx.blueprint, files=entry.get("scrub_sql") or [], url=clone_url, log=log
+    )
+    endpoint: endpoints.EndpointRecord = {
+        "driver": endpoints.LOGICAL,
+        "host": result.host,
+        "port": result.port,
+        "database": result.database,
+        "role": result.role,
+        "connection": entry["target"],
+        "secret": name,
+        "run_id": ctx.run_id,
+        "dns": record_name(ctx=ctx, entry=entry),
+    }
+    return {
+        "driver": endpoints.LOGICAL,
+        "database": result.database,
+        "host": result.host,
+        "port": result.port,
+        "role": result.role,
+        "connection": entry["target"],
+        "secret": name,
+        "row_counts": dict(result.table_counts),
+        "rows": sum(result.table_counts.values()),
+        "warnings": list(result.warnings),
+        "checks": dict(result.checks),
+        "reused": result.reused,
+        "scrubbed": scrubbed,
+        "endpoint": endpoint,
+        "delete_after_cutover": {"snapshots": {}},
+    }
+
+
+def drop(*, ctx: StageContext, record: Mapping[str, Any], log: LogFn) -> None:
+    """Drop a clone's database and role, then its stored password."""
+    url = pg.connection_url(str(record["connection"]))
+    logical.drop_clone(url=url, database=str(record["database"]), role=str(record["role"]))
+    log(f"dropped the previous clone database {record['database']} and role {record['role']}")
+    if record.get("secret"):
+        ctx.records.delete_secret(str(record["secret"]))
