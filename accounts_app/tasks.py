@@ -42,7 +42,7 @@ def notify(event: str, object_id: int) -> None:
     ignore_result=True,
 )
 def send_email(subject: str, body: str, recipients: list[str]) -> None:
-    notifications.deliver_email(subject, body, recipients)
+    notifications.deliver_email(subject=subject, body=body, recipients=recipients)
 
 
 @shared_task(
@@ -54,4 +54,4 @@ def send_email(subject: str, body: str, recipients: list[str]) -> None:
     ignore_result=True,
 )
 def post_webhook(text: str) -> None:
-    notifications.deliver_webhook(text)
+    notifications.deliver_webhook(text=text)

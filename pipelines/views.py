@@ -29,8 +29,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import permissions
-from accounts_app.views import acting_user, page, plan_summary, safe_next
+from accounts_app.selectors import visible_run
+from accounts_app.views import acting_user, page, safe_next
 from pipelines import selectors, services
+from pipelines.clients.terraform import PlanSummary
 from pipelines.models import (
     FINISHED_STAGE_STATUSES,
     LogLine,
@@ -39,6 +41,8 @@ from pipelines.models import (
     StageStatus,
 )
 from pipelines.timeline import build_timeline, format_duration
+from portal.errors import PortalError
+from portal.web_errors import show_error
 
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
@@ -47,20 +51,17 @@ HTMX_STOP_POLLING = 286
 
 def _visible_run(request: HttpRequest, run_id: int) -> PipelineRun:
     """The run with its account and stages, or 404 for anyone who may not see it."""
-    try:
-        run = selectors.run_with_stages(run_id)
-    except PipelineRun.DoesNotExist:
-        raise Http404("no such run") from None
-    if not permissions.can_view_run(request.user, run):
+    run = visible_run(user=request.user, run_id=run_id)
+    if run is None:
         raise Http404("no such run")
     return run
 
 
 def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
-    for stage in run.stages.all():  # prefetched
-        if stage.pk == stage_id:
-            return stage
-    raise Http404("no such stage")
+    stage = selectors.stage_in_run(run=run, stage_id=stage_id)
+    if stage is None:
+        raise Http404("no such stage")
+    return stage
 
 
 def _is_finished(stage: StageRun) -> bool:
@@ -75,7 +76,7 @@ class StageRow:
     finished: bool
     show_retry: bool
     show_decide: bool
-    summary: dict[str, Any] | None
+    summary: PlanSummary | None
     lines: list[LogLine] = field(default_factory=list)
 
     @property
@@ -100,7 +101,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     can_decide = permissions.can_decide(user)
     failed = next((s for s in stages if s.status == StageStatus.FAILED), None)
     explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
-    plan_outputs = next((s.outputs for s in stages if s.kind == "plan"), None)
+    summary = selectors.plan_summary_of_run(stages)
     # The summary goes on the approval stage when there is one, else on the plan itself.
     summary_kind = "approve_plan" if any(s.kind == "approve_plan" for s in stages) else "plan"
     rows = [
@@ -111,9 +112,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
             and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
             and not run.is_active,
             show_decide=can_decide and stage.status == StageStatus.WAITING_APPROVAL,
-            summary=(plan_summary(stage.outputs) or plan_summary(plan_outputs))
-            if stage.kind == summary_kind
-            else None,
+            summary=summary if stage.kind == summary_kind else None,
         )
         for stage in stages
     ]
@@ -201,7 +200,7 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
         after = 0
     # Status first, lines second: lines written before a stage finished are all visible then.
     finished = _is_finished(stage)
-    lines = selectors.log_after(stage, after)
+    lines = selectors.log_after(stage=stage, after=after)
     next_after = lines[-1].number if lines else after
     more = len(lines) >= selectors.LOG_PAGE_SIZE
     if not request.headers.get("HX-Request"):
@@ -234,8 +233,8 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
         raise PermissionDenied("you may not retry stages of this run")
     try:
         services.retry_stage(stage, user=acting_user(request))
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
+    except PortalError as exc:
+        show_error(request, exc)
     else:
         messages.success(request, f"Retrying {stage.kind}.")
     return redirect("run-detail", run_id=run.pk)
@@ -249,8 +248,8 @@ def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
         raise PermissionDenied("you may not cancel this run")
     try:
         services.cancel_run(run, user=acting_user(request))
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
+    except PortalError as exc:
+        show_error(request, exc)
     else:
         messages.success(request, "Cancel requested: the running stage stops at its next check.")
     return redirect("run-detail", run_id=run.pk)
@@ -268,12 +267,12 @@ def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) 
             approve=approve,
             comment=request.POST.get("comment", ""),
         )
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
+    except PortalError as exc:
+        show_error(request, exc)
     else:
         verb = "Approved" if approve else "Rejected"
         messages.success(request, f"{verb} the plan of run #{run.pk} ({run.account.name}).")
-    return HttpResponseRedirect(safe_next(request, reverse("run-detail", args=[run.pk])))
+    return HttpResponseRedirect(safe_next(request, fallback=reverse("run-detail", args=[run.pk])))
 
 
 @require_POST

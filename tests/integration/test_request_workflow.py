@@ -237,7 +237,9 @@ def test_approve_starts_the_run_and_tells_the_requester(
     mailoutbox.clear()
     # Not executed: they would run the whole pipeline in-process.
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        decided, run = services.approve_request(req, user=approver, comment="go ahead")
+        decided, run = services.approve_request(
+            account_request=req, user=approver, comment="go ahead"
+        )
     assert len(callbacks) == 2, "the first stage and the notification go after commit"
     decided.refresh_from_db()
     assert decided.status == RequestStatus.APPROVED
@@ -254,9 +256,9 @@ def test_approve_starts_the_run_and_tells_the_requester(
     assert "april" in mail.body and "go ahead" in mail.body
 
     with pytest.raises(services.RequestRefused, match="already approved"):
-        services.approve_request(req, user=approver)
+        services.approve_request(account_request=req, user=approver)
     with pytest.raises(services.RequestRefused, match="already approved"):
-        services.reject_request(req, user=approver, comment="too late")
+        services.reject_request(account_request=req, user=approver, comment="too late")
 
 
 def test_reject_needs_a_comment_and_rejects_the_account(
@@ -268,14 +270,14 @@ def test_reject_needs_a_comment_and_rejects_the_account(
 ) -> None:
     account, req = ask(requester)
     with pytest.raises(services.RequestInvalid) as caught:
-        services.reject_request(req, user=approver, comment="  ")
+        services.reject_request(account_request=req, user=approver, comment="  ")
     assert list(caught.value.errors) == ["comment"]
     req.refresh_from_db()
     assert req.status == RequestStatus.PENDING
 
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.reject_request(req, user=approver, comment="use the shared demo")
+        services.reject_request(account_request=req, user=approver, comment="use the shared demo")
     req.refresh_from_db()
     account.refresh_from_db()
     assert req.status == RequestStatus.REJECTED and req.decided_by == approver
@@ -288,23 +290,23 @@ def test_reject_needs_a_comment_and_rejects_the_account(
 
     # A rejected account no longer counts against the quota, and cannot be run.
     with pytest.raises(services.RequestRefused, match="rejected"):
-        services.start_account_run(account, "provision", user=requester)
+        services.start_account_run(account=account, kind="provision", user=requester)
 
 
 def test_runs_start_only_on_approved_accounts_one_at_a_time(requester: Any, approver: Any) -> None:
     account, req = ask(requester)
     with pytest.raises(services.RequestRefused, match="waits for its request"):
-        services.start_account_run(account, "provision", user=requester)
+        services.start_account_run(account=account, kind="provision", user=requester)
     with pytest.raises(services.RequestRefused, match="cannot be started here"):
-        services.start_account_run(account, "drift-check", user=requester)
+        services.start_account_run(account=account, kind="drift-check", user=requester)
 
-    _, run = services.approve_request(req, user=approver)
+    _, run = services.approve_request(account_request=req, user=approver)
     with pytest.raises(RunConflict) as caught:
-        services.start_account_run(account, "update", user=requester)
+        services.start_account_run(account=account, kind="update", user=requester)
     assert caught.value.holder_id == run.pk
 
     PipelineRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
-    update = services.start_account_run(account, "update", user=requester)
+    update = services.start_account_run(account=account, kind="update", user=requester)
     assert update.kind == "update" and update.status == RunStatus.RUNNING
 
 

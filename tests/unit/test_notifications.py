@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from accounts_app import notifications, tasks
+from accounts_app import notification_queue, notifications, tasks
 from accounts_app.models import RequestStatus
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.signals import approval_needed, run_finished
@@ -205,16 +205,16 @@ def eager_celery() -> Iterator[None]:
 
 
 def test_webhook_posts_slack_compatible_json(hook: Hook) -> None:
-    notifications.deliver_webhook("hello *team*", hook.url)
+    notifications.deliver_webhook(text="hello *team*", webhook_url=hook.url)
     assert hook.received == [{"content_type": "application/json", "body": {"text": "hello *team*"}}]
 
 
 def test_webhook_failures_raise_so_the_task_retries(hook: Hook) -> None:
     hook.status = 500
     with pytest.raises(OSError):
-        notifications.deliver_webhook("hello", hook.url)
+        notifications.deliver_webhook(text="hello", webhook_url=hook.url)
     with pytest.raises(ValueError, match="http"):
-        notifications.deliver_webhook("hello", "file:///etc/passwd")
+        notifications.deliver_webhook(text="hello", webhook_url="file:///etc/passwd")
 
 
 def test_the_notify_task_sends_mail_and_webhook(
@@ -249,7 +249,7 @@ def test_queueing_waits_for_the_commit(
     monkeypatch.setattr(tasks.notify, "delay", lambda event, pk: sent.append((event, pk)))
     req = AccountRequestFactory(account=secret_account)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        notifications.request_needs_approval(req)
+        notification_queue.request_needs_approval(req)
     assert sent == [] and len(callbacks) == 1
     callbacks[0]()
     assert sent == [(notifications.REQUEST_NEEDS_APPROVAL, req.pk)]

@@ -47,30 +47,43 @@ def test_a_purpose_without_a_policy_entry_is_refused() -> None:
 
 
 def test_expiry_defaults_and_bounds() -> None:
-    bounds = policies.expiry_bounds(DEMO, NOW)
+    bounds = policies.expiry_bounds(policy=DEMO, now=NOW)
     assert bounds.default == NOW + timedelta(days=14)
     assert bounds.latest == NOW + timedelta(days=30)
-    assert policies.expiry_bounds(Policy(), NOW) == policies.ExpiryBounds(None, None)
+    assert policies.expiry_bounds(policy=Policy(), now=NOW) == policies.ExpiryBounds(None, None)
 
-    assert policies.resolve_expiry(DEMO, "demo", None, NOW) == (NOW + timedelta(days=14), None)
-    assert policies.resolve_expiry(Policy(), "demo", None, NOW) == (None, None)
+    assert policies.resolve_expiry(policy=DEMO, purpose="demo", expires_at=None, now=NOW) == (
+        NOW + timedelta(days=14),
+        None,
+    )
+    assert policies.resolve_expiry(policy=Policy(), purpose="demo", expires_at=None, now=NOW) == (
+        None,
+        None,
+    )
     exactly_max = NOW + timedelta(days=30)
-    assert policies.resolve_expiry(DEMO, "demo", exactly_max, NOW) == (exactly_max, None)
-    _, too_late = policies.resolve_expiry(DEMO, "demo", exactly_max + timedelta(seconds=1), NOW)
+    assert policies.resolve_expiry(
+        policy=DEMO, purpose="demo", expires_at=exactly_max, now=NOW
+    ) == (exactly_max, None)
+    _, too_late = policies.resolve_expiry(
+        policy=DEMO, purpose="demo", expires_at=exactly_max + timedelta(seconds=1), now=NOW
+    )
     assert too_late == "at most 30 days from now for demo accounts"
-    _, past = policies.resolve_expiry(DEMO, "demo", NOW, NOW)
+    _, past = policies.resolve_expiry(policy=DEMO, purpose="demo", expires_at=NOW, now=NOW)
     assert past == "must be in the future"
     # No maximum: any future date.
     far = NOW + timedelta(days=5000)
-    assert policies.resolve_expiry(Policy(), "qa", far, NOW) == (far, None)
+    assert policies.resolve_expiry(policy=Policy(), purpose="qa", expires_at=far, now=NOW) == (
+        far,
+        None,
+    )
 
 
 def test_quota_message_has_the_numbers() -> None:
-    assert policies.quota_error(DEMO, 2, "sandbox", "demo") is None
-    assert policies.quota_error(DEMO, 3, "sandbox", "demo") == (
+    assert policies.quota_error(DEMO, in_use=2, blueprint="sandbox", purpose="demo") is None
+    assert policies.quota_error(DEMO, in_use=3, blueprint="sandbox", purpose="demo") == (
         "quota reached: 3 in use, limit 3 active demo accounts of sandbox per user"
     )
-    assert policies.quota_error(Policy(), 100, "sandbox", "demo") is None
+    assert policies.quota_error(Policy(), in_use=100, blueprint="sandbox", purpose="demo") is None
 
 
 @pytest.mark.django_db
@@ -82,14 +95,16 @@ def test_active_count_leaves_out_rejected_and_torn_down_accounts() -> None:
     AccountFactory(owner=owner, purpose="demo", blueprint="render-only")
     AccountFactory(purpose="demo")
     active = len(AccountStatus.values) - 2
-    assert policies.active_count(owner.pk, "sandbox", "demo") == active
+    assert policies.active_count(owner_id=owner.pk, blueprint="sandbox", purpose="demo") == active
 
 
 def test_auto_approving_groups() -> None:
     qa = Policy(auto_approve=("admins", "approvers"))
-    assert policies.auto_approving_groups(qa, {"approvers", "requesters"}) == ["approvers"]
-    assert policies.auto_approving_groups(DEMO, {"approvers", "requesters"}) == []
-    assert policies.auto_approving_groups(Policy(), {"admins"}) == []
+    assert policies.auto_approving_groups(policy=qa, roles={"approvers", "requesters"}) == [
+        "approvers"
+    ]
+    assert policies.auto_approving_groups(policy=DEMO, roles={"approvers", "requesters"}) == []
+    assert policies.auto_approving_groups(policy=Policy(), roles={"admins"}) == []
 
 
 # --- roles -------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""The one place web pages turn an expected failure into what the user sees.
+
+A ``PortalError`` raised by a service becomes a message on the next page, naming
+the field when there is one; the view then redirects (or re-renders its form) as
+it would after success. The API has its own place: ``portal.api_errors``.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest
+
+from portal.errors import PortalError
+
+
+def error_text(exc: PortalError) -> str:
+    """One line for people: "<field>: <message>" when the failure concerns a field."""
+    return f"{exc.field}: {exc.message}" if exc.field else exc.message
+
+
+def show_error(request: HttpRequest, exc: PortalError) -> None:
+    messages.error(request, error_text(exc))
