@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts_app import services
@@ -339,3 +341,71 @@ def test_a_run_finishing_notifies_the_owner_with_a_link(
     assert "succeeded" in mail.subject
     assert f"https://portal.example.com/accounts/{account.pk}/" in mail.body
     assert "s3cr3t-pw" not in mail.body and "s3cr3t-pw" not in mail.subject
+
+
+def test_the_admin_action_goes_through_the_request_checks(requester: Any, approver: Any) -> None:
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    account, req = ask(requester)
+    services.reject_request(account_request=req, user=approver, comment="no budget")
+    client = Client()
+    client.force_login(staff)
+
+    answer = client.post(
+        reverse("admin:accounts_app_account_changelist"),
+        {"action": "provision", "_selected_action": [account.pk]},
+        follow=True,
+    )
+
+    assert answer.status_code == 200
+    shown = [str(m) for m in answer.context["messages"]]
+    assert shown == [f"{account.name}: account {account.name} was rejected"], shown
+    assert not PipelineRun.objects.filter(account=account).exists()
+    account.refresh_from_db()
+    assert account.status == AccountStatus.REJECTED
+
+
+def test_the_admin_action_starts_a_run_on_an_approved_account(requester: Any) -> None:
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    account = AccountFactory(owner=requester, status=AccountStatus.READY)
+    client = Client()
+    client.force_login(staff)
+
+    answer = client.post(
+        reverse("admin:accounts_app_account_changelist"),
+        {"action": "update", "_selected_action": [account.pk]},
+        follow=True,
+    )
+
+    run = PipelineRun.objects.get(account=account)
+    assert run.kind == "update" and run.created_by == staff
+    assert [str(m) for m in answer.context["messages"]] == [
+        f"{account.name}: started run #{run.pk}"
+    ]
+
+
+def test_an_approver_cannot_approve_their_own_request(approver: Any, settings: Any) -> None:
+    _, req = ask(approver)
+    with pytest.raises(services.RequestRefused, match="your own"):
+        services.approve_request(account_request=req, user=approver)
+    req.refresh_from_db()
+    assert req.status == RequestStatus.PENDING
+
+    settings.PORTAL_ALLOW_SELF_APPROVAL = True
+    decided, _ = services.approve_request(account_request=req, user=approver)
+    assert decided.decided_by == approver
+
+
+def test_provisioning_a_torn_down_account_again_counts_against_the_quota(
+    requester: Any,
+) -> None:
+    # loadtest: max_active_per_user 2; a failed account counts, a torn-down one does not.
+    AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.READY)
+    failed = AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.FAILED)
+    gone = AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.TORN_DOWN)
+
+    with pytest.raises(services.RequestRefused, match="2 in use, limit 2") as caught:
+        services.start_account_run(account=gone, kind="provision", user=requester)
+    assert caught.value.field == "purpose"
+    # Provisioning the failed one again takes no more room than it holds already.
+    run = services.start_account_run(account=failed, kind="provision", user=requester)
+    assert run.kind == "provision"
