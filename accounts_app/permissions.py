@@ -72,9 +72,7 @@ def effective_roles(user: Who) -> frozenset[str]:
 
 
 def is_owner(user: Who, account: Account) -> bool:
-    return bool(
-        user is not None and user.is_authenticated and account.owner_id == user.pk
-    )
+    return bool(user is not None and user.is_authenticated and account.owner_id == user.pk)
 
 
 def can_view_account(user: Who, account: Account) -> bool:

@@ -365,7 +365,7 @@ USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE, RunKind.REFRESH_DATA, RunKi
 LIFE_START_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.FAILED)
 
 
-def start_account_run(*, account: Account, kind: str, user: User) -> PipelineRun:
+def start_account_run(*, account: Account, kind: RunKind | str, user: User) -> PipelineRun:
     """Start a provision, update, refresh-data or teardown run on an approved account.
 
     Callers check ``permissions.can_start_run``. A provision of a torn-down or failed
@@ -390,7 +390,7 @@ def start_account_run(*, account: Account, kind: str, user: User) -> PipelineRun
         if kind == RunKind.PROVISION and account.status in LIFE_START_STATUSES:
             _check_life_start(account)
         try:
-            return start_run(account, kind, user=user)
+            return start_run(account, RunKind(kind), user=user)
         except (ConfigInvalid, BlueprintError) as exc:
             raise RunRefused(f"the run cannot start: {exc}") from exc
 

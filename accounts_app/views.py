@@ -36,7 +36,7 @@ from pipelines.models import RunKind
 from pipelines.selectors import latest_plan
 from pipelines.services import RunConflict
 from portal.errors import PortalError
-from portal.web_errors import show_error
+from portal.web_errors import attempt, show_error
 
 DASHBOARD_PAGE_SIZE = 25
 # Accounts on which the account page offers no run buttons.
@@ -277,38 +277,36 @@ def _decidable_request(request: HttpRequest, request_id: int) -> AccountRequest:
     return req
 
 
+def _decide_request(request: HttpRequest, request_id: int, *, approve: bool) -> HttpResponse:
+    req = _decidable_request(request, request_id)
+    user, comment = acting_user(request), request.POST.get("comment", "")
+    if approve:
+        attempt(
+            request,
+            action=lambda: services.approve_request(
+                account_request=req, user=user, comment=comment
+            ),
+            success=lambda done: f"Approved {done[0].account.name}: run #{done[1].pk} started.",
+        )
+    else:
+        attempt(
+            request,
+            action=lambda: services.reject_request(account_request=req, user=user, comment=comment),
+            success=lambda done: f"Rejected the request for {done.account.name}.",
+        )
+    return HttpResponseRedirect(safe_next(request, fallback=reverse("approvals")))
+
+
 @require_POST
 @login_required
 def request_approve(request: HttpRequest, request_id: int) -> HttpResponse:
-    req = _decidable_request(request, request_id)
-    try:
-        req, run = services.approve_request(
-            account_request=req,
-            user=acting_user(request),
-            comment=request.POST.get("comment", ""),
-        )
-    except PortalError as exc:
-        show_error(request, exc)
-    else:
-        messages.success(request, f"Approved {req.account.name}: run #{run.pk} started.")
-    return HttpResponseRedirect(safe_next(request, fallback=reverse("approvals")))
+    return _decide_request(request, request_id, approve=True)
 
 
 @require_POST
 @login_required
 def request_reject(request: HttpRequest, request_id: int) -> HttpResponse:
-    req = _decidable_request(request, request_id)
-    try:
-        services.reject_request(
-            account_request=req,
-            user=acting_user(request),
-            comment=request.POST.get("comment", ""),
-        )
-    except PortalError as exc:
-        show_error(request, exc)
-    else:
-        messages.success(request, f"Rejected the request for {req.account.name}.")
-    return HttpResponseRedirect(safe_next(request, fallback=reverse("approvals")))
+    return _decide_request(request, request_id, approve=False)
 
 
 # --- the account page ---------------------------------------------------------------------

@@ -53,13 +53,13 @@ class RunConflict(RunRefused):
         self.holder_id = holder_id
 
 
-def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
+def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
     if kind in (RunKind.PROVISION, RunKind.UPDATE):
         return list(blueprint.stages)
     if kind == RunKind.REFRESH_DATA:
         if not blueprint.databases:
             raise RunRefused(f"blueprint {blueprint.name} declares no databases to refresh")
-        return [kind for kind in DATA_STAGES]
+        return list(DATA_STAGES)
     if kind == RunKind.DRIFT_CHECK:
         return ["render", "plan"]
     if kind == RunKind.TEARDOWN:
@@ -71,15 +71,15 @@ def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
 
 def start_run(
     account: Account,
-    kind: str,
+    kind: RunKind,
     *,
     user: User | None = None,
-    trigger: str = Trigger.USER,
+    trigger: Trigger = Trigger.USER,
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
     blueprint = load_blueprint(account.blueprint)
     config = blueprint.validate_config(account.config)
-    kinds = stages_for(blueprint, kind)
+    kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)

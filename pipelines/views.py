@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Window
@@ -41,8 +40,7 @@ from pipelines.models import (
     StageStatus,
 )
 from pipelines.timeline import build_timeline, format_duration
-from portal.errors import PortalError
-from portal.web_errors import show_error
+from portal.web_errors import attempt
 
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
@@ -231,12 +229,11 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     stage = _stage_of(run, stage_id)
     if not permissions.can_retry(request.user, run):
         raise PermissionDenied("you may not retry stages of this run")
-    try:
-        services.retry_stage(stage, user=acting_user(request))
-    except PortalError as exc:
-        show_error(request, exc)
-    else:
-        messages.success(request, f"Retrying {stage.kind}.")
+    attempt(
+        request,
+        action=lambda: services.retry_stage(stage, user=acting_user(request)),
+        success=lambda first: f"Retrying {first.kind}.",
+    )
     return redirect("run-detail", run_id=run.pk)
 
 
@@ -246,12 +243,11 @@ def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
     if not permissions.can_cancel(request.user, run):
         raise PermissionDenied("you may not cancel this run")
-    try:
-        services.cancel_run(run, user=acting_user(request))
-    except PortalError as exc:
-        show_error(request, exc)
-    else:
-        messages.success(request, "Cancel requested: the running stage stops at its next check.")
+    attempt(
+        request,
+        action=lambda: services.cancel_run(run, user=acting_user(request)),
+        success=lambda _: "Cancel requested: the running stage stops at its next check.",
+    )
     return redirect("run-detail", run_id=run.pk)
 
 
@@ -260,18 +256,17 @@ def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) 
     stage = _stage_of(run, stage_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide plans")
-    try:
-        services.decide_stage(
+    verb = "Approved" if approve else "Rejected"
+    attempt(
+        request,
+        action=lambda: services.decide_stage(
             stage,
             user=acting_user(request),
             approve=approve,
             comment=request.POST.get("comment", ""),
-        )
-    except PortalError as exc:
-        show_error(request, exc)
-    else:
-        verb = "Approved" if approve else "Rejected"
-        messages.success(request, f"{verb} the plan of run #{run.pk} ({run.account.name}).")
+        ),
+        success=lambda _: f"{verb} the plan of run #{run.pk} ({run.account.name}).",
+    )
     return HttpResponseRedirect(safe_next(request, fallback=reverse("run-detail", args=[run.pk])))
 
 

@@ -7,10 +7,15 @@ it would after success. The API has its own place: ``portal.api_errors``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.contrib import messages
 from django.http import HttpRequest
 
 from portal.errors import PortalError
+
+T = TypeVar("T")
 
 
 def error_text(exc: PortalError) -> str:
@@ -20,3 +25,16 @@ def error_text(exc: PortalError) -> str:
 
 def show_error(request: HttpRequest, exc: PortalError) -> None:
     messages.error(request, error_text(exc))
+
+
+def attempt(
+    request: HttpRequest, *, action: Callable[[], T], success: Callable[[T], str]
+) -> T | None:
+    """Run a service call for a page: its success message, or its failure's; None on failure."""
+    try:
+        result = action()
+    except PortalError as exc:
+        show_error(request, exc)
+        return None
+    messages.success(request, success(result))
+    return result

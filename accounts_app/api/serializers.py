@@ -85,7 +85,7 @@ class RenderInput(serializers.Serializer):
         max_length=40,
         validators=[RegexValidator(ACCOUNT_NAME_PATTERN, ACCOUNT_NAME_RULE)],
     )
-    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default="demo")
+    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default=Purpose.DEMO)
 
 
 class RunInput(serializers.Serializer):

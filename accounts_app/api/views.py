@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from accounts_app import permissions, selectors, services
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest
+from accounts_app.permissions import Who
 from pipelines import services as run_services
 from pipelines.blueprints import Blueprint
 from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, StageRun
@@ -345,7 +346,7 @@ class _StageActionView(PortalAPIView):
 
     input_serializer: type[Serializer] | None = None
 
-    def allowed(self, *, user: Any, run: PipelineRun) -> bool:
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
         raise NotImplementedError
 
     def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
@@ -366,7 +367,7 @@ class _StageActionView(PortalAPIView):
 class StageRetryView(_StageActionView):
     forbidden = "only admins may retry stages"
 
-    def allowed(self, *, user: Any, run: PipelineRun) -> bool:
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
         return permissions.can_retry(user, run)
 
     def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
@@ -382,7 +383,7 @@ class _StageDecisionView(_StageActionView):
     approve = True
     forbidden = "only approvers may decide plans"
 
-    def allowed(self, *, user: Any, run: PipelineRun) -> bool:
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
         return permissions.can_decide(user)
 
     def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
