@@ -71,27 +71,19 @@ def effective_roles(user: Who) -> frozenset[str]:
     return frozenset(roles)
 
 
-def is_owner(user: Who, account: Account) -> bool:
+def is_owner(*, user: Who, account: Account) -> bool:
     return bool(user is not None and user.is_authenticated and account.owner_id == user.pk)
-
-
-def can_view_account(user: Who, account: Account) -> bool:
-    return is_approver(user) or is_owner(user, account)
-
-
-def can_view_run(user: Who, run: PipelineRun) -> bool:
-    return can_view_account(user, run.account)
 
 
 def can_request(user: Who) -> bool:
     return is_requester(user)
 
 
-def can_start_run(user: Who, account: Account) -> bool:
+def can_start_run(*, user: Who, account: Account) -> bool:
     """Owner or admin; a protected account is run by admins only."""
     if account.protected:
         return is_admin(user)
-    return is_admin(user) or is_owner(user, account)
+    return is_admin(user) or is_owner(user=user, account=account)
 
 
 def can_decide(user: Who) -> bool:
@@ -99,16 +91,12 @@ def can_decide(user: Who) -> bool:
     return is_approver(user)
 
 
-def can_retry(user: Who, run: PipelineRun) -> bool:
+def can_retry(*, user: Who, run: PipelineRun) -> bool:
     # Protected accounts are admins-only too, which the admin rule already covers.
     return is_admin(user)
 
 
-def can_cancel(user: Who, run: PipelineRun) -> bool:
-    return is_admin(user)
-
-
-def can_edit_account(user: Who, account: Account) -> bool:
+def can_cancel(*, user: Who, run: PipelineRun) -> bool:
     return is_admin(user)
 
 

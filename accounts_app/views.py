@@ -348,7 +348,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "plan_stage": plan[0] if plan else None,
             "plan": plan[1] if plan else None,
             "active_run": active,
-            "can_start_run": permissions.can_start_run(request.user, account)
+            "can_start_run": permissions.can_start_run(user=request.user, account=account)
             and active is None
             and account.status not in NO_RUN_STATUSES,
             "has_databases": selectors.has_databases(account),
@@ -361,7 +361,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
 @login_required
 def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
     account = visible_account(request, account_id)
-    if not permissions.can_start_run(request.user, account):
+    if not permissions.can_start_run(user=request.user, account=account):
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
     if kind == RunKind.TEARDOWN and not request.POST.get("confirm"):

@@ -95,7 +95,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     stages = list(run.stages.all())
     now = timezone.now()
     user = request.user
-    can_retry = permissions.can_retry(user, run)
+    can_retry = permissions.can_retry(user=user, run=run)
     can_decide = permissions.can_decide(user)
     failed = next((s for s in stages if s.status == StageStatus.FAILED), None)
     explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
@@ -121,7 +121,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         "timeline": build_timeline(stages, now, start=run.created_at),
         "duration": format_duration(((run.finished_at or now) - run.created_at).total_seconds()),
         "explanation": explanation.splitlines()[0] if explanation else "",
-        "show_cancel": run.is_active and permissions.can_cancel(user, run),
+        "show_cancel": run.is_active and permissions.can_cancel(user=user, run=run),
         "run_finished": not run.is_active,
     }
 
@@ -227,7 +227,7 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
 def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
     stage = _stage_of(run, stage_id)
-    if not permissions.can_retry(request.user, run):
+    if not permissions.can_retry(user=request.user, run=run):
         raise PermissionDenied("you may not retry stages of this run")
     attempt(
         request,
@@ -241,7 +241,7 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
 @login_required
 def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
-    if not permissions.can_cancel(request.user, run):
+    if not permissions.can_cancel(user=request.user, run=run):
         raise PermissionDenied("you may not cancel this run")
     attempt(
         request,

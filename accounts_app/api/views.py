@@ -209,7 +209,7 @@ class AccountRunsView(PortalAPIView):
         account = selectors.visible_account(user=request.user, account_id=account_id)
         if account is None:
             raise Http404("no such account")
-        if not permissions.can_start_run(request.user, account):
+        if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         body = _valid(s.RunInput, request.data)
         run = services.start_account_run(
@@ -335,7 +335,7 @@ class RunCancelView(PortalAPIView):
     @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int) -> Response:
         run = _visible_run(request, run_id)
-        if not permissions.can_cancel(request.user, run):
+        if not permissions.can_cancel(user=request.user, run=run):
             raise PermissionDenied("only admins may cancel runs")
         run_services.cancel_run(run, user=acting_user(request))
         return _run_response(request, run.pk)
@@ -368,7 +368,7 @@ class StageRetryView(_StageActionView):
     forbidden = "only admins may retry stages"
 
     def allowed(self, *, user: Who, run: PipelineRun) -> bool:
-        return permissions.can_retry(user, run)
+        return permissions.can_retry(user=user, run=run)
 
     def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
         run_services.retry_stage(stage, user=user)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser, Group
 
-from accounts_app import permissions, policies
+from accounts_app import permissions, policies, selectors
 from accounts_app.models import AccountStatus
 from pipelines.blueprints import Policy, load_blueprint
 from tests.factories import AccountFactory, PipelineRunFactory, UserFactory
@@ -148,17 +148,30 @@ def test_object_rules() -> None:
     prod = AccountFactory(owner=sally, protected=True)
     run = PipelineRunFactory(account=account)
 
-    assert permissions.can_view_account(sally, account)
-    assert not permissions.can_view_account(otto, account)
-    assert permissions.can_view_account(april, account) and permissions.can_view_run(april, run)
-    assert permissions.can_start_run(sally, account) and permissions.can_start_run(adam, account)
-    assert not permissions.can_start_run(april, account)
-    assert not permissions.can_start_run(sally, prod) and permissions.can_start_run(adam, prod)
-    assert [permissions.can_retry(u, run) for u in (sally, april, adam)] == [False, False, True]
-    assert [permissions.can_cancel(u, run) for u in (sally, april, adam)] == [False, False, True]
+    # Who sees what is the selectors' question (one queryset for lists and single objects).
+    assert selectors.visible_account(user=sally, account_id=account.pk) == account
+    assert selectors.visible_account(user=otto, account_id=account.pk) is None
+    assert selectors.visible_account(user=april, account_id=account.pk) == account
+    assert selectors.visible_run(user=april, run_id=run.pk) == run
+    assert selectors.visible_run(user=otto, run_id=run.pk) is None
+    assert permissions.can_start_run(user=sally, account=account) and permissions.can_start_run(
+        user=adam, account=account
+    )
+    assert not permissions.can_start_run(user=april, account=account)
+    assert not permissions.can_start_run(user=sally, account=prod) and permissions.can_start_run(
+        user=adam, account=prod
+    )
+    assert [permissions.can_retry(user=u, run=run) for u in (sally, april, adam)] == [
+        False,
+        False,
+        True,
+    ]
+    assert [permissions.can_cancel(user=u, run=run) for u in (sally, april, adam)] == [
+        False,
+        False,
+        True,
+    ]
     assert [permissions.can_decide(u) for u in (sally, april, adam)] == [False, True, True]
-    assert not permissions.can_edit_account(sally, account)
-    assert permissions.can_edit_account(adam, account)
     assert permissions.effective_roles(adam) >= {"admins", "approvers", "requesters"}
     assert permissions.roles_for_templates(april) == {
         "is_admin": False,
@@ -175,8 +188,8 @@ def test_group_names_are_loaded_once_per_user_object(django_assert_num_queries: 
     accounts = [AccountFactory(owner=user) for _ in range(5)]
     with django_assert_num_queries(1):
         for account in accounts:
-            permissions.can_view_account(user, account)
-            permissions.can_start_run(user, account)
+            permissions.is_owner(user=user, account=account)
+            permissions.can_start_run(user=user, account=account)
             permissions.is_admin(user)
     # After a change of groups the cache is dropped on request.
     user.groups.add(Group.objects.get(name="admins"))
