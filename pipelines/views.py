@@ -55,11 +55,15 @@ def _visible_run(request: HttpRequest, run_id: int) -> PipelineRun:
     return run
 
 
-def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
+def _visible_stage(
+    request: HttpRequest, run_id: int, stage_id: int
+) -> tuple[PipelineRun, StageRun]:
+    """The run and its stage, or 404 for anyone who may not see the run."""
+    run = _visible_run(request, run_id)
     stage = selectors.stage_in_run(run=run, stage_id=stage_id)
     if stage is None:
         raise Http404("no such stage")
-    return stage
+    return run, stage
 
 
 def _is_finished(stage: StageRun) -> bool:
@@ -190,8 +194,7 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     """Lines after ``?after=N``: an htmx fragment (with the next poller), or plain text."""
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
+    run, stage = _visible_stage(request, run_id, stage_id)
     try:
         after = max(0, int(request.GET.get("after", "0") or 0))
     except ValueError:
@@ -225,8 +228,7 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
+    run, stage = _visible_stage(request, run_id, stage_id)
     if not permissions.can_retry(user=request.user, run=run):
         raise PermissionDenied("you may not retry stages of this run")
     attempt(
@@ -252,8 +254,7 @@ def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
+    run, stage = _visible_stage(request, run_id, stage_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide plans")
     verb = "Approved" if approve else "Rejected"

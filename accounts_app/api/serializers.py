@@ -30,19 +30,30 @@ ACCOUNT_NAME_SCHEMA = {
     "pattern": "^[a-z][a-z0-9-]{2,39}$",
     "minLength": 3,
     "maxLength": 40,
-    "description": f"{ACCOUNT_NAME_RULE}. Must not be taken.",
+    "description": f"{ACCOUNT_NAME_RULE}.",
 }
 
 # --- inputs -------------------------------------------------------------------------------
 
 
 @extend_schema_field(ACCOUNT_NAME_SCHEMA)
-class AccountNameField(serializers.CharField):
-    """Checked by the request service with the other fields, so all problems come at once."""
+class AccountNameField(serializers.Field):
+    """A string, checked against the rule by the request service with the other fields,
+    so that every problem comes back at once; the schema states the rule."""
+
+    default_error_messages = {"invalid": "must be a string"}
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: str) -> str:
+        return value
 
 
 class AccountRequestInput(serializers.Serializer):
-    name = AccountNameField(max_length=200)
+    name = AccountNameField()
     blueprint = serializers.ChoiceField(
         choices=[], help_text="One of the blueprints GET blueprints/ lists."
     )
@@ -82,7 +93,6 @@ class RenderInput(serializers.Serializer):
     name = AccountNameField(
         required=False,
         default="preview-account",
-        max_length=40,
         validators=[RegexValidator(ACCOUNT_NAME_PATTERN, ACCOUNT_NAME_RULE)],
     )
     purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default=Purpose.DEMO)

@@ -661,3 +661,26 @@ def test_bad_page_parameters_are_refused_naming_them(sally: Any) -> None:
         answer = client.get(f"{API}accounts/?{query}")
         assert answer.status_code == 400 and name in answer.json(), (query, answer.content)
     assert client.get(f"{API}blueprints/?limit=abc").status_code == 400
+
+
+def test_the_schema_states_the_checks_the_api_makes(sally: Any) -> None:
+    schema = client_for(sally).get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    body = components["AccountRequestInputRequest"]["properties"]
+    assert body["name"]["pattern"] == "^[a-z][a-z0-9-]{2,39}$"
+    assert (body["name"]["minLength"], body["name"]["maxLength"]) == (3, 40)
+    assert "sandbox" in components["BlueprintEnum"]["enum"]
+    assert "max_ttl_days" in body["expires_at"]["description"]
+    listed = schema["paths"]["/api/v1/accounts/"]["get"]["parameters"]
+    limit = next(p for p in listed if p["name"] == "limit")["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 500)
+
+    # A name the schema allows is not refused for its form; one it does not allow is.
+    ok = client_for(sally).post(f"{API}accounts/", request_body("abc"), format="json")
+    assert ok.status_code == 201, ok.content
+    newline = client_for(sally).post(f"{API}accounts/", request_body("abd\n"), format="json")
+    assert newline.status_code == 400 and "name" in newline.json()
+    unknown = client_for(sally).post(
+        f"{API}accounts/", request_body(blueprint="nope"), format="json"
+    )
+    assert unknown.status_code == 400 and "blueprint" in unknown.json()
