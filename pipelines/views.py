@@ -122,7 +122,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         "run": run,
         "account": run.account,
         "rows": rows,
-        "timeline": build_timeline(stages, now, start=run.created_at),
+        "timeline": build_timeline(stages, now=now, start=run.created_at),
         "duration": format_duration(((run.finished_at or now) - run.created_at).total_seconds()),
         "explanation": explanation.splitlines()[0] if explanation else "",
         "show_cancel": run.is_active and permissions.can_cancel(user=user, run=run),

@@ -85,11 +85,12 @@ def _visible_run(request: Request, run_id: int) -> PipelineRun:
     return run
 
 
-def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
+def _visible_stage(request: Request, run_id: int, stage_id: int) -> tuple[PipelineRun, StageRun]:
+    run = _visible_run(request, run_id)
     stage = stage_in_run(run=run, stage_id=stage_id)
     if stage is None:
         raise Http404("no such stage in this run")
-    return stage
+    return run, stage
 
 
 def _run_response(request: Request, run_id: int, code: int = status.HTTP_200_OK) -> Response:
@@ -316,7 +317,7 @@ class StageLogView(PortalAPIView):
     )
     def get(self, request: Request, run_id: int, stage_id: int) -> Response:
         """The stage's log lines numbered above ``after`` (at most 500 at a time)."""
-        stage = _stage_of(_visible_run(request, run_id), stage_id)
+        _run, stage = _visible_stage(request, run_id, stage_id)
         after = _valid(s.LogQuery, request.query_params)["after"]
         # The status first: lines written before a final status are then all there.
         final = stage.status in FINISHED_STAGE_STATUSES
@@ -353,8 +354,7 @@ class _StageActionView(PortalAPIView):
         raise NotImplementedError
 
     def post(self, request: Request, run_id: int, stage_id: int) -> Response:
-        run = _visible_run(request, run_id)
-        stage = _stage_of(run, stage_id)
+        run, stage = _visible_stage(request, run_id, stage_id)
         if not self.allowed(user=request.user, run=run):
             raise PermissionDenied(self.forbidden)
         body = _valid(self.input_serializer, request.data) if self.input_serializer else {}
