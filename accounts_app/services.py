@@ -361,15 +361,16 @@ def reject_request(*, account_request: AccountRequest, user: User, comment: str)
 
 # Kinds a user may start on an account (drift checks and expiry teardowns come from schedules).
 USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE, RunKind.REFRESH_DATA, RunKind.TEARDOWN)
-# A provision of an account in one of these starts its life again: the request checks apply.
+# A run that builds an account in one of these starts its life again: the request checks apply.
 LIFE_START_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.FAILED)
+BUILDING_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 
 
 def start_account_run(*, account: Account, kind: RunKind | str, user: User) -> PipelineRun:
     """Start a provision, update, refresh-data or teardown run on an approved account.
 
-    Callers check ``permissions.can_start_run``. A provision of a torn-down or failed
-    account starts its life again, so it passes the request's checks first (the
+    Callers check ``permissions.can_start_run``. A provision or update of a torn-down
+    or failed account starts its life again, so it passes the request's checks first (the
     blueprint's policy for its purpose, the owner's quota, the expiry date). Raises
     RequestRefused when the account's request is not approved or those checks fail,
     pipelines.services.RunConflict when a run is active (``holder_id``), and RunRefused
@@ -387,7 +388,7 @@ def start_account_run(*, account: Account, kind: RunKind | str, user: User) -> P
             raise RequestRefused(f"account {account.name} waits for its request to be approved")
         if account.status == AccountStatus.REJECTED:
             raise RequestRefused(f"account {account.name} was rejected")
-        if kind == RunKind.PROVISION and account.status in LIFE_START_STATUSES:
+        if kind in BUILDING_RUN_KINDS and account.status in LIFE_START_STATUSES:
             _check_life_start(account)
         try:
             return start_run(account, RunKind(kind), user=user)

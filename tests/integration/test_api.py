@@ -628,6 +628,9 @@ def test_a_requester_at_quota_cannot_bring_back_a_torn_down_account(sally: Any) 
     assert refused.status_code == 409, refused.content
     assert "3 in use, limit 3" in refused.json()["detail"]
     assert refused.json()["field"] == "purpose"
+    # An update builds it from nothing just the same.
+    update = client_for(sally).post(url, {"kind": "update"}, format="json")
+    assert update.status_code == 409 and "3 in use, limit 3" in update.json()["detail"]
     assert not PipelineRun.objects.exists()
     gone.refresh_from_db()
     assert gone.status == AccountStatus.TORN_DOWN
