@@ -615,7 +615,7 @@ class RequestMetaForm(forms.Form):
             self.initial.get("purpose") or purposes[0]
         )
         default, latest = expiry_bounds(blueprint=blueprint, purpose=str(purpose), today=today)
-        self.policy_lines = [_policy_line(blueprint, p, today) for p in purposes]
+        self.policy_lines = [_policy_line(blueprint=blueprint, purpose=p) for p in purposes]
         # purpose -> [default, latest] expiry dates, for the page's small script that moves
         # the date along with the purpose (the server checks it either way).
         self.expiry_map = {
@@ -635,7 +635,7 @@ class RequestMetaForm(forms.Form):
                 self.initial.setdefault("expires_on", default.isoformat())
 
 
-def _policy_line(blueprint: Blueprint, purpose: str, today: date) -> str:
+def _policy_line(*, blueprint: Blueprint, purpose: str) -> str:
     policy = blueprint.policy_for(purpose)
     parts = []
     if policy.default_ttl_days:

@@ -76,7 +76,7 @@ def _email_of(user: AbstractBaseUser | None) -> list[str]:
     return [email] if email else []
 
 
-def compose(event: str, object_id: int) -> Message | None:
+def compose(*, event: str, object_id: int) -> Message | None:
     """The message for an event, or None when there is nothing to say."""
     if event == REQUEST_NEEDS_APPROVAL:
         return _request_needs_approval(object_id)

@@ -24,7 +24,7 @@ def allowed_purposes(blueprint: Blueprint) -> list[str]:
     return [purpose for purpose in Purpose.values if purpose in blueprint.policy]
 
 
-def purpose_error(blueprint: Blueprint, purpose: str) -> str | None:
+def purpose_error(*, blueprint: Blueprint, purpose: str) -> str | None:
     if purpose not in Purpose.values:
         return f"choose one of {', '.join(Purpose.values)}"
     allowed = allowed_purposes(blueprint)

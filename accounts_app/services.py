@@ -172,7 +172,7 @@ def check_request(
     if chosen not in Purpose.values:
         add("purpose", f"choose one of {', '.join(Purpose.values)}")
     elif loaded is not None:
-        problem = policies.purpose_error(loaded, chosen)
+        problem = policies.purpose_error(blueprint=loaded, purpose=chosen)
         if problem:
             add("purpose", problem)
         policy = loaded.policy_for(chosen)
@@ -402,7 +402,9 @@ def _check_life_start(account: Account) -> None:
         blueprint = load_blueprint(account.blueprint)
     except BlueprintError as exc:
         raise RequestRefused(f"the run cannot start: {exc}") from exc
-    problem = policies.purpose_error(blueprint, account.purpose) or _quota_problem(
+    problem = policies.purpose_error(
+        blueprint=blueprint, purpose=account.purpose
+    ) or _quota_problem(
         blueprint=blueprint,
         purpose=account.purpose,
         owner_id=account.owner_id,

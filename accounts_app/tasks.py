@@ -24,7 +24,7 @@ MAX_RETRIES = 5
 )
 def notify(event: str, object_id: int) -> None:
     """Compose the event's message, then hand e-mail and webhook to their own tasks."""
-    message = notifications.compose(event, object_id)
+    message = notifications.compose(event=event, object_id=object_id)
     if message is None:
         return
     if message.recipients:

@@ -65,7 +65,7 @@ def test_request_needs_approval_goes_to_active_approvers_with_a_link(
     people: dict[str, Any], secret_account: Any
 ) -> None:
     req = AccountRequestFactory(account=secret_account, reason="prospect call on Friday")
-    message = notifications.compose(notifications.REQUEST_NEEDS_APPROVAL, req.pk)
+    message = notifications.compose(event=notifications.REQUEST_NEEDS_APPROVAL, object_id=req.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "april@example.com"]
     assert message.subject == f"[portal] Request #{req.pk} for acme-demo needs approval"
@@ -78,19 +78,23 @@ def test_request_needs_approval_goes_to_active_approvers_with_a_link(
     # Once decided, nobody needs to be asked any more.
     req.status = RequestStatus.APPROVED
     req.save()
-    assert notifications.compose(notifications.REQUEST_NEEDS_APPROVAL, req.pk) is None
+    assert (
+        notifications.compose(event=notifications.REQUEST_NEEDS_APPROVAL, object_id=req.pk) is None
+    )
 
 
 def test_decisions_go_to_the_requester(people: dict[str, Any], secret_account: Any) -> None:
     req = AccountRequestFactory(account=secret_account)
-    assert notifications.compose(notifications.REQUEST_DECIDED, req.pk) is None  # pending
+    assert (
+        notifications.compose(event=notifications.REQUEST_DECIDED, object_id=req.pk) is None
+    )  # pending
 
     req.status = RequestStatus.REJECTED
     req.decided_by = people["april"]
     req.decided_at = timezone.now()
     req.comment = "use the shared demo"
     req.save()
-    message = notifications.compose(notifications.REQUEST_DECIDED, req.pk)
+    message = notifications.compose(event=notifications.REQUEST_DECIDED, object_id=req.pk)
     assert message is not None
     assert message.recipients == ["sally@example.com"]
     assert message.subject == f"[portal] Request #{req.pk} for acme-demo rejected"
@@ -109,7 +113,7 @@ def test_plan_waiting_goes_to_approvers_with_counts_and_the_run_link(
         approval_deadline=timezone.now() + timedelta(hours=72),
         outputs={"add": 2, "change": 1, "replace": 0, "destroy": 3, "workdir": "/tmp/x"},
     )
-    message = notifications.compose(notifications.PLAN_WAITING, stage.pk)
+    message = notifications.compose(event=notifications.PLAN_WAITING, object_id=stage.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "april@example.com"]
     assert "Plan: 2 to add, 1 to change, 0 to replace, 3 to destroy." in message.body
@@ -118,7 +122,7 @@ def test_plan_waiting_goes_to_approvers_with_counts_and_the_run_link(
     assert_no_secret(message)
 
     StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.SUCCEEDED)
-    assert notifications.compose(notifications.PLAN_WAITING, stage.pk) is None
+    assert notifications.compose(event=notifications.PLAN_WAITING, object_id=stage.pk) is None
 
 
 def test_run_results_go_to_the_owner_and_whoever_started_it(
@@ -130,7 +134,7 @@ def test_run_results_go_to_the_owner_and_whoever_started_it(
         created_by=people["adam"],
         explanation="apply: terraform apply failed: quota exceeded",
     )
-    message = notifications.compose(notifications.RUN_FINISHED, failed.pk)
+    message = notifications.compose(event=notifications.RUN_FINISHED, object_id=failed.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "sally@example.com"]
     assert "failed" in message.subject
@@ -139,17 +143,17 @@ def test_run_results_go_to_the_owner_and_whoever_started_it(
     assert_no_secret(message)
 
     ok = PipelineRunFactory(account=secret_account, status=RunStatus.SUCCEEDED)
-    message = notifications.compose(notifications.RUN_FINISHED, ok.pk)
+    message = notifications.compose(event=notifications.RUN_FINISHED, object_id=ok.pk)
     assert message is not None and "succeeded" in message.subject
     assert message.recipients == ["sally@example.com"]
     assert message.link == f"https://portal.example.com/accounts/{secret_account.pk}/"
     assert_no_secret(message)
 
     cancelled = PipelineRunFactory(account=secret_account, status=RunStatus.CANCELLED)
-    assert notifications.compose(notifications.RUN_FINISHED, cancelled.pk) is None
-    assert notifications.compose(notifications.RUN_FINISHED, 999_999) is None
+    assert notifications.compose(event=notifications.RUN_FINISHED, object_id=cancelled.pk) is None
+    assert notifications.compose(event=notifications.RUN_FINISHED, object_id=999_999) is None
     with pytest.raises(ValueError, match="unknown notification event"):
-        notifications.compose("party", 1)
+        notifications.compose(event="party", object_id=1)
 
 
 # --- the webhook, against a real HTTP server ------------------------------------------------

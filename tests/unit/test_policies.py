@@ -25,8 +25,11 @@ def _fast_password_hashing(settings: Any) -> None:
 def test_allowed_purposes_follow_the_policy_section() -> None:
     sandbox = load_blueprint("sandbox")
     assert policies.allowed_purposes(sandbox) == ["demo", "qa", "loadtest", "standby"]
-    assert policies.purpose_error(sandbox, "qa") is None
-    assert policies.purpose_error(sandbox, "party") == "choose one of demo, qa, loadtest, standby"
+    assert policies.purpose_error(blueprint=sandbox, purpose="qa") is None
+    assert (
+        policies.purpose_error(blueprint=sandbox, purpose="party")
+        == "choose one of demo, qa, loadtest, standby"
+    )
     # No policy section: every purpose is allowed.
     assert policies.allowed_purposes(load_blueprint("render-only")) == [
         "demo",
@@ -41,7 +44,7 @@ def test_a_purpose_without_a_policy_entry_is_refused() -> None:
 
     demo_only = replace(load_blueprint("sandbox"), policy={"demo": DEMO})
     assert policies.allowed_purposes(demo_only) == ["demo"]
-    assert policies.purpose_error(demo_only, "qa") == (
+    assert policies.purpose_error(blueprint=demo_only, purpose="qa") == (
         "blueprint sandbox does not allow qa (allowed: demo)"
     )
 
