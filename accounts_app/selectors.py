@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
 
 from accounts_app import permissions
 from accounts_app.models import Account, AccountRequest, RequestStatus
@@ -33,8 +33,16 @@ logger = logging.getLogger(__name__)
 User = AbstractBaseUser | AnonymousUser
 
 
-def _signed_in(user: User) -> bool:
-    return bool(getattr(user, "is_authenticated", False))
+M = TypeVar("M", bound=Model)
+
+
+def _seen_by(rows: QuerySet[M], *, user: User, owner_field: str) -> QuerySet[M]:
+    """The one visibility rule: approvers, admins and staff see all; requesters what they own."""
+    if permissions.is_approver(user):
+        return rows
+    if not user.is_authenticated:
+        return rows.none()
+    return rows.filter(**{owner_field: user.pk})
 
 
 # --- accounts -------------------------------------------------------------------------------
@@ -42,12 +50,7 @@ def _signed_in(user: User) -> bool:
 
 def visible_accounts(user: User) -> QuerySet[Account]:
     """Requesters see their own accounts; approvers, admins and staff see all."""
-    accounts = Account.objects.select_related("owner")
-    if permissions.is_approver(user):
-        return accounts
-    if not _signed_in(user):
-        return accounts.none()
-    return accounts.filter(owner_id=user.pk)
+    return _seen_by(Account.objects.select_related("owner"), user=user, owner_field="owner_id")
 
 
 def visible_account(*, user: User, account_id: int) -> Account | None:
@@ -152,11 +155,7 @@ def visible_requests(user: User) -> QuerySet[AccountRequest]:
     requests = AccountRequest.objects.select_related(
         "account", "account__owner", "requested_by", "decided_by"
     )
-    if permissions.is_approver(user):
-        return requests
-    if not _signed_in(user):
-        return requests.none()
-    return requests.filter(account__owner_id=user.pk)
+    return _seen_by(requests, user=user, owner_field="account__owner_id")
 
 
 def visible_request(*, user: User, request_id: int) -> AccountRequest | None:
@@ -193,11 +192,7 @@ def pending_requests() -> QuerySet[AccountRequest]:
 
 def visible_runs(user: User) -> QuerySet[PipelineRun]:
     runs = PipelineRun.objects.select_related("account", "account__owner", "created_by")
-    if permissions.is_approver(user):
-        return runs
-    if not _signed_in(user):
-        return runs.none()
-    return runs.filter(account__owner_id=user.pk)
+    return _seen_by(runs, user=user, owner_field="account__owner_id")
 
 
 def visible_run(*, user: User, run_id: int) -> PipelineRun | None:
