@@ -66,13 +66,22 @@ def filter_accounts(
     owner: str | None = None,
 ) -> QuerySet[Account]:
     """Dashboard/API filters; ``owner`` is a username."""
-    if status:
-        accounts = accounts.filter(status=status)
-    if purpose:
-        accounts = accounts.filter(purpose=purpose)
-    if owner:
-        accounts = accounts.filter(owner__username=owner)
-    return accounts
+    return _filtered(
+        accounts, owner_field="owner__username", status=status, purpose=purpose, owner=owner
+    )
+
+
+def _filtered(
+    rows: QuerySet[M],
+    *,
+    owner_field: str,
+    status: str | None,
+    purpose: str | None,
+    owner: str | None,
+) -> QuerySet[M]:
+    """The rows with each filter that has a value (the others left out)."""
+    given = {"status": status, "purpose": purpose, owner_field: owner}
+    return rows.filter(**{field: value for field, value in given.items() if value})
 
 
 def with_latest_run_id(accounts: QuerySet[Account]) -> QuerySet[Account]:
@@ -169,13 +178,13 @@ def filter_requests(
     purpose: str | None = None,
     owner: str | None = None,
 ) -> QuerySet[AccountRequest]:
-    if status:
-        requests = requests.filter(status=status)
-    if purpose:
-        requests = requests.filter(purpose=purpose)
-    if owner:
-        requests = requests.filter(account__owner__username=owner)
-    return requests
+    return _filtered(
+        requests,
+        owner_field="account__owner__username",
+        status=status,
+        purpose=purpose,
+        owner=owner,
+    )
 
 
 def pending_requests() -> QuerySet[AccountRequest]:
