@@ -346,6 +346,7 @@ class _StageActionView(PortalAPIView):
     """POST an action on one stage of a visible run; answers the run as it is then."""
 
     input_serializer: type[Serializer] | None = None
+    forbidden = "not allowed"  # the 403's message
 
     def allowed(self, *, user: Who, run: PipelineRun) -> bool:
         raise NotImplementedError
@@ -360,8 +361,6 @@ class _StageActionView(PortalAPIView):
         body = _valid(self.input_serializer, request.data) if self.input_serializer else {}
         self.act(stage=stage, user=acting_user(request), body=body)
         return _run_response(request, run.pk)
-
-    forbidden = "not allowed"
 
 
 class StageRetryView(_StageActionView):
