@@ -1,10 +1,15 @@
+"""The Django admin: browsing and editing rows; its actions go through the workflow."""
+
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts_app import selectors, services
 from accounts_app.models import Account, AccountRequest, AccountSecret
 from pipelines.models import RunKind
-from pipelines.services import RunRefused, start_run
+from portal.errors import PortalError
+from portal.web_errors import error_text
 
 
 @admin.register(Account)
@@ -19,26 +24,28 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(description="Outputs (sensitive values hidden)")
     def outputs_summary(self, obj: Account) -> str:
         return ", ".join(
-            f"{name} = {'(sensitive)' if out.get('sensitive') else out.get('value')!r}"
-            for name, out in sorted(obj.outputs.items())
+            f"{name} = {'(sensitive)' if out['sensitive'] else out['value']!r}"
+            for name, out in selectors.public_outputs(obj).items()
         )
 
-    def _start(self, request: HttpRequest, queryset: QuerySet[Account], kind: str) -> None:
-        for account in queryset:
+    def _start(self, request: HttpRequest, *, accounts: QuerySet[Account], kind: RunKind) -> None:
+        """Start a run on each account through the request workflow, as the portal would."""
+        user: User = request.user  # type: ignore[assignment]  # the admin requires staff
+        for account in accounts:
             try:
-                run = start_run(account, kind, user=request.user)  # type: ignore[arg-type]
-            except (RunRefused, Exception) as exc:  # noqa: BLE001 - shown to the admin per account
-                self.message_user(request, f"{account.name}: {exc}", messages.ERROR)
+                run = services.start_account_run(account=account, kind=kind, user=user)
+            except PortalError as exc:
+                self.message_user(request, f"{account.name}: {error_text(exc)}", messages.ERROR)
             else:
                 self.message_user(request, f"{account.name}: started run #{run.pk}")
 
     @admin.action(description="Start a provision run")
     def provision(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
-        self._start(request, queryset, RunKind.PROVISION)
+        self._start(request, accounts=queryset, kind=RunKind.PROVISION)
 
     @admin.action(description="Start an update run")
     def update(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
-        self._start(request, queryset, RunKind.UPDATE)
+        self._start(request, accounts=queryset, kind=RunKind.UPDATE)
 
 
 @admin.register(AccountRequest)

@@ -27,7 +27,11 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from pipelines.blueprints import PURPOSES, Blueprint, apply_defaults
+from accounts_app import policies
+from accounts_app.models import Purpose
+from pipelines.blueprints import Blueprint, apply_defaults
+
+PURPOSE_LABELS = [(str(value), str(label)) for value, label in Purpose.choices]
 
 PREFIX = "c"
 ADD_ROW = "add_row"  # the name of the "add another" submit buttons; the value is the array's name
@@ -557,19 +561,17 @@ def _parent_path(path: str) -> str:
 # --- the request form: name, purpose, expiry, reason, around the generated config form --------
 
 
-def purposes_for(blueprint: Blueprint) -> list[str]:
-    """The purposes this blueprint's policy allows (all of them when it has no policy)."""
-    return [p for p in PURPOSES if p in blueprint.policy] if blueprint.policy else list(PURPOSES)
-
-
 def expiry_bounds(
-    blueprint: Blueprint, purpose: str, today: date
+    *, blueprint: Blueprint, purpose: str, today: date
 ) -> tuple[date | None, date | None]:
-    """(default, latest) expiry dates for a purpose, from its policy."""
-    policy = blueprint.policy_for(purpose)
-    default = today + timedelta(days=policy.default_ttl_days) if policy.default_ttl_days else None
-    latest = today + timedelta(days=policy.max_ttl_days) if policy.max_ttl_days else None
-    return default, latest
+    """(default, latest) expiry dates the form offers for a purpose, from its policy."""
+    bounds = policies.expiry_bounds(
+        policy=blueprint.policy_for(purpose), now=expiry_datetime(today)
+    )
+    return (
+        bounds.default.date() if bounds.default else None,
+        bounds.latest.date() if bounds.latest else None,
+    )
 
 
 def expiry_datetime(day: date) -> datetime:
@@ -603,8 +605,8 @@ class RequestMetaForm(forms.Form):
     def __init__(self, *args: Any, blueprint: Blueprint, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.blueprint = blueprint
-        purposes = purposes_for(blueprint)
-        labels = dict(_purpose_labels())
+        purposes = policies.allowed_purposes(blueprint)
+        labels = dict(PURPOSE_LABELS)
         purpose_field = self.fields["purpose"]
         assert isinstance(purpose_field, forms.ChoiceField)
         purpose_field.choices = [(p, labels.get(p, p)) for p in purposes]
@@ -612,12 +614,15 @@ class RequestMetaForm(forms.Form):
         purpose = (self.data.get("purpose") if self.is_bound else None) or (
             self.initial.get("purpose") or purposes[0]
         )
-        default, latest = expiry_bounds(blueprint, str(purpose), today)
-        self.policy_lines = [_policy_line(blueprint, p, today) for p in purposes]
+        default, latest = expiry_bounds(blueprint=blueprint, purpose=str(purpose), today=today)
+        self.policy_lines = [_policy_line(blueprint=blueprint, purpose=p) for p in purposes]
         # purpose -> [default, latest] expiry dates, for the page's small script that moves
         # the date along with the purpose (the server checks it either way).
         self.expiry_map = {
-            p: [d.isoformat() if d else "" for d in expiry_bounds(blueprint, p, today)]
+            p: [
+                d.isoformat() if d else ""
+                for d in expiry_bounds(blueprint=blueprint, purpose=p, today=today)
+            ]
             for p in purposes
         }
         widget_attrs = self.fields["expires_on"].widget.attrs
@@ -630,13 +635,7 @@ class RequestMetaForm(forms.Form):
                 self.initial.setdefault("expires_on", default.isoformat())
 
 
-def _purpose_labels() -> list[tuple[str, str]]:
-    from accounts_app.models import Purpose
-
-    return [(str(value), str(label)) for value, label in Purpose.choices]
-
-
-def _policy_line(blueprint: Blueprint, purpose: str, today: date) -> str:
+def _policy_line(*, blueprint: Blueprint, purpose: str) -> str:
     policy = blueprint.policy_for(purpose)
     parts = []
     if policy.default_ttl_days:
@@ -647,7 +646,7 @@ def _policy_line(blueprint: Blueprint, purpose: str, today: date) -> str:
         parts.append(f"{policy.max_active_per_user} per person")
     if policy.auto_approve:
         parts.append("no approval needed for " + ", ".join(policy.auto_approve))
-    label = dict(_purpose_labels()).get(purpose, purpose)
+    label = dict(PURPOSE_LABELS).get(purpose, purpose)
     return f"{label}: " + ("; ".join(parts) if parts else "no limits")
 
 

@@ -2,10 +2,9 @@
 
 Events: a request needs approval, a request is decided, a plan waits for
 approval, a run fails, a run succeeds. Callers only *queue* a notification
-(``transaction.on_commit`` -> a Celery task carrying the event and an id); the
-task composes the message from the database and hands e-mail and webhook to
-two more tasks, each retried on its own with backoff. Queueing never raises:
-a broken mail server or broker must never block a request or a stage.
+(``accounts_app.notification_queue``); the ``notify`` task composes the message
+here from the database and hands e-mail and webhook to two more tasks, each
+retried on its own with backoff.
 
 Messages carry names, statuses, explanations and links, never config values,
 outputs or secrets.
@@ -17,16 +16,18 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
-from django.db import transaction
 
 from accounts_app.models import AccountRequest, RequestStatus
 from accounts_app.roles import ADMINS, APPROVERS
+from pipelines.clients.terraform import PlanSummary
+from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.selectors import plan_summary_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,49 +52,6 @@ class Message:
         return f"{self.subject}\n{self.link}" if self.link else self.subject
 
 
-# --- queueing (called by services and signal receivers) -----------------------------
-
-
-def queue(event: str, object_id: int) -> None:
-    """Send the notification task once the current transaction commits; never raises."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown notification event {event!r}")
-
-    def send() -> None:
-        from accounts_app.tasks import notify
-
-        try:
-            notify.delay(event, object_id)
-        except Exception:
-            logger.exception("could not queue notification %s for #%s", event, object_id)
-
-    transaction.on_commit(send)
-
-
-def request_needs_approval(req: AccountRequest) -> None:
-    queue(REQUEST_NEEDS_APPROVAL, req.pk)
-
-
-def request_decided(req: AccountRequest) -> None:
-    queue(REQUEST_DECIDED, req.pk)
-
-
-def on_approval_needed(sender: Any, stage: Any = None, **kwargs: Any) -> None:
-    """Receiver of pipelines.signals.approval_needed."""
-    try:
-        queue(PLAN_WAITING, stage.pk)
-    except Exception:
-        logger.exception("approval_needed notification failed")
-
-
-def on_run_finished(sender: Any, run: Any = None, **kwargs: Any) -> None:
-    """Receiver of pipelines.signals.run_finished."""
-    try:
-        queue(RUN_FINISHED, run.pk)
-    except Exception:
-        logger.exception("run_finished notification failed")
-
-
 # --- composing (in the task) ------------------------------------------------------------
 
 
@@ -113,12 +71,12 @@ def approver_emails() -> list[str]:
     return sorted(users)
 
 
-def _email_of(user: Any) -> list[str]:
+def _email_of(user: AbstractBaseUser | None) -> list[str]:
     email = getattr(user, "email", "") if user is not None else ""
     return [email] if email else []
 
 
-def compose(event: str, object_id: int) -> Message | None:
+def compose(*, event: str, object_id: int) -> Message | None:
     """The message for an event, or None when there is nothing to say."""
     if event == REQUEST_NEEDS_APPROVAL:
         return _request_needs_approval(object_id)
@@ -188,8 +146,6 @@ def _request_decided(request_id: int) -> Message | None:
 
 
 def _plan_waiting(stage_id: int) -> Message | None:
-    from pipelines.models import StageRun, StageStatus
-
     stage = StageRun.objects.select_related("run", "run__account").filter(pk=stage_id).first()
     if stage is None or stage.status != StageStatus.WAITING_APPROVAL:
         return None
@@ -199,9 +155,9 @@ def _plan_waiting(stage_id: int) -> Message | None:
     lines = [
         f"The plan of run #{run.pk} ({run.kind}) of account {account.name} waits for approval."
     ]
-    summary = plan_counts(stage.outputs)
-    if summary:
-        lines.append(summary)
+    summary = plan_summary_of(stage)
+    if summary is not None:
+        lines.append(plan_counts(summary))
     if stage.approval_deadline:
         lines.append(f"Decide before {stage.approval_deadline:%Y-%m-%d %H:%M} UTC.")
     lines += ["", f"Review it: {link}"]
@@ -213,24 +169,15 @@ def _plan_waiting(stage_id: int) -> Message | None:
     )
 
 
-def plan_counts(outputs: Any) -> str:
-    """ "Plan: 2 to add, 0 to change, ..." from a stage's outputs, when they hold counts."""
-    if not isinstance(outputs, dict):
-        return ""
-    nested = outputs.get("summary")
-    summary: dict[str, Any] = nested if isinstance(nested, dict) else outputs
-    keys = ("add", "change", "replace", "destroy")
-    if not all(isinstance(summary.get(k), int) for k in keys):
-        return ""
+def plan_counts(summary: PlanSummary) -> str:
+    """ "Plan: 2 to add, 0 to change, ..." for a message."""
     return (
-        f"Plan: {summary['add']} to add, {summary['change']} to change, "
-        f"{summary['replace']} to replace, {summary['destroy']} to destroy."
+        f"Plan: {summary.add} to add, {summary.change} to change, "
+        f"{summary.replace} to replace, {summary.destroy} to destroy."
     )
 
 
 def _run_finished(run_id: int) -> Message | None:
-    from pipelines.models import PipelineRun, RunStatus
-
     run = (
         PipelineRun.objects.select_related("account", "account__owner", "created_by")
         .filter(pk=run_id)
@@ -267,12 +214,12 @@ def _run_finished(run_id: int) -> Message | None:
 # --- delivering (in the tasks; errors propagate so the task retries) ---------------------
 
 
-def deliver_email(subject: str, body: str, recipients: list[str]) -> None:
+def deliver_email(*, subject: str, body: str, recipients: list[str]) -> None:
     if recipients:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
 
 
-def deliver_webhook(text: str, webhook_url: str | None = None) -> None:
+def deliver_webhook(*, text: str, webhook_url: str | None = None) -> None:
     """POST {"text": ...} to the webhook URL (Slack-compatible); raises on failure."""
     target = webhook_url if webhook_url is not None else settings.PORTAL_WEBHOOK_URL
     if not target:

@@ -10,35 +10,36 @@ approvers are requesters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from accounts_app.models import Account
 from accounts_app.roles import ADMINS, APPROVERS, REQUESTERS
+from pipelines.models import PipelineRun
 
-if TYPE_CHECKING:
-    from accounts_app.models import Account
-    from pipelines.models import PipelineRun
+# Whoever asks: a signed-in user, the anonymous user, or nobody (a schedule).
+Who = AbstractBaseUser | AnonymousUser | None
 
 _CACHE_ATTR = "_portal_group_names"
 
 
-def group_names(user: Any) -> frozenset[str]:
+def group_names(user: Who) -> frozenset[str]:
     """The names of the user's groups, queried once per user object."""
     if user is None or not getattr(user, "is_authenticated", False):
         return frozenset()
     cached: frozenset[str] | None = getattr(user, _CACHE_ATTR, None)
     if cached is None:
-        cached = frozenset(user.groups.values_list("name", flat=True))
+        cached = frozenset(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
         setattr(user, _CACHE_ATTR, cached)
     return cached
 
 
-def forget_groups(user: Any) -> None:
+def forget_groups(user: Who) -> None:
     """Drop the cached group names (after changing the user's groups)."""
     if user is not None and hasattr(user, _CACHE_ATTR):
         delattr(user, _CACHE_ATTR)
 
 
-def is_admin(user: Any) -> bool:
+def is_admin(user: Who) -> bool:
     if user is None or not getattr(user, "is_authenticated", False):
         return False
     if getattr(user, "is_superuser", False) or getattr(user, "is_staff", False):
@@ -46,15 +47,15 @@ def is_admin(user: Any) -> bool:
     return ADMINS in group_names(user)
 
 
-def is_approver(user: Any) -> bool:
+def is_approver(user: Who) -> bool:
     return is_admin(user) or APPROVERS in group_names(user)
 
 
-def is_requester(user: Any) -> bool:
+def is_requester(user: Who) -> bool:
     return is_approver(user) or REQUESTERS in group_names(user)
 
 
-def effective_roles(user: Any) -> frozenset[str]:
+def effective_roles(user: Who) -> frozenset[str]:
     """Group names plus the roles the user holds through nesting (an admin is an approver...).
 
     Used to match a policy's ``auto_approve`` list: if approvers' requests need
@@ -70,48 +71,36 @@ def effective_roles(user: Any) -> frozenset[str]:
     return frozenset(roles)
 
 
-def is_owner(user: Any, account: Account) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and account.owner_id == user.pk)
+def is_owner(*, user: Who, account: Account) -> bool:
+    return bool(user is not None and user.is_authenticated and account.owner_id == user.pk)
 
 
-def can_view_account(user: Any, account: Account) -> bool:
-    return is_approver(user) or is_owner(user, account)
-
-
-def can_view_run(user: Any, run: PipelineRun) -> bool:
-    return can_view_account(user, run.account)
-
-
-def can_request(user: Any) -> bool:
+def can_request(user: Who) -> bool:
     return is_requester(user)
 
 
-def can_start_run(user: Any, account: Account) -> bool:
+def can_start_run(*, user: Who, account: Account) -> bool:
     """Owner or admin; a protected account is run by admins only."""
     if account.protected:
         return is_admin(user)
-    return is_admin(user) or is_owner(user, account)
+    return is_admin(user) or is_owner(user=user, account=account)
 
 
-def can_decide(user: Any) -> bool:
+def can_decide(user: Who) -> bool:
     """Approve or reject requests and plans."""
     return is_approver(user)
 
 
-def can_retry(user: Any, run: PipelineRun) -> bool:
+def can_retry(*, user: Who, run: PipelineRun) -> bool:
     # Protected accounts are admins-only too, which the admin rule already covers.
     return is_admin(user)
 
 
-def can_cancel(user: Any, run: PipelineRun) -> bool:
+def can_cancel(*, user: Who, run: PipelineRun) -> bool:
     return is_admin(user)
 
 
-def can_edit_account(user: Any, account: Account) -> bool:
-    return is_admin(user)
-
-
-def roles_for_templates(user: Any) -> dict[str, bool]:
+def roles_for_templates(user: Who) -> dict[str, bool]:
     """Flags for templates, which cannot call functions with arguments."""
     return {
         "is_admin": is_admin(user),

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from accounts_app.models import Account, AccountStatus, Purpose
 from pipelines.blueprints import Blueprint, Policy
@@ -25,7 +24,7 @@ def allowed_purposes(blueprint: Blueprint) -> list[str]:
     return [purpose for purpose in Purpose.values if purpose in blueprint.policy]
 
 
-def purpose_error(blueprint: Blueprint, purpose: str) -> str | None:
+def purpose_error(*, blueprint: Blueprint, purpose: str) -> str | None:
     if purpose not in Purpose.values:
         return f"choose one of {', '.join(Purpose.values)}"
     allowed = allowed_purposes(blueprint)
@@ -44,7 +43,7 @@ class ExpiryBounds:
     latest: datetime | None
 
 
-def expiry_bounds(policy: Policy, now: datetime) -> ExpiryBounds:
+def expiry_bounds(*, policy: Policy, now: datetime) -> ExpiryBounds:
     return ExpiryBounds(
         default=now + timedelta(days=policy.default_ttl_days) if policy.default_ttl_days else None,
         latest=now + timedelta(days=policy.max_ttl_days) if policy.max_ttl_days else None,
@@ -52,10 +51,10 @@ def expiry_bounds(policy: Policy, now: datetime) -> ExpiryBounds:
 
 
 def resolve_expiry(
-    policy: Policy, purpose: str, expires_at: datetime | None, now: datetime
+    *, policy: Policy, purpose: str, expires_at: datetime | None, now: datetime
 ) -> tuple[datetime | None, str | None]:
     """(the expiry to record, an error message or None). No expiry given: the default."""
-    bounds = expiry_bounds(policy, now)
+    bounds = expiry_bounds(policy=policy, now=now)
     if expires_at is None:
         return bounds.default, None
     if expires_at <= now:
@@ -65,16 +64,22 @@ def resolve_expiry(
     return expires_at, None
 
 
-def active_count(owner_id: Any, blueprint: str, purpose: str) -> int:
-    """The owner's accounts of this blueprint and purpose that still count against a quota."""
-    return (
-        Account.objects.filter(owner_id=owner_id, blueprint=blueprint, purpose=purpose)
-        .exclude(status__in=INACTIVE_ACCOUNT_STATUSES)
-        .count()
-    )
+def active_count(
+    *, owner_id: int, blueprint: str, purpose: str, leaving_out: int | None = None
+) -> int:
+    """The owner's accounts of this blueprint and purpose that still count against a quota.
+
+    ``leaving_out``: an account id not to count (the one about to start again).
+    """
+    accounts = Account.objects.filter(
+        owner_id=owner_id, blueprint=blueprint, purpose=purpose
+    ).exclude(status__in=INACTIVE_ACCOUNT_STATUSES)
+    if leaving_out is not None:
+        accounts = accounts.exclude(pk=leaving_out)
+    return accounts.count()
 
 
-def quota_error(policy: Policy, in_use: int, blueprint: str, purpose: str) -> str | None:
+def quota_error(policy: Policy, *, in_use: int, blueprint: str, purpose: str) -> str | None:
     limit = policy.max_active_per_user
     if limit is None or in_use < limit:
         return None
@@ -84,6 +89,6 @@ def quota_error(policy: Policy, in_use: int, blueprint: str, purpose: str) -> st
     )
 
 
-def auto_approving_groups(policy: Policy, roles: Iterable[str]) -> list[str]:
+def auto_approving_groups(*, policy: Policy, roles: Iterable[str]) -> list[str]:
     """The user's roles that the policy auto-approves (empty: the request needs approval)."""
     return sorted(set(roles) & set(policy.auto_approve))

@@ -1,46 +1,61 @@
 """Reads about accounts, their requests, runs and plans, as each user may see them.
 
-Every function returns querysets with the joins its callers need
-(select_related/prefetch_related), so lists cost a constant number of queries.
+The web pages, the API and the admin read through these functions. Each returns
+querysets with the joins its callers need (select_related/prefetch_related), so
+lists cost a constant number of queries.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
 
 from accounts_app import permissions
 from accounts_app.models import Account, AccountRequest, RequestStatus
-from pipelines.blueprints import Blueprint, BlueprintError, blueprints_dir, load_blueprint
+from pipelines.blueprints import (
+    Blueprint,
+    BlueprintError,
+    blueprints_dir,
+    list_blueprints,
+    load_blueprint,
+)
+from pipelines.clients.terraform import PlanSummary
 from pipelines.models import PipelineRun, StageRun, StageStatus
+from pipelines.selectors import plan_summary_of, plans_of_runs
 
 logger = logging.getLogger(__name__)
 
 User = AbstractBaseUser | AnonymousUser
 
-# Keys of a plan summary (pipelines.clients.terraform.PlanSummary.to_dict) shown to users.
-PLAN_SUMMARY_KEYS = (
-    "add",
-    "change",
-    "replace",
-    "destroy",
-    "has_changes",
-    "resources",
-    "output_changes",
-)
+
+M = TypeVar("M", bound=Model)
+
+
+def _seen_by(rows: QuerySet[M], *, user: User, owner_field: str) -> QuerySet[M]:
+    """The one visibility rule: approvers, admins and staff see all; requesters what they own."""
+    if permissions.is_approver(user):
+        return rows
+    if not user.is_authenticated:
+        return rows.none()
+    return rows.filter(**{owner_field: user.pk})
+
+
+# --- accounts -------------------------------------------------------------------------------
 
 
 def visible_accounts(user: User) -> QuerySet[Account]:
     """Requesters see their own accounts; approvers, admins and staff see all."""
-    accounts = Account.objects.select_related("owner")
-    if permissions.is_approver(user):
-        return accounts
-    if not getattr(user, "is_authenticated", False):
-        return accounts.none()
-    return accounts.filter(owner_id=user.pk)
+    return _seen_by(Account.objects.select_related("owner"), user=user, owner_field="owner_id")
+
+
+def visible_account(*, user: User, account_id: int) -> Account | None:
+    """One account the user may see, or None (no hint that it exists)."""
+    return visible_accounts(user).filter(pk=account_id).first()
 
 
 def filter_accounts(
@@ -51,16 +66,49 @@ def filter_accounts(
     owner: str | None = None,
 ) -> QuerySet[Account]:
     """Dashboard/API filters; ``owner`` is a username."""
-    if status:
-        accounts = accounts.filter(status=status)
-    if purpose:
-        accounts = accounts.filter(purpose=purpose)
-    if owner:
-        accounts = accounts.filter(owner__username=owner)
-    return accounts
+    return _filtered(
+        accounts, owner_field="owner__username", status=status, purpose=purpose, owner=owner
+    )
 
 
-def account_with_runs(user: User, account_id: int) -> Account | None:
+def _filtered(
+    rows: QuerySet[M],
+    *,
+    owner_field: str,
+    status: str | None,
+    purpose: str | None,
+    owner: str | None,
+) -> QuerySet[M]:
+    """The rows with each filter that has a value (the others left out)."""
+    given = {"status": status, "purpose": purpose, owner_field: owner}
+    return rows.filter(**{field: value for field, value in given.items() if value})
+
+
+def with_latest_run_id(accounts: QuerySet[Account]) -> QuerySet[Account]:
+    """The accounts by name, each annotated with ``latest_run_id`` (None: no run yet)."""
+    latest = PipelineRun.objects.filter(account=OuterRef("pk")).order_by("-created_at", "-id")
+    return accounts.annotate(latest_run_id=Subquery(latest.values("pk")[:1])).order_by("name")
+
+
+def latest_runs(accounts: list[Account]) -> dict[int, PipelineRun]:
+    """The latest run of each account annotated by ``with_latest_run_id``, by account id."""
+    ids = {account.pk: account.latest_run_id for account in accounts}  # type: ignore[attr-defined]
+    runs = PipelineRun.objects.in_bulk([run_id for run_id in ids.values() if run_id])
+    return {pk: runs[run_id] for pk, run_id in ids.items() if run_id in runs}
+
+
+def owner_names(accounts: QuerySet[Account]) -> list[str]:
+    """The usernames owning any of these accounts, sorted."""
+    return list(
+        get_user_model()
+        .objects.filter(accounts__in=accounts)
+        .distinct()
+        .order_by("username")
+        .values_list("username", flat=True)
+    )
+
+
+def account_with_runs(*, user: User, account_id: int) -> Account | None:
     """One visible account with its runs (newest first) and requests, or None."""
     return (
         visible_accounts(user)
@@ -74,6 +122,17 @@ def account_with_runs(user: User, account_id: int) -> Account | None:
         .filter(pk=account_id)
         .first()
     )
+
+
+def recent_runs(*, account: Account, limit: int) -> list[PipelineRun]:
+    """The account's newest runs, newest first."""
+    runs = PipelineRun.objects.filter(account=account).select_related("created_by")
+    return list(runs.order_by("-created_at", "-id")[:limit])
+
+
+def recent_requests(*, account: Account, limit: int) -> list[AccountRequest]:
+    requests = account.requests.select_related("requested_by", "decided_by")
+    return list(requests.order_by("-created_at", "-id")[:limit])
 
 
 def public_outputs(account: Account) -> dict[str, dict[str, Any]]:
@@ -90,41 +149,26 @@ def public_outputs(account: Account) -> dict[str, dict[str, Any]]:
     return shown
 
 
-def plan_summary(outputs: Any) -> dict[str, Any] | None:
-    """The plan summary held by a plan (or approve_plan) stage's outputs, or None."""
-    if not isinstance(outputs, dict):
-        return None
-    nested = outputs.get("summary")
-    summary: dict[str, Any] = nested if isinstance(nested, dict) else outputs
-    if not all(isinstance(summary.get(key), int) for key in ("add", "change", "destroy")):
-        return None
-    return {key: summary[key] for key in PLAN_SUMMARY_KEYS if key in summary}
+def has_databases(account: Account) -> bool:
+    """Whether the account's blueprint declares databases (a broken blueprint: no)."""
+    try:
+        return bool(load_blueprint(account.blueprint).databases)
+    except BlueprintError:
+        return False
 
 
-def latest_plan(account: Account) -> tuple[StageRun, dict[str, Any]] | None:
-    """The newest succeeded plan stage of the account and its summary, or None (one query)."""
-    stage = (
-        StageRun.objects.filter(
-            run__account_id=account.pk, kind="plan", status=StageStatus.SUCCEEDED
-        )
-        .order_by("-finished_at", "-id")
-        .first()
-    )
-    if stage is None:
-        return None
-    summary = plan_summary(stage.outputs)
-    return (stage, summary) if summary is not None else None
+# --- requests ---------------------------------------------------------------------------------
 
 
 def visible_requests(user: User) -> QuerySet[AccountRequest]:
     requests = AccountRequest.objects.select_related(
         "account", "account__owner", "requested_by", "decided_by"
     )
-    if permissions.is_approver(user):
-        return requests
-    if not getattr(user, "is_authenticated", False):
-        return requests.none()
-    return requests.filter(account__owner_id=user.pk)
+    return _seen_by(requests, user=user, owner_field="account__owner_id")
+
+
+def visible_request(*, user: User, request_id: int) -> AccountRequest | None:
+    return visible_requests(user).filter(pk=request_id).first()
 
 
 def filter_requests(
@@ -134,13 +178,13 @@ def filter_requests(
     purpose: str | None = None,
     owner: str | None = None,
 ) -> QuerySet[AccountRequest]:
-    if status:
-        requests = requests.filter(status=status)
-    if purpose:
-        requests = requests.filter(purpose=purpose)
-    if owner:
-        requests = requests.filter(account__owner__username=owner)
-    return requests
+    return _filtered(
+        requests,
+        owner_field="account__owner__username",
+        status=status,
+        purpose=purpose,
+        owner=owner,
+    )
 
 
 def pending_requests() -> QuerySet[AccountRequest]:
@@ -152,32 +196,51 @@ def pending_requests() -> QuerySet[AccountRequest]:
     )
 
 
-def plans_waiting() -> QuerySet[StageRun]:
-    """Stages waiting for a human decision, oldest first, with their run and account."""
-    return (
-        StageRun.objects.filter(status=StageStatus.WAITING_APPROVAL)
-        .select_related("run", "run__account", "run__account__owner")
-        .order_by("queued_at", "id")
-    )
+# --- runs and plans ---------------------------------------------------------------------------
 
 
 def visible_runs(user: User) -> QuerySet[PipelineRun]:
     runs = PipelineRun.objects.select_related("account", "account__owner", "created_by")
-    if permissions.is_approver(user):
-        return runs
-    if not getattr(user, "is_authenticated", False):
-        return runs.none()
-    return runs.filter(account__owner_id=user.pk)
+    return _seen_by(runs, user=user, owner_field="account__owner_id")
 
 
-def run_with_stages(user: User, run_id: int) -> PipelineRun | None:
-    """One visible run with its stages (by position), or None."""
+def visible_run(*, user: User, run_id: int) -> PipelineRun | None:
+    """One run the user may see, with its stages (by position), or None."""
     return (
         visible_runs(user)
         .prefetch_related(Prefetch("stages", queryset=StageRun.objects.order_by("position")))
         .filter(pk=run_id)
         .first()
     )
+
+
+def latest_run(account: Account) -> PipelineRun | None:
+    return account.runs.order_by("-created_at", "-id").first()
+
+
+@dataclass(frozen=True)
+class WaitingPlan:
+    """A stage waiting for a human decision, with the plan summary it asks about."""
+
+    stage: StageRun
+    summary: PlanSummary | None
+
+
+def plans_waiting() -> list[WaitingPlan]:
+    """Stages waiting for a decision, oldest first, with their run, account and plan (2 queries)."""
+    waiting = list(
+        StageRun.objects.filter(status=StageStatus.WAITING_APPROVAL)
+        .select_related("run", "run__account", "run__account__owner")
+        .order_by("queued_at", "id")
+    )
+    plans = plans_of_runs(stage.run_id for stage in waiting)
+    return [
+        WaitingPlan(stage=stage, summary=plan_summary_of(stage) or plans.get(stage.run_id))
+        for stage in waiting
+    ]
+
+
+# --- blueprints -------------------------------------------------------------------------------
 
 
 def usable_blueprints() -> list[Blueprint]:
@@ -194,3 +257,19 @@ def usable_blueprints() -> list[Blueprint]:
         except BlueprintError as exc:
             logger.warning("blueprint %s left out: %s", entry.name, exc)
     return found
+
+
+def blueprint_named(name: str) -> Blueprint | None:
+    """The blueprint of this name when it loads, else None."""
+    try:
+        return load_blueprint(name)
+    except BlueprintError:
+        return None
+
+
+def requestable_blueprints() -> tuple[list[Blueprint], list[str]]:
+    """The blueprints offered for a request, and the problem when the folder cannot be listed."""
+    try:
+        return list_blueprints(), []
+    except BlueprintError as exc:
+        return [], [str(exc)]

@@ -1,18 +1,24 @@
-"""Writes about accounts: creating them, their secrets, their recorded values, and the
-request workflow (request, approve, reject, start a run)."""
+"""Writes of the request workflow: request, approve, reject, start a run a user may
+start, preview a request's Terraform; and creating accounts for operators.
+
+Web views, the API, the Django admin and the management commands all write
+through these functions (and ``pipelines.services`` for runs already started),
+so every check is made once, here.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts_app import permissions, policies
+from accounts_app import notification_queue, permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
     Account,
@@ -29,13 +35,14 @@ from pipelines.blueprints import (
     UnknownBlueprint,
     load_blueprint,
 )
-from pipelines.models import RunKind
+from pipelines.models import PipelineRun, RunKind
+from pipelines.rendering import RenderError, render_blueprint
+from pipelines.services import RunRefused, start_run
+from pipelines.stages.render import template_context
+from portal.errors import PortalError
 
-if TYPE_CHECKING:
-    from pipelines.models import PipelineRun
 
-
-class AccountConflict(Exception):
+class AccountConflict(PortalError):
     """The account name is taken by an account of another blueprint."""
 
 
@@ -63,10 +70,11 @@ def create_or_reuse_account(
         return account, True
     if account.blueprint != blueprint:
         raise AccountConflict(
-            f"account {name!r} exists with blueprint {account.blueprint!r}, not {blueprint!r}"
+            f"account {name!r} exists with blueprint {account.blueprint!r}, not {blueprint!r}",
+            field="name",
         )
     if account.protected:
-        raise AccountConflict(f"account {name!r} is protected and cannot be changed")
+        raise AccountConflict(f"account {name!r} is protected and cannot be changed", field="name")
     account.config = config
     account.purpose = purpose
     account.save(update_fields=["config", "purpose", "updated_at"])
@@ -76,24 +84,28 @@ def create_or_reuse_account(
 # --- The request workflow ------------------------------------------------------------------
 
 
-class RequestInvalid(Exception):
+class RequestInvalid(PortalError):
     """A request that cannot be accepted; one or more messages per field.
 
     ``errors`` maps a field (name, blueprint, purpose, expires_at, config, comment)
     to its messages; config problems read "<json path>: <message>". ``errors_by_path``
     maps each config JSON path (e.g. "$.services[0].name") to its messages, so a
-    form can show each one next to its input.
+    form can show each one next to its input. With one field only, ``field`` names it.
     """
 
     def __init__(
-        self, errors: dict[str, list[str]], errors_by_path: dict[str, list[str]] | None = None
+        self, errors: dict[str, list[str]], *, errors_by_path: dict[str, list[str]] | None = None
     ) -> None:
-        super().__init__("; ".join(f"{k}: {m}" for k, msgs in errors.items() for m in msgs))
+        if len(errors) == 1:
+            [(field, messages)] = errors.items()
+            super().__init__("; ".join(messages), field=field)
+        else:
+            super().__init__("; ".join(f"{k}: {m}" for k, msgs in errors.items() for m in msgs))
         self.errors = errors
         self.errors_by_path = errors_by_path or {}
 
 
-class RequestRefused(Exception):
+class RequestRefused(PortalError):
     """The action does not fit the request's (or account's) state; the message says why."""
 
 
@@ -104,15 +116,16 @@ def _as_aware(value: datetime) -> datetime:
 def check_request(
     *,
     user: User,
-    name: Any,
-    blueprint: Any,
-    purpose: Any,
-    config: Any,
-    expires_at: datetime | None = None,
+    name: object,
+    blueprint: object,
+    purpose: object,
+    config: object,
+    expires_at: object = None,
 ) -> tuple[Blueprint, dict[str, Any], datetime | None]:
     """Every check of a request, without writing: (blueprint, filled config, expires_at).
 
-    Raises one RequestInvalid listing every problem found.
+    Inputs are as the caller received them (checked here). Raises one RequestInvalid
+    listing every problem found.
     """
     errors: dict[str, list[str]] = {}
     by_path: dict[str, list[str]] = {}
@@ -138,20 +151,23 @@ def check_request(
         add("blueprint", str(exc))
 
     policy = Policy()
-    if purpose not in Purpose.values:
+    chosen = purpose if isinstance(purpose, str) else ""
+    if chosen not in Purpose.values:
         add("purpose", f"choose one of {', '.join(Purpose.values)}")
     elif loaded is not None:
-        problem = policies.purpose_error(loaded, purpose)
+        problem = policies.purpose_error(blueprint=loaded, purpose=chosen)
         if problem:
             add("purpose", problem)
-        policy = loaded.policy_for(purpose)
+        policy = loaded.policy_for(chosen)
 
+    expires: datetime | None = None
     if expires_at is not None and not isinstance(expires_at, datetime):
         add("expires_at", "must be a date and time")
-        expires_at = None
     else:
-        expires_at = _as_aware(expires_at) if expires_at is not None else None
-        expires_at, problem = policies.resolve_expiry(policy, purpose, expires_at, timezone.now())
+        given = _as_aware(expires_at) if isinstance(expires_at, datetime) else None
+        expires, problem = policies.resolve_expiry(
+            policy=policy, purpose=chosen, expires_at=given, now=timezone.now()
+        )
         if problem:
             add("expires_at", problem)
 
@@ -165,15 +181,31 @@ def check_request(
                 by_path.setdefault(found.path, []).append(found.message)
 
     if loaded is not None and "purpose" not in errors:
-        in_use = policies.active_count(user.pk, loaded.name, purpose)
-        problem = policies.quota_error(policy, in_use, loaded.name, purpose)
+        problem = _quota_problem(blueprint=loaded, purpose=chosen, owner_id=user.pk)
         if problem:
             add("purpose", problem)
 
     if errors:
-        raise RequestInvalid(errors, by_path)
+        raise RequestInvalid(errors, errors_by_path=by_path)
     assert loaded is not None
-    return loaded, filled, expires_at
+    return loaded, filled, expires
+
+
+def _quota_problem(
+    *, blueprint: Blueprint, purpose: str, owner_id: int, leaving_out: int | None = None
+) -> str | None:
+    """The quota message when the owner has no room for one more such account, else None."""
+    in_use = policies.active_count(
+        owner_id=owner_id, blueprint=blueprint.name, purpose=purpose, leaving_out=leaving_out
+    )
+    return policies.quota_error(
+        blueprint.policy_for(purpose), in_use=in_use, blueprint=blueprint.name, purpose=purpose
+    )
+
+
+def _lock_user(user_id: int) -> None:
+    """One request (or life start) at a time per user, so two cannot both pass the quota."""
+    get_user_model().objects.select_for_update().filter(pk=user_id).first()
 
 
 def request_account(
@@ -190,12 +222,9 @@ def request_account(
 
     Callers check ``permissions.can_request``. Raises RequestInvalid (nothing written).
     """
-    from accounts_app import notifications
-
     try:
         with transaction.atomic():
-            # One request at a time per user, so two racing requests cannot both pass the quota.
-            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            _lock_user(user.pk)
             loaded, filled, expires = check_request(
                 user=user,
                 name=name,
@@ -215,7 +244,7 @@ def request_account(
             )
             account.save()
             groups = policies.auto_approving_groups(
-                loaded.policy_for(purpose), permissions.effective_roles(user)
+                policy=loaded.policy_for(purpose), roles=permissions.effective_roles(user)
             )
             req = AccountRequest.objects.create(
                 account=account,
@@ -230,10 +259,10 @@ def request_account(
                 req.decided_at = timezone.now()
                 req.comment = f"auto-approved: member of {', '.join(groups)}"
                 req.save(update_fields=["status", "decided_at", "comment"])
-                _start_provision(account, user)
+                _start_provision(account=account, user=user)
                 account.refresh_from_db()
             else:
-                notifications.request_needs_approval(req)
+                notification_queue.request_needs_approval(req)
             return account, req
     except IntegrityError:
         # Another request took the name between our check and our insert.
@@ -244,17 +273,19 @@ def request_account(
         raise
 
 
-def _start_provision(account: Account, user: User) -> PipelineRun:
-    from pipelines.services import RunRefused, start_run
-
+def _start_provision(*, account: Account, user: User) -> PipelineRun:
     try:
         return start_run(account, RunKind.PROVISION, user=user)
     except (RunRefused, ConfigInvalid, BlueprintError) as exc:
         raise RequestRefused(f"the provision run cannot start: {exc}") from exc
 
 
-def _locked_pending(req: AccountRequest) -> AccountRequest:
-    locked = AccountRequest.objects.select_for_update().select_related("account").get(pk=req.pk)
+def _locked_pending(account_request: AccountRequest) -> AccountRequest:
+    locked = (
+        AccountRequest.objects.select_for_update()
+        .select_related("account", "requested_by")
+        .get(pk=account_request.pk)
+    )
     if locked.status != RequestStatus.PENDING:
         raise RequestRefused(
             f"request #{locked.pk} is already {locked.get_status_display().lower()}"
@@ -263,37 +294,37 @@ def _locked_pending(req: AccountRequest) -> AccountRequest:
 
 
 def approve_request(
-    req: AccountRequest, *, user: User, comment: str = ""
+    *, account_request: AccountRequest, user: User, comment: str = ""
 ) -> tuple[AccountRequest, PipelineRun]:
     """Approve a pending request and start the account's provision run.
 
     Callers check ``permissions.can_decide``. Raises RequestRefused when the request
-    is not pending or the run cannot start (nothing is written then).
+    is not pending, is the approver's own (four-eyes, unless
+    ``PORTAL_ALLOW_SELF_APPROVAL``), or the run cannot start (nothing is written then).
+    The run is the requester's: they asked for it, the approver only decided.
     """
-    from accounts_app import notifications
-
     with transaction.atomic():
-        locked = _locked_pending(req)
+        locked = _locked_pending(account_request)
+        if locked.requested_by_id == user.pk and not settings.PORTAL_ALLOW_SELF_APPROVAL:
+            raise RequestRefused(f"request #{locked.pk} is your own: another approver decides it")
         locked.status = RequestStatus.APPROVED
         locked.decided_by = user
         locked.decided_at = timezone.now()
         locked.comment = (comment or "").strip()
         locked.save(update_fields=["status", "decided_by", "decided_at", "comment"])
-        run = _start_provision(locked.account, user)
-        notifications.request_decided(locked)
+        run = _start_provision(account=locked.account, user=locked.requested_by)
+        notification_queue.request_decided(locked)
     locked.account.refresh_from_db()
     return locked, run
 
 
-def reject_request(req: AccountRequest, *, user: User, comment: str) -> AccountRequest:
+def reject_request(*, account_request: AccountRequest, user: User, comment: str) -> AccountRequest:
     """Reject a pending request (a comment saying why is required); the account is rejected."""
-    from accounts_app import notifications
-
     comment = (comment or "").strip()
     if not comment:
         raise RequestInvalid({"comment": ["a rejection needs a comment saying why"]})
     with transaction.atomic():
-        locked = _locked_pending(req)
+        locked = _locked_pending(account_request)
         locked.status = RequestStatus.REJECTED
         locked.decided_by = user
         locked.decided_at = timezone.now()
@@ -303,34 +334,87 @@ def reject_request(req: AccountRequest, *, user: User, comment: str) -> AccountR
         account.status = AccountStatus.REJECTED
         account.save(update_fields=["status", "updated_at"])
         locked.account = account
-        notifications.request_decided(locked)
+        notification_queue.request_decided(locked)
     return locked
 
 
-# Runs a user may start on an account from the portal (teardown etc. have their own paths).
 # Kinds a user may start on an account (drift checks and expiry teardowns come from schedules).
 USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE, RunKind.REFRESH_DATA, RunKind.TEARDOWN)
+# A run that builds an account in one of these starts its life again: the request checks apply.
+LIFE_START_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.FAILED)
+BUILDING_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 
 
-def start_account_run(account: Account, kind: str, *, user: User) -> PipelineRun:
+def start_account_run(*, account: Account, kind: RunKind | str, user: User) -> PipelineRun:
     """Start a provision, update, refresh-data or teardown run on an approved account.
 
-    Callers check ``permissions.can_start_run``. Raises RequestRefused when the
-    account's request is not approved, pipelines.services.RunConflict when a run
-    is active (``holder_id``), and RunRefused for other state problems.
+    Callers check ``permissions.can_start_run``. A provision or update of a torn-down
+    or failed account starts its life again, so it passes the request's checks first (the
+    blueprint's policy for its purpose, the owner's quota, the expiry date). Raises
+    RequestRefused when the account's request is not approved or those checks fail,
+    pipelines.services.RunConflict when a run is active (``holder_id``), and RunRefused
+    for other state problems.
     """
-    from pipelines.services import RunRefused, start_run
-
     if kind not in USER_RUN_KINDS:
         raise RequestRefused(
-            f"run kind {kind!r} cannot be started here (use {', '.join(USER_RUN_KINDS)})"
+            f"run kind {kind!r} cannot be started here (use {', '.join(USER_RUN_KINDS)})",
+            field="kind",
         )
-    account.refresh_from_db()
-    if account.status == AccountStatus.REQUESTED:
-        raise RequestRefused(f"account {account.name} waits for its request to be approved")
-    if account.status == AccountStatus.REJECTED:
-        raise RequestRefused(f"account {account.name} was rejected")
+    with transaction.atomic():
+        _lock_user(account.owner_id)
+        account.refresh_from_db()
+        if account.status == AccountStatus.REQUESTED:
+            raise RequestRefused(f"account {account.name} waits for its request to be approved")
+        if account.status == AccountStatus.REJECTED:
+            raise RequestRefused(f"account {account.name} was rejected")
+        if kind in BUILDING_RUN_KINDS and account.status in LIFE_START_STATUSES:
+            _check_life_start(account)
+        try:
+            return start_run(account, RunKind(kind), user=user)
+        except (ConfigInvalid, BlueprintError) as exc:
+            raise RunRefused(f"the run cannot start: {exc}") from exc
+
+
+def _check_life_start(account: Account) -> None:
+    """The request checks for an account about to be provisioned again (RequestRefused)."""
     try:
-        return start_run(account, kind, user=user)
-    except (ConfigInvalid, BlueprintError) as exc:
-        raise RunRefused(f"the run cannot start: {exc}") from exc
+        blueprint = load_blueprint(account.blueprint)
+    except BlueprintError as exc:
+        raise RequestRefused(f"the run cannot start: {exc}") from exc
+    problem = policies.purpose_error(
+        blueprint=blueprint, purpose=account.purpose
+    ) or _quota_problem(
+        blueprint=blueprint,
+        purpose=account.purpose,
+        owner_id=account.owner_id,
+        leaving_out=account.pk,
+    )
+    if problem:
+        raise RequestRefused(
+            f"account {account.name} cannot start again: {problem}", field="purpose"
+        )
+    if account.expires_at is not None and account.expires_at <= timezone.now():
+        raise RequestRefused(
+            f"account {account.name} expired on {account.expires_at:%Y-%m-%d}: request a new one",
+            field="expires_at",
+        )
+
+
+# --- previews ---------------------------------------------------------------------------------
+
+
+def preview_files(
+    *, blueprint: Blueprint, config: dict[str, Any], account_name: str, purpose: str
+) -> dict[str, bytes]:
+    """The Terraform files (path -> content) a request would render to; nothing is stored.
+
+    Raises RequestInvalid naming ``config`` when the config is refused or does not render.
+    """
+    try:
+        filled = blueprint.validate_config(config)
+        context = template_context(blueprint, filled, account_name=account_name, purpose=purpose)
+        return dict(render_blueprint(blueprint.terraform_dir, context).files)
+    except ConfigInvalid as exc:
+        raise RequestInvalid({"config": [str(problem) for problem in exc.problems]}) from None
+    except RenderError as exc:
+        raise RequestInvalid({"config": [f"the blueprint does not render: {exc}"]}) from None

@@ -24,7 +24,7 @@ MAX_RETRIES = 5
 )
 def notify(event: str, object_id: int) -> None:
     """Compose the event's message, then hand e-mail and webhook to their own tasks."""
-    message = notifications.compose(event, object_id)
+    message = notifications.compose(event=event, object_id=object_id)
     if message is None:
         return
     if message.recipients:
@@ -42,7 +42,7 @@ def notify(event: str, object_id: int) -> None:
     ignore_result=True,
 )
 def send_email(subject: str, body: str, recipients: list[str]) -> None:
-    notifications.deliver_email(subject, body, recipients)
+    notifications.deliver_email(subject=subject, body=body, recipients=recipients)
 
 
 @shared_task(
@@ -54,4 +54,4 @@ def send_email(subject: str, body: str, recipients: list[str]) -> None:
     ignore_result=True,
 )
 def post_webhook(text: str) -> None:
-    notifications.deliver_webhook(text)
+    notifications.deliver_webhook(text=text)

@@ -6,8 +6,10 @@ check that the action makes sense in the run's current state.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -26,6 +28,7 @@ from pipelines.models import (
     Trigger,
 )
 from pipelines.redaction import Redactor
+from portal.errors import PortalError
 
 DATA_STAGES = ("db_clone", "dns_cutover")
 # The account's status while a run of this kind goes on (others leave it as it is).
@@ -36,23 +39,27 @@ RUN_START_STATUS: dict[str, str] = {
 }
 
 
-class RunRefused(Exception):
+class RunRefused(PortalError):
     """The action does not fit the run's state; the message says why."""
 
 
 class RunConflict(RunRefused):
-    def __init__(self, account: Account, holder_id: int) -> None:
-        super().__init__(f"account {account.name} already has an active run: run #{holder_id}")
+    """The account already has an active run (``holder_id``); retry once it has ended."""
+
+    def __init__(self, *, account_name: str, holder_id: int) -> None:
+        super().__init__(
+            f"account {account_name} already has an active run: run #{holder_id}", retryable=True
+        )
         self.holder_id = holder_id
 
 
-def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
+def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
     if kind in (RunKind.PROVISION, RunKind.UPDATE):
         return list(blueprint.stages)
     if kind == RunKind.REFRESH_DATA:
         if not blueprint.databases:
             raise RunRefused(f"blueprint {blueprint.name} declares no databases to refresh")
-        return [kind for kind in DATA_STAGES]
+        return list(DATA_STAGES)
     if kind == RunKind.DRIFT_CHECK:
         return ["render", "plan"]
     if kind == RunKind.TEARDOWN:
@@ -64,15 +71,15 @@ def stages_for(blueprint: Blueprint, kind: str) -> list[str]:
 
 def start_run(
     account: Account,
-    kind: str,
+    kind: RunKind,
     *,
     user: User | None = None,
-    trigger: str = Trigger.USER,
+    trigger: Trigger = Trigger.USER,
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
     blueprint = load_blueprint(account.blueprint)
     config = blueprint.validate_config(account.config)
-    kinds = stages_for(blueprint, kind)
+    kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)
@@ -80,7 +87,7 @@ def start_run(
                 raise RunRefused(f"account {locked.name} is protected: it is never written to")
             holder = engine.active_run_for(locked.pk)
             if holder is not None:
-                raise RunConflict(locked, holder.pk)
+                raise RunConflict(account_name=locked.name, holder_id=holder.pk)
             run = PipelineRun.objects.create(
                 account=locked,
                 kind=kind,
@@ -105,7 +112,7 @@ def start_run(
         holder = engine.active_run_for(account.pk)
         if holder is None:
             raise
-        raise RunConflict(account, holder.pk) from None
+        raise RunConflict(account_name=account.name, holder_id=holder.pk) from None
 
 
 def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
@@ -128,7 +135,7 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
                 raise RunRefused(f"run #{newer.pk} is newer; retry that one")
             holder = engine.active_run_for(run.account_id)
             if holder is not None:
-                raise RunConflict(run.account, holder.pk)
+                raise RunConflict(account_name=run.account.name, holder_id=holder.pk)
             first = stage
             if stage.retry_from:
                 first = run.stages.filter(kind=stage.retry_from).first() or stage
@@ -152,7 +159,9 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
             return first
     except IntegrityError:
         holder = engine.active_run_for(stage.run.account_id)
-        raise RunConflict(stage.run.account, holder.pk if holder else 0) from None
+        raise RunConflict(
+            account_name=stage.run.account.name, holder_id=holder.pk if holder else 0
+        ) from None
 
 
 def cancel_run(run: PipelineRun, *, user: User | None = None) -> PipelineRun:
@@ -178,7 +187,15 @@ def decide_stage(stage: StageRun, *, user: User, approve: bool, comment: str = "
         if stage.approval_deadline and stage.approval_deadline < timezone.now():
             raise RunRefused("the approval deadline has passed")
         if not approve and not comment.strip():
-            raise RunRefused("a rejection needs a comment saying why")
+            raise RunRefused("a rejection needs a comment saying why", field="comment")
+        if (
+            approve
+            and stage.run.created_by_id == user.pk
+            and not settings.PORTAL_ALLOW_SELF_APPROVAL
+        ):
+            raise RunRefused(
+                f"run #{stage.run_id} was started by you: another approver decides its plan"
+            )
         stage.decided_by = user
         stage.decided_at = timezone.now()
         stage.decision_comment = comment.strip()
@@ -205,7 +222,7 @@ def decide_stage(stage: StageRun, *, user: User, approve: bool, comment: str = "
         return stage
 
 
-def expire_accounts(now: Any = None) -> list[PipelineRun]:
+def expire_accounts(now: datetime | None = None) -> list[PipelineRun]:
     """Start a teardown run for every unprotected account past its expiry date."""
     now = now or timezone.now()
     expired = Account.objects.filter(

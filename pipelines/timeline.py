@@ -1,6 +1,6 @@
 """The run page's timeline: one bar per stage across time, coloured by status.
 
-A pure function of the stages' times and statuses (no database, no clock of its
+A pure function of the stages' times and statuses (no query, no clock of its
 own), so it is drawn on the server and tested without a browser. Positions are
 percentages of the run's span, so the picture scales to any width.
 """
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pipelines.models import StageStatus
+
 # A bar is never drawn narrower than this, so a stage of a few milliseconds stays visible.
 MIN_WIDTH_PERCENT = 0.8
-ACTIVE_STATUSES = ("queued", "running", "waiting_approval")
+ACTIVE_STATUSES = (StageStatus.QUEUED, StageStatus.RUNNING, StageStatus.WAITING_APPROVAL)
 
 
 class StageLike(Protocol):
@@ -69,7 +71,7 @@ def _begin(stage: StageLike) -> datetime | None:
 
 
 def build_timeline(
-    stages: Iterable[StageLike], now: datetime, start: datetime | None = None
+    stages: Iterable[StageLike], *, now: datetime, start: datetime | None = None
 ) -> Timeline:
     """Bars for the stages, in the given order; an active stage runs up to ``now``.
 

@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Window
@@ -29,8 +28,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import permissions
-from accounts_app.views import acting_user, page, plan_summary, safe_next
+from accounts_app.selectors import visible_run
+from accounts_app.views import acting_user, page, safe_next
 from pipelines import selectors, services
+from pipelines.clients.terraform import PlanSummary
 from pipelines.models import (
     FINISHED_STAGE_STATUSES,
     LogLine,
@@ -39,6 +40,7 @@ from pipelines.models import (
     StageStatus,
 )
 from pipelines.timeline import build_timeline, format_duration
+from portal.web_errors import attempt
 
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
@@ -47,20 +49,21 @@ HTMX_STOP_POLLING = 286
 
 def _visible_run(request: HttpRequest, run_id: int) -> PipelineRun:
     """The run with its account and stages, or 404 for anyone who may not see it."""
-    try:
-        run = selectors.run_with_stages(run_id)
-    except PipelineRun.DoesNotExist:
-        raise Http404("no such run") from None
-    if not permissions.can_view_run(request.user, run):
+    run = visible_run(user=request.user, run_id=run_id)
+    if run is None:
         raise Http404("no such run")
     return run
 
 
-def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
-    for stage in run.stages.all():  # prefetched
-        if stage.pk == stage_id:
-            return stage
-    raise Http404("no such stage")
+def _visible_stage(
+    request: HttpRequest, run_id: int, stage_id: int
+) -> tuple[PipelineRun, StageRun]:
+    """The run and its stage, or 404 for anyone who may not see the run."""
+    run = _visible_run(request, run_id)
+    stage = selectors.stage_in_run(run=run, stage_id=stage_id)
+    if stage is None:
+        raise Http404("no such stage")
+    return run, stage
 
 
 def _is_finished(stage: StageRun) -> bool:
@@ -75,7 +78,7 @@ class StageRow:
     finished: bool
     show_retry: bool
     show_decide: bool
-    summary: dict[str, Any] | None
+    summary: PlanSummary | None
     lines: list[LogLine] = field(default_factory=list)
 
     @property
@@ -96,11 +99,11 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     stages = list(run.stages.all())
     now = timezone.now()
     user = request.user
-    can_retry = permissions.can_retry(user, run)
+    can_retry = permissions.can_retry(user=user, run=run)
     can_decide = permissions.can_decide(user)
     failed = next((s for s in stages if s.status == StageStatus.FAILED), None)
     explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
-    plan_outputs = next((s.outputs for s in stages if s.kind == "plan"), None)
+    summary = selectors.plan_summary_of_run(stages)
     # The summary goes on the approval stage when there is one, else on the plan itself.
     summary_kind = "approve_plan" if any(s.kind == "approve_plan" for s in stages) else "plan"
     rows = [
@@ -111,9 +114,7 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
             and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
             and not run.is_active,
             show_decide=can_decide and stage.status == StageStatus.WAITING_APPROVAL,
-            summary=(plan_summary(stage.outputs) or plan_summary(plan_outputs))
-            if stage.kind == summary_kind
-            else None,
+            summary=summary if stage.kind == summary_kind else None,
         )
         for stage in stages
     ]
@@ -121,10 +122,10 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         "run": run,
         "account": run.account,
         "rows": rows,
-        "timeline": build_timeline(stages, now, start=run.created_at),
+        "timeline": build_timeline(stages, now=now, start=run.created_at),
         "duration": format_duration(((run.finished_at or now) - run.created_at).total_seconds()),
         "explanation": explanation.splitlines()[0] if explanation else "",
-        "show_cancel": run.is_active and permissions.can_cancel(user, run),
+        "show_cancel": run.is_active and permissions.can_cancel(user=user, run=run),
         "run_finished": not run.is_active,
     }
 
@@ -193,15 +194,14 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     """Lines after ``?after=N``: an htmx fragment (with the next poller), or plain text."""
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
+    run, stage = _visible_stage(request, run_id, stage_id)
     try:
         after = max(0, int(request.GET.get("after", "0") or 0))
     except ValueError:
         after = 0
     # Status first, lines second: lines written before a stage finished are all visible then.
     finished = _is_finished(stage)
-    lines = selectors.log_after(stage, after)
+    lines = selectors.log_after(stage=stage, after=after)
     next_after = lines[-1].number if lines else after
     more = len(lines) >= selectors.LOG_PAGE_SIZE
     if not request.headers.get("HX-Request"):
@@ -228,16 +228,14 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
-    if not permissions.can_retry(request.user, run):
+    run, stage = _visible_stage(request, run_id, stage_id)
+    if not permissions.can_retry(user=request.user, run=run):
         raise PermissionDenied("you may not retry stages of this run")
-    try:
-        services.retry_stage(stage, user=acting_user(request))
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Retrying {stage.kind}.")
+    attempt(
+        request,
+        action=lambda: services.retry_stage(stage, user=acting_user(request)),
+        success=lambda first: f"Retrying {first.kind}.",
+    )
     return redirect("run-detail", run_id=run.pk)
 
 
@@ -245,35 +243,32 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
 @login_required
 def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _visible_run(request, run_id)
-    if not permissions.can_cancel(request.user, run):
+    if not permissions.can_cancel(user=request.user, run=run):
         raise PermissionDenied("you may not cancel this run")
-    try:
-        services.cancel_run(run, user=acting_user(request))
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Cancel requested: the running stage stops at its next check.")
+    attempt(
+        request,
+        action=lambda: services.cancel_run(run, user=acting_user(request)),
+        success=lambda _: "Cancel requested: the running stage stops at its next check.",
+    )
     return redirect("run-detail", run_id=run.pk)
 
 
 def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    stage = _stage_of(run, stage_id)
+    run, stage = _visible_stage(request, run_id, stage_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide plans")
-    try:
-        services.decide_stage(
+    verb = "Approved" if approve else "Rejected"
+    attempt(
+        request,
+        action=lambda: services.decide_stage(
             stage,
             user=acting_user(request),
             approve=approve,
             comment=request.POST.get("comment", ""),
-        )
-    except services.RunRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        verb = "Approved" if approve else "Rejected"
-        messages.success(request, f"{verb} the plan of run #{run.pk} ({run.account.name}).")
-    return HttpResponseRedirect(safe_next(request, reverse("run-detail", args=[run.pk])))
+        ),
+        success=lambda _: f"{verb} the plan of run #{run.pk} ({run.account.name}).",
+    )
+    return HttpResponseRedirect(safe_next(request, fallback=reverse("run-detail", args=[run.pk])))
 
 
 @require_POST

@@ -209,6 +209,8 @@ PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 90)
 # A stage queued this long without being claimed lost its message: send it again.
 PORTAL_QUEUED_STALE_SECONDS = env_int("PORTAL_QUEUED_STALE_SECONDS", 300)
 PORTAL_KEEP_WORKDIRS = env_bool("PORTAL_KEEP_WORKDIRS", False)
+# Four-eyes: nobody approves their own request or the plan of a run they started.
+PORTAL_ALLOW_SELF_APPROVAL = env_bool("PORTAL_ALLOW_SELF_APPROVAL", False)
 TERRAFORM_BIN = os.environ.get("TERRAFORM_BIN", "")
 # Terraform gets an interrupt on cancel, then this long to stop before it is killed.
 PORTAL_TERRAFORM_GRACE_SECONDS = float(os.environ.get("PORTAL_TERRAFORM_GRACE_SECONDS") or 30)
@@ -262,6 +264,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Production cloning portal API",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -13,28 +14,88 @@ from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose,
 from accounts_app.services import USER_RUN_KINDS
 from pipelines.blueprints import Blueprint
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.selectors import latest_plan
 
+# The whole name, as the request service matches it (re.fullmatch).
+ACCOUNT_NAME_PATTERN = r"\A[a-z][a-z0-9-]{2,39}\Z"
 # The largest value a PostgreSQL integer column holds (log line numbers).
 MAX_INT = 2_147_483_647
+# An account name as the request service checks it (whole string); ECMA-262 `$`, as
+# OpenAPI patterns are, matches only at the very end.
+ACCOUNT_NAME_RULE = (
+    "3 to 40 characters: a lower-case letter, then lower-case letters, digits and dashes"
+)
+ACCOUNT_NAME_SCHEMA = {
+    "type": "string",
+    "pattern": "^[a-z][a-z0-9-]{2,39}$",
+    "minLength": 3,
+    "maxLength": 40,
+    "description": f"{ACCOUNT_NAME_RULE}.",
+}
 
 # --- inputs -------------------------------------------------------------------------------
 
 
+@extend_schema_field(ACCOUNT_NAME_SCHEMA)
+class AccountNameField(serializers.Field):
+    """A string, checked against the rule by the request service with the other fields,
+    so that every problem comes back at once; the schema states the rule."""
+
+    default_error_messages = {"invalid": "must be a string"}
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: str) -> str:
+        return value
+
+
 class AccountRequestInput(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    blueprint = serializers.CharField(max_length=200)
+    name = AccountNameField()
+    blueprint = serializers.ChoiceField(
+        choices=[], help_text="One of the blueprints GET blueprints/ lists."
+    )
     purpose = serializers.ChoiceField(choices=Purpose.choices)
-    config = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        allow_empty=True,
+        help_text="Values for the blueprint's parameters (a JSON Schema: GET blueprints/{name}/).",
+    )
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="In the future, and within the blueprint policy's max_ttl_days for the "
+        "purpose; left out: the policy's default_ttl_days.",
+    )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The blueprints are data: read them when a request (or the schema) is made.
+        blueprint = self.fields["blueprint"]
+        assert isinstance(blueprint, serializers.ChoiceField)
+        blueprint.choices = [b.name for b in selectors.usable_blueprints()]
+
+
+class PageQuery(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=500, help_text="Items per page (at most 500)."
+    )
+    offset = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_INT, help_text="Items to skip."
+    )
 
 
 class RenderInput(serializers.Serializer):
     config = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
-    name = serializers.RegexField(
-        r"^[a-z][a-z0-9-]{2,39}$", required=False, default="preview-account", max_length=40
+    name = AccountNameField(
+        required=False,
+        default="preview-account",
+        validators=[RegexValidator(ACCOUNT_NAME_PATTERN, ACCOUNT_NAME_RULE)],
     )
-    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default="demo")
+    purpose = serializers.ChoiceField(choices=Purpose.choices, required=False, default=Purpose.DEMO)
 
 
 class RunInput(serializers.Serializer):
@@ -205,11 +266,18 @@ class AccountDetailSerializer(AccountSerializer):
 
     @extend_schema_field(PlanSummarySerializer(allow_null=True))
     def get_latest_plan(self, account: Account) -> dict[str, Any] | None:
-        found = selectors.latest_plan(account)
+        found = latest_plan(account.pk)
         if found is None:
             return None
         stage, summary = found
-        return {"run": stage.run_id, "stage": stage.pk, "finished_at": stage.finished_at, **summary}
+        return PlanSummarySerializer(
+            {
+                "run": stage.run_id,
+                "stage": stage.pk,
+                "finished_at": stage.finished_at,
+                **summary.to_dict(),
+            }
+        ).data
 
 
 class StageSerializer(serializers.ModelSerializer):

@@ -1,8 +1,9 @@
-"""The REST API: thin views over accounts_app and pipelines services and selectors.
+"""The REST API: thin views over the workflow services and the selectors.
 
 Who may do what comes from accounts_app.permissions: what a user may not see
-answers 404, what they may see but not do answers 403. State errors (a run
-already active, a request already decided) answer 409 with ``detail``.
+answers 404, what they may see but not do answers 403. Expected failures raised
+by services (a run already active, a request already decided, bad input) become
+responses in one place, ``portal.api_errors``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -26,12 +29,11 @@ from rest_framework.views import APIView
 from accounts_app import permissions, selectors, services
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest
+from accounts_app.permissions import Who
 from pipelines import services as run_services
-from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
+from pipelines.blueprints import Blueprint
 from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, StageRun
-from pipelines.rendering import RenderError, render_blueprint
-from pipelines.selectors import LOG_PAGE_SIZE, log_after
-from pipelines.stages.render import template_context
+from pipelines.selectors import LOG_PAGE_SIZE, log_after, stage_in_run
 
 
 class Pagination(LimitOffsetPagination):
@@ -43,77 +45,64 @@ class PortalAPIView(APIView):
     # Token first, so an anonymous caller gets 401 with a WWW-Authenticate header.
     authentication_classes = [TokenAuthentication, SessionAuthentication]
 
-    def paginate(self, request: Request, items: Any, serializer: type[Serializer]) -> Response:
+    def paginate(
+        self,
+        request: Request,
+        *,
+        items: QuerySet[Any] | list[Blueprint],
+        serializer: type[Serializer],
+    ) -> Response:
+        _valid(s.PageQuery, request.query_params)  # 400 naming a bad limit or offset
         paginator = Pagination()
-        page = paginator.paginate_queryset(items, request, view=self)
+        page = paginator.paginate_queryset(items, request, view=self)  # type: ignore[arg-type]
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
-def _query(serializer: type[Serializer], request: Request) -> dict[str, Any]:
-    query = serializer(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return dict(query.validated_data)
+def acting_user(request: Request) -> User:
+    """The authenticated user (every view but ``not_found`` requires one)."""
+    user = request.user
+    assert isinstance(user, User), "authenticated views only"
+    return user
 
 
-def _body(serializer: type[Serializer], request: Request) -> dict[str, Any]:
-    body = serializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    return dict(body.validated_data)
-
-
-def _conflict(exc: Exception) -> Response:
-    data: dict[str, Any] = {"detail": str(exc)}
-    holder = getattr(exc, "holder_id", None)
-    if holder:
-        data["holder"] = holder
-    return Response(data, status=status.HTTP_409_CONFLICT)
-
-
-def _request_invalid(exc: services.RequestInvalid) -> ValidationError:
-    return ValidationError(exc.errors)
+def _valid(serializer: type[Serializer], data: Any) -> dict[str, Any]:
+    checked = serializer(data=data)
+    checked.is_valid(raise_exception=True)
+    return dict(checked.validated_data)
 
 
 def _blueprint_or_404(name: str) -> Blueprint:
-    try:
-        return load_blueprint(name)
-    except BlueprintError:
-        raise Http404("no such blueprint") from None
+    blueprint = selectors.blueprint_named(name)
+    if blueprint is None:
+        raise Http404("no such blueprint")
+    return blueprint
 
 
 def _visible_run(request: Request, run_id: int) -> PipelineRun:
-    run = selectors.run_with_stages(request.user, run_id)
+    run = selectors.visible_run(user=request.user, run_id=run_id)
     if run is None:
         raise Http404("no such run")
     return run
 
 
-def _stage_of(run: PipelineRun, stage_id: int) -> StageRun:
-    for stage in run.stages.all():  # prefetched
-        if stage.pk == stage_id:
-            return stage
-    raise Http404("no such stage in this run")
-
-
-def _visible_request(request: Request, request_id: int) -> AccountRequest:
-    found = selectors.visible_requests(request.user).filter(pk=request_id).first()
-    if found is None:
-        raise Http404("no such request")
-    return found
-
-
-def _run_response(run_id: int, request: Request, code: int = status.HTTP_200_OK) -> Response:
+def _visible_stage(request: Request, run_id: int, stage_id: int) -> tuple[PipelineRun, StageRun]:
     run = _visible_run(request, run_id)
-    return Response(s.RunSerializer(run).data, status=code)
+    stage = stage_in_run(run=run, stage_id=stage_id)
+    if stage is None:
+        raise Http404("no such stage in this run")
+    return run, stage
 
 
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", int, description="Items per page (at most 500)."),
-    OpenApiParameter("offset", int, description="Items to skip."),
-]
+def _run_response(request: Request, run_id: int, code: int = status.HTTP_200_OK) -> Response:
+    return Response(s.RunSerializer(_visible_run(request, run_id)).data, status=code)
+
+
+BAD_INPUT = OpenApiResponse(description="Invalid: the body of the answer names each field.")
 LIST_ERRORS = {400: OpenApiResponse(description="A filter has a bad value.")}
 NOT_FOUND = OpenApiResponse(s.ErrorSerializer, description="Not found, or not yours.")
 FORBIDDEN = OpenApiResponse(s.ErrorSerializer, description="Not allowed for your role.")
 CONFLICT = OpenApiResponse(s.ConflictSerializer, description="Does not fit the current state.")
+ACTION_ERRORS = {400: BAD_INPUT, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT}
 
 
 @extend_schema(exclude=True)
@@ -129,12 +118,14 @@ def not_found(request: Request) -> Response:
 
 class BlueprintListView(PortalAPIView):
     @extend_schema(
-        parameters=PAGE_PARAMETERS,
-        responses=s.PaginatedBlueprints,
+        parameters=[s.PageQuery],
+        responses={200: s.PaginatedBlueprints, **LIST_ERRORS},
         operation_id="blueprints_list",
     )
     def get(self, request: Request) -> Response:
-        return self.paginate(request, selectors.usable_blueprints(), s.BlueprintSerializer)
+        return self.paginate(
+            request, items=selectors.usable_blueprints(), serializer=s.BlueprintSerializer
+        )
 
 
 class BlueprintDetailView(PortalAPIView):
@@ -144,41 +135,28 @@ class BlueprintDetailView(PortalAPIView):
 
 
 class BlueprintRenderView(PortalAPIView):
-    @extend_schema(
-        request=s.RenderInput,
-        responses={
-            200: s.RenderOutput,
-            400: OpenApiResponse(description="Bad config."),
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-        },
-    )
+    @extend_schema(request=s.RenderInput, responses={200: s.RenderOutput, **ACTION_ERRORS})
     def post(self, request: Request, name: str) -> Response:
         """Preview the Terraform files a config renders to; nothing is stored."""
         if not permissions.can_request(request.user):
             raise PermissionDenied("only requesters may preview blueprints")
         blueprint = _blueprint_or_404(name)
-        body = _body(s.RenderInput, request)
-        try:
-            config = blueprint.validate_config(body["config"])
-        except ConfigInvalid as exc:
-            raise ValidationError({"config": [str(p) for p in exc.problems]}) from None
-        context = template_context(
-            blueprint, config, account_name=body["name"], purpose=body["purpose"]
+        body = _valid(s.RenderInput, request.data)
+        files = services.preview_files(
+            blueprint=blueprint,
+            config=body["config"],
+            account_name=body["name"],
+            purpose=body["purpose"],
         )
-        try:
-            result = render_blueprint(blueprint.terraform_dir, context, None)
-        except RenderError as exc:
-            raise ValidationError({"config": [str(exc)]}) from None
-        files = [
+        listed = [
             {
                 "path": path,
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "content": data.decode("utf-8", errors="replace"),
             }
-            for path, data in result.files.items()
+            for path, data in files.items()
         ]
-        return Response(s.RenderOutput({"files": files}).data)
+        return Response(s.RenderOutput({"files": listed}).data)
 
 
 # --- accounts and requests ---------------------------------------------------------------------
@@ -187,41 +165,30 @@ class BlueprintRenderView(PortalAPIView):
 def _create_request(request: Request) -> tuple[Account, AccountRequest]:
     if not permissions.can_request(request.user):
         raise PermissionDenied("only requesters may request accounts")
-    body = _body(s.AccountRequestInput, request)
-    try:
-        return services.request_account(user=request.user, **body)  # type: ignore[arg-type]
-    except services.RequestInvalid as exc:
-        raise _request_invalid(exc) from None
+    body = _valid(s.AccountRequestInput, request.data)
+    return services.request_account(user=acting_user(request), **body)
 
 
 class AccountListView(PortalAPIView):
     @extend_schema(
-        parameters=[s.AccountFilter, *PAGE_PARAMETERS],
+        parameters=[s.AccountFilter, s.PageQuery],
         responses={200: s.PaginatedAccounts, **LIST_ERRORS},
         operation_id="accounts_list",
     )
     def get(self, request: Request) -> Response:
-        filters = _query(s.AccountFilter, request)
+        filters = _valid(s.AccountFilter, request.query_params)
         accounts = selectors.filter_accounts(selectors.visible_accounts(request.user), **filters)
-        return self.paginate(request, accounts, s.AccountSerializer)
+        return self.paginate(request, items=accounts, serializer=s.AccountSerializer)
 
     @extend_schema(
         request=s.AccountRequestInput,
-        responses={
-            201: s.AccountCreatedSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            403: FORBIDDEN,
-            409: CONFLICT,
-        },
+        responses={201: s.AccountCreatedSerializer, **ACTION_ERRORS},
         operation_id="accounts_create",
     )
     def post(self, request: Request) -> Response:
         """Request an account; an auto-approved request starts its provision run at once."""
-        try:
-            account, req = _create_request(request)
-        except services.RequestRefused as exc:
-            return _conflict(exc)
-        run = account.runs.order_by("-created_at", "-id").first()
+        account, req = _create_request(request)
+        run = selectors.latest_run(account)
         account.request = req  # type: ignore[attr-defined]
         account.run = run.pk if run else None  # type: ignore[attr-defined]
         return Response(s.AccountCreatedSerializer(account).data, status=status.HTTP_201_CREATED)
@@ -230,123 +197,104 @@ class AccountListView(PortalAPIView):
 class AccountDetailView(PortalAPIView):
     @extend_schema(responses={200: s.AccountDetailSerializer, 404: NOT_FOUND})
     def get(self, request: Request, account_id: int) -> Response:
-        account = selectors.account_with_runs(request.user, account_id)
+        account = selectors.account_with_runs(user=request.user, account_id=account_id)
         if account is None:
             raise Http404("no such account")
         return Response(s.AccountDetailSerializer(account).data)
 
 
 class AccountRunsView(PortalAPIView):
-    @extend_schema(
-        request=s.RunInput,
-        responses={
-            201: s.RunSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-        },
-    )
+    @extend_schema(request=s.RunInput, responses={201: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
         """Start a provision or update run; 409 names the active run holding the account."""
-        account = selectors.visible_accounts(request.user).filter(pk=account_id).first()
+        account = selectors.visible_account(user=request.user, account_id=account_id)
         if account is None:
             raise Http404("no such account")
-        if not permissions.can_start_run(request.user, account):
+        if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
-        body = _body(s.RunInput, request)
-        try:
-            run = services.start_account_run(account, body["kind"], user=request.user)  # type: ignore[arg-type]
-        except (services.RequestRefused, run_services.RunRefused) as exc:
-            return _conflict(exc)
-        return _run_response(run.pk, request, status.HTTP_201_CREATED)
+        body = _valid(s.RunInput, request.data)
+        run = services.start_account_run(
+            account=account, kind=body["kind"], user=acting_user(request)
+        )
+        return _run_response(request, run.pk, status.HTTP_201_CREATED)
 
 
 class RequestListView(PortalAPIView):
     @extend_schema(
-        parameters=[s.RequestFilter, *PAGE_PARAMETERS],
+        parameters=[s.RequestFilter, s.PageQuery],
         responses={200: s.PaginatedRequests, **LIST_ERRORS},
         operation_id="requests_list",
     )
     def get(self, request: Request) -> Response:
-        filters = _query(s.RequestFilter, request)
+        filters = _valid(s.RequestFilter, request.query_params)
         requests = selectors.filter_requests(selectors.visible_requests(request.user), **filters)
-        return self.paginate(request, requests, s.RequestSerializer)
+        return self.paginate(request, items=requests, serializer=s.RequestSerializer)
 
     @extend_schema(
         request=s.AccountRequestInput,
-        responses={
-            201: s.RequestDecidedSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            403: FORBIDDEN,
-            409: CONFLICT,
-        },
+        responses={201: s.RequestDecidedSerializer, **ACTION_ERRORS},
         operation_id="requests_create",
     )
     def post(self, request: Request) -> Response:
         """Request an account (same body as POST accounts/); answers the request."""
-        try:
-            _account, req = _create_request(request)
-        except services.RequestRefused as exc:
-            return _conflict(exc)
-        return _request_response(request, req, status.HTTP_201_CREATED)
+        _account, req = _create_request(request)
+        return _request_response(request, req.pk, status.HTTP_201_CREATED)
 
 
 def _request_response(
-    request: Request, req: AccountRequest, code: int = status.HTTP_200_OK
+    request: Request, request_id: int, code: int = status.HTTP_200_OK
 ) -> Response:
-    req = selectors.visible_requests(request.user).get(pk=req.pk)
-    run = req.account.runs.order_by("-created_at", "-id").first()
+    req = selectors.visible_requests(request.user).get(pk=request_id)
+    run = selectors.latest_run(req.account)
     req.run = run.pk if run else None  # type: ignore[attr-defined]
     return Response(s.RequestDecidedSerializer(req).data, status=code)
 
 
-class RequestApproveView(PortalAPIView):
-    @extend_schema(
-        request=s.CommentInput,
-        responses={
-            200: s.RequestDecidedSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-        },
-    )
+class _RequestDecisionView(PortalAPIView):
+    """POST a decision on a pending request; subclasses say which and with what body."""
+
+    input_serializer: type[Serializer] = s.CommentInput
+
+    def decide(self, *, account_request: AccountRequest, user: User, comment: str) -> None:
+        raise NotImplementedError
+
     def post(self, request: Request, request_id: int) -> Response:
-        req = _visible_request(request, request_id)
+        req = selectors.visible_request(user=request.user, request_id=request_id)
+        if req is None:
+            raise Http404("no such request")
         if not permissions.can_decide(request.user):
             raise PermissionDenied("only approvers may decide requests")
-        body = _body(s.CommentInput, request)
-        try:
-            services.approve_request(req, user=request.user, comment=body["comment"])  # type: ignore[arg-type]
-        except services.RequestRefused as exc:
-            return _conflict(exc)
-        return _request_response(request, req)
+        body = _valid(self.input_serializer, request.data)
+        self.decide(account_request=req, user=acting_user(request), comment=body["comment"])
+        return _request_response(request, req.pk)
 
 
-class RequestRejectView(PortalAPIView):
+class RequestApproveView(_RequestDecisionView):
+    input_serializer = s.CommentInput
+
+    def decide(self, *, account_request: AccountRequest, user: User, comment: str) -> None:
+        services.approve_request(account_request=account_request, user=user, comment=comment)
+
     @extend_schema(
-        request=s.RejectInput,
-        responses={
-            200: s.RequestDecidedSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-        },
+        request=s.CommentInput, responses={200: s.RequestDecidedSerializer, **ACTION_ERRORS}
     )
     def post(self, request: Request, request_id: int) -> Response:
-        req = _visible_request(request, request_id)
-        if not permissions.can_decide(request.user):
-            raise PermissionDenied("only approvers may decide requests")
-        body = _body(s.RejectInput, request)
-        try:
-            services.reject_request(req, user=request.user, comment=body["comment"])  # type: ignore[arg-type]
-        except services.RequestInvalid as exc:
-            raise _request_invalid(exc) from None
-        except services.RequestRefused as exc:
-            return _conflict(exc)
-        return _request_response(request, req)
+        """Approve a pending request (not your own); its provision run starts."""
+        return super().post(request, request_id)
+
+
+class RequestRejectView(_RequestDecisionView):
+    input_serializer = s.RejectInput
+
+    def decide(self, *, account_request: AccountRequest, user: User, comment: str) -> None:
+        services.reject_request(account_request=account_request, user=user, comment=comment)
+
+    @extend_schema(
+        request=s.RejectInput, responses={200: s.RequestDecidedSerializer, **ACTION_ERRORS}
+    )
+    def post(self, request: Request, request_id: int) -> Response:
+        """Reject a pending request (a comment is required); the account is rejected."""
+        return super().post(request, request_id)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -355,7 +303,7 @@ class RequestRejectView(PortalAPIView):
 class RunDetailView(PortalAPIView):
     @extend_schema(responses={200: s.RunSerializer, 404: NOT_FOUND})
     def get(self, request: Request, run_id: int) -> Response:
-        return Response(s.RunSerializer(_visible_run(request, run_id)).data)
+        return _run_response(request, run_id)
 
 
 class StageLogView(PortalAPIView):
@@ -369,11 +317,11 @@ class StageLogView(PortalAPIView):
     )
     def get(self, request: Request, run_id: int, stage_id: int) -> Response:
         """The stage's log lines numbered above ``after`` (at most 500 at a time)."""
-        stage = _stage_of(_visible_run(request, run_id), stage_id)
-        after = _query(s.LogQuery, request)["after"]
+        _run, stage = _visible_stage(request, run_id, stage_id)
+        after = _valid(s.LogQuery, request.query_params)["after"]
         # The status first: lines written before a final status are then all there.
         final = stage.status in FINISHED_STAGE_STATUSES
-        lines = log_after(stage, after, limit=LOG_PAGE_SIZE + 1)
+        lines = log_after(stage=stage, after=after, limit=LOG_PAGE_SIZE + 1)
         more = len(lines) > LOG_PAGE_SIZE
         lines = lines[:LOG_PAGE_SIZE]
         data = {
@@ -384,77 +332,70 @@ class StageLogView(PortalAPIView):
         return Response(s.LogOutput(data).data)
 
 
-class StageRetryView(PortalAPIView):
-    @extend_schema(
-        request=None,
-        responses={200: s.RunSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
-    )
-    def post(self, request: Request, run_id: int, stage_id: int) -> Response:
-        run = _visible_run(request, run_id)
-        stage = _stage_of(run, stage_id)
-        if not permissions.can_retry(request.user, run):
-            raise PermissionDenied("only admins may retry stages")
-        try:
-            run_services.retry_stage(stage, user=request.user)  # type: ignore[arg-type]
-        except run_services.RunRefused as exc:
-            return _conflict(exc)
-        return _run_response(run.pk, request)
-
-
 class RunCancelView(PortalAPIView):
-    @extend_schema(
-        request=None,
-        responses={200: s.RunSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
-    )
+    @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int) -> Response:
         run = _visible_run(request, run_id)
-        if not permissions.can_cancel(request.user, run):
+        if not permissions.can_cancel(user=request.user, run=run):
             raise PermissionDenied("only admins may cancel runs")
-        try:
-            run_services.cancel_run(run, user=request.user)  # type: ignore[arg-type]
-        except run_services.RunRefused as exc:
-            return _conflict(exc)
-        return _run_response(run.pk, request)
+        run_services.cancel_run(run, user=acting_user(request))
+        return _run_response(request, run.pk)
 
 
-class _StageDecisionView(PortalAPIView):
-    approve = True
-    input_serializer: type[Serializer] = s.CommentInput
+class _StageActionView(PortalAPIView):
+    """POST an action on one stage of a visible run; answers the run as it is then."""
+
+    input_serializer: type[Serializer] | None = None
+    forbidden = "not allowed"  # the 403's message
+
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
+        raise NotImplementedError
+
+    def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def post(self, request: Request, run_id: int, stage_id: int) -> Response:
-        run = _visible_run(request, run_id)
-        stage = _stage_of(run, stage_id)
-        if not permissions.can_decide(request.user):
-            raise PermissionDenied("only approvers may decide plans")
-        body = _body(self.input_serializer, request)
-        try:
-            run_services.decide_stage(
-                stage,
-                user=request.user,  # type: ignore[arg-type]
-                approve=self.approve,
-                comment=body["comment"],
-            )
-        except run_services.RunRefused as exc:
-            return _conflict(exc)
-        return _run_response(run.pk, request)
+        run, stage = _visible_stage(request, run_id, stage_id)
+        if not self.allowed(user=request.user, run=run):
+            raise PermissionDenied(self.forbidden)
+        body = _valid(self.input_serializer, request.data) if self.input_serializer else {}
+        self.act(stage=stage, user=acting_user(request), body=body)
+        return _run_response(request, run.pk)
 
 
-DECISION_RESPONSES = {
-    200: s.RunSerializer,
-    400: OpenApiResponse(description="Invalid."),
-    403: FORBIDDEN,
-    404: NOT_FOUND,
-    409: CONFLICT,
-}
+class StageRetryView(_StageActionView):
+    forbidden = "only admins may retry stages"
+
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
+        return permissions.can_retry(user=user, run=run)
+
+    def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
+        run_services.retry_stage(stage, user=user)
+
+    @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
+    def post(self, request: Request, run_id: int, stage_id: int) -> Response:
+        """Retry a failed (or cancelled) stage; the run goes on from there."""
+        return super().post(request, run_id, stage_id)
+
+
+class _StageDecisionView(_StageActionView):
+    approve = True
+    forbidden = "only approvers may decide plans"
+
+    def allowed(self, *, user: Who, run: PipelineRun) -> bool:
+        return permissions.can_decide(user)
+
+    def act(self, *, stage: StageRun, user: User, body: dict[str, Any]) -> None:
+        run_services.decide_stage(stage, user=user, approve=self.approve, comment=body["comment"])
 
 
 class StageApproveView(_StageDecisionView):
     approve = True
     input_serializer = s.CommentInput
 
-    @extend_schema(request=s.CommentInput, responses=DECISION_RESPONSES)
+    @extend_schema(request=s.CommentInput, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int, stage_id: int) -> Response:
-        """Approve a plan waiting for approval; the run goes on to apply."""
+        """Approve a plan waiting for approval (not of a run you started); apply goes on."""
         return super().post(request, run_id, stage_id)
 
 
@@ -462,7 +403,7 @@ class StageRejectView(_StageDecisionView):
     approve = False
     input_serializer = s.RejectInput
 
-    @extend_schema(request=s.RejectInput, responses=DECISION_RESPONSES)
+    @extend_schema(request=s.RejectInput, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int, stage_id: int) -> Response:
         """Reject a plan (a comment is required); the run fails and can be retried."""
         return super().post(request, run_id, stage_id)

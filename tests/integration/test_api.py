@@ -546,3 +546,138 @@ def test_unknown_api_urls_answer_json_404(sally: Any) -> None:
     answer = client_for(sally).get(f"{API}runs/-1/")
     assert answer.status_code == 404
     assert answer.json() == {"detail": "Not found."}
+
+
+# --- authorization: four eyes, and no way around the request checks -------------------------
+
+
+def test_an_approver_cannot_approve_their_own_request(april: Any, settings: Any) -> None:
+    # Approvers' demo requests are not auto-approved (only admins' are): they wait.
+    other = UserFactory(username="otto", roles=["approvers"])
+    created = client_for(april).post(f"{API}requests/", request_body(), format="json")
+    assert created.status_code == 201 and created.json()["status"] == "pending"
+    url = f"{API}requests/{created.json()['id']}/approve/"
+
+    own = client_for(april).post(url, {"comment": "fine by me"}, format="json")
+    assert own.status_code == 409 and "your own" in own.json()["detail"], own.content
+    req = AccountRequest.objects.get()
+    assert req.status == RequestStatus.PENDING and req.decided_by is None
+    assert not PipelineRun.objects.exists()
+
+    approved = client_for(other).post(url, {"comment": "ok"}, format="json")
+    assert approved.status_code == 200 and approved.json()["decided_by"] == "otto"
+    # The run is the requester's: the approver only decided.
+    assert PipelineRun.objects.get().created_by == april
+
+    settings.PORTAL_ALLOW_SELF_APPROVAL = True
+    second = client_for(april).post(f"{API}requests/", request_body("acme-two"), format="json")
+    allowed = client_for(april).post(
+        f"{API}requests/{second.json()['id']}/approve/", {}, format="json"
+    )
+    assert allowed.status_code == 200 and allowed.json()["decided_by"] == "april"
+
+
+def test_an_approver_cannot_approve_the_plan_of_a_run_they_started(
+    april: Any, settings: Any
+) -> None:
+    other = UserFactory(username="otto", roles=["approvers"])
+    run = PipelineRunFactory(status=RunStatus.WAITING_APPROVAL, created_by=april)
+    StageRunFactory(run=run, position=1, kind="plan", outputs={"add": 0, "destroy": 1})
+    waiting = StageRunFactory(
+        run=run, position=2, kind="approve_plan", status=StageStatus.WAITING_APPROVAL
+    )
+    url = f"{API}runs/{run.pk}/stages/{waiting.pk}/approve/"
+
+    own = client_for(april).post(url, {}, format="json")
+    assert own.status_code == 409 and "started by you" in own.json()["detail"], own.content
+    waiting.refresh_from_db()
+    assert waiting.status == StageStatus.WAITING_APPROVAL and waiting.decided_by is None
+    # Another approver may.
+    assert client_for(other).post(url, {}, format="json").status_code == 200
+
+    settings.PORTAL_ALLOW_SELF_APPROVAL = True
+    mine = PipelineRunFactory(status=RunStatus.WAITING_APPROVAL, created_by=april)
+    again = StageRunFactory(
+        run=mine, position=1, kind="approve_plan", status=StageStatus.WAITING_APPROVAL
+    )
+    answer = client_for(april).post(
+        f"{API}runs/{mine.pk}/stages/{again.pk}/approve/", {}, format="json"
+    )
+    assert answer.status_code == 200
+
+
+def test_a_requester_at_quota_cannot_bring_back_a_torn_down_account(sally: Any) -> None:
+    # sandbox demo: max_active_per_user 3.
+    for _ in range(3):
+        AccountFactory(owner=sally, purpose="demo", status=AccountStatus.READY)
+    gone = AccountFactory(
+        owner=sally,
+        purpose="demo",
+        status=AccountStatus.TORN_DOWN,
+        expires_at=timezone.now() + timedelta(days=3),
+    )
+    url = f"{API}accounts/{gone.pk}/runs/"
+
+    refused = client_for(sally).post(url, {"kind": "provision"}, format="json")
+    assert refused.status_code == 409, refused.content
+    assert "3 in use, limit 3" in refused.json()["detail"]
+    assert refused.json()["field"] == "purpose"
+    # An update builds it from nothing just the same.
+    update = client_for(sally).post(url, {"kind": "update"}, format="json")
+    assert update.status_code == 409 and "3 in use, limit 3" in update.json()["detail"]
+    assert not PipelineRun.objects.exists()
+    gone.refresh_from_db()
+    assert gone.status == AccountStatus.TORN_DOWN
+
+    one_ready = Account.objects.filter(owner=sally, status=AccountStatus.READY).first()
+    assert one_ready is not None
+    Account.objects.filter(pk=one_ready.pk).update(status=AccountStatus.TORN_DOWN)
+    started = client_for(sally).post(url, {"kind": "provision"}, format="json")
+    assert started.status_code == 201, started.content
+    active = Account.objects.filter(owner=sally).exclude(status=AccountStatus.TORN_DOWN)
+    assert active.count() == 3
+
+
+def test_an_expired_torn_down_account_needs_a_new_request(sally: Any) -> None:
+    gone = AccountFactory(
+        owner=sally,
+        purpose="demo",
+        status=AccountStatus.TORN_DOWN,
+        expires_at=timezone.now() - timedelta(days=1),
+    )
+    answer = client_for(sally).post(
+        f"{API}accounts/{gone.pk}/runs/", {"kind": "provision"}, format="json"
+    )
+    assert answer.status_code == 409 and "request a new one" in answer.json()["detail"]
+    assert not PipelineRun.objects.exists()
+
+
+def test_bad_page_parameters_are_refused_naming_them(sally: Any) -> None:
+    client = client_for(sally)
+    for query, name in (("limit=0", "limit"), ("limit=501", "limit"), ("offset=-1", "offset")):
+        answer = client.get(f"{API}accounts/?{query}")
+        assert answer.status_code == 400 and name in answer.json(), (query, answer.content)
+    assert client.get(f"{API}blueprints/?limit=abc").status_code == 400
+
+
+def test_the_schema_states_the_checks_the_api_makes(sally: Any) -> None:
+    schema = client_for(sally).get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    body = components["AccountRequestInputRequest"]["properties"]
+    assert body["name"]["pattern"] == "^[a-z][a-z0-9-]{2,39}$"
+    assert (body["name"]["minLength"], body["name"]["maxLength"]) == (3, 40)
+    assert "sandbox" in components["BlueprintEnum"]["enum"]
+    assert "max_ttl_days" in body["expires_at"]["description"]
+    listed = schema["paths"]["/api/v1/accounts/"]["get"]["parameters"]
+    limit = next(p for p in listed if p["name"] == "limit")["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 500)
+
+    # A name the schema allows is not refused for its form; one it does not allow is.
+    ok = client_for(sally).post(f"{API}accounts/", request_body("abc"), format="json")
+    assert ok.status_code == 201, ok.content
+    newline = client_for(sally).post(f"{API}accounts/", request_body("abd\n"), format="json")
+    assert newline.status_code == 400 and "name" in newline.json()
+    unknown = client_for(sally).post(
+        f"{API}accounts/", request_body(blueprint="nope"), format="json"
+    )
+    assert unknown.status_code == 400 and "blueprint" in unknown.json()

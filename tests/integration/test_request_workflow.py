@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts_app import services
@@ -231,7 +233,9 @@ def test_approve_starts_the_run_and_tells_the_requester(
     mailoutbox.clear()
     # Not executed: they would run the whole pipeline in-process.
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        decided, run = services.approve_request(req, user=approver, comment="go ahead")
+        decided, run = services.approve_request(
+            account_request=req, user=approver, comment="go ahead"
+        )
     assert len(callbacks) == 2, "the first stage and the notification go after commit"
     decided.refresh_from_db()
     assert decided.status == RequestStatus.APPROVED
@@ -248,9 +252,9 @@ def test_approve_starts_the_run_and_tells_the_requester(
     assert "april" in mail.body and "go ahead" in mail.body
 
     with pytest.raises(services.RequestRefused, match="already approved"):
-        services.approve_request(req, user=approver)
+        services.approve_request(account_request=req, user=approver)
     with pytest.raises(services.RequestRefused, match="already approved"):
-        services.reject_request(req, user=approver, comment="too late")
+        services.reject_request(account_request=req, user=approver, comment="too late")
 
 
 def test_reject_needs_a_comment_and_rejects_the_account(
@@ -262,14 +266,14 @@ def test_reject_needs_a_comment_and_rejects_the_account(
 ) -> None:
     account, req = ask(requester)
     with pytest.raises(services.RequestInvalid) as caught:
-        services.reject_request(req, user=approver, comment="  ")
+        services.reject_request(account_request=req, user=approver, comment="  ")
     assert list(caught.value.errors) == ["comment"]
     req.refresh_from_db()
     assert req.status == RequestStatus.PENDING
 
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.reject_request(req, user=approver, comment="use the shared demo")
+        services.reject_request(account_request=req, user=approver, comment="use the shared demo")
     req.refresh_from_db()
     account.refresh_from_db()
     assert req.status == RequestStatus.REJECTED and req.decided_by == approver
@@ -282,23 +286,23 @@ def test_reject_needs_a_comment_and_rejects_the_account(
 
     # A rejected account no longer counts against the quota, and cannot be run.
     with pytest.raises(services.RequestRefused, match="rejected"):
-        services.start_account_run(account, "provision", user=requester)
+        services.start_account_run(account=account, kind="provision", user=requester)
 
 
 def test_runs_start_only_on_approved_accounts_one_at_a_time(requester: Any, approver: Any) -> None:
     account, req = ask(requester)
     with pytest.raises(services.RequestRefused, match="waits for its request"):
-        services.start_account_run(account, "provision", user=requester)
+        services.start_account_run(account=account, kind="provision", user=requester)
     with pytest.raises(services.RequestRefused, match="cannot be started here"):
-        services.start_account_run(account, "drift-check", user=requester)
+        services.start_account_run(account=account, kind="drift-check", user=requester)
 
-    _, run = services.approve_request(req, user=approver)
+    _, run = services.approve_request(account_request=req, user=approver)
     with pytest.raises(RunConflict) as caught:
-        services.start_account_run(account, "update", user=requester)
+        services.start_account_run(account=account, kind="update", user=requester)
     assert caught.value.holder_id == run.pk
 
     PipelineRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
-    update = services.start_account_run(account, "update", user=requester)
+    update = services.start_account_run(account=account, kind="update", user=requester)
     assert update.kind == "update" and update.status == RunStatus.RUNNING
 
 
@@ -331,3 +335,71 @@ def test_a_run_finishing_notifies_the_owner_with_a_link(
     assert "succeeded" in mail.subject
     assert f"https://portal.example.com/accounts/{account.pk}/" in mail.body
     assert "s3cr3t-pw" not in mail.body and "s3cr3t-pw" not in mail.subject
+
+
+def test_the_admin_action_goes_through_the_request_checks(requester: Any, approver: Any) -> None:
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    account, req = ask(requester)
+    services.reject_request(account_request=req, user=approver, comment="no budget")
+    client = Client()
+    client.force_login(staff)
+
+    answer = client.post(
+        reverse("admin:accounts_app_account_changelist"),
+        {"action": "provision", "_selected_action": [account.pk]},
+        follow=True,
+    )
+
+    assert answer.status_code == 200
+    shown = [str(m) for m in answer.context["messages"]]
+    assert shown == [f"{account.name}: account {account.name} was rejected"], shown
+    assert not PipelineRun.objects.filter(account=account).exists()
+    account.refresh_from_db()
+    assert account.status == AccountStatus.REJECTED
+
+
+def test_the_admin_action_starts_a_run_on_an_approved_account(requester: Any) -> None:
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    account = AccountFactory(owner=requester, status=AccountStatus.READY)
+    client = Client()
+    client.force_login(staff)
+
+    answer = client.post(
+        reverse("admin:accounts_app_account_changelist"),
+        {"action": "update", "_selected_action": [account.pk]},
+        follow=True,
+    )
+
+    run = PipelineRun.objects.get(account=account)
+    assert run.kind == "update" and run.created_by == staff
+    assert [str(m) for m in answer.context["messages"]] == [
+        f"{account.name}: started run #{run.pk}"
+    ]
+
+
+def test_an_approver_cannot_approve_their_own_request(approver: Any, settings: Any) -> None:
+    _, req = ask(approver)
+    with pytest.raises(services.RequestRefused, match="your own"):
+        services.approve_request(account_request=req, user=approver)
+    req.refresh_from_db()
+    assert req.status == RequestStatus.PENDING
+
+    settings.PORTAL_ALLOW_SELF_APPROVAL = True
+    decided, _ = services.approve_request(account_request=req, user=approver)
+    assert decided.decided_by == approver
+
+
+def test_provisioning_a_torn_down_account_again_counts_against_the_quota(
+    requester: Any,
+) -> None:
+    # loadtest: max_active_per_user 2; a failed account counts, a torn-down one does not.
+    AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.READY)
+    failed = AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.FAILED)
+    gone = AccountFactory(owner=requester, purpose="loadtest", status=AccountStatus.TORN_DOWN)
+
+    with pytest.raises(services.RequestRefused, match="2 in use, limit 2") as caught:
+        services.start_account_run(account=gone, kind="provision", user=requester)
+    assert caught.value.field == "purpose"
+    # Provisioning the failed one again takes no more room than it holds already.
+    run = services.start_account_run(account=failed, kind="provision", user=requester)
+    assert run.kind == "provision"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from accounts_app import notifications, tasks
+from accounts_app import notification_queue, notifications, tasks
 from accounts_app.models import RequestStatus
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.signals import approval_needed, run_finished
@@ -64,7 +64,7 @@ def test_request_needs_approval_goes_to_active_approvers_with_a_link(
     people: dict[str, Any], secret_account: Any
 ) -> None:
     req = AccountRequestFactory(account=secret_account, reason="prospect call on Friday")
-    message = notifications.compose(notifications.REQUEST_NEEDS_APPROVAL, req.pk)
+    message = notifications.compose(event=notifications.REQUEST_NEEDS_APPROVAL, object_id=req.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "april@example.com"]
     assert message.subject == f"[portal] Request #{req.pk} for acme-demo needs approval"
@@ -77,19 +77,23 @@ def test_request_needs_approval_goes_to_active_approvers_with_a_link(
     # Once decided, nobody needs to be asked any more.
     req.status = RequestStatus.APPROVED
     req.save()
-    assert notifications.compose(notifications.REQUEST_NEEDS_APPROVAL, req.pk) is None
+    assert (
+        notifications.compose(event=notifications.REQUEST_NEEDS_APPROVAL, object_id=req.pk) is None
+    )
 
 
 def test_decisions_go_to_the_requester(people: dict[str, Any], secret_account: Any) -> None:
     req = AccountRequestFactory(account=secret_account)
-    assert notifications.compose(notifications.REQUEST_DECIDED, req.pk) is None  # pending
+    assert (
+        notifications.compose(event=notifications.REQUEST_DECIDED, object_id=req.pk) is None
+    )  # pending
 
     req.status = RequestStatus.REJECTED
     req.decided_by = people["april"]
     req.decided_at = timezone.now()
     req.comment = "use the shared demo"
     req.save()
-    message = notifications.compose(notifications.REQUEST_DECIDED, req.pk)
+    message = notifications.compose(event=notifications.REQUEST_DECIDED, object_id=req.pk)
     assert message is not None
     assert message.recipients == ["sally@example.com"]
     assert message.subject == f"[portal] Request #{req.pk} for acme-demo rejected"
@@ -108,7 +112,7 @@ def test_plan_waiting_goes_to_approvers_with_counts_and_the_run_link(
         approval_deadline=timezone.now() + timedelta(hours=72),
         outputs={"add": 2, "change": 1, "replace": 0, "destroy": 3, "workdir": "/tmp/x"},
     )
-    message = notifications.compose(notifications.PLAN_WAITING, stage.pk)
+    message = notifications.compose(event=notifications.PLAN_WAITING, object_id=stage.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "april@example.com"]
     assert "Plan: 2 to add, 1 to change, 0 to replace, 3 to destroy." in message.body
@@ -117,7 +121,7 @@ def test_plan_waiting_goes_to_approvers_with_counts_and_the_run_link(
     assert_no_secret(message)
 
     StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.SUCCEEDED)
-    assert notifications.compose(notifications.PLAN_WAITING, stage.pk) is None
+    assert notifications.compose(event=notifications.PLAN_WAITING, object_id=stage.pk) is None
 
 
 def test_run_results_go_to_the_owner_and_whoever_started_it(
@@ -129,7 +133,7 @@ def test_run_results_go_to_the_owner_and_whoever_started_it(
         created_by=people["adam"],
         explanation="apply: terraform apply failed: quota exceeded",
     )
-    message = notifications.compose(notifications.RUN_FINISHED, failed.pk)
+    message = notifications.compose(event=notifications.RUN_FINISHED, object_id=failed.pk)
     assert message is not None
     assert message.recipients == ["adam@example.com", "sally@example.com"]
     assert "failed" in message.subject
@@ -138,17 +142,17 @@ def test_run_results_go_to_the_owner_and_whoever_started_it(
     assert_no_secret(message)
 
     ok = PipelineRunFactory(account=secret_account, status=RunStatus.SUCCEEDED)
-    message = notifications.compose(notifications.RUN_FINISHED, ok.pk)
+    message = notifications.compose(event=notifications.RUN_FINISHED, object_id=ok.pk)
     assert message is not None and "succeeded" in message.subject
     assert message.recipients == ["sally@example.com"]
     assert message.link == f"https://portal.example.com/accounts/{secret_account.pk}/"
     assert_no_secret(message)
 
     cancelled = PipelineRunFactory(account=secret_account, status=RunStatus.CANCELLED)
-    assert notifications.compose(notifications.RUN_FINISHED, cancelled.pk) is None
-    assert notifications.compose(notifications.RUN_FINISHED, 999_999) is None
+    assert notifications.compose(event=notifications.RUN_FINISHED, object_id=cancelled.pk) is None
+    assert notifications.compose(event=notifications.RUN_FINISHED, object_id=999_999) is None
     with pytest.raises(ValueError, match="unknown notification event"):
-        notifications.compose("party", 1)
+        notifications.compose(event="party", object_id=1)
 
 
 # --- the webhook, against a real HTTP server ------------------------------------------------
@@ -204,16 +208,16 @@ def eager_celery() -> Iterator[None]:
 
 
 def test_webhook_posts_slack_compatible_json(hook: Hook) -> None:
-    notifications.deliver_webhook("hello *team*", hook.url)
+    notifications.deliver_webhook(text="hello *team*", webhook_url=hook.url)
     assert hook.received == [{"content_type": "application/json", "body": {"text": "hello *team*"}}]
 
 
 def test_webhook_failures_raise_so_the_task_retries(hook: Hook) -> None:
     hook.status = 500
     with pytest.raises(OSError):
-        notifications.deliver_webhook("hello", hook.url)
+        notifications.deliver_webhook(text="hello", webhook_url=hook.url)
     with pytest.raises(ValueError, match="http"):
-        notifications.deliver_webhook("hello", "file:///etc/passwd")
+        notifications.deliver_webhook(text="hello", webhook_url="file:///etc/passwd")
 
 
 def test_the_notify_task_sends_mail_and_webhook(
@@ -248,7 +252,7 @@ def test_queueing_waits_for_the_commit(
     monkeypatch.setattr(tasks.notify, "delay", lambda event, pk: sent.append((event, pk)))
     req = AccountRequestFactory(account=secret_account)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        notifications.request_needs_approval(req)
+        notification_queue.request_needs_approval(req)
     assert sent == [] and len(callbacks) == 1
     callbacks[0]()
     assert sent == [(notifications.REQUEST_NEEDS_APPROVAL, req.pk)]

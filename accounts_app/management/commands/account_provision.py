@@ -16,12 +16,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
 
 from accounts_app.models import Purpose
-from accounts_app.services import AccountConflict, create_or_reuse_account
+from accounts_app.services import create_or_reuse_account
 from pipelines import selectors
 from pipelines.blueprints import BlueprintError, ConfigInvalid
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, read_config_file
 from pipelines.models import RunKind, RunStatus, StageStatus
-from pipelines.services import RunRefused, start_run
+from pipelines.services import start_run
+from portal.errors import PortalError
 
 
 class Command(PortalCommand):
@@ -58,17 +59,17 @@ class Command(PortalCommand):
                     f"--{field}: {'; '.join(msgs)}" for field, msgs in exc.message_dict.items()
                 )
             ) from exc
-        except (BlueprintError, AccountConflict, RunRefused) as exc:
+        except (BlueprintError, PortalError) as exc:
             raise BadInput(str(exc)) from exc
         verb = "created" if created else "reused"
         self.stderr.write(f"account {account.name} {verb}; provision run started")
         self.stdout.write(str(run.pk))
         if options["wait"]:
-            status = self._follow(run.pk, options["poll"])
+            status = self._follow(run_id=run.pk, poll=options["poll"])
             if status != RunStatus.SUCCEEDED:
                 sys.exit(EXIT_FAILED)
 
-    def _follow(self, run_id: int, poll: float) -> str:
+    def _follow(self, *, run_id: int, poll: float) -> str:
         """Print each stage's status change until the run ends; returns the run status."""
         seen: dict[int, tuple[str, int]] = {}
         while True:

@@ -6,6 +6,7 @@ and printed once; they are never stored in clear.
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -70,6 +71,4 @@ class Command(BaseCommand):
 
 
 def _private_opener(path: str, flags: int) -> int:
-    import os
-
     return os.open(path, flags, 0o600)
