@@ -1,8 +1,4 @@
-from importlib import import_module
-
 from django.apps import AppConfig
-
-from pipelines.signals import approval_needed, run_finished
 
 
 class AccountsAppConfig(AppConfig):
@@ -11,8 +7,11 @@ class AccountsAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Notifications listen to the engine's events (sent after commit). Their module
-        # uses the models, which can be imported only once the app registry is ready,
-        # that is here, not at this module's top.
-        queue = import_module("accounts_app.notification_queue")
-        approval_needed.connect(queue.on_approval_needed, dispatch_uid="notify-approval")
-        run_finished.connect(queue.on_run_finished, dispatch_uid="notify-run-finished")
+        # uses the models, which can be imported only once the app registry is ready.
+        from accounts_app import notification_queue
+        from pipelines.signals import approval_needed, run_finished
+
+        approval_needed.connect(
+            notification_queue.on_approval_needed, dispatch_uid="notify-approval"
+        )
+        run_finished.connect(notification_queue.on_run_finished, dispatch_uid="notify-run-finished")

@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from pipelines import schema_patterns
+from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.input_limits import InputLimits, limit_problems, nul_problems
 from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
 from pipelines.yaml_input import YamlInputError, load_yaml
@@ -500,9 +501,6 @@ def _parse_scrub_files(name: str, folder: Path, raw: Any, where: str, fail: Any)
 
 
 def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dict[str, Any]:
-    # Imported here: masking is pure Python, but loading a blueprint should stay light.
-    from pipelines.dbclone.masking import MaskingError, parse_rules
-
     parsed: dict[str, Any] = {}
     for key in ("source", "target"):
         value = entry.get(key)
