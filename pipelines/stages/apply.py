@@ -53,12 +53,12 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         (directory / LOCK_FILE).write_bytes(ctx.artifacts.get(LOCK_ARTIFACT))
     plan_file = ctx.workdir / "plan.bin"
     plan_file.write_bytes(data)
-    client = make_client(ctx, directory, backend)
-    init_terraform(ctx, client, backend)
+    client = make_client(ctx=ctx, directory=directory, backend=backend)
+    init_terraform(ctx=ctx, client=client, backend=backend)
     try:
         # Not shown anywhere: read only to know which values to redact before applying.
         for value in sensitive_values(client.show_plan(plan_file).raw):
-            register_secret_value(ctx, value)
+            register_secret_value(ctx=ctx, value=value)
         client.apply(plan_file)
         outputs = client.output_json()
     except TerraformError as exc:
@@ -66,13 +66,13 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             ctx.log(f"{exc.explanation}: its state may still hold a lock (see force-unlock)")
         elif exc.kind == "cancelled":
             ctx.log(f"{exc.explanation}: Terraform stopped gracefully and saved its state")
-        raise stage_error(exc, backend) from exc
+        raise stage_error(exc, backend=backend) from exc
 
     recorded: dict[str, dict[str, Any]] = {}
     for name, output in sorted(outputs.items()):
         sensitive = bool(output.get("sensitive"))
         if sensitive:
-            register_secret_value(ctx, output.get("value"))
+            register_secret_value(ctx=ctx, value=output.get("value"))
         recorded[name] = {
             "value": output.get("value"),
             "sensitive": sensitive,

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
+from django.db import connection
 
 from pipelines.clients.terraform import (
     Backend,
@@ -25,6 +26,7 @@ from pipelines.clients.terraform import (
     TerraformClient,
     TerraformError,
 )
+from pipelines.redaction import Redactor
 from pipelines.stages.base import StageCancelled, StageContext, StageError
 from pipelines.stages.render import TERRAFORM_PREFIX
 
@@ -34,10 +36,6 @@ PLAN_ARTIFACT = PLAN_PREFIX + "plan.bin"
 # or Terraform refuses the saved plan.
 LOCK_FILE = ".terraform.lock.hcl"
 LOCK_ARTIFACT = PLAN_PREFIX + "terraform.lock.hcl"
-DEFAULT_GRACE_SECONDS = 30.0
-# The pg backend takes a database-wide advisory lock (-1) for an instant whenever any
-# account's state is locked: wait a little rather than fail when two accounts collide.
-DEFAULT_LOCK_TIMEOUT = "20s"
 
 
 # --- Where state lives ------------------------------------------------------------------
@@ -121,27 +119,29 @@ def lay_out_terraform(ctx: StageContext) -> Path:
     return directory
 
 
-def make_client(ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
-    """A client that streams every line into the stage log and polls for cancel."""
+def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
+    """A client that streams every line into the stage log and polls for cancel.
+
+    Its redactor starts with the backend's conn string; every line then goes through
+    the stage log, which redacts with every secret the run knows.
+    """
     try:
         return TerraformClient(
-            directory,
+            workdir=directory,
             terraform_bin=settings.TERRAFORM_BIN or None,
             backend=backend,
+            redactor=Redactor(),
             on_line=ctx.log,
             should_cancel=ctx.is_cancelled,
-            grace_period=float(
-                getattr(settings, "PORTAL_TERRAFORM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
-            ),
-            lock_timeout=str(
-                getattr(settings, "PORTAL_TERRAFORM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-            ),
+            on_start=ctx.on_process_start,
+            grace_period=float(settings.PORTAL_TERRAFORM_GRACE_SECONDS),
+            lock_timeout=str(settings.PORTAL_TERRAFORM_LOCK_TIMEOUT),
         )
     except TerraformError as exc:
         raise stage_error(exc) from exc
 
 
-def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
+def init_terraform(*, ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
     """``init`` with the portal's backend. A rendered ``backend``/``cloud`` block is refused
     here (``TerraformClient.init`` writes our backend file and checks for one first)."""
     where = describe_backend(backend)
@@ -149,10 +149,10 @@ def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend)
     try:
         client.init()
     except TerraformError as exc:
-        raise stage_error(exc, backend) from exc
+        raise stage_error(exc, backend=backend) from exc
 
 
-def stage_error(exc: TerraformError, backend: Backend | None = None) -> StageError:
+def stage_error(exc: TerraformError, *, backend: Backend | None = None) -> StageError:
     """The stage's view of a Terraform failure: cancelled, stale plan, lock, or failed."""
     detail = "\n".join(exc.tail)
     if exc.kind == "cancelled":
@@ -177,8 +177,6 @@ def stage_error(exc: TerraformError, backend: Backend | None = None) -> StageErr
 
 def pg_lock_holder(schema: str) -> str:
     """Which PostgreSQL session holds the advisory lock on the account's state, in words."""
-    from django.db import connection
-
     try:
         with connection.cursor() as cursor:
             # The identifier is safe: state_schema() only makes [a-z0-9_] names.
@@ -212,7 +210,7 @@ def pg_lock_holder(schema: str) -> str:
 # --- Secrets ----------------------------------------------------------------------------
 
 
-def register_secret_value(ctx: StageContext, value: Any) -> None:
+def register_secret_value(*, ctx: StageContext, value: Any) -> None:
     """Redact a sensitive value from every later log line: its string and JSON forms."""
     if value is None or isinstance(value, bool):
         return
@@ -231,7 +229,7 @@ def register_account_secrets(ctx: StageContext) -> None:
     """The sensitive outputs the last apply recorded: redacted before Terraform says a word."""
     for output in ctx.account.outputs.values():
         if isinstance(output, dict) and output.get("sensitive"):
-            register_secret_value(ctx, output.get("value"))
+            register_secret_value(ctx=ctx, value=output.get("value"))
 
 
 def _string_leaves(value: Any) -> Iterator[str]:
