@@ -136,11 +136,11 @@ def redact_url_passwords(text: str) -> str:
     copied = 0
     position = text.find("://")
     while position != -1:
-        user_end = _scan(_URL_USER, text, position + 3)
+        user_end = _scan(_URL_USER, text=text, start=position + 3)
         resume = user_end
         scheme_ok = position > 0 and text[position - 1] in _SCHEME_CHARS
         if scheme_ok and user_end < len(text) and text[user_end] == ":":
-            password_end = _scan(_URL_PASSWORD, text, user_end + 1)
+            password_end = _scan(_URL_PASSWORD, text=text, start=user_end + 1)
             found = password_end < len(text) and text[password_end] == "@"
             if found and password_end > user_end + 1:
                 pieces += [text[copied : user_end + 1], REDACTED]
@@ -152,7 +152,7 @@ def redact_url_passwords(text: str) -> str:
     return "".join(pieces)
 
 
-def _scan(pattern: re.Pattern[str], text: str, start: int) -> int:
+def _scan(pattern: re.Pattern[str], *, text: str, start: int) -> int:
     """Where a run of ``pattern`` (a starred character class) starting at ``start`` ends."""
     match = pattern.match(text, start)
     return match.end() if match else start

@@ -153,7 +153,7 @@ def run_process(
         if on_start is not None:
             on_start(process.pid)
         if stdin_data is not None:
-            _feed(process, stdin_data)
+            _feed(process=process, data=stdin_data)
         run.start_readers(capture_stdout=capture_stdout)
         run.pump(deadline=None if timeout_s is None else time.monotonic() + timeout_s)
         finished = True
@@ -166,7 +166,7 @@ def run_process(
     return run.result()
 
 
-def _feed(process: subprocess.Popen[bytes], data: bytes) -> None:
+def _feed(*, process: subprocess.Popen[bytes], data: bytes) -> None:
     assert process.stdin is not None
     # A child that died at once shows up as a failed command, not as BrokenPipeError.
     with contextlib.suppress(BrokenPipeError):
@@ -211,14 +211,14 @@ class _Run:
         assert self.process.stdout is not None
         if capture_stdout:
             assert self.process.stderr is not None
-            self._start(_pump_lines, self.process.stderr, self.lines)
-            self._start(_read_all, self.process.stdout, self.stdout_parts)
+            self._start(_pump_lines, stream=self.process.stderr, lines=self.lines)
+            self._start(_read_all, stream=self.process.stdout, parts=self.stdout_parts)
         else:
-            self._start(_pump_lines, self.process.stdout, self.lines)
+            self._start(_pump_lines, stream=self.process.stdout, lines=self.lines)
         self.open_streams = 1
 
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
+    def _start(self, target: Callable[..., None], **kwargs: object) -> None:
+        thread = threading.Thread(target=target, kwargs=kwargs, daemon=True)
         thread.start()
         self.readers.append(thread)
 
@@ -283,11 +283,11 @@ class _Run:
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
-        _signal_group(self.process, signal.SIGINT)
+        _signal_group(process=self.process, signum=signal.SIGINT)
 
     def _kill(self, now: float) -> None:
         self.killed_at = now
-        _signal_group(self.process, signal.SIGKILL)
+        _signal_group(process=self.process, signum=signal.SIGKILL)
 
     def stop_now(self) -> None:
         """Interrupt, wait out the grace period, kill: for when the caller cannot go on."""
@@ -311,7 +311,7 @@ class _Run:
             self.process.wait()
         self.ended_at = time.monotonic()
         # Leftovers, e.g. a provisioner's orphaned `sleep` or a hook's background job.
-        _signal_group(self.process, signal.SIGKILL)
+        _signal_group(process=self.process, signum=signal.SIGKILL)
         for reader in self.readers:
             reader.join(timeout=_PIPE_WAIT_AFTER_KILL)
         while True:
@@ -336,7 +336,7 @@ class _Run:
         )
 
 
-def _pump_lines(stream: IO[bytes], lines: queue.Queue[str | _Eof]) -> None:
+def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof]) -> None:
     try:
         for raw in iter(stream.readline, b""):
             lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
@@ -346,12 +346,12 @@ def _pump_lines(stream: IO[bytes], lines: queue.Queue[str | _Eof]) -> None:
         lines.put(_EOF)
 
 
-def _read_all(stream: IO[bytes], parts: list[bytes]) -> None:
+def _read_all(*, stream: IO[bytes], parts: list[bytes]) -> None:
     with contextlib.suppress(OSError, ValueError):
         parts.append(stream.read())
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_group(*, process: subprocess.Popen[bytes], signum: int) -> None:
     """Signal the child's whole process group (it leads one: ``process_group=0``)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)

@@ -33,8 +33,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "apply needs the outputs of a plan stage earlier in the run", retryable=False
         )
     expected = str(plan["plan_sha256"])
-    _check_approval(ctx, expected)
-    data = _stored_plan(ctx, str(plan["plan_artifact"]))
+    _check_approval(ctx=ctx, plan_sha256=expected)
+    data = _stored_plan(ctx=ctx, name=str(plan["plan_artifact"]))
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise StageError(
@@ -92,7 +92,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _check_approval(ctx: StageContext, plan_sha256: str) -> None:
+def _check_approval(*, ctx: StageContext, plan_sha256: str) -> None:
     """When the run has an approval stage, it must have passed this very plan."""
     if "approve_plan" not in ctx.blueprint.stages:
         return
@@ -113,7 +113,7 @@ def _check_approval(ctx: StageContext, plan_sha256: str) -> None:
         raise StageError("the plan was not approved", retryable=False)
 
 
-def _stored_plan(ctx: StageContext, name: str) -> bytes:
+def _stored_plan(*, ctx: StageContext, name: str) -> bytes:
     if name not in ctx.artifacts.names(name):
         raise StageError(
             f"the saved plan {name} is not stored with this run; retry to plan again",

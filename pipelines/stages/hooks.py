@@ -32,14 +32,14 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         outputs.update(run_builtin_hook(name, ctx))
         ran.append(name)
     for script in scripts:
-        outputs.update(_run_script(ctx, script=script, timeout_minutes=hooks.timeout_minutes))
+        outputs.update(_run_script(ctx=ctx, script=script, timeout_minutes=hooks.timeout_minutes))
         ran.append(script.name)
     if not ran:
         ctx.log(f"no {phase}-deploy hooks in blueprint {ctx.blueprint.name}")
     return {**outputs, "hooks_ran": ran}
 
 
-def _run_script(ctx: StageContext, *, script: Path, timeout_minutes: float) -> dict[str, Any]:
+def _run_script(*, ctx: StageContext, script: Path, timeout_minutes: float) -> dict[str, Any]:
     hook_dir = ctx.workdir / f"hook-{script.name}"
     hook_dir.mkdir(parents=True, exist_ok=True)
     config_file = hook_dir / "config.json"
@@ -91,7 +91,7 @@ def _run_script(ctx: StageContext, *, script: Path, timeout_minutes: float) -> d
             detail=f"last lines of {script.name}:\n{tail}",
         )
     outputs = _read_hook_outputs(name=script.name, path=hook_outputs_file)
-    return {ctx.redact(key): _redacted(ctx, value) for key, value in outputs.items()}
+    return {ctx.redact(key): _redacted(ctx=ctx, value=value) for key, value in outputs.items()}
 
 
 def _output_values(ctx: StageContext) -> dict[str, Any]:
@@ -105,14 +105,14 @@ def _output_values(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _redacted(ctx: StageContext, value: Any) -> Any:
+def _redacted(*, ctx: StageContext, value: Any) -> Any:
     """``value`` (parsed JSON) with every secret the run knows replaced, at any depth."""
     if isinstance(value, str):
         return ctx.redact(value)
     if isinstance(value, dict):
-        return {ctx.redact(str(key)): _redacted(ctx, item) for key, item in value.items()}
+        return {ctx.redact(str(key)): _redacted(ctx=ctx, value=item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_redacted(ctx, item) for item in value]
+        return [_redacted(ctx=ctx, value=item) for item in value]
     if isinstance(value, bool) or value is None:
         return value
     # A number that is a secret (a PIN, a numeric token) is replaced by the marker.

@@ -249,11 +249,11 @@ def sensitive_values(plan: Mapping[str, Any]) -> list[Any]:
     for change in (plan.get("output_changes") or {}).values():
         change = change or {}
         for side in ("before", "after"):
-            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+            found.extend(_masked(value=change.get(side), mask=change.get(f"{side}_sensitive")))
     for item in plan.get("resource_changes") or []:
         change = item.get("change") or {}
         for side in ("before", "after"):
-            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+            found.extend(_masked(value=change.get(side), mask=change.get(f"{side}_sensitive")))
     for values_key in ("planned_values", "prior_state"):
         block = plan.get(values_key) or {}
         if values_key == "prior_state":
@@ -264,14 +264,14 @@ def sensitive_values(plan: Mapping[str, Any]) -> list[Any]:
     return [value for value in found if value is not None]
 
 
-def _masked(value: Any, mask: Any) -> Iterator[Any]:
+def _masked(*, value: Any, mask: Any) -> Iterator[Any]:
     """The parts of ``value`` where Terraform's parallel ``*_sensitive`` mask is true."""
     if mask is True:
         yield value
     elif isinstance(mask, dict) and isinstance(value, dict):
         for key, sub in mask.items():
             if key in value:
-                yield from _masked(value[key], sub)
+                yield from _masked(value=value[key], mask=sub)
     elif isinstance(mask, list) and isinstance(value, list):
         for sub_value, sub_mask in zip(value, mask, strict=False):
-            yield from _masked(sub_value, sub_mask)
+            yield from _masked(value=sub_value, mask=sub_mask)
