@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import scalar_row
 from psycopg.types.string import ByteaBinaryLoader
 
-from pipelines.clients.process import run_process
+from pipelines.clients.process import die_with_parent_hook, run_process
 from pipelines.redaction import Redactor
 from portal.errors import PortalError
 
@@ -791,19 +791,22 @@ def dump_restore_pipe(source_url: str, target_url: str) -> None:
     """``pg_dump -Fc SOURCE | pg_restore -d TARGET``: the plain, unmasked copy."""
     src_info, src_env = _tool_env(source_url)
     tgt_info, tgt_env = _tool_env(target_url)
+    # A pipe of two programs, which the runner does not do; they still die with us.
     dump = subprocess.Popen(
-        ["pg_dump", "--format=custom", f"--dbname={src_info}"],
+        _located(["pg_dump", "--format=custom", f"--dbname={src_info}"]),
         env=src_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent_hook(),  # prctl only, looked up before the fork
     )
     assert dump.stdout is not None
     restore = subprocess.run(
-        ["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"],
+        _located(["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"]),
         env=tgt_env,
         stdin=dump.stdout,
         capture_output=True,
         check=False,
+        preexec_fn=die_with_parent_hook(),
     )
     dump.stdout.close()
     dump_err = dump.stderr.read() if dump.stderr else b""
