@@ -8,19 +8,23 @@
   caller blocks on that queue with a timeout; nothing sleeps to poll.
 - Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
   child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
-- The child leads its own process group (so a stop reaches what it started) and
-  gets SIGKILL when the thread that started it dies (Linux ``PR_SET_PDEATHSIG``):
-  a worker killed with SIGKILL takes its hook or ``terraform apply`` with it. The
-  caller's thread waits for the child, so it outlives it. ``on_start(pid)`` lets
-  the caller record the pid, so a later attempt can check the process is gone.
+- The program runs under a small guard that leads its own process group (so a stop
+  reaches everything the program started) and gets a signal when the thread that
+  started it dies (Linux ``PR_SET_PDEATHSIG``); it then kills the whole group: a
+  worker killed with SIGKILL takes its hook or ``terraform apply``, and their
+  children, with it. The caller's thread waits for the child, so it outlives it.
+  ``on_start(pid)`` gives the caller the guard's pid, which is also the process
+  group id, so a later attempt can check (or make sure) that the group is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,19 +95,65 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when its parent thread dies."""
+def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets ``signum`` when the thread that started it dies."""
     if _PRCTL is None:
         return None
     prctl = _PRCTL
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody would see us
             os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+# The parent-death signal reaches one process only, not what it started (a hook's
+# `sleep`, a provisioner's command). So the program runs under this guard, the leader
+# of its process group: when the worker dies the guard gets SIGTERM and kills the
+# whole group. It ignores the group's SIGINT (meant for the program), exits with the
+# program's status, and dies of the same signal when the program did.
+_GUARD = """
+import os, signal, sys
+if sys.argv.pop(1) == "drop-lc-ctype":
+    os.environ.pop("LC_CTYPE", None)  # added by Python's C-locale coercion (PEP 538)
+signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+signal.signal(signal.SIGINT, lambda *_: None)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as exc:
+        os.write(2, f"cannot run {sys.argv[1]}: {exc.strerror}\\n".encode())
+    os._exit(127)
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def _guarded(*, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    # -I -S: no environment variables, user site or site module: a fast, clean start.
+    lc_ctype = "keep-lc-ctype" if "LC_CTYPE" in env else "drop-lc-ctype"
+    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, *argv]
+
+
+def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    """Raise OSError now, as Popen would, when ``program`` cannot be run."""
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else Path(cwd) / program
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def run_process(
@@ -129,15 +179,17 @@ def run_process(
     ``poll_s`` seconds. Raises ``OSError`` when the program cannot be started; an
     exception raised by ``on_line`` or ``on_start`` stops the process, then propagates.
     """
+    _check_program(program=argv[0], cwd=cwd, env=env)
     process = subprocess.Popen(
-        list(argv),
+        _guarded(argv=argv, env=env),
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
         process_group=0,
-        preexec_fn=die_with_parent_hook(),  # prctl only, looked up before the fork
+        # prctl only, looked up before the fork. SIGTERM: the guard catches it.
+        preexec_fn=die_with_parent_hook(signal.SIGTERM),
     )
     run = _Run(
         process=process,

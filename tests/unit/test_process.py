@@ -189,3 +189,42 @@ def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+# A hook-like program that starts a child of its own, then waits.
+TREE = """
+import sys
+from pathlib import Path
+from pipelines.clients.process import run_process
+run_process(
+    argv=["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"],
+    cwd=Path("."),
+    env={"PATH": "/usr/bin:/bin"},
+    on_line=lambda line: print(line, flush=True),
+)
+"""
+
+
+def test_what_the_child_started_dies_with_the_killed_parent_too() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", TREE], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
+        assert _alive(shell) and _alive(grandchild)
+
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+
+        assert _wait_until(lambda: not _alive(shell) and not _alive(grandchild), timeout=5)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_the_exit_status_and_a_death_by_signal_come_through(tmp_path: Path) -> None:
+    assert run_process(argv=["/bin/sh", "-c", "exit 3"], cwd=tmp_path, env=ENV).returncode == 3
+    killed = run_process(argv=["/bin/sh", "-c", "kill -TERM $$"], cwd=tmp_path, env=ENV)
+    assert killed.returncode == -signal.SIGTERM
