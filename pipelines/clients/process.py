@@ -78,7 +78,12 @@ class _Eof:
     """Put on the queue by a reader when its stream ends."""
 
 
+class _Exited:
+    """Put on the queue when the child has exited (a thread waits for it: no polling)."""
+
+
 _EOF = _Eof()
+_EXITED = _Exited()
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -247,7 +252,7 @@ class _Run:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.tail: deque[str] = deque(maxlen=tail_size)
-        self.lines: queue.Queue[str | _Eof] = queue.Queue()
+        self.lines: queue.Queue[str | _Eof | _Exited] = queue.Queue()
         self.stdout_parts: list[bytes] = []
         self.readers: list[threading.Thread] = []
         self.open_streams = 0
@@ -268,6 +273,7 @@ class _Run:
         else:
             self._start(_pump_lines, stream=self.process.stdout, lines=self.lines)
         self.open_streams = 1
+        self._start(_wait_for_exit, process=self.process, lines=self.lines)
 
     def _start(self, target: Callable[..., None], **kwargs: object) -> None:
         thread = threading.Thread(target=target, kwargs=kwargs, daemon=True)
@@ -291,11 +297,8 @@ class _Run:
             elif self.killed_at is None and now >= self.interrupted_at + self.grace_s:
                 self.outlived_grace = True
                 self._kill(now)
-            exited = self.process.poll() is not None
-            if exited and self.open_streams == 0:
+            if self.exited_at is not None and self.open_streams == 0:
                 return
-            if exited and self.exited_at is None:
-                self.exited_at = now
             drained = self.exited_at is not None and now >= self.exited_at + _DRAIN_AFTER_EXIT
             if drained and self.killed_at is None:
                 # The program ended; what it left behind holds the pipe open.
@@ -303,16 +306,11 @@ class _Run:
             if self.killed_at is not None and now >= self.killed_at + _PIPE_WAIT_AFTER_KILL:
                 return  # a process outside the group holds the pipe: stop waiting for it
             wait = self._wait_seconds(now=now, deadline=deadline, next_check=next_check)
-            if self.open_streams:
-                try:
-                    item = self.lines.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                self._take(item, deliver=True)
-            else:
-                # Output closed but the child still runs: wait for it, still stoppable.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout=wait)
+            try:
+                item = self.lines.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self._take(item, deliver=True)
 
     def _wait_seconds(self, *, now: float, deadline: float | None, next_check: float) -> float:
         moments = [next_check if self.interrupted_at is None else now + self.poll_s]
@@ -324,9 +322,12 @@ class _Run:
             moments.append(self.exited_at + _DRAIN_AFTER_EXIT)
         return max(0.01, min(moments) - now)
 
-    def _take(self, item: str | _Eof, *, deliver: bool) -> None:
+    def _take(self, item: str | _Eof | _Exited, *, deliver: bool) -> None:
         if isinstance(item, _Eof):
             self.open_streams -= 1
+            return
+        if isinstance(item, _Exited):
+            self.exited_at = time.monotonic()
             return
         line = self.redact(item)
         self.tail.append(line)
@@ -388,7 +389,7 @@ class _Run:
         )
 
 
-def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof]) -> None:
+def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof | _Exited]) -> None:
     try:
         for raw in iter(stream.readline, b""):
             lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
@@ -396,6 +397,13 @@ def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof]) -> None:
         pass
     finally:
         lines.put(_EOF)
+
+
+def _wait_for_exit(
+    *, process: subprocess.Popen[bytes], lines: queue.Queue[str | _Eof | _Exited]
+) -> None:
+    process.wait()
+    lines.put(_EXITED)
 
 
 def _read_all(*, stream: IO[bytes], parts: list[bytes]) -> None:

@@ -350,9 +350,9 @@ def test_cancel_before_start_runs_nothing(tmp_path: Path) -> None:
     assert not ran.exists()
 
 
-def test_on_start_gets_the_pid_of_each_terraform_process(tmp_path: Path) -> None:
+def test_on_start_gets_the_process_group_of_each_terraform_run(tmp_path: Path) -> None:
     fake = tmp_path / "fake-terraform"
-    fake.write_text('#!/bin/sh\necho "pid $$"\n')
+    fake.write_text('#!/bin/sh\necho "pid $(cut -d" " -f5 /proc/$$/stat)"\n')
     fake.chmod(0o755)
     recorder = Recorder()
     started: list[int] = []
