@@ -118,14 +118,17 @@ def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | N
 # The parent-death signal reaches one process only, not what it started (a hook's
 # `sleep`, a provisioner's command). So the program runs under this guard, the leader
 # of its process group: when the worker dies the guard gets SIGTERM and kills the
-# whole group. It ignores the group's SIGINT (meant for the program), exits with the
+# whole group. The runner's interrupt goes to the guard, which passes it on to the
+# program alone (Terraform stops its own provisioners and saves its state) or to the
+# whole group (a shell script's foreground command). The guard exits with the
 # program's status, and dies of the same signal when the program did.
 _GUARD = """
 import os, signal, sys
 if sys.argv.pop(1) == "drop-lc-ctype":
     os.environ.pop("LC_CTYPE", None)  # added by Python's C-locale coercion (PEP 538)
+to_group = sys.argv.pop(1) == "interrupt-group"
 signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
-signal.signal(signal.SIGINT, lambda *_: None)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 pid = os.fork()
 if pid == 0:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -135,6 +138,16 @@ if pid == 0:
     except OSError as exc:
         os.write(2, f"cannot run {sys.argv[1]}: {exc.strerror}\\n".encode())
     os._exit(127)
+
+def interrupt(*_):
+    if to_group:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not to ourselves again
+        os.killpg(0, signal.SIGINT)
+        signal.signal(signal.SIGINT, interrupt)
+    else:
+        os.kill(pid, signal.SIGINT)
+
+signal.signal(signal.SIGINT, interrupt)
 code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 if code < 0:
     signal.signal(-code, signal.SIG_DFL)
@@ -143,10 +156,11 @@ sys.exit(code)
 """
 
 
-def _guarded(*, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+def _guarded(*, argv: Sequence[str], env: Mapping[str, str], interrupt_group: bool) -> list[str]:
     # -I -S: no environment variables, user site or site module: a fast, clean start.
     lc_ctype = "keep-lc-ctype" if "LC_CTYPE" in env else "drop-lc-ctype"
-    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, *argv]
+    interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
+    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, interrupt, *argv]
 
 
 def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
@@ -176,17 +190,20 @@ def run_process(
     poll_s: float = DEFAULT_POLL_SECONDS,
     redact: Callable[[str], str] = _identity,
     tail_size: int = 20,
+    interrupt_group: bool = True,
 ) -> ProcessResult:
     """Run ``argv`` to its end, streaming each (redacted) output line to ``on_line``.
 
     stdout and stderr are one stream unless ``capture_stdout``: then stdout is kept
     whole in the result and only stderr is streamed. ``should_cancel`` is asked every
-    ``poll_s`` seconds. Raises ``OSError`` when the program cannot be started; an
-    exception raised by ``on_line`` or ``on_start`` stops the process, then propagates.
+    ``poll_s`` seconds. A stop interrupts the whole process group, or only the program
+    when ``interrupt_group`` is false (Terraform, which stops its children itself).
+    Raises ``OSError`` when the program cannot be started; an exception raised by
+    ``on_line`` or ``on_start`` stops the process, then propagates.
     """
     _check_program(program=argv[0], cwd=cwd, env=env)
     process = subprocess.Popen(
-        _guarded(argv=argv, env=env),
+        _guarded(argv=argv, env=env, interrupt_group=interrupt_group),
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
@@ -336,7 +353,9 @@ class _Run:
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
-        _signal_group(process=self.process, signum=signal.SIGINT)
+        # To the guard, which passes it on (see _GUARD).
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGINT)
 
     def _kill(self, now: float) -> None:
         self.killed_at = now

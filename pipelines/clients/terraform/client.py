@@ -255,6 +255,9 @@ class TerraformClient:
                 poll_s=self.poll_interval,
                 redact=self.redact,
                 tail_size=_KEEP_LINES,
+                # Like Ctrl-C in a terminal: Terraform stops its provisioners itself
+                # and saves what it did to the state.
+                interrupt_group=False,
             )
         except OSError as exc:
             raise TerraformError(
