@@ -105,6 +105,7 @@ class Hooks:
     pre_scripts: tuple[Path, ...] = ()  # absolute paths inside the blueprint folder
     post_scripts: tuple[Path, ...] = ()
     timeout_minutes: float = DEFAULT_HOOK_TIMEOUT_MINUTES
+    sensitive_outputs: bool = False  # hooks see sensitive Terraform outputs in TF_OUTPUTS_JSON
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,16 @@ def _parse_hooks(name: str, folder: Path, raw: dict[str, Any], fail: Any) -> Hoo
         pre_scripts=_hook_scripts(name, folder, "pre", fail),
         post_scripts=_hook_scripts(name, folder, "post", fail),
         timeout_minutes=timeout,
+        sensitive_outputs=_flag(
+            raw.get("sensitive_outputs", False), "hooks.sensitive_outputs", fail
+        ),
     )
+
+
+def _flag(value: Any, label: str, fail: Any) -> bool:
+    if not isinstance(value, bool):
+        raise fail(f"{label} must be true or false")
+    return value
 
 
 def _hook_scripts(name: str, folder: Path, phase: str, fail: Any) -> tuple[Path, ...]:

@@ -88,8 +88,16 @@ def execute_stage(stage_id: int) -> None:
         return
     run = stage.run
     account = run.account
+    portal_secrets = environment_secrets(
+        database_password=str(settings.DATABASES["default"].get("PASSWORD") or ""),
+        broker_url=settings.CELERY_BROKER_URL,
+        secret_key=settings.SECRET_KEY,
+        connection_urls=settings.PORTAL_CONNECTIONS.values(),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        aws_session_token=os.environ.get("AWS_SESSION_TOKEN", ""),
+    )
     redactor = Redactor(
-        [*environment_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
+        [*portal_secrets, *secret_values(account.pk), *sensitive_output_values(account)]
     )
     log = StageLog(stage.pk, stage.attempt, redactor)
     heartbeat = Heartbeat(stage.pk, stage.attempt, run.pk)
@@ -124,6 +132,7 @@ def execute_stage(stage_id: int) -> None:
             workdir=workdir,
             log=log,
             add_secret=redactor.add,
+            redact=redactor,
             is_cancelled=heartbeat.cancelled.is_set,
             artifacts=DbArtifactStore(run.pk),
             records=AccountRecords(account.pk),

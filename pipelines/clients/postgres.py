@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,25 +27,40 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import scalar_row
 from psycopg.types.string import ByteaBinaryLoader
 
+from pipelines.clients.process import die_with_parent_hook, run_process
+from pipelines.redaction import Redactor
+from portal.errors import PortalError
+
 ENV_PREFIX = "PORTAL_CONNECTION_"
 _NAME_RE = re.compile(r"[A-Za-z0-9_]+")
-# user:password@ in URLs and password=... in key/value connection strings.
-_URL_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 COPY_BATCH = 256 * 1024  # bytes handed to the target per write
 TOOL_TIMEOUT_S = 6 * 3600
+TOOL_TAIL_LINES = 40
+# pg_dump and pg_restore see only this (and PGPASSWORD): nothing of the worker's
+# environment, whose PG* variables would change what they connect to.
+_TOOL_ENV = {"PATH": os.defpath, "LANG": "C.UTF-8"}
 
 
-class PostgresError(RuntimeError):
+# SQLSTATE classes where the same statement fails again: bad data, integrity, syntax
+# or undefined objects, authorization. Anything else (a dropped connection, a
+# deadlock, a server shutting down) may pass on a retry.
+_NOT_RETRYABLE_CLASSES = ("22", "23", "28", "42")
+
+
+class PostgresError(PortalError):
     """A PostgreSQL or pg_dump/pg_restore failure; the message holds no password."""
 
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(message, retryable=retryable)
         self.sqlstate = sqlstate
+        self.explanation = message
 
 
 class ConnectionNotConfigured(PostgresError):
-    pass
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 def connection_url(name: str) -> str:
@@ -71,13 +87,8 @@ def url_password(url: str) -> str | None:
     return str(password) if password else None
 
 
-def sanitize(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove passwords from ``text``: known secrets and anything URL/DSN-shaped."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _URL_PASSWORD_RE.sub(r"\1***@", text)
-    return _KV_PASSWORD_RE.sub(r"\1***", text)
+def _redactor(secrets: Iterable[str | None]) -> Redactor:
+    return Redactor(secret for secret in secrets if secret)
 
 
 @contextlib.contextmanager
@@ -87,8 +98,9 @@ def guarded(secrets: Iterable[str | None] = ()) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         sqlstate = getattr(exc, "sqlstate", None)
-        message = sanitize(f"{type(exc).__name__}: {exc}".strip(), secrets)
-        error = PostgresError(message, sqlstate=sqlstate)
+        message = _redactor(secrets)(f"{type(exc).__name__}: {exc}".strip())
+        retryable = not str(sqlstate or "").startswith(_NOT_RETRYABLE_CLASSES)
+        error = PostgresError(message, sqlstate=sqlstate, retryable=retryable)
         # Drop the chain: the original exception may carry the connection string.
         error.__cause__ = None
         error.__suppress_context__ = True
@@ -649,26 +661,38 @@ def copy_table(
 
 
 def _tool_env(url: str) -> tuple[str, dict[str, str]]:
-    """(connection string without password, environment carrying the password)."""
+    """(connection string without password, minimal environment carrying the password)."""
     info = conninfo_to_dict(url)
     password = info.pop("password", None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = dict(_TOOL_ENV)
     if password:
         env["PGPASSWORD"] = str(password)
     return make_conninfo("", **info), env
 
 
-def _run_tool(args: list[str], url: str, what: str) -> None:
+def _located(args: list[str]) -> list[str]:
+    """The tool found on the worker's PATH: the child's own PATH is the minimal one."""
+    return [shutil.which(args[0]) or args[0], *args[1:]]
+
+
+def _run_tool(*, args: list[str], url: str, what: str) -> None:
     conninfo, env = _tool_env(url)
     args = [a.replace("{conninfo}", conninfo) for a in args]
     try:
-        done = subprocess.run(
-            args, env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
+        done = run_process(
+            argv=_located(args),
+            cwd=Path.cwd(),
+            env=env,
+            timeout_s=TOOL_TIMEOUT_S,
+            redact=_redactor([url_password(url)]),
+            tail_size=TOOL_TAIL_LINES,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PostgresError(f"{what} failed: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise PostgresError(f"{what} failed: {type(exc).__name__}", retryable=False) from None
+    if done.timed_out:
+        raise PostgresError(f"{what} failed: timed out after {TOOL_TIMEOUT_S} s")
     if done.returncode != 0:
-        tail = sanitize(done.stderr.strip()[-2000:], [url_password(url)])
+        tail = "\n".join(done.tail).strip()[-2000:]
         raise PostgresError(f"{what} failed (exit {done.returncode}): {tail}")
 
 
@@ -677,7 +701,7 @@ def dump_schema(url: str, path: Path, snapshot: str | None = None) -> None:
     args = ["pg_dump", "--schema-only", "--format=custom", "--no-owner", "--no-privileges"]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
-    _run_tool([*args, f"--file={path}", "--dbname={conninfo}"], url, "pg_dump")
+    _run_tool(args=[*args, f"--file={path}", "--dbname={conninfo}"], url=url, what="pg_dump")
 
 
 def restore_section(url: str, path: Path, section: str, role: str | None, jobs: int = 1) -> None:
@@ -692,7 +716,7 @@ def restore_section(url: str, path: Path, section: str, role: str | None, jobs: 
     if role:
         args.append(f"--role={role}")  # objects end up owned by the clone's role
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
-    _run_tool([*args, "--dbname={conninfo}", str(path)], url, f"pg_restore {section}")
+    _run_tool(args=[*args, "--dbname={conninfo}", str(path)], url=url, what=f"pg_restore {section}")
 
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
@@ -711,16 +735,17 @@ class TocEntry:
 def list_archive(path: Path, section: str) -> list[TocEntry]:
     """The entries of one section of a custom-format archive."""
     try:
-        done = subprocess.run(
-            ["pg_restore", "--list", f"--section={section}", str(path)],
-            capture_output=True, text=True, timeout=600, check=False,
+        done = run_process(
+            argv=_located(["pg_restore", "--list", f"--section={section}", str(path)]),
+            cwd=Path.cwd(), env=_TOOL_ENV, timeout_s=600, capture_stdout=True,
         )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
         raise PostgresError(f"pg_restore --list failed: {type(exc).__name__}") from None
-    if done.returncode != 0:
-        raise PostgresError(f"pg_restore --list failed: {done.stderr.strip()[-2000:]}")
+    if done.returncode != 0 or done.timed_out:
+        tail = "\n".join(done.tail).strip()[-2000:]
+        raise PostgresError(f"pg_restore --list failed: {tail}")
     entries = []
-    for line in done.stdout.splitlines():
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
         match = _TOC_LINE.match(line)
         if match:
             entries.append(TocEntry(line, int(match.group(2)), int(match.group(3)), match.group(4)))
@@ -758,9 +783,9 @@ def restore_entries(
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
     try:
         _run_tool(
-            [*args, f"--use-list={list_file}", "--dbname={conninfo}", str(path)],
-            url,
-            "pg_restore",
+            args=[*args, f"--use-list={list_file}", "--dbname={conninfo}", str(path)],
+            url=url,
+            what="pg_restore",
         )
     finally:
         list_file.unlink(missing_ok=True)
@@ -770,27 +795,28 @@ def dump_restore_pipe(source_url: str, target_url: str) -> None:
     """``pg_dump -Fc SOURCE | pg_restore -d TARGET``: the plain, unmasked copy."""
     src_info, src_env = _tool_env(source_url)
     tgt_info, tgt_env = _tool_env(target_url)
+    # A pipe of two programs, which the runner does not do; they still die with us.
     dump = subprocess.Popen(
-        ["pg_dump", "--format=custom", f"--dbname={src_info}"],
+        _located(["pg_dump", "--format=custom", f"--dbname={src_info}"]),
         env=src_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent_hook(),  # prctl only, looked up before the fork
     )
     assert dump.stdout is not None
     restore = subprocess.run(
-        ["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"],
+        _located(["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"]),
         env=tgt_env,
         stdin=dump.stdout,
         capture_output=True,
         check=False,
+        preexec_fn=die_with_parent_hook(),
     )
     dump.stdout.close()
     dump_err = dump.stderr.read() if dump.stderr else b""
     dump.wait()
-    secrets = [url_password(source_url), url_password(target_url)]
+    redact = _redactor([url_password(source_url), url_password(target_url)])
     if dump.returncode != 0:
-        raise PostgresError("pg_dump failed: " + sanitize(dump_err.decode()[-2000:], secrets))
+        raise PostgresError("pg_dump failed: " + redact(dump_err.decode()[-2000:]))
     if restore.returncode != 0:
-        raise PostgresError(
-            "pg_restore failed: " + sanitize(restore.stderr.decode()[-2000:], secrets)
-        )
+        raise PostgresError("pg_restore failed: " + redact(restore.stderr.decode()[-2000:]))

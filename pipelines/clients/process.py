@@ -1,81 +1,436 @@
-"""Hook processes: an argument list (never a shell string), a minimal environment,
-a timeout, output streamed line by line, and a kill that reaches the whole group."""
+"""The one way the portal runs another program: hooks, Terraform, pg_dump and pg_restore.
+
+- An argument list (never a shell string) and the environment the caller built: the
+  child inherits nothing else from the worker.
+- Output lines reach ``on_line`` in the caller's thread: reader threads only put
+  lines on a queue, which the caller's thread drains (``on_line`` writes to the
+  database, and a thread that never closes its connection must not do that). The
+  caller blocks on that queue with a timeout; nothing sleeps to poll.
+- Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
+  child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
+- The program runs under a small guard that leads its own process group (so a stop
+  reaches everything the program started) and gets a signal when the thread that
+  started it dies (Linux ``PR_SET_PDEATHSIG``); it then kills the whole group: a
+  worker killed with SIGKILL takes its hook or ``terraform apply``, and their
+  children, with it. The caller's thread waits for the child, so it outlives it.
+  ``on_start(pid)`` gives the caller the guard's pid, which is also the process
+  group id, so a later attempt can check (or make sure) that the group is gone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
+import queue
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-TERM_GRACE_SECONDS = 5.0
+DEFAULT_GRACE_SECONDS = 5.0
+DEFAULT_POLL_SECONDS = 0.5
+# After SIGKILL of the group, how long to wait for the pipes to close: something that
+# left the group (a daemon that called setsid) may hold them open forever.
+_PIPE_WAIT_AFTER_KILL = 5.0
+# After the child exits, how long its last output may take to arrive before whatever
+# it left running in its group (and holding the pipe) is killed.
+_DRAIN_AFTER_EXIT = 1.0
+_PR_SET_PDEATHSIG = 1
+
+OnLine = Callable[[str], None]
+ShouldCancel = Callable[[], bool]
+OnStart = Callable[[int], None]
+
+
+def _never() -> bool:
+    return False
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
 class ProcessResult:
     returncode: int
+    # The last ``tail_size`` output lines, redacted (stderr only when stdout is captured).
     tail: list[str]
+    # Whole stdout when ``capture_stdout`` (not redacted, not given to on_line); else b"".
+    stdout: bytes = b""
     timed_out: bool = False
     cancelled: bool = False
+    # The group had to be killed: it did not exit within the grace period.
+    killed: bool = False
+    # Seconds from the interrupt to the end, when the run was stopped.
+    stop_seconds: float | None = None
+
+
+class _Eof:
+    """Put on the queue by a reader when its stream ends."""
+
+
+class _Exited:
+    """Put on the queue when the child has exited (a thread waits for it: no polling)."""
+
+
+_EOF = _Eof()
+_EXITED = _Exited()
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # Looked up once here: the child, between fork and exec, only calls it.
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets ``signum`` when the thread that started it dies."""
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would see us
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+# The parent-death signal reaches one process only, not what it started (a hook's
+# `sleep`, a provisioner's command). So the program runs under this guard, the leader
+# of its process group: when the worker dies the guard gets SIGTERM and kills the
+# whole group. The runner's interrupt goes to the guard, which passes it on to the
+# program alone (Terraform stops its own provisioners and saves its state) or to the
+# whole group (a shell script's foreground command). The guard exits with the
+# program's status, and dies of the same signal when the program did.
+_GUARD = """
+import os, signal, sys
+if sys.argv.pop(1) == "drop-lc-ctype":
+    os.environ.pop("LC_CTYPE", None)  # added by Python's C-locale coercion (PEP 538)
+to_group = sys.argv.pop(1) == "interrupt-group"
+signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as exc:
+        os.write(2, f"cannot run {sys.argv[1]}: {exc.strerror}\\n".encode())
+    os._exit(127)
+
+def interrupt(*_):
+    if to_group:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not to ourselves again
+        os.killpg(0, signal.SIGINT)
+        signal.signal(signal.SIGINT, interrupt)
+    else:
+        os.kill(pid, signal.SIGINT)
+
+signal.signal(signal.SIGINT, interrupt)
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def _guarded(*, argv: Sequence[str], env: Mapping[str, str], interrupt_group: bool) -> list[str]:
+    # -I -S: no environment variables, user site or site module: a fast, clean start.
+    lc_ctype = "keep-lc-ctype" if "LC_CTYPE" in env else "drop-lc-ctype"
+    interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
+    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, interrupt, *argv]
+
+
+def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    """Raise OSError now, as Popen would, when ``program`` cannot be run."""
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else Path(cwd) / program
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def run_process(
-    argv: Sequence[str],
     *,
+    argv: Sequence[str],
     cwd: Path,
     env: Mapping[str, str],
-    timeout_s: float,
-    on_line: Callable[[str], None],
-    should_cancel: Callable[[], bool] = lambda: False,
+    timeout_s: float | None = None,
+    on_line: OnLine | None = None,
+    should_cancel: ShouldCancel = _never,
+    on_start: OnStart | None = None,
+    stdin_data: bytes | None = None,
+    capture_stdout: bool = False,
+    grace_s: float = DEFAULT_GRACE_SECONDS,
+    poll_s: float = DEFAULT_POLL_SECONDS,
+    redact: Callable[[str], str] = _identity,
     tail_size: int = 20,
+    interrupt_group: bool = True,
 ) -> ProcessResult:
-    """Run argv to completion, streaming each output line to on_line as it is printed."""
-    tail: deque[str] = deque(maxlen=tail_size)
-    proc = subprocess.Popen(
-        list(argv),
+    """Run ``argv`` to its end, streaming each (redacted) output line to ``on_line``.
+
+    stdout and stderr are one stream unless ``capture_stdout``: then stdout is kept
+    whole in the result and only stderr is streamed. ``should_cancel`` is asked every
+    ``poll_s`` seconds. A stop interrupts the whole process group, or only the program
+    when ``interrupt_group`` is false (Terraform, which stops its children itself).
+    Raises ``OSError`` when the program cannot be started; an exception raised by
+    ``on_line`` or ``on_start`` stops the process, then propagates.
+    """
+    _check_program(program=argv[0], cwd=cwd, env=env)
+    process = subprocess.Popen(
+        _guarded(argv=argv, env=env, interrupt_group=interrupt_group),
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so children die with it
+        stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
+        process_group=0,
+        # prctl only, looked up before the fork. SIGTERM: the guard catches it.
+        preexec_fn=die_with_parent_hook(signal.SIGTERM),
     )
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            tail.append(line)
-            on_line(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout_s
-    timed_out = cancelled = False
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            timed_out = True
-        elif should_cancel():
-            cancelled = True
-        if timed_out or cancelled:
-            _stop_group(proc)
-            break
-        time.sleep(0.1)
-    proc.wait()
-    reader.join(timeout=5)
-    return ProcessResult(proc.returncode, list(tail), timed_out, cancelled)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    run = _Run(
+        process=process,
+        redact=redact,
+        on_line=on_line,
+        should_cancel=should_cancel,
+        grace_s=grace_s,
+        poll_s=poll_s,
+        tail_size=tail_size,
+    )
+    finished = False
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=TERM_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        if on_start is not None:
+            on_start(process.pid)
+        if stdin_data is not None:
+            _feed(process=process, data=stdin_data)
+        run.start_readers(capture_stdout=capture_stdout)
+        run.pump(deadline=None if timeout_s is None else time.monotonic() + timeout_s)
+        finished = True
+    finally:
+        if not finished:
+            # on_line raised, or the caller itself was interrupted: never leave the
+            # child running unattended; give it the same graceful stop as a cancel.
+            run.stop_now()
+        run.finish(deliver=finished)
+    return run.result()
+
+
+def _feed(*, process: subprocess.Popen[bytes], data: bytes) -> None:
+    assert process.stdin is not None
+    # A child that died at once shows up as a failed command, not as BrokenPipeError.
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write(data)
+        process.stdin.close()
+
+
+class _Run:
+    """The state of one running child: its queue of lines, its stop, its result."""
+
+    def __init__(
+        self,
+        *,
+        process: subprocess.Popen[bytes],
+        redact: Callable[[str], str],
+        on_line: OnLine | None,
+        should_cancel: ShouldCancel,
+        grace_s: float,
+        poll_s: float,
+        tail_size: int,
+    ) -> None:
+        self.process = process
+        self.redact = redact
+        self.on_line = on_line
+        self.should_cancel = should_cancel
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.tail: deque[str] = deque(maxlen=tail_size)
+        self.lines: queue.Queue[str | _Eof | _Exited] = queue.Queue()
+        self.stdout_parts: list[bytes] = []
+        self.readers: list[threading.Thread] = []
+        self.open_streams = 0
+        self.interrupted_at: float | None = None
+        self.killed_at: float | None = None
+        self.ended_at: float | None = None
+        self.exited_at: float | None = None  # the child itself ended, its output may not
+        self.outlived_grace = False
+        self.timed_out = False
+        self.cancelled = False
+
+    def start_readers(self, *, capture_stdout: bool) -> None:
+        assert self.process.stdout is not None
+        if capture_stdout:
+            assert self.process.stderr is not None
+            self._start(_pump_lines, stream=self.process.stderr, lines=self.lines)
+            self._start(_read_all, stream=self.process.stdout, parts=self.stdout_parts)
+        else:
+            self._start(_pump_lines, stream=self.process.stdout, lines=self.lines)
+        self.open_streams = 1
+        self._start(_wait_for_exit, process=self.process, lines=self.lines)
+
+    def _start(self, target: Callable[..., None], **kwargs: object) -> None:
+        thread = threading.Thread(target=target, kwargs=kwargs, daemon=True)
+        thread.start()
+        self.readers.append(thread)
+
+    def pump(self, *, deadline: float | None) -> None:
+        """Deliver lines until the output ends and the child exits, stopping it when asked."""
+        next_check = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.interrupted_at is None:
+                if deadline is not None and now >= deadline:
+                    self.timed_out = True
+                    self._interrupt(now)
+                elif now >= next_check:
+                    next_check = now + self.poll_s
+                    if self.should_cancel():
+                        self.cancelled = True
+                        self._interrupt(now)
+            elif self.killed_at is None and now >= self.interrupted_at + self.grace_s:
+                self.outlived_grace = True
+                self._kill(now)
+            if self.exited_at is not None and self.open_streams == 0:
+                return
+            drained = self.exited_at is not None and now >= self.exited_at + _DRAIN_AFTER_EXIT
+            if drained and self.killed_at is None:
+                # The program ended; what it left behind holds the pipe open.
+                self._kill(now)
+            if self.killed_at is not None and now >= self.killed_at + _PIPE_WAIT_AFTER_KILL:
+                return  # a process outside the group holds the pipe: stop waiting for it
+            wait = self._wait_seconds(now=now, deadline=deadline, next_check=next_check)
+            try:
+                item = self.lines.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self._take(item, deliver=True)
+
+    def _wait_seconds(self, *, now: float, deadline: float | None, next_check: float) -> float:
+        moments = [next_check if self.interrupted_at is None else now + self.poll_s]
+        if self.interrupted_at is None and deadline is not None:
+            moments.append(deadline)
+        if self.interrupted_at is not None and self.killed_at is None:
+            moments.append(self.interrupted_at + self.grace_s)
+        if self.exited_at is not None and self.killed_at is None:
+            moments.append(self.exited_at + _DRAIN_AFTER_EXIT)
+        return max(0.01, min(moments) - now)
+
+    def _take(self, item: str | _Eof | _Exited, *, deliver: bool) -> None:
+        if isinstance(item, _Eof):
+            self.open_streams -= 1
+            return
+        if isinstance(item, _Exited):
+            self.exited_at = time.monotonic()
+            return
+        line = self.redact(item)
+        self.tail.append(line)
+        if deliver and self.on_line is not None:
+            self.on_line(line)
+
+    def _interrupt(self, now: float) -> None:
+        self.interrupted_at = now
+        # To the guard, which passes it on (see _GUARD).
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGINT)
+
+    def _kill(self, now: float) -> None:
+        self.killed_at = now
+        _signal_group(process=self.process, signum=signal.SIGKILL)
+
+    def stop_now(self) -> None:
+        """Interrupt, wait out the grace period, kill: for when the caller cannot go on."""
+        if self.process.poll() is None:
+            self._interrupt(time.monotonic())
+            try:
+                self.process.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                self.outlived_grace = True
+                self._kill(time.monotonic())
+                self.process.wait()
+            except BaseException:  # a second Ctrl-C while it shuts down: stop it hard
+                self._kill(time.monotonic())
+                self.process.wait()
+                raise
+
+    def finish(self, *, deliver: bool) -> None:
+        """Reap the child, kill what it left in its group, take the last lines."""
+        if self.process.poll() is None:
+            # Only after a kill whose pipes stayed open; SIGKILL ends it soon.
+            self.process.wait()
+        self.ended_at = time.monotonic()
+        # Leftovers, e.g. a provisioner's orphaned `sleep` or a hook's background job.
+        _signal_group(process=self.process, signum=signal.SIGKILL)
+        for reader in self.readers:
+            reader.join(timeout=_PIPE_WAIT_AFTER_KILL)
+        while True:
+            try:
+                item = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            self._take(item, deliver=deliver)
+
+    def result(self) -> ProcessResult:
+        stop_seconds = None
+        if self.interrupted_at is not None and self.ended_at is not None:
+            stop_seconds = self.ended_at - self.interrupted_at
+        return ProcessResult(
+            returncode=self.process.returncode,
+            tail=list(self.tail),
+            stdout=b"".join(self.stdout_parts),
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+            killed=self.outlived_grace,
+            stop_seconds=stop_seconds,
+        )
+
+
+def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof | _Exited]) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    except (OSError, ValueError):
         pass
+    finally:
+        lines.put(_EOF)
+
+
+def _wait_for_exit(
+    *, process: subprocess.Popen[bytes], lines: queue.Queue[str | _Eof | _Exited]
+) -> None:
+    process.wait()
+    lines.put(_EXITED)
+
+
+def _read_all(*, stream: IO[bytes], parts: list[bytes]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        parts.append(stream.read())
+
+
+def _signal_group(*, process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the child's whole process group (it leads one: ``process_group=0``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)

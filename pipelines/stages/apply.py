@@ -33,8 +33,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "apply needs the outputs of a plan stage earlier in the run", retryable=False
         )
     expected = str(plan["plan_sha256"])
-    _check_approval(ctx, expected)
-    data = _stored_plan(ctx, str(plan["plan_artifact"]))
+    _check_approval(ctx=ctx, plan_sha256=expected)
+    data = _stored_plan(ctx=ctx, name=str(plan["plan_artifact"]))
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise StageError(
@@ -53,12 +53,12 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         (directory / LOCK_FILE).write_bytes(ctx.artifacts.get(LOCK_ARTIFACT))
     plan_file = ctx.workdir / "plan.bin"
     plan_file.write_bytes(data)
-    client = make_client(ctx, directory, backend)
-    init_terraform(ctx, client, backend)
+    client = make_client(ctx=ctx, directory=directory, backend=backend)
+    init_terraform(ctx=ctx, client=client, backend=backend)
     try:
         # Not shown anywhere: read only to know which values to redact before applying.
         for value in sensitive_values(client.show_plan(plan_file).raw):
-            register_secret_value(ctx, value)
+            register_secret_value(ctx=ctx, value=value)
         client.apply(plan_file)
         outputs = client.output_json()
     except TerraformError as exc:
@@ -66,13 +66,13 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             ctx.log(f"{exc.explanation}: its state may still hold a lock (see force-unlock)")
         elif exc.kind == "cancelled":
             ctx.log(f"{exc.explanation}: Terraform stopped gracefully and saved its state")
-        raise stage_error(exc, backend) from exc
+        raise stage_error(exc, backend=backend) from exc
 
     recorded: dict[str, dict[str, Any]] = {}
     for name, output in sorted(outputs.items()):
         sensitive = bool(output.get("sensitive"))
         if sensitive:
-            register_secret_value(ctx, output.get("value"))
+            register_secret_value(ctx=ctx, value=output.get("value"))
         recorded[name] = {
             "value": output.get("value"),
             "sensitive": sensitive,
@@ -92,7 +92,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _check_approval(ctx: StageContext, plan_sha256: str) -> None:
+def _check_approval(*, ctx: StageContext, plan_sha256: str) -> None:
     """When the run has an approval stage, it must have passed this very plan."""
     if "approve_plan" not in ctx.blueprint.stages:
         return
@@ -113,7 +113,7 @@ def _check_approval(ctx: StageContext, plan_sha256: str) -> None:
         raise StageError("the plan was not approved", retryable=False)
 
 
-def _stored_plan(ctx: StageContext, name: str) -> bytes:
+def _stored_plan(*, ctx: StageContext, name: str) -> bytes:
     if name not in ctx.artifacts.names(name):
         raise StageError(
             f"the saved plan {name} is not stored with this run; retry to plan again",

@@ -72,6 +72,14 @@ class AccountInfo:
     outputs: dict[str, Any]
 
 
+def _unchanged(text: str) -> str:
+    return text
+
+
+def _ignore_pid(pid: int) -> None:
+    return None
+
+
 @dataclass
 class StageContext:
     account: AccountInfo
@@ -95,6 +103,11 @@ class StageContext:
     records: AccountRecords = field(repr=False)
     # What started the run: "user", "schedule" (an expiry) or "retry".
     trigger: str = "user"
+    # The run's redactor (every secret known to it), for what a stage stores itself.
+    redact: Callable[[str], str] = field(default=_unchanged, repr=False)
+    # Called with the pid of every child process the stage starts (hooks, Terraform),
+    # so that the engine can make sure it is gone before another attempt runs.
+    on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
 
 
 class AccountRecords(Protocol):

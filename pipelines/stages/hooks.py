@@ -1,4 +1,11 @@
-"""Stages `pre_hooks` and `post_hooks`: built-in hooks first, then the folder's scripts."""
+"""Stages `pre_hooks` and `post_hooks`: built-in hooks first, then the folder's scripts.
+
+A script gets a minimal environment, the config in ``CONFIG_JSON`` and the account's
+Terraform outputs in ``TF_OUTPUTS_JSON`` (sensitive ones only when the blueprint sets
+``hooks.sensitive_outputs: true``). What it writes to ``HOOK_OUTPUTS`` becomes the
+stage's outputs, shown by the pages and the API: it is redacted first, with every
+secret the run knows, so a hook cannot publish a secret by copying it.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +32,14 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         outputs.update(run_builtin_hook(name=name, ctx=ctx))
         ran.append(name)
     for script in scripts:
-        outputs.update(_run_script(ctx, script, hooks.timeout_minutes))
+        outputs.update(_run_script(ctx=ctx, script=script, timeout_minutes=hooks.timeout_minutes))
         ran.append(script.name)
     if not ran:
         ctx.log(f"no {phase}-deploy hooks in blueprint {ctx.blueprint.name}")
     return {**outputs, "hooks_ran": ran}
 
 
-def _run_script(ctx: StageContext, script: Path, timeout_minutes: float) -> dict[str, Any]:
+def _run_script(*, ctx: StageContext, script: Path, timeout_minutes: float) -> dict[str, Any]:
     hook_dir = ctx.workdir / f"hook-{script.name}"
     hook_dir.mkdir(parents=True, exist_ok=True)
     config_file = hook_dir / "config.json"
@@ -55,14 +62,21 @@ def _run_script(ctx: StageContext, script: Path, timeout_minutes: float) -> dict
         "HOOK_OUTPUTS": str(hook_outputs_file),
     }
     ctx.log(f"hook {script.name} (timeout {timeout_minutes:g} min)")
-    result = run_process(
-        [str(script)],
-        cwd=hook_dir,
-        env=env,
-        timeout_s=timeout_minutes * 60,
-        on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
-        should_cancel=ctx.is_cancelled,
-    )
+    try:
+        result = run_process(
+            argv=[str(script)],
+            cwd=hook_dir,
+            env=env,
+            timeout_s=timeout_minutes * 60,
+            on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
+            should_cancel=ctx.is_cancelled,
+            on_start=ctx.on_process_start,
+            redact=ctx.redact,
+        )
+    except OSError as exc:
+        raise StageError(
+            f"hook {script.name} could not be started: {exc.strerror or exc}", retryable=False
+        ) from None
     tail = "\n".join(result.tail[-10:])
     if result.cancelled:
         raise StageCancelled()
@@ -76,15 +90,37 @@ def _run_script(ctx: StageContext, script: Path, timeout_minutes: float) -> dict
             f"hook {script.name} exited with status {result.returncode}: {last}",
             detail=f"last lines of {script.name}:\n{tail}",
         )
-    return _read_hook_outputs(script.name, hook_outputs_file)
+    outputs = _read_hook_outputs(name=script.name, path=hook_outputs_file)
+    return {ctx.redact(key): _redacted(ctx=ctx, value=value) for key, value in outputs.items()}
 
 
 def _output_values(ctx: StageContext) -> dict[str, Any]:
-    """The account's Terraform outputs as name -> value (as recorded by the last apply)."""
-    return {name: out.get("value") for name, out in ctx.account.outputs.items()}
+    """The account's Terraform outputs as name -> value (as recorded by the last apply);
+    sensitive ones only when the blueprint lets its hooks see them."""
+    shown = ctx.blueprint.hooks.sensitive_outputs
+    return {
+        name: out.get("value")
+        for name, out in ctx.account.outputs.items()
+        if shown or not out.get("sensitive")
+    }
 
 
-def _read_hook_outputs(name: str, path: Path) -> dict[str, Any]:
+def _redacted(*, ctx: StageContext, value: Any) -> Any:
+    """``value`` (parsed JSON) with every secret the run knows replaced, at any depth."""
+    if isinstance(value, str):
+        return ctx.redact(value)
+    if isinstance(value, dict):
+        return {ctx.redact(str(key)): _redacted(ctx=ctx, value=item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(ctx=ctx, value=item) for item in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    # A number that is a secret (a PIN, a numeric token) is replaced by the marker.
+    text = str(value)
+    return value if ctx.redact(text) == text else ctx.redact(text)
+
+
+def _read_hook_outputs(*, name: str, path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.clients.terraform import TerraformError
+from pipelines.models import RunKind
 from pipelines.stages.base import StageContext
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
@@ -28,24 +29,24 @@ from pipelines.stages.terraform_support import (
 )
 
 # A destroy plan for these run kinds (teardown), a normal plan for every other one.
-DESTROY_RUN_KINDS = frozenset({"teardown"})
+DESTROY_RUN_KINDS = frozenset({RunKind.TEARDOWN})
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
-    client = make_client(ctx, directory, backend)
+    client = make_client(ctx=ctx, directory=directory, backend=backend)
     plan_file = ctx.workdir / "plan.bin"
     destroy = ctx.run_kind in DESTROY_RUN_KINDS
-    init_terraform(ctx, client, backend)
+    init_terraform(ctx=ctx, client=client, backend=backend)
     try:
         summary = client.plan(plan_file, destroy=destroy)
     except TerraformError as exc:
-        raise stage_error(exc, backend) from exc
+        raise stage_error(exc, backend=backend) from exc
     # Known sensitive values stay out of every later line of this stage's log.
     for value in sensitive_values(summary.raw):
-        register_secret_value(ctx, value)
+        register_secret_value(ctx=ctx, value=value)
 
     # A new plan replaces whatever an earlier attempt stored: apply takes only this one.
     ctx.artifacts.delete_prefix(PLAN_PREFIX)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
+from django.db import connection
 
 from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines.clients.terraform import (
@@ -25,6 +26,7 @@ from pipelines.clients.terraform import (
     TerraformClient,
     TerraformError,
 )
+from pipelines.redaction import Redactor
 from pipelines.stages.base import StageCancelled, StageContext, StageError
 from pipelines.stages.render import TERRAFORM_PREFIX
 
@@ -34,10 +36,6 @@ PLAN_ARTIFACT = PLAN_PREFIX + "plan.bin"
 # or Terraform refuses the saved plan.
 LOCK_FILE = ".terraform.lock.hcl"
 LOCK_ARTIFACT = PLAN_PREFIX + "terraform.lock.hcl"
-DEFAULT_GRACE_SECONDS = 30.0
-# The pg backend takes a database-wide advisory lock (-1) for an instant whenever any
-# account's state is locked: wait a little rather than fail when two accounts collide.
-DEFAULT_LOCK_TIMEOUT = "20s"
 
 
 # --- Where state lives ------------------------------------------------------------------
@@ -140,27 +138,29 @@ def lay_out_terraform(ctx: StageContext) -> Path:
     return directory
 
 
-def make_client(ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
-    """A client that streams every line into the stage log and polls for cancel."""
+def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
+    """A client that streams every line into the stage log and polls for cancel.
+
+    Its redactor starts with the backend's conn string; every line then goes through
+    the stage log, which redacts with every secret the run knows.
+    """
     try:
         return TerraformClient(
-            directory,
+            workdir=directory,
             terraform_bin=settings.TERRAFORM_BIN or None,
             backend=backend,
+            redactor=Redactor(),
             on_line=ctx.log,
             should_cancel=ctx.is_cancelled,
-            grace_period=float(
-                getattr(settings, "PORTAL_TERRAFORM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
-            ),
-            lock_timeout=str(
-                getattr(settings, "PORTAL_TERRAFORM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-            ),
+            on_start=ctx.on_process_start,
+            grace_period=float(settings.PORTAL_TERRAFORM_GRACE_SECONDS),
+            lock_timeout=str(settings.PORTAL_TERRAFORM_LOCK_TIMEOUT),
         )
     except TerraformError as exc:
         raise stage_error(exc) from exc
 
 
-def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
+def init_terraform(*, ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
     """``init`` with the portal's backend. A rendered ``backend``/``cloud`` block is refused
     here (``TerraformClient.init`` writes our backend file and checks for one first)."""
     where = describe_backend(backend)
@@ -168,10 +168,10 @@ def init_terraform(ctx: StageContext, client: TerraformClient, backend: Backend)
     try:
         client.init()
     except TerraformError as exc:
-        raise stage_error(exc, backend) from exc
+        raise stage_error(exc, backend=backend) from exc
 
 
-def stage_error(exc: TerraformError, backend: Backend | None = None) -> StageError:
+def stage_error(exc: TerraformError, *, backend: Backend | None = None) -> StageError:
     """The stage's view of a Terraform failure: cancelled, stale plan, lock, or failed."""
     detail = "\n".join(exc.tail)
     if exc.kind == "cancelled":
@@ -196,8 +196,6 @@ def stage_error(exc: TerraformError, backend: Backend | None = None) -> StageErr
 
 def pg_lock_holder(schema: str) -> str:
     """Which PostgreSQL session holds the advisory lock on the account's state, in words."""
-    from django.db import connection
-
     try:
         with connection.cursor() as cursor:
             # The identifier is safe: state_schema() only makes [a-z0-9_] names.
@@ -231,7 +229,7 @@ def pg_lock_holder(schema: str) -> str:
 # --- Secrets ----------------------------------------------------------------------------
 
 
-def register_secret_value(ctx: StageContext, value: Any) -> None:
+def register_secret_value(*, ctx: StageContext, value: Any) -> None:
     """Redact a sensitive value from every later log line: its string and JSON forms."""
     if value is None or isinstance(value, bool):
         return
@@ -250,7 +248,7 @@ def register_account_secrets(ctx: StageContext) -> None:
     """The sensitive outputs the last apply recorded: redacted before Terraform says a word."""
     for output in ctx.account.outputs.values():
         if isinstance(output, dict) and output.get("sensitive"):
-            register_secret_value(ctx, output.get("value"))
+            register_secret_value(ctx=ctx, value=output.get("value"))
 
 
 def _string_leaves(value: Any) -> Iterator[str]:
@@ -270,11 +268,11 @@ def sensitive_values(plan: Mapping[str, Any]) -> list[Any]:
     for change in (plan.get("output_changes") or {}).values():
         change = change or {}
         for side in ("before", "after"):
-            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+            found.extend(_masked(value=change.get(side), mask=change.get(f"{side}_sensitive")))
     for item in plan.get("resource_changes") or []:
         change = item.get("change") or {}
         for side in ("before", "after"):
-            found.extend(_masked(change.get(side), change.get(f"{side}_sensitive")))
+            found.extend(_masked(value=change.get(side), mask=change.get(f"{side}_sensitive")))
     for values_key in ("planned_values", "prior_state"):
         block = plan.get(values_key) or {}
         if values_key == "prior_state":
@@ -285,14 +283,14 @@ def sensitive_values(plan: Mapping[str, Any]) -> list[Any]:
     return [value for value in found if value is not None]
 
 
-def _masked(value: Any, mask: Any) -> Iterator[Any]:
+def _masked(*, value: Any, mask: Any) -> Iterator[Any]:
     """The parts of ``value`` where Terraform's parallel ``*_sensitive`` mask is true."""
     if mask is True:
         yield value
     elif isinstance(mask, dict) and isinstance(value, dict):
         for key, sub in mask.items():
             if key in value:
-                yield from _masked(value[key], sub)
+                yield from _masked(value=value[key], mask=sub)
     elif isinstance(mask, list) and isinstance(value, list):
         for sub_value, sub_mask in zip(value, mask, strict=False):
-            yield from _masked(sub_value, sub_mask)
+            yield from _masked(value=sub_value, mask=sub_mask)

@@ -6,10 +6,13 @@ session's blueprints folder, which the worker reads: a test may edit a hook ther
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 
 import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from pipelines import services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
@@ -32,6 +35,13 @@ HOOK_ENV = {
 }
 # What /bin/sh itself adds to its environment.
 SHELL_ADDED = {"PWD", "SHLVL", "_", "OLDPWD"}
+
+
+def client_for(user: object) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
 
 
 def _unique(prefix: str) -> str:
@@ -131,3 +141,57 @@ def test_a_hook_slower_than_its_timeout_is_stopped_and_fails(celery_worker, wait
     log = _log(stage)
     assert "[10-sleep.sh] starting a long job" in log
     assert "never printed" not in log
+
+
+ADMIN_TOKEN = "adm1n-tok3n-" + uuid.uuid4().hex
+
+
+def _secret_forms() -> list[str]:
+    basic = base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()
+    return [ADMIN_TOKEN, ADMIN_TOKEN.upper(), basic]
+
+
+def _account_with_a_sensitive_output(blueprint: str):  # type: ignore[no-untyped-def]
+    return AccountFactory(
+        name=_unique("hooksecret"),
+        blueprint=blueprint,
+        config={},
+        outputs={
+            "admin_token": {"value": ADMIN_TOKEN, "sensitive": True, "type": "string"},
+            "endpoint": {"value": "orders.db.internal", "sensitive": False, "type": "string"},
+        },
+    )
+
+
+def test_a_hook_that_copies_a_sensitive_output_publishes_only_redacted_text(
+    celery_worker, wait_for_run
+) -> None:
+    account = _account_with_a_sensitive_output("hook-secrets")
+    run = wait_for_run(services.start_run(account, "provision").pk)
+
+    assert run.status == RunStatus.SUCCEEDED, _explain(run)
+    post = run.stages.get(kind="post_hooks")
+    assert post.outputs["saw_token"] is True  # the blueprint lets its hooks see it
+    assert post.outputs["copied"] == "[redacted]"
+    assert post.outputs["nested"] == {"list": ["x-[redacted]-y"]}
+    assert post.outputs["upper"] == "[redacted]"
+    assert "[redacted]" in post.outputs["basic"]
+    response = client_for(account.owner).get(f"/api/v1/runs/{run.pk}/")
+    assert response.status_code == 200
+    shown = response.content.decode() + _log(post)
+    assert "the token is [redacted]" in _log(post)
+    for form in _secret_forms():
+        assert form not in shown
+
+
+def test_hooks_do_not_see_sensitive_outputs_unless_the_blueprint_says_so(
+    celery_worker, wait_for_run
+) -> None:
+    account = _account_with_a_sensitive_output("hook-secrets-hidden")
+    run = wait_for_run(services.start_run(account, "provision").pk)
+
+    assert run.status == RunStatus.SUCCEEDED, _explain(run)
+    post = run.stages.get(kind="post_hooks")
+    assert post.outputs["saw_token"] is False
+    assert post.outputs["endpoint"] == "orders.db.internal"
+    assert post.outputs["copied"] == ""

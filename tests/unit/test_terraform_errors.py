@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from pipelines.clients.terraform import (
-    REDACTED,
     LocalBackend,
     PgBackend,
     PlanSummary,
     TerraformCancelled,
     TerraformError,
-    _hcl_string,
-    _Redactor,
     classify_failure,
     summarize_plan,
 )
+from pipelines.clients.terraform.backends import hcl_string
+from pipelines.redaction import REDACTED, Redactor
+from portal.errors import PortalError
 
 # `terraform plan` while another process applied, pg backend (captured here). With pg,
 # Terraform reports the lock it tried to take itself: pg does not record the holder.
@@ -180,6 +180,14 @@ def test_config_errors_are_not_retryable_and_say_where(
     assert error.explanation == f"terraform plan failed: {summary} ({where})"
 
 
+def test_terraform_errors_are_portal_errors_that_say_whether_a_retry_helps() -> None:
+    error = classify_failure(["Error: Invalid reference"], command="plan", returncode=1)
+
+    assert isinstance(error, PortalError)
+    assert (error.message, error.retryable) == (error.explanation, False)
+    assert error.detail == "Error: Invalid reference"
+
+
 def test_runtime_failure_is_retryable() -> None:
     error = classify_failure(lines(PROVISIONER_OUTPUT), command="apply", returncode=1)
 
@@ -225,6 +233,7 @@ def test_cancelled_is_a_terraform_error() -> None:
     error = TerraformCancelled("terraform apply was cancelled", command="apply")
 
     assert isinstance(error, TerraformError)
+    assert isinstance(error, PortalError)
     assert (error.kind, error.retryable, str(error)) == (
         "cancelled",
         True,
@@ -237,7 +246,7 @@ def test_cancelled_is_a_terraform_error() -> None:
 
 def test_redactor_removes_the_conn_string_and_its_password_in_every_form() -> None:
     conn = "postgres://portal:p%40ss-W0rd!@db.internal:5432/state?sslmode=require"
-    redact = _Redactor([conn])
+    redact = Redactor([conn])
 
     for text in (
         f"connecting to {conn}",
@@ -251,7 +260,7 @@ def test_redactor_removes_the_conn_string_and_its_password_in_every_form() -> No
 
 
 def test_redactor_removes_unknown_url_passwords_and_libpq_passwords() -> None:
-    redact = _Redactor()
+    redact = Redactor()
 
     assert redact("dial postgres://u:hunter22@h/db") == f"dial postgres://u:{REDACTED}@h/db"
     assert "hunter22" not in redact("host=h user=u password=hunter22 dbname=d")
@@ -259,7 +268,7 @@ def test_redactor_removes_unknown_url_passwords_and_libpq_passwords() -> None:
 
 
 def test_redactor_handles_libpq_style_secrets() -> None:
-    redact = _Redactor(["host=h user=u password='s3cr3t-value' dbname=d"])
+    redact = Redactor(["host=h user=u password='s3cr3t-value' dbname=d"])
 
     assert "s3cr3t-value" not in redact("the value s3cr3t-value appeared alone")
 
@@ -347,7 +356,9 @@ def test_pg_backend_keeps_credentials_out_of_the_block_and_repr() -> None:
     }
 
 
-@pytest.mark.parametrize("schema", ["Acct", "a-b", "x; DROP SCHEMA public", "", "1abc", "a" * 64])
+@pytest.mark.parametrize(
+    "schema", ["Acct", "a-b", "x; DROP SCHEMA public", "", "1abc", "a" * 64, "acct\n"]
+)
 def test_pg_backend_refuses_schema_names_that_are_not_plain_identifiers(schema: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         PgBackend(conn_str="postgres://h/db", schema_name=schema)
@@ -362,4 +373,4 @@ def test_local_backend_block_escapes_the_path() -> None:
     block = LocalBackend(Path('/var/x "q" ${y}/s.tfstate')).block()
 
     assert 'path = "/var/x \\"q\\" $${y}/s.tfstate"' in block
-    assert _hcl_string("%{if}") == '"%%{if}"'
+    assert hcl_string("%{if}") == '"%%{if}"'

@@ -63,7 +63,7 @@ class Command(PortalCommand):
 
             try:
                 client = TerraformClient(
-                    directory,
+                    workdir=directory,
                     terraform_bin=settings.TERRAFORM_BIN or None,
                     backend=LocalBackend(Path(temp) / "state" / "terraform.tfstate"),
                     on_line=on_line,

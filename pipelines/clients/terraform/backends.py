@@ -1,0 +1,117 @@
+"""Where state lives: the portal's choice, written as ``_portal_backend.tf``.
+
+``write_backend_file`` writes the ``pg`` or ``local`` backend into the work directory
+and refuses a rendered blueprint that declares its own ``backend`` or ``cloud`` block
+(``find_backend_blocks``): the blueprint does not get to pick where state lives.
+``pg`` credentials travel as ``PG_CONN_STR`` / ``PG_SCHEMA_NAME`` in the child's
+environment only, so they land in no file (not ``.terraform/``, not the saved plan)
+and no argv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.clients.terraform.config import load_config, range_place
+from pipelines.clients.terraform.errors import BackendConflict
+
+BACKEND_FILE_NAME = "_portal_backend.tf"
+
+# PG_SCHEMA_NAME goes unquoted into Terraform's CREATE SCHEMA: allow plain identifiers only.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class PgBackend:
+    """State in PostgreSQL, one schema per account. The conn string is a secret."""
+
+    conn_str: str = field(repr=False)
+    schema_name: str
+
+    def __post_init__(self) -> None:
+        if not _SCHEMA_NAME.fullmatch(self.schema_name):
+            raise ValueError(
+                f"schema name {self.schema_name!r} must be a lower-case identifier (a-z, 0-9, _)"
+            )
+        if not self.conn_str:
+            raise ValueError("the pg backend needs a conn string")
+
+    def block(self) -> str:
+        # Empty on purpose: conn_str and schema_name come from the environment.
+        return 'backend "pg" {}'
+
+    def environment(self) -> dict[str, str]:
+        return {"PG_CONN_STR": self.conn_str, "PG_SCHEMA_NAME": self.schema_name}
+
+
+@dataclass(frozen=True)
+class LocalBackend:
+    """State in a local file: for a laptop and tests, not shared between machines."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        if not Path(self.path).is_absolute():
+            raise ValueError(f"local state path {self.path} must be absolute")
+
+    def block(self) -> str:
+        return f'backend "local" {{\n    path = {hcl_string(str(self.path))}\n  }}'
+
+    def environment(self) -> dict[str, str]:
+        return {}
+
+
+Backend = PgBackend | LocalBackend
+
+
+def hcl_string(value: str) -> str:
+    # A JSON string is a valid HCL string once template sequences are escaped.
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def write_backend_file(*, workdir: Path, backend: Backend) -> Path:
+    """Write ``_portal_backend.tf`` into ``workdir``; refuse a blueprint with its own backend.
+
+    Idempotent: the file is rewritten whole each time. Raises ``BackendConflict``
+    when another file in ``workdir`` declares a ``backend`` or ``cloud`` block.
+    """
+    workdir = Path(workdir)
+    target = workdir / BACKEND_FILE_NAME
+    # Check without our file, so Terraform's loader reports the blueprint's block itself.
+    target.unlink(missing_ok=True)
+    places = find_backend_blocks(workdir)
+    if places:
+        raise BackendConflict(places)
+    if isinstance(backend, LocalBackend):
+        Path(backend.path).parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# Written by the portal: the portal, not the blueprint, decides where state lives.\n"
+        f"terraform {{\n  {backend.block()}\n}}\n"
+    )
+    temp = target.with_name(f".{target.name}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, target)
+    return target
+
+
+def find_backend_blocks(workdir: Path) -> list[str]:
+    """Places ("file line N") where files in ``workdir`` other than ours declare a backend.
+
+    Uses Terraform's own loader, so ``.tf``, ``.tf.json`` and override files all count.
+    """
+    module, diagnostics = load_config(Path(workdir))
+    places: set[str] = set()
+    for key in ("Backend", "CloudConfig"):
+        block = module.get(key)
+        if isinstance(block, dict):
+            places.add(range_place(block.get("DeclRange")))
+    for diag in diagnostics:
+        summary = str(diag.get("Summary", ""))
+        # Two backend blocks: the loader keeps the first and reports the second.
+        if "backend" in summary.lower() or "cloud" in summary.lower():
+            places.add(range_place(diag.get("Subject")))
+    return sorted(p for p in places if p and not p.startswith(BACKEND_FILE_NAME))

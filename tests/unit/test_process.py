@@ -1,0 +1,230 @@
+"""The one process runner, with real child processes (no services needed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines.clients.process import run_process
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def _alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_until(predicate, *, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_lines_arrive_in_the_callers_thread_as_they_are_printed(tmp_path: Path) -> None:
+    seen: list[tuple[float, str, int]] = []
+    pids: list[int] = []
+
+    result = run_process(
+        argv=["/bin/sh", "-c", "echo one; echo two >&2; sleep 0.5; echo three"],
+        cwd=tmp_path,
+        env=ENV,
+        on_line=lambda line: seen.append((time.monotonic(), line, threading.get_ident())),
+        on_start=pids.append,
+    )
+    ended = time.monotonic()
+
+    assert result.returncode == 0
+    assert [line for _, line, _ in seen] == ["one", "two", "three"]
+    assert {thread for _, _, thread in seen} == {threading.get_ident()}
+    assert ended - seen[0][0] >= 0.4, "the first line only arrived at the end"
+    assert result.tail == ["one", "two", "three"]
+    assert len(pids) == 1 and pids[0] > 0
+
+
+def test_the_child_gets_only_the_environment_given(tmp_path: Path) -> None:
+    result = run_process(argv=["/usr/bin/env"], cwd=tmp_path, env={"ONLY": "this"})
+
+    assert result.tail == ["ONLY=this"]
+
+
+def test_stdout_can_be_captured_whole_while_stderr_streams(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_process(
+        argv=["/bin/sh", "-c", "echo '{\"a\": 1}'; echo progress >&2"],
+        cwd=tmp_path,
+        env=ENV,
+        on_line=lines.append,
+        capture_stdout=True,
+    )
+
+    assert result.stdout == b'{"a": 1}\n'
+    assert lines == ["progress"]
+
+
+def test_lines_are_redacted_before_anyone_sees_them(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_process(
+        argv=["/bin/echo", "token hunter22"],
+        cwd=tmp_path,
+        env=ENV,
+        on_line=lines.append,
+        redact=lambda text: text.replace("hunter22", "[redacted]"),
+    )
+
+    assert lines == result.tail == ["token [redacted]"]
+
+
+def test_timeout_interrupts_the_group_and_leaves_nothing_running(tmp_path: Path) -> None:
+    marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\necho start\n{marker} &\necho bg $!\n{marker}\necho never\n")
+    script.chmod(0o755)
+    lines: list[str] = []
+
+    started = time.monotonic()
+    result = run_process(
+        argv=[str(script)], cwd=tmp_path, env=ENV, timeout_s=1, on_line=lines.append
+    )
+
+    assert result.timed_out and not result.cancelled
+    assert time.monotonic() - started < 5
+    assert "never" not in lines
+    background = int(next(line for line in lines if line.startswith("bg ")).split()[1])
+    assert _wait_until(lambda: not _alive(background), timeout=3), "background job survived"
+
+
+def test_cancel_gives_a_grace_period_then_kills(tmp_path: Path) -> None:
+    script = tmp_path / "stubborn.sh"
+    script.write_text("#!/bin/sh\ntrap '' INT\necho working\nwhile :; do sleep 0.1; done\n")
+    script.chmod(0o755)
+    asked = threading.Event()
+
+    def on_line(line: str) -> None:
+        if line == "working":
+            asked.set()
+
+    started = time.monotonic()
+    result = run_process(
+        argv=[str(script)],
+        cwd=tmp_path,
+        env=ENV,
+        on_line=on_line,
+        should_cancel=asked.is_set,
+        grace_s=1.0,
+        poll_s=0.1,
+    )
+
+    assert result.cancelled and result.killed
+    assert result.stop_seconds is not None and 0.9 <= result.stop_seconds < 3
+    assert time.monotonic() - started < 5
+
+
+def test_a_failing_callback_stops_the_child(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    def on_line(line: str) -> None:
+        raise RuntimeError("log storage is down")
+
+    with pytest.raises(RuntimeError, match="log storage is down"):
+        run_process(
+            argv=["/bin/sh", "-c", "echo hi; sleep 30"],
+            cwd=tmp_path,
+            env=ENV,
+            on_line=on_line,
+            on_start=pids.append,
+        )
+    assert not _alive(pids[0])
+
+
+def test_a_missing_program_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        run_process(argv=[str(tmp_path / "nope")], cwd=tmp_path, env=ENV)
+
+
+# A worker stand-in: runs a child through the runner, prints the child's pid, waits.
+PARENT = """
+import sys
+from pathlib import Path
+from pipelines.clients.process import run_process
+run_process(
+    argv=["/bin/sleep", "60"],
+    cwd=Path("."),
+    env={"PATH": "/usr/bin:/bin"},
+    on_start=lambda pid: print(pid, flush=True),
+)
+"""
+
+
+def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+
+        os.kill(parent.pid, signal.SIGKILL)  # what the OOM killer or `kill -9` does
+        parent.wait(5)
+
+        assert _wait_until(lambda: not _alive(child), timeout=5), "the child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+# A hook-like program that starts a child of its own, then waits.
+TREE = """
+import sys
+from pathlib import Path
+from pipelines.clients.process import run_process
+run_process(
+    argv=["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"],
+    cwd=Path("."),
+    env={"PATH": "/usr/bin:/bin"},
+    on_line=lambda line: print(line, flush=True),
+)
+"""
+
+
+def test_what_the_child_started_dies_with_the_killed_parent_too() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", TREE], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
+        assert _alive(shell) and _alive(grandchild)
+
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+
+        assert _wait_until(lambda: not _alive(shell) and not _alive(grandchild), timeout=5)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_the_exit_status_and_a_death_by_signal_come_through(tmp_path: Path) -> None:
+    assert run_process(argv=["/bin/sh", "-c", "exit 3"], cwd=tmp_path, env=ENV).returncode == 3
+    killed = run_process(argv=["/bin/sh", "-c", "kill -TERM $$"], cwd=tmp_path, env=ENV)
+    assert killed.returncode == -signal.SIGTERM
