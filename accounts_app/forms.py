@@ -38,14 +38,14 @@ ADD_ROW = "add_row"  # the name of the "add another" submit buttons; the value i
 MAX_ROWS = 100  # whatever the schema says, a form never grows beyond this
 # Filled from the account's name field rather than asked twice (see RequestMetaForm).
 ACCOUNT_NAME_KEY = "account_name"
-_PLAIN_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
+_PLAIN_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 
 
 def child_path(parent: str, key: str | int) -> str:
     """The JSON path of a child, spelled exactly as jsonschema's ``error.json_path``."""
     if isinstance(key, int):
         return f"{parent}[{key}]"
-    if _PLAIN_KEY.match(key):
+    if _PLAIN_KEY.fullmatch(key):
         return f"{parent}.{key}"
     escaped = key.replace("\\", "\\\\").replace("'", r"\'")
     return f"{parent}['{escaped}']"

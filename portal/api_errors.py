@@ -10,9 +10,12 @@ Everything else goes to REST framework's own handler.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from rest_framework import status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as rest_exception_handler
 
@@ -40,3 +43,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, PortalError | ConfigInvalid):
         return error_response(exc)
     return rest_exception_handler(exc, context)
+
+
+class BoundedJSONParser(JSONParser):
+    """REST framework's JSON parser, with a body nested too deep for Python's parser
+    answered 400 rather than 500 (the config limits then say how deep is allowed)."""
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error: nested too deeply") from None

@@ -96,7 +96,7 @@ _RETRYABLE_CODES = frozenset(
     }
 )
 
-_ACCOUNT_ID_RE = re.compile(r"\d{12}")
+_ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 _SESSION_NAME_RE = re.compile(r"[^\w+=,.@-]")
 
 

@@ -82,6 +82,14 @@ def test_a_trailing_newline_is_refused_in_the_name_and_in_the_config(sally: Any)
     assert not Account.objects.exists()
 
 
+def test_a_body_too_deep_for_the_json_parser_is_a_400(sally: Any) -> None:
+    client = client_for(sally)
+    body = '{"name": "deep-body", "config": ' + "[" * 5000 + "]" * 5000 + "}"
+    answer = client.post(f"{API}accounts/", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert "nested too deeply" in answer.json()["detail"]
+
+
 def test_a_deeply_nested_config_is_a_400_naming_the_path(sally: Any) -> None:
     client = client_for(sally)
     answer = client.post(f"{API}accounts/", request_body(services=deep(500)), format="json")
