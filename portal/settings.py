@@ -164,7 +164,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-stages": {
         "task": "pipelines.tasks.reap",
-        "schedule": timedelta(seconds=env_int("PORTAL_REAPER_SECONDS", 30)),
+        "schedule": timedelta(seconds=env_int("PORTAL_REAPER_SECONDS", 10)),
     },
     "expire-accounts": {
         "task": "pipelines.tasks.expire_accounts",
@@ -179,7 +179,7 @@ PORTAL_WORK_DIR = Path(os.environ.get("PORTAL_WORK_DIR", VAR_DIR / "work"))
 PORTAL_TF_STATE_DIR = Path(os.environ.get("PORTAL_TF_STATE_DIR", VAR_DIR / "tfstate"))
 # A running stage beats every HEARTBEAT seconds; STALE seconds without one means its worker died.
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 5)
-PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 90)
+PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 30)
 # A stage queued this long without being claimed lost its message: send it again.
 PORTAL_QUEUED_STALE_SECONDS = env_int("PORTAL_QUEUED_STALE_SECONDS", 300)
 PORTAL_KEEP_WORKDIRS = env_bool("PORTAL_KEEP_WORKDIRS", False)
