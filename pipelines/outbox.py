@@ -136,14 +136,15 @@ class Relay:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        broker_was_down = False
+        # At start too: a worker that starts may follow a broker that restarted empty.
+        broker_was_down = True
         while not self._stop.wait(self.interval):
             try:
                 if not broker_reachable():
                     broker_was_down = True
                     continue
                 if broker_was_down:
-                    logger.warning("outbox: the broker is back; sending again what it held")
+                    logger.info("outbox: the broker answers; sending queued stages again")
                     self.on_broker_back()
                     broker_was_down = False
                 relay()
