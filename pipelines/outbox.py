@@ -44,6 +44,10 @@ class PortalTask(Task):
 
     def delay_on_commit(self, *args: TaskArg) -> None:
         """Send this task once the current transaction commits; never lost, never raises."""
+        if self.app.conf.task_always_eager:
+            # Celery's eager mode has no broker, hence no outbox: run it here after commit.
+            transaction.on_commit(lambda: self.delay(*args), robust=True)
+            return
         send_after_commit(self.name, *args)
 
 
@@ -92,7 +96,8 @@ def _publish(message: OutboxMessage) -> bool:
     message.attempts += 1
     try:
         # retry=False: fail at once when the broker is down; the relay tries again.
-        current_app.tasks[message.task].apply_async(args=message.args, retry=False)
+        # By name: the sending process need not have imported the task's module.
+        current_app.send_task(message.task, args=message.args, retry=False)
     except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
         message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
         message.save(update_fields=["attempts", "last_error"])

@@ -2,7 +2,7 @@
 
 import os
 import signal
-import threading
+from collections.abc import Callable
 from types import FrameType
 
 from celery import Celery
@@ -14,32 +14,39 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+
 # --- graceful restarts ------------------------------------------------------------------
 # systemd's stop (KillMode=control-group) and ``kill -TERM -<pgid>`` send SIGTERM to the
-# pool's children too, and a child dies of it with its stage half done (WorkerLostError).
-# The worker's own warm shutdown already waits for running tasks, so a child busy with
-# one lets SIGTERM pass; an idle child still dies of it, as before. A Python handler, not
-# SIG_IGN: hooks and Terraform started by the task get the default action back at exec.
-_busy = threading.Event()
+# pool's children too, and a child died of it with its stage half done (WorkerLostError).
+# The worker's own warm shutdown already waits for running tasks, so while a child runs
+# one it lets SIGTERM pass; idle, it keeps billiard's handler and exits as before. A
+# Python handler, not SIG_IGN: hooks and Terraform the task starts get the default back
+# at exec. Set per task, because billiard installs its own handler once the child starts.
+
+SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+class _SigtermHold:
+    in_pool_child = False
+    idle_handler: SignalHandler = None
 
 
 @worker_process_init.connect
-def install_sigterm_handler(**kwargs: object) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+def note_pool_child(**kwargs: object) -> None:
+    _SigtermHold.in_pool_child = True
 
 
 @task_prerun.connect
-def mark_busy(**kwargs: object) -> None:
-    _busy.set()
+def hold_sigterm(**kwargs: object) -> None:
+    if _SigtermHold.in_pool_child:
+        _SigtermHold.idle_handler = signal.signal(signal.SIGTERM, _let_pass)
 
 
 @task_postrun.connect
-def mark_idle(**kwargs: object) -> None:
-    _busy.clear()
+def release_sigterm(**kwargs: object) -> None:
+    if _SigtermHold.in_pool_child:
+        signal.signal(signal.SIGTERM, _SigtermHold.idle_handler or signal.SIG_DFL)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if _busy.is_set():
-        return  # the worker's warm shutdown lets this task finish
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+def _let_pass(signum: int, frame: FrameType | None) -> None:
+    """The worker's warm shutdown lets this task finish, then stops this child."""

@@ -142,7 +142,7 @@ def test_a_broker_outage_answers_no_500_and_loses_nothing(outage_broker) -> None
     ready = AccountFactory(owner=admin, blueprint="render-only", status=AccountStatus.READY)
     failed_account = AccountFactory(owner=admin, blueprint="render-only", config={})
     failed_run = PipelineRun.objects.create(
-        account=failed_account, kind="provision", status=RunStatus.FAILED
+        account=failed_account, kind="provision", status=RunStatus.FAILED, config={"label": "x"}
     )
     failed_stage = StageRun.objects.create(
         run=failed_run, position=1, kind="render", status=StageStatus.FAILED, attempt=1
