@@ -106,16 +106,17 @@ class PrivateRedis:
             return False
 
 
-def point_app_at(broker_url: str) -> None:
+def point_app_at(broker_url: str, settings: Any) -> None:
     """This process's Celery app sends to ``broker_url`` from now on."""
-    app.conf.broker_url = broker_url
+    settings.CELERY_BROKER_URL = broker_url
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker_url
     app.close()  # drops the connection pool
     app.amqp._producer_pool = None
 
 
 @pytest.fixture
 def outage_broker(
-    celery_worker: WorkerProcess, worker_env: dict[str, str], tmp_path: Path
+    celery_worker: WorkerProcess, worker_env: dict[str, str], tmp_path: Path, settings: Any
 ) -> Iterator[tuple[PrivateRedis, WorkerProcess]]:
     """A private Redis and a worker on it. The session's worker stops meanwhile: its outbox
     relay would otherwise send this test's messages through the shared broker."""
@@ -123,7 +124,8 @@ def outage_broker(
     redis = PrivateRedis()
     redis.start()
     shared_url = app.conf.broker_url
-    point_app_at(redis.url)
+    point_app_at(redis.url, settings)
+    assert app.connection_for_write().port == redis.port
     worker = WorkerProcess({**worker_env, "CELERY_BROKER_URL": redis.url}, tmp_path / "w.log")
     worker.start()
     try:
@@ -131,7 +133,7 @@ def outage_broker(
     finally:
         worker.stop()
         redis.stop()
-        point_app_at(shared_url)
+        point_app_at(shared_url, settings)
         celery_worker.start()
 
 
