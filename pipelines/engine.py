@@ -34,12 +34,12 @@ from pipelines.dbretry import retrying
 from pipelines.logs import StageLog
 from pipelines.models import (
     ACTIVE_RUN_STATUSES,
-    FINISHED_STAGE_STATUSES,
     PipelineRun,
     RunKind,
     RunStatus,
     StageRun,
     StageStatus,
+    Trigger,
 )
 from pipelines.outcomes import Cancelled, Failed, Outcome, Succeeded, Waiting, run_executor
 from pipelines.redaction import Redactor, environment_secrets
@@ -160,7 +160,7 @@ def _context(
             outputs=dict(account.outputs),
         ),
         run_id=run.pk,
-        run_kind=run.kind,
+        run_kind=RunKind(run.kind),
         stage_id=stage.pk,
         stage_kind=stage.kind,
         attempt=stage.attempt,
@@ -173,7 +173,7 @@ def _context(
         is_cancelled=heartbeat.cancelled.is_set,
         artifacts=DbArtifactStore(run.pk),
         records=AccountRecords(account.pk),
-        trigger=run.trigger,
+        trigger=Trigger(run.trigger),
     )
 
 
@@ -397,10 +397,6 @@ class Heartbeat:
         cancel = PipelineRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
         if cancel or not still_running:
             self.cancelled.set()
-
-
-def is_finished(stage: StageRun) -> bool:
-    return stage.status in FINISHED_STAGE_STATUSES
 
 
 def active_run_for(account_id: int) -> PipelineRun | None:

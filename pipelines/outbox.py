@@ -88,10 +88,6 @@ def prune(*, sent_before: datetime) -> int:
     return deleted
 
 
-def pending_count() -> int:
-    return OutboxMessage.objects.filter(sent_at__isnull=True).count()
-
-
 def _publish(message: OutboxMessage) -> bool:
     message.attempts += 1
     try:

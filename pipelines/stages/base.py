@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipelines.models import RunKind, Trigger
+
 if TYPE_CHECKING:
     from pipelines.blueprints import Blueprint
 
@@ -76,7 +78,7 @@ class AccountInfo:
 class StageContext:
     account: AccountInfo
     run_id: int
-    run_kind: str
+    run_kind: RunKind
     stage_id: int
     stage_kind: str
     attempt: int
@@ -93,8 +95,8 @@ class StageContext:
     artifacts: ArtifactStore = field(repr=False)
     # The account's records: values learned, encrypted secrets, current endpoints.
     records: AccountRecords = field(repr=False)
-    # What started the run: "user", "schedule" (an expiry) or "retry".
-    trigger: str = "user"
+    # What started the run: a user, the schedule (an expiry) or a retry.
+    trigger: Trigger = Trigger.USER
 
 
 class AccountRecords(Protocol):
