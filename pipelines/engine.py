@@ -184,7 +184,7 @@ def _claim(stage_id: int) -> StageRun | None:
             logger.info("stage %s is gone: nothing to do", stage_id)
             return None
         now = timezone.now()
-        if stage.status == StageStatus.RUNNING and worker_gone(stage.worker):
+        if stage.status == StageStatus.RUNNING and worker_lost(stage, now=now):
             # A redelivered message (the worker was stopped or killed): take the stage over.
             StageLog(stage.pk, stage.attempt, Redactor())(
                 f"--- {WORKER_LOST}: {stage.worker} is gone; taken over ---"
@@ -206,6 +206,16 @@ def _claim(stage_id: int) -> StageRun | None:
 
 def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lost(stage: StageRun, *, now: datetime) -> bool:
+    """Whether a running stage's worker is gone: its process has ended (known on its own
+    host), or, on another host, its heartbeat is stale."""
+    gone = worker_gone(stage.worker)
+    if gone is not None:
+        return gone
+    stale = now - timedelta(seconds=settings.PORTAL_HEARTBEAT_STALE_SECONDS)
+    return stage.heartbeat_at is not None and stage.heartbeat_at < stale
 
 
 def worker_gone(worker: str) -> bool | None:

@@ -63,6 +63,7 @@ def fail_lost_stages(*, now: datetime) -> int:
                 or stage.status != StageStatus.RUNNING
                 or not stage.heartbeat_at
                 or stage.heartbeat_at >= stale
+                # Late beats from a process that still runs here: a retry would overlap it.
                 or engine.worker_gone(stage.worker) is False
             ):
                 continue

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipelines import reaper, services
+from pipelines import engine, reaper, services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.tasks import run_stage
 from tests.factories import AccountFactory
@@ -109,6 +109,11 @@ def _running_stage(*, worker: str, heartbeat_age: float) -> StageRun:
     )
 
 
+def _end_made_up_stages() -> None:
+    # No worker runs them: end them so the teardown need not wait for them to stop.
+    StageRun.objects.filter(status=StageStatus.RUNNING).update(status=StageStatus.FAILED)
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
@@ -132,6 +137,7 @@ def test_reaper_fails_a_stage_whose_worker_is_gone_and_spares_a_live_one(setting
     gone.refresh_from_db()
     assert gone.explanation == "worker lost"
     assert PipelineRun.objects.get(pk=gone.run_id).status == RunStatus.FAILED
+    _end_made_up_stages()
 
 
 def test_worker_loss_is_noticed_within_a_minute_by_default() -> None:
@@ -158,3 +164,22 @@ def test_second_active_run_is_refused_with_the_holder(celery_worker, wait_for_ru
     services.cancel_run(first)
     assert wait_for_run(first.pk).status == RunStatus.CANCELLED
     assert not StageRun.objects.filter(run=first, status=StageStatus.RUNNING).exists()
+
+
+def test_a_redelivered_message_takes_over_a_stage_only_from_a_lost_worker(settings) -> None:
+    settings.PORTAL_HEARTBEAT_STALE_SECONDS = 30
+    lost = _running_stage(worker="another-host:1234", heartbeat_age=31)
+    lost.run.config = {"label": "hi"}
+    lost.run.save()
+    beating = _running_stage(worker="another-host:1234", heartbeat_age=5)
+
+    engine.execute_stage(lost.pk)  # as the worker does when the message comes back
+    engine.execute_stage(beating.pk)
+
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempt) == (StageStatus.SUCCEEDED, 2)
+    texts = list(LogLine.objects.filter(stage=lost).values_list("text", flat=True))
+    assert "--- worker lost: another-host:1234 is gone; taken over ---" in texts
+    beating.refresh_from_db()
+    assert (beating.status, beating.attempt) == (StageStatus.RUNNING, 1)
+    _end_made_up_stages()
