@@ -219,13 +219,15 @@ def worker_lost(stage: StageRun, *, now: datetime) -> bool:
 
 
 def worker_gone(worker: str) -> bool | None:
-    """Whether the process ``host:pid`` has ended: None when that is not known here
-    (no worker recorded, another host) and False for this very process."""
+    """Whether the process ``host:pid`` no longer runs the stage: None when that is not
+    known here (no worker recorded, another host). This very process counts as gone: a
+    prefork child runs one task at a time, so while it claims or reaps, no attempt of
+    its own runs (one whose claim committed just before its connection broke)."""
     host, _, pid = worker.rpartition(":")
     if not pid.isdigit() or host != socket.gethostname():
         return None
     if int(pid) == os.getpid():
-        return False
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
