@@ -1,16 +1,15 @@
 """Queueing notifications: called by the workflow services and the engine's signals.
 
-A notification is only *queued* here (``transaction.on_commit`` -> the ``notify``
-task carrying the event and an id); ``accounts_app.notifications`` composes and
-delivers it in the task. Queueing never raises: a broken mail server or broker
-must never block a request or a stage.
+A notification is only *queued* here: the ``notify`` task, carrying the event and an
+id, goes into the outbox in the caller's transaction and is sent after the commit
+(``pipelines.outbox``), so a broker that is down delays it but never loses it;
+``accounts_app.notifications`` composes and delivers it in the task. Queueing never
+raises: a broken mail server or broker must never block a request or a stage.
 """
 
 from __future__ import annotations
 
 import logging
-
-from django.db import transaction
 
 from accounts_app.models import AccountRequest
 from accounts_app.notifications import (
@@ -27,17 +26,10 @@ logger = logging.getLogger(__name__)
 
 
 def queue(*, event: str, object_id: int) -> None:
-    """Send the notification task once the current transaction commits; never raises."""
+    """Send the notification task once the current transaction commits (via the outbox)."""
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}")
-
-    def send() -> None:
-        try:
-            notify.delay(event, object_id)
-        except Exception:
-            logger.exception("could not queue notification %s for #%s", event, object_id)
-
-    transaction.on_commit(send)
+    notify.delay_on_commit(event, object_id)
 
 
 def request_needs_approval(req: AccountRequest) -> None:

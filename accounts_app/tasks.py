@@ -6,22 +6,20 @@ from celery import shared_task
 from django.conf import settings
 
 from accounts_app import notifications
-
-# Retried on any error, 5 s, 10 s, 20 s... (with jitter), five times at most.
-RETRY_FOR = (Exception,)
-BACKOFF_SECONDS = 5
-BACKOFF_MAX_SECONDS = 600
-MAX_RETRIES = 5
+from pipelines.outbox import PortalTask
 
 
-@shared_task(
-    autoretry_for=RETRY_FOR,
-    retry_backoff=BACKOFF_SECONDS,
-    retry_backoff_max=BACKOFF_MAX_SECONDS,
-    retry_jitter=True,
-    max_retries=MAX_RETRIES,
-    ignore_result=True,
-)
+class NotificationTask(PortalTask):
+    """Retried on any error, 5 s, 10 s, 20 s... (with jitter), five times at most."""
+
+    autoretry_for = (Exception,)
+    retry_backoff = 5
+    retry_backoff_max = 600
+    retry_jitter = True
+    max_retries = 5
+
+
+@shared_task(base=NotificationTask)
 def notify(event: str, object_id: int) -> None:
     """Compose the event's message, then hand e-mail and webhook to their own tasks."""
     message = notifications.compose(event=event, object_id=object_id)
@@ -33,25 +31,11 @@ def notify(event: str, object_id: int) -> None:
         post_webhook.delay(message.webhook_text)
 
 
-@shared_task(
-    autoretry_for=RETRY_FOR,
-    retry_backoff=BACKOFF_SECONDS,
-    retry_backoff_max=BACKOFF_MAX_SECONDS,
-    retry_jitter=True,
-    max_retries=MAX_RETRIES,
-    ignore_result=True,
-)
+@shared_task(base=NotificationTask)
 def send_email(subject: str, body: str, recipients: list[str]) -> None:
     notifications.deliver_email(subject=subject, body=body, recipients=recipients)
 
 
-@shared_task(
-    autoretry_for=RETRY_FOR,
-    retry_backoff=BACKOFF_SECONDS,
-    retry_backoff_max=BACKOFF_MAX_SECONDS,
-    retry_jitter=True,
-    max_retries=MAX_RETRIES,
-    ignore_result=True,
-)
+@shared_task(base=NotificationTask)
 def post_webhook(text: str) -> None:
     notifications.deliver_webhook(text=text)

@@ -2,8 +2,11 @@
 
 One Celery task runs one stage (``execute_stage``). A stage is claimed with a
 row lock and a status check, so a duplicate delivery is a no-op; it beats while
-it runs; on success the next stage is queued after the transaction commits. A
-periodic reaper fails stages whose worker died and re-sends lost messages.
+it runs; on success the next stage is queued through the outbox, sent once the
+transaction commits. ``pipelines.reaper`` fails stages whose worker died.
+
+Lock order, everywhere: the account row, then the run, then the stage
+(``lock_run``, ``lock_stage``); two transactions that follow it cannot deadlock.
 """
 
 from __future__ import annotations
@@ -14,46 +17,70 @@ import os
 import shutil
 import socket
 import threading
-import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
 from accounts_app.records import AccountRecords, record_on_account, secret_values
+from pipelines import outbox
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
+from pipelines.dbretry import retrying
 from pipelines.logs import StageLog
 from pipelines.models import (
     ACTIVE_RUN_STATUSES,
-    FINISHED_STAGE_STATUSES,
     PipelineRun,
     RunKind,
     RunStatus,
     StageRun,
     StageStatus,
+    Trigger,
 )
+from pipelines.outcomes import Cancelled, Failed, Outcome, Succeeded, Waiting, run_executor
 from pipelines.redaction import Redactor, environment_secrets
 from pipelines.signals import approval_needed, run_finished
 from pipelines.stages import executor_for
-from pipelines.stages.base import (
-    AccountInfo,
-    StageCancelled,
-    StageContext,
-    StageError,
-    StageWaiting,
-)
+from pipelines.stages.base import AccountInfo, StageContext
 
 logger = logging.getLogger(__name__)
 
+# The Celery task that runs one stage (pipelines/tasks.py registers it under this name).
+RUN_STAGE_TASK = "pipelines.tasks.run_stage"
 WORKER_LOST = "worker lost"
+CANCELLED_BY_USER = "cancelled by a user"
 
 
-# --- queueing -------------------------------------------------------------------------
+# --- locks ------------------------------------------------------------------------------
+
+
+def lock_run(run_id: int) -> PipelineRun:
+    """Lock the run's account, then the run; return the run."""
+    account_id = PipelineRun.objects.values_list("account_id", flat=True).get(pk=run_id)
+    _lock_row(Account, account_id)
+    return PipelineRun.objects.select_for_update().select_related("account").get(pk=run_id)
+
+
+def lock_stage(stage_id: int) -> StageRun | None:
+    """Lock the stage's account, then its run, then the stage; None if it is gone."""
+    ids = StageRun.objects.filter(pk=stage_id).values_list("run__account_id", "run_id").first()
+    if ids is None:
+        return None
+    account_id, run_id = ids
+    _lock_row(Account, account_id)
+    _lock_row(PipelineRun, run_id)
+    return StageRun.objects.select_for_update().select_related("run__account").get(pk=stage_id)
+
+
+def _lock_row(model: type[Account] | type[PipelineRun], pk: int) -> None:
+    list(model.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
+
+
+# --- queueing ---------------------------------------------------------------------------
 
 
 def queue_stage(stage: StageRun) -> None:
@@ -73,114 +100,155 @@ def queue_stage(stage: StageRun) -> None:
 
 
 def send_stage_task(stage_id: int) -> None:
-    from pipelines.tasks import run_stage
-
-    transaction.on_commit(lambda: run_stage.delay(stage_id))
+    outbox.send_after_commit(RUN_STAGE_TASK, stage_id)
 
 
-# --- executing ------------------------------------------------------------------------
+# --- executing --------------------------------------------------------------------------
 
 
 def execute_stage(stage_id: int) -> None:
     """Run one stage, if it is still queued. The body of the Celery task."""
-    stage = _claim(stage_id)
+    stage = retrying(lambda: _claim(stage_id), what=f"claiming stage {stage_id}")
     if stage is None:
         return
+    account = stage.run.account
+    redactor = Redactor(
+        [*portal_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
+    )
+    log = StageLog(stage.pk, stage.attempt, redactor)
+    heartbeat = Heartbeat(stage_id=stage.pk, attempt=stage.attempt, run_id=stage.run_id)
+    workdir = (
+        Path(settings.PORTAL_WORK_DIR)
+        / f"run-{stage.run_id}"
+        / (f"{stage.position:02d}-{stage.kind}-attempt-{stage.attempt}")
+    )
+    heartbeat.start()
+    try:
+        outcome = run_executor(
+            lambda: executor_for(stage.kind)(
+                _context(stage, log=log, redactor=redactor, heartbeat=heartbeat, workdir=workdir)
+            ),
+            log=log,
+            redact=redactor,
+        )
+    finally:
+        heartbeat.stop()
+    # A dropped connection must not lose a finished stage's result: try again, reconnected.
+    retrying(
+        lambda: _record_outcome(stage_id=stage.pk, attempt=stage.attempt, outcome=outcome, log=log),
+        what=f"recording stage {stage.pk}",
+    )
+    if not settings.PORTAL_KEEP_WORKDIRS and isinstance(outcome, Succeeded):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _context(
+    stage: StageRun, *, log: StageLog, redactor: Redactor, heartbeat: Heartbeat, workdir: Path
+) -> StageContext:
     run = stage.run
     account = run.account
-    portal_secrets = environment_secrets(
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    log(f"--- {stage.kind}, attempt {stage.attempt}, on {stage.worker} ---")
+    return StageContext(
+        account=AccountInfo(
+            pk=account.pk,
+            name=account.name,
+            purpose=account.purpose,
+            cloud_account_id=account.cloud_account_id,
+            config=dict(run.config),
+            outputs=dict(account.outputs),
+        ),
+        run_id=run.pk,
+        run_kind=RunKind(run.kind),
+        stage_id=stage.pk,
+        stage_kind=stage.kind,
+        attempt=stage.attempt,
+        blueprint=load_blueprint(account.blueprint),
+        config=dict(run.config),
+        previous=_previous_outputs(stage),
+        workdir=workdir,
+        log=log,
+        add_secret=redactor.add,
+        is_cancelled=heartbeat.cancelled.is_set,
+        artifacts=DbArtifactStore(run.pk),
+        records=AccountRecords(account.pk),
+        trigger=Trigger(run.trigger),
+        redact=redactor,
+        on_process_start=lambda pid: logger.info("stage %s started process %s", stage.pk, pid),
+    )
+
+
+def portal_secrets() -> list[str]:
+    """The portal's own credentials, redacted from every stage's log."""
+    return environment_secrets(
         database_password=str(settings.DATABASES["default"].get("PASSWORD") or ""),
         broker_url=settings.CELERY_BROKER_URL,
         secret_key=settings.SECRET_KEY,
         connection_urls=settings.PORTAL_CONNECTIONS.values(),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-        aws_session_token=os.environ.get("AWS_SESSION_TOKEN", ""),
+        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
+        aws_session_token=settings.AWS_SESSION_TOKEN,
     )
-    redactor = Redactor(
-        [*portal_secrets, *secret_values(account.pk), *sensitive_output_values(account)]
-    )
-    log = StageLog(stage.pk, stage.attempt, redactor)
-    heartbeat = Heartbeat(stage.pk, stage.attempt, run.pk)
-    workdir = (
-        Path(settings.PORTAL_WORK_DIR)
-        / f"run-{run.pk}"
-        / (f"{stage.position:02d}-{stage.kind}-attempt-{stage.attempt}")
-    )
-    outcome: dict[str, Any] = {}
-    try:
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
-        log(f"--- {stage.kind}, attempt {stage.attempt}, on {stage.worker} ---")
-        blueprint = load_blueprint(account.blueprint)
-        ctx = StageContext(
-            account=AccountInfo(
-                pk=account.pk,
-                name=account.name,
-                purpose=account.purpose,
-                cloud_account_id=account.cloud_account_id,
-                config=dict(run.config),
-                outputs=dict(account.outputs),
-            ),
-            run_id=run.pk,
-            run_kind=run.kind,
-            stage_id=stage.pk,
-            stage_kind=stage.kind,
-            attempt=stage.attempt,
-            blueprint=blueprint,
-            config=dict(run.config),
-            previous=_previous_outputs(stage),
-            workdir=workdir,
-            log=log,
-            add_secret=redactor.add,
-            redact=redactor,
-            is_cancelled=heartbeat.cancelled.is_set,
-            artifacts=DbArtifactStore(run.pk),
-            records=AccountRecords(account.pk),
-            trigger=run.trigger,
-        )
-        heartbeat.start()
-        outcome = {"outputs": executor_for(stage.kind)(ctx)}
-    except StageWaiting as waiting:
-        outcome = {"waiting": waiting}
-    except StageCancelled as cancelled:
-        outcome = {"cancelled": cancelled.explanation}
-    except StageError as error:
-        if error.detail:
-            log(error.detail)
-        outcome = {"error": error}
-    except Exception as exc:  # noqa: BLE001 - any bug must still fail the stage, not leave it running
-        log(traceback.format_exc())
-        outcome = {"error": StageError(redactor(f"internal error: {type(exc).__name__}: {exc}"))}
-    finally:
-        heartbeat.stop()
-    _record_outcome(stage.pk, stage.attempt, outcome, log, redactor)
-    if not settings.PORTAL_KEEP_WORKDIRS and "outputs" in outcome:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _claim(stage_id: int) -> StageRun | None:
     with transaction.atomic():
-        stage = (
-            StageRun.objects.select_for_update()
-            .select_related("run__account")
-            .filter(pk=stage_id)
-            .first()
-        )
-        if stage is None or stage.status != StageStatus.QUEUED:
-            logger.info(
-                "stage %s is not queued (%s): nothing to do", stage_id, stage and stage.status
-            )
-            return None
-        if stage.run.cancel_requested:
-            _finish_stage(stage, StageStatus.CANCELLED, "cancelled by a user")
-            finish_run(stage.run, RunStatus.CANCELLED, "cancelled by a user")
+        stage = lock_stage(stage_id)
+        if stage is None:
+            logger.info("stage %s is gone: nothing to do", stage_id)
             return None
         now = timezone.now()
+        if stage.status == StageStatus.RUNNING and worker_lost(stage, now=now):
+            # A redelivered message (the worker was stopped or killed): take the stage over.
+            StageLog(stage.pk, stage.attempt, Redactor())(
+                f"--- {WORKER_LOST}: {stage.worker} is gone; taken over ---"
+            )
+            stage.attempt += 1
+        elif stage.status != StageStatus.QUEUED:
+            logger.info("stage %s is not queued (%s): nothing to do", stage_id, stage.status)
+            return None
+        if stage.run.cancel_requested:
+            _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+            finish_run(stage.run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+            return None
         stage.status = StageStatus.RUNNING
         stage.started_at = stage.heartbeat_at = now
-        stage.worker = f"{socket.gethostname()}:{os.getpid()}"
+        stage.worker = this_worker()
         stage.save()
         return stage
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lost(stage: StageRun, *, now: datetime) -> bool:
+    """Whether a running stage's worker is gone: its process has ended (known on its own
+    host), or, on another host, its heartbeat is stale."""
+    gone = worker_gone(stage.worker)
+    if gone is not None:
+        return gone
+    stale = now - timedelta(seconds=settings.PORTAL_HEARTBEAT_STALE_SECONDS)
+    return stage.heartbeat_at is not None and stage.heartbeat_at < stale
+
+
+def worker_gone(worker: str) -> bool | None:
+    """Whether the process ``host:pid`` no longer runs the stage: None when that is not
+    known here (no worker recorded, another host). This very process counts as gone: a
+    prefork child runs one task at a time, so while it claims or reaps, no attempt of
+    its own runs (one whose claim committed just before its connection broke)."""
+    host, _, pid = worker.rpartition(":")
+    if not pid.isdigit() or host != socket.gethostname():
+        return None
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
 
 
 def sensitive_output_values(account: Account) -> list[str]:
@@ -202,73 +270,76 @@ def _previous_outputs(stage: StageRun) -> dict[str, dict[str, Any]]:
     return {kind: outputs for kind, outputs in earlier}
 
 
-def _record_outcome(
-    stage_id: int, attempt: int, outcome: dict[str, Any], log: StageLog, redactor: Redactor
-) -> None:
+def _record_outcome(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:
     with transaction.atomic():
-        stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage_id)
-        if stage.status != StageStatus.RUNNING or stage.attempt != attempt:
+        stage = lock_stage(stage_id)
+        if stage is None or stage.status != StageStatus.RUNNING or stage.attempt != attempt:
             # The reaper or a user got here first; their word stands.
-            log(f"stage already {stage.status}; result of attempt {attempt} discarded")
+            status = stage.status if stage else "gone"
+            log(f"stage already {status}; result of attempt {attempt} discarded")
             return
         run = stage.run
-        if "outputs" in outcome:
-            stage.outputs = outcome["outputs"] or {}
-            _finish_stage(stage, StageStatus.SUCCEEDED, "")
-            log(f"--- {stage.kind} succeeded ---")
-            advance(run, after=stage)
-        elif "waiting" in outcome:
-            waiting: StageWaiting = outcome["waiting"]
-            stage.outputs = waiting.outputs
-            stage.approval_deadline = timezone.now() + timedelta(hours=waiting.timeout_hours)
-            stage.status = StageStatus.WAITING_APPROVAL
-            stage.save()
-            run.status = RunStatus.WAITING_APPROVAL
-            run.save(update_fields=["status"])
-            log("--- waiting for approval ---")
-            transaction.on_commit(
-                lambda: approval_needed.send(
-                    sender=StageRun, stage=StageRun.objects.get(pk=stage_id)
+        match outcome:
+            case Succeeded(outputs=outputs):
+                stage.outputs = outputs
+                _finish_stage(stage, status=StageStatus.SUCCEEDED, explanation="")
+                log(f"--- {stage.kind} succeeded ---")
+                advance(run, after=stage)
+            case Waiting(outputs=outputs, timeout_hours=hours):
+                stage.outputs = outputs
+                stage.approval_deadline = timezone.now() + timedelta(hours=hours)
+                stage.status = StageStatus.WAITING_APPROVAL
+                stage.save()
+                run.status = RunStatus.WAITING_APPROVAL
+                run.save(update_fields=["status"])
+                log("--- waiting for approval ---")
+                # In the transaction: what the receivers queue commits with the stage.
+                approval_needed.send(sender=StageRun, stage=stage)
+            case Cancelled(explanation=explanation):
+                log(f"--- cancelled: {explanation} ---")
+                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
+                cancel_remaining(run)
+                finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
+            case Failed():
+                stage.retryable = outcome.retryable
+                stage.retry_from = outcome.retry_from
+                stage.error = outcome.detail
+                log(f"--- {stage.kind} failed: {outcome.explanation} ---")
+                _finish_stage(stage, status=StageStatus.FAILED, explanation=outcome.explanation)
+                finish_run(
+                    run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {outcome.explanation}"
                 )
-            )
-        elif "cancelled" in outcome:
-            log(f"--- cancelled: {outcome['cancelled']} ---")
-            _finish_stage(stage, StageStatus.CANCELLED, outcome["cancelled"])
-            cancel_remaining(run)
-            finish_run(run, RunStatus.CANCELLED, outcome["cancelled"])
-        else:
-            error: StageError = outcome["error"]
-            explanation = (
-                redactor(error.explanation).splitlines()[0][:1000]
-                if error.explanation
-                else "failed"
-            )
-            stage.retryable = error.retryable
-            stage.retry_from = error.retry_from
-            stage.error = redactor(error.detail)[-4000:]
-            log(f"--- {stage.kind} failed: {explanation} ---")
-            _finish_stage(stage, StageStatus.FAILED, explanation)
-            finish_run(run, RunStatus.FAILED, f"{stage.kind}: {explanation}")
 
 
-def _finish_stage(stage: StageRun, status: str, explanation: str) -> None:
+def _finish_stage(stage: StageRun, *, status: StageStatus, explanation: str) -> None:
     stage.status = status
     stage.explanation = explanation
     stage.finished_at = timezone.now()
     stage.save()
 
 
+def fail_stage(stage: StageRun, *, explanation: str) -> None:
+    """Fail a stage and its run (the reaper: a lost worker, an approval past its deadline)."""
+    if stage.run.cancel_requested:
+        _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+        cancel_remaining(stage.run)
+        finish_run(stage.run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+        return
+    _finish_stage(stage, status=StageStatus.FAILED, explanation=explanation)
+    finish_run(stage.run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {explanation}")
+
+
 def advance(run: PipelineRun, *, after: StageRun) -> None:
     """Queue the stage after ``after``, or finish the run when there is none."""
     if run.cancel_requested:
         cancel_remaining(run)
-        finish_run(run, RunStatus.CANCELLED, "cancelled by a user")
+        finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
         return
     following = (
         run.stages.filter(position__gt=after.position).exclude(status=StageStatus.SKIPPED).first()
     )
     if following is None:
-        finish_run(run, RunStatus.SUCCEEDED, "")
+        finish_run(run, status=RunStatus.SUCCEEDED, explanation="")
         return
     if run.status != RunStatus.RUNNING:
         run.status = RunStatus.RUNNING
@@ -282,21 +353,19 @@ def cancel_remaining(run: PipelineRun) -> None:
     ).update(status=StageStatus.CANCELLED, finished_at=timezone.now())
 
 
-def finish_run(run: PipelineRun, status: str, explanation: str) -> None:
+def finish_run(run: PipelineRun, *, status: RunStatus, explanation: str) -> None:
     run.status = status
     run.explanation = explanation
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "explanation", "finished_at"])
-    new_account_status = _account_status_after(run.kind, status)
+    new_account_status = _account_status_after(kind=run.kind, run_status=status)
     if new_account_status:
         record_on_account(run.account_id, status=new_account_status)
-    run_id = run.pk
-    transaction.on_commit(
-        lambda: run_finished.send(sender=PipelineRun, run=PipelineRun.objects.get(pk=run_id))
-    )
+    # In the transaction: what the receivers queue (notifications) commits with the run.
+    run_finished.send(sender=PipelineRun, run=run)
 
 
-def _account_status_after(kind: str, run_status: str) -> str | None:
+def _account_status_after(*, kind: str, run_status: RunStatus) -> AccountStatus | None:
     if kind == RunKind.REFRESH_DATA or kind == RunKind.DRIFT_CHECK:
         return None  # the account kept serving throughout
     if kind == RunKind.TEARDOWN:
@@ -308,13 +377,17 @@ def _account_status_after(kind: str, run_status: str) -> str | None:
     return AccountStatus.FAILED
 
 
-# --- heartbeats and the reaper ------------------------------------------------------------
+# --- heartbeats -------------------------------------------------------------------------
 
 
 class Heartbeat:
-    """Beats for a running stage, and notices when its run is asked to stop."""
+    """Beats for a running stage, and notices when its run is asked to stop.
 
-    def __init__(self, stage_id: int, attempt: int, run_id: int) -> None:
+    A database error (a dropped connection) costs one beat, never the thread: the
+    connection is closed and the next beat opens a new one.
+    """
+
+    def __init__(self, *, stage_id: int, attempt: int, run_id: int) -> None:
         self.stage_id = stage_id
         self.attempt = attempt
         self.run_id = run_id
@@ -335,74 +408,21 @@ class Heartbeat:
     def _loop(self) -> None:
         try:
             while not self._stop.wait(settings.PORTAL_HEARTBEAT_SECONDS):
-                self.beat()
+                try:
+                    self.beat()
+                except DatabaseError as exc:
+                    logger.warning("heartbeat of stage %s: %s; reconnecting", self.stage_id, exc)
+                    connection.close()
         finally:
             connection.close()
 
-    def beat(self) -> None:
-        close_old_connections()
+    def beat(self, now: datetime | None = None) -> None:
         still_running = StageRun.objects.filter(
             pk=self.stage_id, attempt=self.attempt, status=StageStatus.RUNNING
-        ).update(heartbeat_at=timezone.now())
+        ).update(heartbeat_at=now or timezone.now())
         cancel = PipelineRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
         if cancel or not still_running:
             self.cancelled.set()
-
-
-def reap(now: Any = None) -> dict[str, int]:
-    """Fail stages whose worker died, re-send lost messages, expire old approvals."""
-    now = now or timezone.now()
-    counts = {"lost": 0, "resent": 0, "expired": 0}
-    stale = now - timedelta(seconds=settings.PORTAL_HEARTBEAT_STALE_SECONDS)
-    for stage_id in StageRun.objects.filter(
-        status=StageStatus.RUNNING, heartbeat_at__lt=stale
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage_id)
-            if (
-                stage.status != StageStatus.RUNNING
-                or not stage.heartbeat_at
-                or stage.heartbeat_at >= stale
-            ):
-                continue
-            counts["lost"] += 1
-            since = f"{stage.heartbeat_at:%H:%M:%S}"
-            StageLog(stage.pk, stage.attempt, Redactor())(
-                f"--- {WORKER_LOST}: no heartbeat from {stage.worker} since {since} ---"
-            )
-            if stage.run.cancel_requested:
-                _finish_stage(stage, StageStatus.CANCELLED, "cancelled by a user")
-                cancel_remaining(stage.run)
-                finish_run(stage.run, RunStatus.CANCELLED, "cancelled by a user")
-            else:
-                _finish_stage(stage, StageStatus.FAILED, WORKER_LOST)
-                finish_run(stage.run, RunStatus.FAILED, f"{stage.kind}: {WORKER_LOST}")
-
-    lost_message = now - timedelta(seconds=settings.PORTAL_QUEUED_STALE_SECONDS)
-    for stage in StageRun.objects.filter(status=StageStatus.QUEUED, queued_at__lt=lost_message):
-        with transaction.atomic():
-            if StageRun.objects.filter(pk=stage.pk, status=StageStatus.QUEUED).update(
-                queued_at=now
-            ):
-                counts["resent"] += 1
-                send_stage_task(stage.pk)
-
-    for stage_id in StageRun.objects.filter(
-        status=StageStatus.WAITING_APPROVAL, approval_deadline__lt=now
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage_id)
-            if stage.status != StageStatus.WAITING_APPROVAL:
-                continue
-            counts["expired"] += 1
-            explanation = "approval timed out: nobody decided before the deadline"
-            _finish_stage(stage, StageStatus.FAILED, explanation)
-            finish_run(stage.run, RunStatus.FAILED, f"{stage.kind}: {explanation}")
-    return counts
-
-
-def is_finished(stage: StageRun) -> bool:
-    return stage.status in FINISHED_STAGE_STATUSES
 
 
 def active_run_for(account_id: int) -> PipelineRun | None:

@@ -7,6 +7,7 @@ import threading
 from django.db.models import Max
 from django.utils import timezone
 
+from pipelines.dbretry import retrying
 from pipelines.models import LogLine
 from pipelines.redaction import Redactor
 
@@ -21,7 +22,10 @@ class StageLog:
         self.attempt = attempt
         self.redact = redactor
         self._lock = threading.Lock()
-        last = LogLine.objects.filter(stage_id=stage_id).aggregate(n=Max("number"))["n"]
+        last = retrying(
+            lambda: LogLine.objects.filter(stage_id=stage_id).aggregate(n=Max("number"))["n"],
+            what=f"log of stage {stage_id}",
+        )
         self._next = (last or 0) + 1
 
     def __call__(self, text: str) -> None:
@@ -40,4 +44,7 @@ class StageLog:
                     )
                 )
                 self._next += 1
-            LogLine.objects.bulk_create(rows)
+            # A dropped connection must not fail the stage that logs.
+            retrying(
+                lambda: LogLine.objects.bulk_create(rows), what=f"log of stage {self.stage_id}"
+            )

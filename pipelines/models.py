@@ -163,3 +163,30 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (run #{self.run_id})"
+
+
+class OutboxMessage(models.Model):
+    """A task to send, written in the transaction that decided it (pipelines/outbox.py).
+
+    The send after commit tries once; the relay sends whatever is left once the
+    broker answers again. Sent rows are kept a while for the record, then pruned.
+    """
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(sent_at__isnull=True),
+                name="outbox_unsent",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)} ({'sent' if self.sent_at else 'unsent'})"

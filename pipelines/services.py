@@ -119,8 +119,11 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
     """A new attempt of a failed (or cancelled) stage; the chain goes on from there."""
     try:
         with transaction.atomic():
-            Account.objects.select_for_update().get(pk=stage.run.account_id)
-            stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
+            # The one lock order: account, run, stage (engine.lock_stage).
+            locked = engine.lock_stage(stage.pk)
+            if locked is None:
+                raise RunRefused(f"stage #{stage.pk} no longer exists")
+            stage = locked
             run = stage.run
             if stage.status not in (StageStatus.FAILED, StageStatus.CANCELLED):
                 raise RunRefused(
@@ -167,21 +170,24 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
 def cancel_run(run: PipelineRun, *, user: User | None = None) -> PipelineRun:
     """Queued stages are cancelled; a running one is asked to stop and stops at its next check."""
     with transaction.atomic():
-        run = PipelineRun.objects.select_for_update().get(pk=run.pk)
+        run = engine.lock_run(run.pk)
         if run.status not in ACTIVE_RUN_STATUSES:
             raise RunRefused(f"run #{run.pk} is {run.status}; only an active run is cancelled")
         run.cancel_requested = True
         run.save(update_fields=["cancel_requested"])
         engine.cancel_remaining(run)
         if not run.stages.filter(status=StageStatus.RUNNING).exists():
-            engine.finish_run(run, RunStatus.CANCELLED, "cancelled by a user")
+            engine.finish_run(run, status=RunStatus.CANCELLED, explanation="cancelled by a user")
         return run
 
 
 def decide_stage(stage: StageRun, *, user: User, approve: bool, comment: str = "") -> StageRun:
     """Approve or reject a stage waiting for approval (a plan)."""
     with transaction.atomic():
-        stage = StageRun.objects.select_for_update().select_related("run").get(pk=stage.pk)
+        locked = engine.lock_stage(stage.pk)
+        if locked is None:
+            raise RunRefused(f"stage #{stage.pk} no longer exists")
+        stage = locked
         if stage.status != StageStatus.WAITING_APPROVAL:
             raise RunRefused(f"stage {stage.kind} is {stage.status}, not waiting for approval")
         if stage.approval_deadline and stage.approval_deadline < timezone.now():
@@ -218,7 +224,9 @@ def decide_stage(stage: StageRun, *, user: User, approve: bool, comment: str = "
             stage.explanation = explanation
             stage.finished_at = timezone.now()
             stage.save()
-            engine.finish_run(stage.run, RunStatus.FAILED, f"{stage.kind}: {explanation}")
+            engine.finish_run(
+                stage.run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {explanation}"
+            )
         return stage
 
 

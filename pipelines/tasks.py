@@ -1,20 +1,38 @@
-"""Celery tasks: thin wrappers over the engine."""
+"""Celery tasks: thin wrappers over the engine, and the outbox relay of each worker."""
+
+from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 
-from pipelines import engine, services
+from pipelines import engine, outbox, reaper, services
+from pipelines.outbox import PortalTask
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(base=PortalTask, name=engine.RUN_STAGE_TASK)
 def run_stage(stage_id: int) -> None:
     engine.execute_stage(stage_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=PortalTask)
 def reap() -> dict[str, int]:
-    return engine.reap()
+    return reaper.reap()
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=PortalTask)
 def expire_accounts() -> list[int]:
     return [run.pk for run in services.expire_accounts()]
+
+
+# A broker that restarted empty lost the queued stages' messages: send them again.
+_relay = outbox.Relay(on_broker_back=reaper.resend_queued)
+
+
+@worker_ready.connect
+def start_outbox_relay(**kwargs: object) -> None:
+    _relay.start()
+
+
+@worker_shutdown.connect
+def stop_outbox_relay(**kwargs: object) -> None:
+    _relay.stop()

@@ -190,7 +190,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-stages": {
         "task": "pipelines.tasks.reap",
-        "schedule": timedelta(seconds=env_int("PORTAL_REAPER_SECONDS", 30)),
+        "schedule": timedelta(seconds=env_int("PORTAL_REAPER_SECONDS", 10)),
     },
     "expire-accounts": {
         "task": "pipelines.tasks.expire_accounts",
@@ -205,7 +205,7 @@ PORTAL_WORK_DIR = Path(os.environ.get("PORTAL_WORK_DIR", VAR_DIR / "work"))
 PORTAL_TF_STATE_DIR = Path(os.environ.get("PORTAL_TF_STATE_DIR", VAR_DIR / "tfstate"))
 # A running stage beats every HEARTBEAT seconds; STALE seconds without one means its worker died.
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 5)
-PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 90)
+PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 30)
 # A stage queued this long without being claimed lost its message: send it again.
 PORTAL_QUEUED_STALE_SECONDS = env_int("PORTAL_QUEUED_STALE_SECONDS", 300)
 PORTAL_KEEP_WORKDIRS = env_bool("PORTAL_KEEP_WORKDIRS", False)
@@ -240,6 +240,9 @@ AWS_DEFAULT_REGION = os.environ.get("AWS_DEFAULT_REGION", "") or "us-east-1"
 PORTAL_AWS_ADMIN_ROLE = (
     os.environ.get("PORTAL_AWS_ADMIN_ROLE", "") or "OrganizationAccountAccessRole"
 )
+# Read only so that they are redacted from logs (boto3 reads its credentials itself).
+AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+AWS_SESSION_TOKEN = os.environ.get("AWS_SESSION_TOKEN", "")
 PORTAL_AWS_EMAIL_DOMAIN = os.environ.get("PORTAL_AWS_EMAIL_DOMAIN", "") or "example.com"
 # Key material for secrets stored in the database (default: SECRET_KEY).
 PORTAL_ENCRYPTION_KEY = os.environ.get("PORTAL_ENCRYPTION_KEY", "")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipelines.models import RunKind, Trigger
+
 if TYPE_CHECKING:
     from pipelines.blueprints import Blueprint
 
@@ -84,7 +86,7 @@ def _ignore_pid(pid: int) -> None:
 class StageContext:
     account: AccountInfo
     run_id: int
-    run_kind: str
+    run_kind: RunKind
     stage_id: int
     stage_kind: str
     attempt: int
@@ -101,12 +103,11 @@ class StageContext:
     artifacts: ArtifactStore = field(repr=False)
     # The account's records: values learned, encrypted secrets, current endpoints.
     records: AccountRecords = field(repr=False)
-    # What started the run: "user", "schedule" (an expiry) or "retry".
-    trigger: str = "user"
+    # What started the run: a user, the schedule (an expiry) or a retry.
+    trigger: Trigger = Trigger.USER
     # The run's redactor (every secret known to it), for what a stage stores itself.
     redact: Callable[[str], str] = field(default=_unchanged, repr=False)
-    # Called with the pid of every child process the stage starts (hooks, Terraform),
-    # so that the engine can make sure it is gone before another attempt runs.
+    # Called with the pid of every child process the stage starts (hooks, Terraform).
     on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
 
 

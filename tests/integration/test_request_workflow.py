@@ -321,7 +321,9 @@ def test_a_run_finishing_notifies_the_owner_with_a_link(
     )
     failed = PipelineRunFactory(account=account, status=RunStatus.RUNNING)
     with django_capture_on_commit_callbacks(execute=True):
-        engine.finish_run(failed, RunStatus.FAILED, "plan: terraform plan failed: bad CIDR")
+        engine.finish_run(
+            failed, status=RunStatus.FAILED, explanation="plan: terraform plan failed: bad CIDR"
+        )
     [mail] = mailoutbox
     assert mail.to == ["sally@example.com"] and "failed" in mail.subject
     assert "terraform plan failed: bad CIDR" in mail.body
@@ -330,7 +332,7 @@ def test_a_run_finishing_notifies_the_owner_with_a_link(
     mailoutbox.clear()
     ok = PipelineRunFactory(account=account, status=RunStatus.RUNNING)
     with django_capture_on_commit_callbacks(execute=True):
-        engine.finish_run(ok, RunStatus.SUCCEEDED, "")
+        engine.finish_run(ok, status=RunStatus.SUCCEEDED, explanation="")
     [mail] = mailoutbox
     assert "succeeded" in mail.subject
     assert f"https://portal.example.com/accounts/{account.pk}/" in mail.body

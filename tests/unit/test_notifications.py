@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from accounts_app import notification_queue, notifications, tasks
 from accounts_app.models import RequestStatus
-from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.models import OutboxMessage, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.signals import approval_needed, run_finished
+from portal.celery import app as celery_app
 from tests.factories import (
     AccountFactory,
     AccountRequestFactory,
@@ -245,24 +246,38 @@ def test_tasks_retry_with_backoff() -> None:
         assert task.retry_backoff
 
 
-def test_queueing_waits_for_the_commit(
+def _capture_sends(monkeypatch: Any, sent: list[tuple[str, int]]) -> None:
+    """The broker's side of the outbox: what the portal's Celery app was asked to send."""
+
+    def send_task(name: str, args: list[Any], **options: Any) -> None:
+        assert name == tasks.notify.name
+        sent.append((args[0], args[1]))
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
+
+
+def test_queueing_keeps_the_message_and_sends_it_after_the_commit(
     secret_account: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
 ) -> None:
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.notify, "delay", lambda event, pk: sent.append((event, pk)))
+    _capture_sends(monkeypatch, sent)
     req = AccountRequestFactory(account=secret_account)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         notification_queue.request_needs_approval(req)
+    [message] = OutboxMessage.objects.filter(task=tasks.notify.name)
+    assert message.args == [notifications.REQUEST_NEEDS_APPROVAL, req.pk]
     assert sent == [] and len(callbacks) == 1
     callbacks[0]()
     assert sent == [(notifications.REQUEST_NEEDS_APPROVAL, req.pk)]
+    message.refresh_from_db()
+    assert message.sent_at is not None
 
 
 def test_engine_signals_queue_notifications_and_never_raise(
     secret_account: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
 ) -> None:
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.notify, "delay", lambda event, pk: sent.append((event, pk)))
+    _capture_sends(monkeypatch, sent)
     run = PipelineRunFactory(account=secret_account)
     stage = StageRunFactory(run=run, status=StageStatus.WAITING_APPROVAL)
     with django_capture_on_commit_callbacks(execute=True):
@@ -273,10 +288,13 @@ def test_engine_signals_queue_notifications_and_never_raise(
         (notifications.PLAN_WAITING, stage.pk),
     ]
 
-    def broker_down(event: str, pk: int) -> None:
+    def broker_down(name: str, args: list[Any], **options: Any) -> None:
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(tasks.notify, "delay", broker_down)
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         run_finished.send(sender=PipelineRun, run=run)  # logged, not raised
         approval_needed.send(sender=StageRun, stage=None)  # a broken call is logged too
+    # Not lost: the message stays in the outbox for the relay to send when the broker is back.
+    unsent = OutboxMessage.objects.filter(task=tasks.notify.name, sent_at__isnull=True)
+    assert list(unsent.values_list("args", flat=True)) == [[notifications.RUN_FINISHED, run.pk]]

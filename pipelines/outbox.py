@@ -1,0 +1,157 @@
+"""The outbox: a task is sent after the transaction that decided it commits, and is
+never lost to a broker outage.
+
+``send_after_commit(task_name, *args)`` writes the message in the current transaction.
+After the commit one send is tried; a broker error is logged, never raised to the user
+whose change was recorded. The ``Relay`` (a thread in each worker process; the broker
+cannot carry a periodic task while it is down) sends what is left every few seconds.
+
+A row is locked while it is sent (``SKIP LOCKED``), so the after-commit send and the
+relays of several workers never send one row twice at once. A crash between the send
+and the mark sends it again: delivery is at least once, and the tasks are written for
+that (a stage task finds its stage no longer queued).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from celery import Task, current_app
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from pipelines.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+# What a task may carry: JSON, as the broker and the outbox row both store it.
+TaskArg = str | int | float | bool | None | list[str]
+
+RELAY_SECONDS = 2.0
+RELAY_BATCH = 100
+
+
+class PortalTask(Task):
+    """The portal's task base: acknowledged after it ran, so a lost worker's task is
+    delivered again; results are never stored; sent through the outbox."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+
+    def delay_on_commit(self, *args: TaskArg) -> None:
+        """Send this task once the current transaction commits; never lost, never raises."""
+        if self.app.conf.task_always_eager:
+            # Celery's eager mode has no broker, hence no outbox: run it here after commit.
+            transaction.on_commit(lambda: self.delay(*args), robust=True)
+            return
+        send_after_commit(self.name, *args)
+
+
+def send_after_commit(task_name: str, *args: TaskArg) -> None:
+    """Record the message now (in the caller's transaction); try to send it after commit."""
+    message = OutboxMessage.objects.create(task=task_name, args=list(args))
+    transaction.on_commit(lambda: send(message.pk), robust=True)
+
+
+def send(message_id: int) -> bool:
+    """Send one message unless it is sent or being sent; False if the broker refused."""
+    with transaction.atomic():
+        message = (
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(pk=message_id, sent_at__isnull=True)
+            .first()
+        )
+        return message is not None and _publish(message)
+
+
+def relay(*, limit: int = RELAY_BATCH) -> int:
+    """Send unsent messages, oldest first, until the broker refuses one; how many went."""
+    sent = 0
+    with transaction.atomic():
+        pending = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+            sent_at__isnull=True
+        )
+        for message in pending.order_by("created_at", "pk")[:limit]:
+            if not _publish(message):
+                break
+            sent += 1
+    return sent
+
+
+def prune(*, sent_before: datetime) -> int:
+    """Forget messages sent before this time."""
+    deleted, _ = OutboxMessage.objects.filter(sent_at__lt=sent_before).delete()
+    return deleted
+
+
+def _publish(message: OutboxMessage) -> bool:
+    message.attempts += 1
+    try:
+        # retry=False: fail at once when the broker is down; the relay tries again.
+        # By name: the sending process need not have imported the task's module.
+        current_app.send_task(message.task, args=message.args, retry=False)
+    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
+        message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        message.save(update_fields=["attempts", "last_error"])
+        logger.warning("outbox: could not send %s #%s: %s", message.task, message.pk, exc)
+        return False
+    message.sent_at = timezone.now()
+    message.save(update_fields=["attempts", "sent_at"])
+    return True
+
+
+def broker_reachable() -> bool:
+    try:
+        with current_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+    except Exception:  # noqa: BLE001 - any failure to connect means "not now"
+        return False
+    return True
+
+
+class Relay:
+    """Sends what the outbox holds every few seconds, in a daemon thread.
+
+    ``on_broker_back`` is called when the broker answers again after failing: a broker
+    that keeps nothing on disk lost the messages it held, and the caller sends them again.
+    """
+
+    def __init__(
+        self, *, on_broker_back: Callable[[], object], interval: float = RELAY_SECONDS
+    ) -> None:
+        self.on_broker_back = on_broker_back
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        # At start too: a worker that starts may follow a broker that restarted empty.
+        broker_was_down = True
+        while not self._stop.wait(self.interval):
+            try:
+                if not broker_reachable():
+                    broker_was_down = True
+                    continue
+                if broker_was_down:
+                    logger.info("outbox: the broker answers; sending queued stages again")
+                    self.on_broker_back()
+                    broker_was_down = False
+                relay()
+            except DatabaseError:
+                logger.exception("outbox relay: database error; trying again")
+            finally:
+                # No connection kept between ticks: a worker forks new children from this
+                # process, and a child must not inherit (and then close) a live connection.
+                connection.close()

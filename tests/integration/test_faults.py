@@ -1,0 +1,335 @@
+"""The engine under faults, with real processes: a broker outage, database connections
+killed mid-stage, a graceful restart, and parallel retries, approvals and cancels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from accounts_app import notifications
+from accounts_app.models import AccountStatus
+from accounts_app.tasks import notify
+from pipelines import services
+from pipelines.models import (
+    LogLine,
+    OutboxMessage,
+    PipelineRun,
+    RunStatus,
+    StageRun,
+    StageStatus,
+)
+from portal.celery import app
+from tests.conftest import WorkerProcess
+from tests.factories import AccountFactory, UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+API = "/api/v1/"
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def logged(stage: StageRun, text: str) -> bool:
+    return LogLine.objects.filter(stage=stage, text__contains=text).exists()
+
+
+def client_for(user: Any) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+# --- a broker of our own, to stop and start -----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server on a free loopback port (never the shared one on 6379)."""
+
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, timeout=10, what="redis to start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def point_app_at(broker_url: str, settings: Any) -> None:
+    """This process's Celery app sends to ``broker_url`` from now on."""
+    settings.CELERY_BROKER_URL = broker_url
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker_url
+    app.close()  # drops the connection pool
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def outage_broker(
+    celery_worker: WorkerProcess, worker_env: dict[str, str], tmp_path: Path, settings: Any
+) -> Iterator[tuple[PrivateRedis, WorkerProcess]]:
+    """A private Redis and a worker on it. The session's worker stops meanwhile: its outbox
+    relay would otherwise send this test's messages through the shared broker."""
+    celery_worker.stop()
+    redis = PrivateRedis()
+    redis.start()
+    shared_url = app.conf.broker_url
+    point_app_at(redis.url, settings)
+    assert app.connection_for_write().port == redis.port
+    worker = WorkerProcess({**worker_env, "CELERY_BROKER_URL": redis.url}, tmp_path / "w.log")
+    worker.start()
+    try:
+        yield redis, worker
+    finally:
+        worker.stop()
+        redis.stop()
+        point_app_at(shared_url, settings)
+        celery_worker.start()
+
+
+def test_a_broker_outage_answers_no_500_and_loses_nothing(outage_broker) -> None:
+    redis, worker = outage_broker
+    admin = UserFactory(username="adam", roles=["admins"])
+    client = client_for(admin)
+    ready = AccountFactory(owner=admin, blueprint="render-only", status=AccountStatus.READY)
+    failed_account = AccountFactory(owner=admin, blueprint="render-only", config={})
+    failed_run = PipelineRun.objects.create(
+        account=failed_account, kind="provision", status=RunStatus.FAILED, config={"label": "x"}
+    )
+    failed_stage = StageRun.objects.create(
+        run=failed_run, position=1, kind="render", status=StageStatus.FAILED, attempt=1
+    )
+
+    redis.stop()
+    started = client.post(f"{API}accounts/{ready.pk}/runs/", {"kind": "update"}, format="json")
+    retried = client.post(f"{API}runs/{failed_run.pk}/stages/{failed_stage.pk}/retry/")
+    with transaction.atomic():
+        notify.delay_on_commit(notifications.RUN_FINISHED, failed_run.pk)
+
+    # Recorded, answered, and kept for the broker's return.
+    assert started.status_code == 201, started.content
+    assert retried.status_code == 200, retried.content
+    update_run = PipelineRun.objects.get(pk=started.json()["id"])
+    pending = OutboxMessage.objects.filter(sent_at__isnull=True)
+    assert sorted(m.task for m in pending) == [
+        "accounts_app.tasks.notify",
+        "pipelines.tasks.run_stage",
+        "pipelines.tasks.run_stage",
+    ]
+    assert all(m.attempts == 1 and m.last_error for m in pending)
+
+    redis.start()
+    back = time.monotonic()
+    for run in (update_run, failed_run):
+        wait_until(
+            lambda run=run: PipelineRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED,
+            timeout=30,
+            what=f"run {run.pk} to finish after the broker came back",
+        )
+    assert time.monotonic() - back < 30
+    assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+    wait_until(
+        lambda: "accounts_app.tasks.notify" in worker.log_path.read_text(),
+        timeout=30,
+        what="the notification to reach the worker",
+    )
+
+
+def test_a_broker_that_restarts_empty_gets_the_queued_stages_again(outage_broker) -> None:
+    redis, worker = outage_broker
+    worker.stop()  # nobody consumes: the message sits in Redis, then dies with it
+    account = AccountFactory(blueprint="render-only", config={})
+    run = services.start_run(account, "provision")
+    assert OutboxMessage.objects.get(task="pipelines.tasks.run_stage").sent_at is not None
+    redis.stop()
+    redis.start()
+
+    worker.start()  # its relay sends every queued stage again once the broker answers
+
+    finished = wait_until(
+        lambda: PipelineRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(),
+        timeout=30,
+        what="the run to finish without waiting for the reaper",
+    )
+    assert finished
+
+
+# --- database connections killed ----------------------------------------------------------
+
+
+def terminate_other_backends() -> int:
+    """What a failover does to the worker: every other connection to this database dies."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_killed_database_connections_cost_a_stage_nothing(celery_worker, wait_for_run) -> None:
+    account = AccountFactory(blueprint="steady-hook", config={})
+    run = services.start_run(account, "provision")
+    stage = run.stages.get()
+    wait_until(lambda: logged(stage, "second 2"), timeout=30, what="the hook to run")
+
+    assert terminate_other_backends() > 0
+    killed_at = time.monotonic()
+    wait_until(lambda: logged(stage, "second 5"), timeout=30, what="the log to go on")
+    terminate_other_backends()
+    run = wait_for_run(run.pk, timeout=60)
+
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    stage.refresh_from_db()
+    assert (stage.status, stage.attempt) == (StageStatus.SUCCEEDED, 1)
+    assert stage.outputs["steady_hook"] == "done"
+    # The heartbeat thread lived on: beats after the kill, before the stage ended.
+    assert stage.heartbeat_at is not None and stage.started_at is not None
+    assert (stage.heartbeat_at - stage.started_at).total_seconds() > 3
+    assert time.monotonic() - killed_at < 60
+
+
+# --- a graceful restart -------------------------------------------------------------------
+
+
+def test_sigterm_to_the_worker_group_lets_the_running_stage_finish(
+    celery_worker: WorkerProcess, wait_for_run
+) -> None:
+    account = AccountFactory(blueprint="steady-hook", config={})
+    run = services.start_run(account, "provision")
+    stage = run.stages.get()
+    wait_until(lambda: logged(stage, "second 1"), timeout=30, what="the hook to run")
+    assert celery_worker.proc is not None
+
+    # As systemd's stop does: SIGTERM to every process of the worker's group.
+    os.killpg(celery_worker.proc.pid, signal.SIGTERM)
+    celery_worker.proc.wait(timeout=60)
+    celery_worker.proc = None
+
+    stage.refresh_from_db()
+    assert (stage.status, stage.attempt) == (StageStatus.SUCCEEDED, 1), stage.explanation
+    assert stage.outputs["steady_hook"] == "done"
+    celery_worker.start()
+    assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+
+
+# --- one lock order -----------------------------------------------------------------------
+
+
+def test_parallel_retries_approvals_and_cancels_never_deadlock(celery_worker) -> None:
+    """Retry, approve and cancel clicks at one run from several threads while the worker
+    claims and records its stages: no error but a refusal, and nothing left queued."""
+    account = AccountFactory(blueprint="hook-fails", config={})
+    run = PipelineRun.objects.create(account=account, kind="provision", status=RunStatus.RUNNING)
+    plan = {"plan_sha256": "ab" * 32, "add": 0, "change": 0, "replace": 0, "destroy": 1}
+    StageRun.objects.create(
+        run=run, position=1, kind="plan", status=StageStatus.SUCCEEDED, attempt=1, outputs=plan
+    )
+    approval = StageRun.objects.create(
+        run=run, position=2, kind="approve_plan", status=StageStatus.WAITING_APPROVAL, attempt=1
+    )
+    StageRun.objects.create(run=run, position=3, kind="pre_hooks")  # fails at once, every time
+    approver = UserFactory(username="april", roles=["approvers"])
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 12
+
+    def retry() -> None:
+        stage = run.stages.filter(status__in=[StageStatus.FAILED, StageStatus.CANCELLED]).first()
+        if stage is not None:
+            services.retry_stage(stage)
+
+    def approve() -> None:
+        services.decide_stage(approval, user=approver, approve=True)
+
+    def cancel() -> None:
+        services.cancel_run(PipelineRun.objects.get(pk=run.pk))
+
+    def click(action: Callable[[], None]) -> None:
+        try:
+            while time.monotonic() < deadline:
+                # A refusal is the click not fitting the run's state at that moment: a 409.
+                with contextlib.suppress(services.RunRefused):
+                    action()
+                time.sleep(0.02)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=click, args=(action,))
+        for action in (retry, retry, retry, approve, approve, cancel)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    # The worker lost no deadlock either: every stage it was given ends, none stays queued.
+    if PipelineRun.objects.get(pk=run.pk).is_active:
+        services.cancel_run(run)
+    wait_until(
+        lambda: (
+            not PipelineRun.objects.get(pk=run.pk).is_active
+            and not run.stages.filter(status__in=[StageStatus.QUEUED, StageStatus.RUNNING]).exists()
+        ),
+        timeout=60,
+        what="the run to settle",
+    )
+    assert worker_log_has_no_deadlock(celery_worker.log_path)
+
+
+def worker_log_has_no_deadlock(path: Path) -> bool:
+    text = path.read_text(errors="replace")
+    return "deadlock detected" not in text.lower()
