@@ -108,7 +108,11 @@ TEMPLATES = [
 SQLITE_PATH = VAR_DIR / "portal.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"), conn_max_age=60
+        os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
+        conn_max_age=60,
+        # A kept connection is checked before a request uses it: after a failover (or a
+        # killed backend) the page reconnects rather than answering 500.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
