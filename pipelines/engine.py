@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
@@ -42,6 +42,7 @@ from pipelines.models import (
     Trigger,
 )
 from pipelines.outcomes import Cancelled, Failed, Outcome, Succeeded, Waiting, run_executor
+from pipelines.periodic import PeriodicThread
 from pipelines.redaction import Redactor, environment_secrets
 from pipelines.signals import approval_needed, run_finished
 from pipelines.stages import executor_for
@@ -380,41 +381,18 @@ def _account_status_after(*, kind: str, run_status: RunStatus) -> AccountStatus 
 # --- heartbeats -------------------------------------------------------------------------
 
 
-class Heartbeat:
-    """Beats for a running stage, and notices when its run is asked to stop.
-
-    A database error (a dropped connection) costs one beat, never the thread: the
-    connection is closed and the next beat opens a new one.
-    """
+class Heartbeat(PeriodicThread):
+    """Beats for a running stage, and notices when its run is asked to stop."""
 
     def __init__(self, *, stage_id: int, attempt: int, run_id: int) -> None:
+        super().__init__(name=f"heartbeat-{stage_id}", interval=settings.PORTAL_HEARTBEAT_SECONDS)
         self.stage_id = stage_id
         self.attempt = attempt
         self.run_id = run_id
         self.cancelled = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"heartbeat-{stage_id}", daemon=True
-        )
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.wait(settings.PORTAL_HEARTBEAT_SECONDS):
-                try:
-                    self.beat()
-                except DatabaseError as exc:
-                    logger.warning("heartbeat of stage %s: %s; reconnecting", self.stage_id, exc)
-                    connection.close()
-        finally:
-            connection.close()
+    def tick(self) -> None:
+        self.beat()
 
     def beat(self, now: datetime | None = None) -> None:
         still_running = StageRun.objects.filter(

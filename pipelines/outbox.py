@@ -15,15 +15,15 @@ that (a stage task finds its stage no longer queued).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 
 from celery import Task, current_app
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from pipelines.models import OutboxMessage
+from pipelines.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def broker_reachable() -> bool:
     return True
 
 
-class Relay:
+class Relay(PeriodicThread):
     """Sends what the outbox holds every few seconds, in a daemon thread.
 
     ``on_broker_back`` is called when the broker answers again after failing: a broker
@@ -123,35 +123,17 @@ class Relay:
     def __init__(
         self, *, on_broker_back: Callable[[], object], interval: float = RELAY_SECONDS
     ) -> None:
+        super().__init__(name="outbox-relay", interval=interval)
         self.on_broker_back = on_broker_back
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
         # At start too: a worker that starts may follow a broker that restarted empty.
-        broker_was_down = True
-        while not self._stop.wait(self.interval):
-            try:
-                if not broker_reachable():
-                    broker_was_down = True
-                    continue
-                if broker_was_down:
-                    logger.info("outbox: the broker answers; sending queued stages again")
-                    self.on_broker_back()
-                    broker_was_down = False
-                relay()
-            except DatabaseError:
-                logger.exception("outbox relay: database error; trying again")
-            finally:
-                # No connection kept between ticks: a worker forks new children from this
-                # process, and a child must not inherit (and then close) a live connection.
-                connection.close()
+        self._broker_was_down = True
+
+    def tick(self) -> None:
+        if not broker_reachable():
+            self._broker_was_down = True
+            return
+        if self._broker_was_down:
+            logger.info("outbox: the broker answers; sending queued stages again")
+            self.on_broker_back()
+            self._broker_was_down = False
+        relay()

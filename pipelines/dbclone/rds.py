@@ -431,22 +431,40 @@ class _Clone:
         return snap_id
 
     def ensure_encrypted_copy(self, share_key_arn: str) -> DBSnapshotTypeDef:
-        copy_id = self.ids.encrypted_copy
-        if describe_snapshot(rds=self.src_rds, snapshot_id=copy_id) is None:
-            source_id = self.source_snapshot_id()
+        return self._ensure_copy(
+            rds=self.src_rds,
+            source=self.source_snapshot_id,
+            copy_id=self.ids.encrypted_copy,
+            key_arn=share_key_arn,
+            where="source",
+            started="step 2/4: started encrypted copy {copy} of {source}",
+        )
+
+    def _ensure_copy(
+        self,
+        *,
+        rds: RDSClient,
+        source: Callable[[], str],
+        copy_id: str,
+        key_arn: str,
+        where: str,
+        started: str,
+    ) -> DBSnapshotTypeDef:
+        """The snapshot ``copy_id`` (a copy of ``source()`` under ``key_arn``), once ready;
+        started only when it does not exist yet, so a retry waits for the same copy."""
+        if describe_snapshot(rds=rds, snapshot_id=copy_id) is None:
+            source_id = source()
             if _start(
-                call=lambda: self.src_rds.copy_db_snapshot(
+                call=lambda: rds.copy_db_snapshot(
                     SourceDBSnapshotIdentifier=source_id,
                     TargetDBSnapshotIdentifier=copy_id,
-                    KmsKeyId=share_key_arn,
+                    KmsKeyId=key_arn,
                     Tags=_rds_tags(self.tags),
                 ),
-                what="copying the source snapshot",
+                what=f"copying the snapshot into the {where} account",
             ):
-                self.log(f"step 2/4: started encrypted copy {copy_id} of {source_id}")
-        return _wait_snapshot(
-            rds=self.src_rds, snapshot_id=copy_id, where="source", waits=self.waits
-        )
+                self.log(started.format(copy=copy_id, source=source_id))
+        return _wait_snapshot(rds=rds, snapshot_id=copy_id, where=where, waits=self.waits)
 
     def ensure_shared(self) -> None:
         snap_id = self.ids.encrypted_copy
@@ -475,19 +493,13 @@ class _Clone:
         )
 
     def ensure_target_copy(self, *, shared_arn: str, target_key_arn: str) -> DBSnapshotTypeDef:
-        copy_id = self.ids.target_copy
-        if describe_snapshot(rds=self.tgt_rds, snapshot_id=copy_id) is None and _start(
-            call=lambda: self.tgt_rds.copy_db_snapshot(
-                SourceDBSnapshotIdentifier=shared_arn,
-                TargetDBSnapshotIdentifier=copy_id,
-                KmsKeyId=target_key_arn,
-                Tags=_rds_tags(self.tags),
-            ),
-            what="copying the shared snapshot",
-        ):
-            self.log(f"step 3/4: started copy {copy_id} in account {self.target.account_id}")
-        return _wait_snapshot(
-            rds=self.tgt_rds, snapshot_id=copy_id, where="target", waits=self.waits
+        return self._ensure_copy(
+            rds=self.tgt_rds,
+            source=lambda: shared_arn,
+            copy_id=self.ids.target_copy,
+            key_arn=target_key_arn,
+            where="target",
+            started=f"step 3/4: started copy {{copy}} in account {self.target.account_id}",
         )
 
     def ensure_instance(self) -> None:
