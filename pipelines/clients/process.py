@@ -11,8 +11,9 @@
 - The program runs under a small guard that leads its own process group (so a stop
   reaches everything the program started) and gets a signal when the thread that
   started it dies (Linux ``PR_SET_PDEATHSIG``); it then kills the whole group: a
-  worker killed with SIGKILL takes its hook or ``terraform apply``, and their
-  children, with it. The caller's thread waits for the child, so it outlives it.
+  worker killed with SIGKILL takes its hook, and its children, with it at once, and
+  ``terraform apply`` after an interrupt and ``grace_s`` (so Terraform first saves
+  the state of what it created). The caller's thread waits for the child, so it outlives it.
   ``on_start(pid)`` gives the caller the guard's pid, which is also the process
   group id, so a later attempt can check (or make sure) that the group is gone.
 """
@@ -118,21 +119,45 @@ def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | N
 # The parent-death signal reaches one process only, not what it started (a hook's
 # `sleep`, a provisioner's command). So the program runs under this guard, the leader
 # of its process group: when the worker dies the guard gets SIGTERM and kills the
-# whole group. The runner's interrupt goes to the guard, which passes it on to the
+# whole group, at once for a hook, and for a program that stops its children itself
+# (Terraform) after an interrupt and a grace period: an interrupted Terraform saves
+# the state of what it already created straight away, so a retry does not create it
+# again (killed outright, the last resources it made never reach the state). The guard
+# relays the program's output, so the program's writes still succeed once nobody
+# reads them. The runner's interrupt goes to the guard, which passes it on to the
 # program alone (Terraform stops its own provisioners and saves its state) or to the
 # whole group (a shell script's foreground command). The guard exits with the
 # program's status, and dies of the same signal when the program did.
 _GUARD = """
-import os, signal, sys
+import os, signal, sys, threading
 if sys.argv.pop(1) == "drop-lc-ctype":
     os.environ.pop("LC_CTYPE", None)  # added by Python's C-locale coercion (PEP 538)
 to_group = sys.argv.pop(1) == "interrupt-group"
-signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+grace = float(sys.argv.pop(1))
+kill_group = lambda *_: os.killpg(0, signal.SIGKILL)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+was_orphaned = []
+
+def orphaned(*_):
+    # The worker died: interrupt the program, kill the group if it outlasts the grace.
+    was_orphaned.append(True)
+    signal.signal(signal.SIGALRM, kill_group)
+    signal.setitimer(signal.ITIMER_REAL, grace)
+    os.kill(pid, signal.SIGINT)
+
+signal.signal(signal.SIGTERM, kill_group if to_group else orphaned)
+# The program writes into pipes this guard relays, so that once the worker (the reader
+# of our output) is gone the program's writes still succeed while it saves its state.
+pipes = [os.pipe(), os.pipe()]
 pid = os.fork()
 if pid == 0:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for fd, (read_end, write_end) in zip((1, 2), pipes):
+        os.dup2(write_end, fd)
+        os.close(read_end)
+        os.close(write_end)
     try:
         os.execvp(sys.argv[1], sys.argv[1:])
     except OSError as exc:
@@ -147,8 +172,27 @@ def interrupt(*_):
     else:
         os.kill(pid, signal.SIGINT)
 
+def relay(read_end, fd):
+    reader_gone = False
+    while chunk := os.read(read_end, 65536):
+        view = memoryview(chunk)
+        while view and not reader_gone:
+            try:
+                view = view[os.write(fd, view):]
+            except OSError:
+                reader_gone = True  # keep reading, so the program never blocks or breaks
+
+pumps = []
+for fd, (read_end, write_end) in zip((1, 2), pipes):
+    os.close(write_end)
+    pumps.append(threading.Thread(target=relay, args=(read_end, fd), daemon=True))
+    pumps[-1].start()
 signal.signal(signal.SIGINT, interrupt)
 code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+for pump in pumps:
+    pump.join(1.0)  # what the program left running may hold a pipe open: not for long
+if was_orphaned:
+    kill_group()  # nobody waits for us: leave nothing of the group behind
 if code < 0:
     signal.signal(-code, signal.SIG_DFL)
     os.kill(os.getpid(), -code)
@@ -156,11 +200,13 @@ sys.exit(code)
 """
 
 
-def _guarded(*, argv: Sequence[str], env: Mapping[str, str], interrupt_group: bool) -> list[str]:
+def _guarded(
+    *, argv: Sequence[str], env: Mapping[str, str], interrupt_group: bool, grace_s: float
+) -> list[str]:
     # -I -S: no environment variables, user site or site module: a fast, clean start.
     lc_ctype = "keep-lc-ctype" if "LC_CTYPE" in env else "drop-lc-ctype"
     interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
-    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, interrupt, *argv]
+    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, interrupt, str(grace_s), *argv]
 
 
 def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
@@ -203,7 +249,7 @@ def run_process(
     """
     _check_program(program=argv[0], cwd=cwd, env=env)
     process = subprocess.Popen(
-        _guarded(argv=argv, env=env, interrupt_group=interrupt_group),
+        _guarded(argv=argv, env=env, interrupt_group=interrupt_group, grace_s=grace_s),
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,

