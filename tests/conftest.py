@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from pipelines.models import PipelineRun, RunStatus
 from tests.clone_env import clone_env
+from tests.factories import UserFactory
 
 pytest_plugins = ["tests.conftest_moto"]
 
@@ -33,6 +36,32 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str =
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
     return value
+
+
+def token_client(user: Any) -> APIClient:
+    """An API client that authenticates with the user's token, as a script would."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def sally() -> Any:
+    """A requester."""
+    return UserFactory(username="sally", roles=["requesters"])
+
+
+@pytest.fixture
+def april() -> Any:
+    """An approver."""
+    return UserFactory(username="april", roles=["approvers"])
+
+
+@pytest.fixture
+def adam() -> Any:
+    """An admin."""
+    return UserFactory(username="adam", roles=["admins"])
 
 
 @pytest.fixture(scope="session")

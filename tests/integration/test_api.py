@@ -10,11 +10,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts_app.models import Account, AccountRequest, AccountStatus, RequestStatus
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
+from tests.conftest import token_client
 from tests.factories import (
     SANDBOX_CONFIG,
     AccountFactory,
@@ -28,29 +28,6 @@ pytestmark = pytest.mark.django_db  # the database only: no worker, Terraform or
 
 
 API = "/api/v1/"
-
-
-def client_for(user: Any) -> APIClient:
-    """A client that authenticates with the user's API token, as a script would."""
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture
-def sally() -> Any:
-    return UserFactory(username="sally", roles=["requesters"])
-
-
-@pytest.fixture
-def april() -> Any:
-    return UserFactory(username="april", roles=["approvers"])
-
-
-@pytest.fixture
-def adam() -> Any:
-    return UserFactory(username="adam", roles=["admins"])
 
 
 def request_body(name: str = "acme-demo", **overrides: Any) -> dict[str, Any]:
@@ -69,7 +46,7 @@ def request_body(name: str = "acme-demo", **overrides: Any) -> dict[str, Any]:
 
 
 def test_blueprints_list_and_detail(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     listed = client.get(f"{API}blueprints/").json()
     names = [b["name"] for b in listed["results"]]
     assert "sandbox" in names and listed["count"] == len(names)
@@ -90,7 +67,7 @@ def test_blueprints_list_and_detail(sally: Any) -> None:
 
 
 def test_render_preview_returns_the_files_and_field_errors(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     answer = client.post(
         f"{API}blueprints/sandbox/render/",
         {"config": {**SANDBOX_CONFIG, "cidr": "10.99.0.0/16"}, "name": "acme-demo"},
@@ -120,7 +97,7 @@ def test_render_preview_returns_the_files_and_field_errors(sally: Any) -> None:
 
 
 def test_post_accounts_answers_201_with_the_account_and_its_request(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     answer = client.post(f"{API}accounts/", request_body(), format="json")
     assert answer.status_code == 201, answer.content
     data = answer.json()
@@ -139,7 +116,7 @@ def test_post_accounts_answers_201_with_the_account_and_its_request(sally: Any) 
 
 
 def test_post_accounts_errors_are_per_field(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     answer = client.post(
         f"{API}accounts/",
         request_body(
@@ -166,13 +143,13 @@ def test_post_accounts_errors_are_per_field(sally: Any) -> None:
 def test_quota_refusal_names_the_numbers(sally: Any) -> None:
     for _ in range(3):
         AccountFactory(owner=sally, purpose="demo", status=AccountStatus.READY)
-    answer = client_for(sally).post(f"{API}accounts/", request_body(), format="json")
+    answer = token_client(sally).post(f"{API}accounts/", request_body(), format="json")
     assert answer.status_code == 400
     assert "3 in use, limit 3" in answer.json()["purpose"][0]
 
 
 def test_an_admin_request_is_auto_approved_and_its_run_listed(adam: Any) -> None:
-    client = client_for(adam)
+    client = token_client(adam)
     answer = client.post(f"{API}accounts/", request_body(), format="json")
     assert answer.status_code == 201, answer.content
     data = answer.json()
@@ -186,7 +163,7 @@ def test_an_admin_request_is_auto_approved_and_its_run_listed(adam: Any) -> None
 
 
 def test_requests_endpoint_lists_creates_and_decides(sally: Any, april: Any) -> None:
-    mine = client_for(sally)
+    mine = token_client(sally)
     created = mine.post(f"{API}requests/", request_body(), format="json")
     assert created.status_code == 201, created.content
     req_id = created.json()["id"]
@@ -194,7 +171,7 @@ def test_requests_endpoint_lists_creates_and_decides(sally: Any, april: Any) -> 
     assert created.json()["account"]["name"] == "acme-demo"
     other = mine.post(f"{API}requests/", request_body("acme-two"), format="json").json()["id"]
 
-    approver = client_for(april)
+    approver = token_client(april)
     pending = approver.get(f"{API}requests/?status=pending").json()
     assert {r["id"] for r in pending["results"]} == {req_id, other}
 
@@ -256,7 +233,7 @@ def test_account_detail_hides_sensitive_outputs_and_shows_the_latest_plan(sally:
             "workdir": "/var/work/secret-path",
         },
     )
-    answer = client_for(sally).get(f"{API}accounts/{account.pk}/")
+    answer = token_client(sally).get(f"{API}accounts/{account.pk}/")
     assert answer.status_code == 200
     data = answer.json()
     assert data["outputs"]["vpc_id"] == {"value": "vpc-123", "sensitive": False, "type": "string"}
@@ -281,15 +258,15 @@ def test_lists_filter_and_paginate(sally: Any, april: Any) -> None:
         assert answer.status_code == 200, answer.content
         return [a["name"] for a in answer.json()["results"]]
 
-    approver = client_for(april)
+    approver = token_client(april)
     assert names(approver) == ["o-ready", "s-failed", "s-ready"]
     assert names(approver, "?status=ready") == ["o-ready", "s-ready"]
     assert names(approver, "?purpose=qa") == ["s-failed"]
     assert names(approver, "?owner=otto") == ["o-ready"]
     assert names(approver, "?status=ready&owner=sally") == ["s-ready"]
     # Requesters only ever see their own.
-    assert names(client_for(sally)) == ["s-failed", "s-ready"]
-    assert names(client_for(sally), "?owner=otto") == []
+    assert names(token_client(sally)) == ["s-failed", "s-ready"]
+    assert names(token_client(sally), "?owner=otto") == []
 
     page = approver.get(f"{API}accounts/?limit=2&offset=1").json()
     assert page["count"] == 3 and [a["name"] for a in page["results"]] == ["s-failed", "s-ready"]
@@ -302,7 +279,7 @@ def test_lists_filter_and_paginate(sally: Any, april: Any) -> None:
 
 def test_start_a_run_and_the_conflict_names_the_holder(sally: Any) -> None:
     account = AccountFactory(owner=sally, status=AccountStatus.READY)
-    client = client_for(sally)
+    client = token_client(sally)
     started = client.post(f"{API}accounts/{account.pk}/runs/", {"kind": "update"}, format="json")
     assert started.status_code == 201, started.content
     run = started.json()
@@ -321,8 +298,8 @@ def test_start_a_run_and_the_conflict_names_the_holder(sally: Any) -> None:
 
 
 def test_a_pending_account_cannot_be_run_around_its_approval(sally: Any) -> None:
-    created = client_for(sally).post(f"{API}accounts/", request_body(), format="json").json()
-    answer = client_for(sally).post(
+    created = token_client(sally).post(f"{API}accounts/", request_body(), format="json").json()
+    answer = token_client(sally).post(
         f"{API}accounts/{created['id']}/runs/", {"kind": "provision"}, format="json"
     )
     assert answer.status_code == 409 and "approved" in answer.json()["detail"]
@@ -345,7 +322,7 @@ def test_run_detail_has_every_stage_field(sally: Any) -> None:
     StageRunFactory(
         run=run, position=2, kind="plan", status=StageStatus.FAILED, attempt=2, explanation="boom"
     )
-    data = client_for(sally).get(f"{API}runs/{run.pk}/").json()
+    data = token_client(sally).get(f"{API}runs/{run.pk}/").json()
     assert (
         data["id"] == run.pk and data["status"] == "failed" and data["explanation"] == "plan: boom"
     )
@@ -377,7 +354,7 @@ def test_log_follows_lines_after_n_and_says_when_finished(sally: Any) -> None:
     run = PipelineRunFactory(account__owner=sally, status=RunStatus.RUNNING)
     stage = StageRunFactory(run=run, status=StageStatus.RUNNING)
     _lines(stage, 3)
-    client = client_for(sally)
+    client = token_client(sally)
     url = f"{API}runs/{run.pk}/stages/{stage.pk}/log/"
 
     first = client.get(url).json()
@@ -407,7 +384,7 @@ def test_admin_retries_a_failed_stage_and_cancels_a_run(adam: Any, sally: Any) -
     run = PipelineRunFactory(account=account, status=RunStatus.FAILED, explanation="plan: boom")
     StageRunFactory(run=run, position=1, kind="render")
     failed = StageRunFactory(run=run, position=2, kind="plan", status=StageStatus.FAILED)
-    client = client_for(adam)
+    client = token_client(adam)
 
     retried = client.post(f"{API}runs/{run.pk}/stages/{failed.pk}/retry/")
     assert retried.status_code == 200, retried.content
@@ -435,7 +412,7 @@ def test_plans_are_approved_or_rejected_through_the_api(april: Any, sally: Any) 
         run=run, position=2, kind="approve_plan", status=StageStatus.WAITING_APPROVAL
     )
     StageRunFactory(run=run, position=3, kind="apply", status=StageStatus.PENDING, attempt=0)
-    client = client_for(april)
+    client = token_client(april)
     url = f"{API}runs/{run.pk}/stages/{waiting.pk}/"
 
     assert client.post(f"{url}reject/", {}, format="json").status_code == 400
@@ -486,7 +463,7 @@ def _grow_accounts(owner: Any, count: int) -> Account:
 def test_lists_run_a_constant_number_of_queries(
     who: str, sally: Any, april: Any, django_assert_max_num_queries: Any
 ) -> None:
-    client = client_for(sally if who == "sally" else april)
+    client = token_client(sally if who == "sally" else april)
     _grow_accounts(sally, 2)
     small = {url: _queries(client, url) for url in (f"{API}accounts/", f"{API}requests/")}
     _grow_accounts(sally, 15)
@@ -499,7 +476,7 @@ def test_lists_run_a_constant_number_of_queries(
 def test_details_run_a_constant_number_of_queries(
     sally: Any, django_assert_max_num_queries: Any
 ) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
 
     def shape(runs: int, stages: int, lines: int) -> tuple[str, str, str]:
         account = AccountFactory(owner=sally, status=AccountStatus.READY)
@@ -533,7 +510,7 @@ def test_details_run_a_constant_number_of_queries(
 
 def test_nul_characters_in_config_are_a_field_error_not_a_crash(sally: Any) -> None:
     # PostgreSQL's jsonb refuses NUL; the request is refused with the path instead.
-    answer = client_for(sally).post(
+    answer = token_client(sally).post(
         f"{API}accounts/",
         request_body(blueprint="render-only", config={"label": "a\u0000b"}),
         format="json",
@@ -543,7 +520,7 @@ def test_nul_characters_in_config_are_a_field_error_not_a_crash(sally: Any) -> N
 
 
 def test_unknown_api_urls_answer_json_404(sally: Any) -> None:
-    answer = client_for(sally).get(f"{API}runs/-1/")
+    answer = token_client(sally).get(f"{API}runs/-1/")
     assert answer.status_code == 404
     assert answer.json() == {"detail": "Not found."}
 
@@ -554,24 +531,24 @@ def test_unknown_api_urls_answer_json_404(sally: Any) -> None:
 def test_an_approver_cannot_approve_their_own_request(april: Any, settings: Any) -> None:
     # Approvers' demo requests are not auto-approved (only admins' are): they wait.
     other = UserFactory(username="otto", roles=["approvers"])
-    created = client_for(april).post(f"{API}requests/", request_body(), format="json")
+    created = token_client(april).post(f"{API}requests/", request_body(), format="json")
     assert created.status_code == 201 and created.json()["status"] == "pending"
     url = f"{API}requests/{created.json()['id']}/approve/"
 
-    own = client_for(april).post(url, {"comment": "fine by me"}, format="json")
+    own = token_client(april).post(url, {"comment": "fine by me"}, format="json")
     assert own.status_code == 409 and "your own" in own.json()["detail"], own.content
     req = AccountRequest.objects.get()
     assert req.status == RequestStatus.PENDING and req.decided_by is None
     assert not PipelineRun.objects.exists()
 
-    approved = client_for(other).post(url, {"comment": "ok"}, format="json")
+    approved = token_client(other).post(url, {"comment": "ok"}, format="json")
     assert approved.status_code == 200 and approved.json()["decided_by"] == "otto"
     # The run is the requester's: the approver only decided.
     assert PipelineRun.objects.get().created_by == april
 
     settings.PORTAL_ALLOW_SELF_APPROVAL = True
-    second = client_for(april).post(f"{API}requests/", request_body("acme-two"), format="json")
-    allowed = client_for(april).post(
+    second = token_client(april).post(f"{API}requests/", request_body("acme-two"), format="json")
+    allowed = token_client(april).post(
         f"{API}requests/{second.json()['id']}/approve/", {}, format="json"
     )
     assert allowed.status_code == 200 and allowed.json()["decided_by"] == "april"
@@ -588,19 +565,19 @@ def test_an_approver_cannot_approve_the_plan_of_a_run_they_started(
     )
     url = f"{API}runs/{run.pk}/stages/{waiting.pk}/approve/"
 
-    own = client_for(april).post(url, {}, format="json")
+    own = token_client(april).post(url, {}, format="json")
     assert own.status_code == 409 and "started by you" in own.json()["detail"], own.content
     waiting.refresh_from_db()
     assert waiting.status == StageStatus.WAITING_APPROVAL and waiting.decided_by is None
     # Another approver may.
-    assert client_for(other).post(url, {}, format="json").status_code == 200
+    assert token_client(other).post(url, {}, format="json").status_code == 200
 
     settings.PORTAL_ALLOW_SELF_APPROVAL = True
     mine = PipelineRunFactory(status=RunStatus.WAITING_APPROVAL, created_by=april)
     again = StageRunFactory(
         run=mine, position=1, kind="approve_plan", status=StageStatus.WAITING_APPROVAL
     )
-    answer = client_for(april).post(
+    answer = token_client(april).post(
         f"{API}runs/{mine.pk}/stages/{again.pk}/approve/", {}, format="json"
     )
     assert answer.status_code == 200
@@ -618,12 +595,12 @@ def test_a_requester_at_quota_cannot_bring_back_a_torn_down_account(sally: Any) 
     )
     url = f"{API}accounts/{gone.pk}/runs/"
 
-    refused = client_for(sally).post(url, {"kind": "provision"}, format="json")
+    refused = token_client(sally).post(url, {"kind": "provision"}, format="json")
     assert refused.status_code == 409, refused.content
     assert "3 in use, limit 3" in refused.json()["detail"]
     assert refused.json()["field"] == "purpose"
     # An update builds it from nothing just the same.
-    update = client_for(sally).post(url, {"kind": "update"}, format="json")
+    update = token_client(sally).post(url, {"kind": "update"}, format="json")
     assert update.status_code == 409 and "3 in use, limit 3" in update.json()["detail"]
     assert not PipelineRun.objects.exists()
     gone.refresh_from_db()
@@ -632,7 +609,7 @@ def test_a_requester_at_quota_cannot_bring_back_a_torn_down_account(sally: Any) 
     one_ready = Account.objects.filter(owner=sally, status=AccountStatus.READY).first()
     assert one_ready is not None
     Account.objects.filter(pk=one_ready.pk).update(status=AccountStatus.TORN_DOWN)
-    started = client_for(sally).post(url, {"kind": "provision"}, format="json")
+    started = token_client(sally).post(url, {"kind": "provision"}, format="json")
     assert started.status_code == 201, started.content
     active = Account.objects.filter(owner=sally).exclude(status=AccountStatus.TORN_DOWN)
     assert active.count() == 3
@@ -645,7 +622,7 @@ def test_an_expired_torn_down_account_needs_a_new_request(sally: Any) -> None:
         status=AccountStatus.TORN_DOWN,
         expires_at=timezone.now() - timedelta(days=1),
     )
-    answer = client_for(sally).post(
+    answer = token_client(sally).post(
         f"{API}accounts/{gone.pk}/runs/", {"kind": "provision"}, format="json"
     )
     assert answer.status_code == 409 and "request a new one" in answer.json()["detail"]
@@ -653,7 +630,7 @@ def test_an_expired_torn_down_account_needs_a_new_request(sally: Any) -> None:
 
 
 def test_bad_page_parameters_are_refused_naming_them(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     for query, name in (("limit=0", "limit"), ("limit=501", "limit"), ("offset=-1", "offset")):
         answer = client.get(f"{API}accounts/?{query}")
         assert answer.status_code == 400 and name in answer.json(), (query, answer.content)
@@ -661,7 +638,7 @@ def test_bad_page_parameters_are_refused_naming_them(sally: Any) -> None:
 
 
 def test_the_schema_states_the_checks_the_api_makes(sally: Any) -> None:
-    schema = client_for(sally).get("/api/schema/?format=json").json()
+    schema = token_client(sally).get("/api/schema/?format=json").json()
     components = schema["components"]["schemas"]
     body = components["AccountRequestInputRequest"]["properties"]
     assert body["name"]["pattern"] == "^[a-z][a-z0-9-]{2,39}$"
@@ -673,11 +650,11 @@ def test_the_schema_states_the_checks_the_api_makes(sally: Any) -> None:
     assert (limit["minimum"], limit["maximum"]) == (1, 500)
 
     # A name the schema allows is not refused for its form; one it does not allow is.
-    ok = client_for(sally).post(f"{API}accounts/", request_body("abc"), format="json")
+    ok = token_client(sally).post(f"{API}accounts/", request_body("abc"), format="json")
     assert ok.status_code == 201, ok.content
-    newline = client_for(sally).post(f"{API}accounts/", request_body("abd\n"), format="json")
+    newline = token_client(sally).post(f"{API}accounts/", request_body("abd\n"), format="json")
     assert newline.status_code == 400 and "name" in newline.json()
-    unknown = client_for(sally).post(
+    unknown = token_client(sally).post(
         f"{API}accounts/", request_body(blueprint="nope"), format="json"
     )
     assert unknown.status_code == 400 and "blueprint" in unknown.json()

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from accounts_app.models import Account
+from tests.conftest import token_client
 from tests.factories import SANDBOX_CONFIG, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -27,18 +26,6 @@ BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".jo
     f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
     for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
 )
-
-
-@pytest.fixture
-def sally() -> Any:
-    return UserFactory(username="sally", roles=["requesters"])
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def request_body(**config: Any) -> dict[str, Any]:
@@ -71,7 +58,7 @@ def deep(levels: int) -> Any:
 
 
 def test_a_trailing_newline_is_refused_in_the_name_and_in_the_config(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     answer = client.post(f"{API}accounts/", request_body(account_name="nl-probe\n"), format="json")
     assert answer.status_code == 400, answer.content
     assert [m for m in answer.json()["config"] if m.startswith("$.account_name: ")]
@@ -83,7 +70,7 @@ def test_a_trailing_newline_is_refused_in_the_name_and_in_the_config(sally: Any)
 
 
 def test_a_body_too_deep_for_the_json_parser_is_a_400(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     body = '{"name": "deep-body", "config": ' + "[" * 5000 + "]" * 5000 + "}"
     answer = client.post(f"{API}accounts/", body, content_type="application/json")
     assert answer.status_code == 400
@@ -91,7 +78,7 @@ def test_a_body_too_deep_for_the_json_parser_is_a_400(sally: Any) -> None:
 
 
 def test_a_deeply_nested_config_is_a_400_naming_the_path(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     answer = client.post(f"{API}accounts/", request_body(services=deep(500)), format="json")
     assert answer.status_code == 400, answer.content[:300]
     (message,) = answer.json()["config"]
@@ -104,7 +91,7 @@ def test_a_deeply_nested_config_is_a_400_naming_the_path(sally: Any) -> None:
 
 
 def test_a_megabyte_string_is_a_quick_400_naming_the_field(sally: Any) -> None:
-    client = client_for(sally)
+    client = token_client(sally)
     started = time.monotonic()
     answer = client.post(
         f"{API}accounts/", request_body(dns_zone="a" * 1_000_000 + ".internal"), format="json"

@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from accounts_app import notifications
 from accounts_app.models import AccountStatus
@@ -34,7 +32,7 @@ from pipelines.models import (
     StageStatus,
 )
 from portal.celery import app
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import WorkerProcess, token_client, wait_until
 from tests.factories import AccountFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,13 +42,6 @@ API = "/api/v1/"
 
 def logged(stage: StageRun, text: str) -> bool:
     return LogLine.objects.filter(stage=stage, text__contains=text).exists()
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 # --- a broker of our own, to stop and start -----------------------------------------------
@@ -131,7 +122,7 @@ def outage_broker(
 def test_a_broker_outage_answers_no_500_and_loses_nothing(outage_broker) -> None:
     redis, worker = outage_broker
     admin = UserFactory(username="adam", roles=["admins"])
-    client = client_for(admin)
+    client = token_client(admin)
     ready = AccountFactory(owner=admin, blueprint="render-only", status=AccountStatus.READY)
     failed_account = AccountFactory(owner=admin, blueprint="render-only", config={})
     failed_run = PipelineRun.objects.create(

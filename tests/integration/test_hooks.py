@@ -11,11 +11,10 @@ import time
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from pipelines import services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
+from tests.conftest import token_client
 from tests.factories import AccountFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -35,13 +34,6 @@ HOOK_ENV = {
 }
 # What /bin/sh itself adds to its environment.
 SHELL_ADDED = {"PWD", "SHLVL", "_", "OLDPWD"}
-
-
-def client_for(user: object) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def _unique(prefix: str) -> str:
@@ -176,7 +168,7 @@ def test_a_hook_that_copies_a_sensitive_output_publishes_only_redacted_text(
     assert post.outputs["nested"] == {"list": ["x-[redacted]-y"]}
     assert post.outputs["upper"] == "[redacted]"
     assert "[redacted]" in post.outputs["basic"]
-    response = client_for(account.owner).get(f"/api/v1/runs/{run.pk}/")
+    response = token_client(account.owner).get(f"/api/v1/runs/{run.pk}/")
     assert response.status_code == 200
     shown = response.content.decode() + _log(post)
     assert "the token is [redacted]" in _log(post)
