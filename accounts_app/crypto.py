@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 
 from cryptography.fernet import Fernet
 from django.conf import settings
 
 
 def _fernet() -> Fernet:
-    material = os.environ.get("PORTAL_ENCRYPTION_KEY") or settings.SECRET_KEY
+    material = settings.PORTAL_ENCRYPTION_KEY or settings.SECRET_KEY
     key = base64.urlsafe_b64encode(hashlib.sha256(material.encode()).digest())
     return Fernet(key)
 
