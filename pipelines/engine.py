@@ -17,6 +17,8 @@ import os
 import shutil
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,7 @@ def send_stage_task(stage_id: int) -> None:
 
 def execute_stage(stage_id: int) -> None:
     """Run one stage, if it is still queued. The body of the Celery task."""
+    _wait_for_a_lost_attempts_processes(stage_id)
     stage = retrying(lambda: _claim(stage_id), what=f"claiming stage {stage_id}")
     if stage is None:
         return
@@ -176,7 +179,9 @@ def _context(
         records=AccountRecords(account.pk),
         trigger=Trigger(run.trigger),
         redact=redactor,
-        on_process_start=lambda pid: logger.info("stage %s started process %s", stage.pk, pid),
+        on_process_start=lambda pid: _record_process_group(
+            stage_id=stage.pk, attempt=stage.attempt, pid=pid
+        ),
     )
 
 
@@ -215,8 +220,29 @@ def _claim(stage_id: int) -> StageRun | None:
         stage.status = StageStatus.RUNNING
         stage.started_at = stage.heartbeat_at = now
         stage.worker = this_worker()
+        stage.process_group = None
         stage.save()
         return stage
+
+
+def _wait_for_a_lost_attempts_processes(stage_id: int) -> None:
+    """A killed worker's Terraform may still be saving its state (it is interrupted and
+    given the grace period, see ``clients.process``): wait, unlocked, for that to end
+    before this delivery may take the stage over, so two attempts never overlap."""
+    deadline = time.monotonic() + settings.PORTAL_TERRAFORM_GRACE_SECONDS + 5
+    while time.monotonic() < deadline:
+        stage = StageRun.objects.filter(pk=stage_id, status=StageStatus.RUNNING).first()
+        if stage is None or not _worker_pid_gone(stage.worker) or _group_gone(stage):
+            return
+        time.sleep(0.2)
+
+
+def _record_process_group(*, stage_id: int, attempt: int, pid: int) -> None:
+    """``on_process_start`` of the stage's context: the runner's guard leads the group."""
+    retrying(
+        lambda: StageRun.objects.filter(pk=stage_id, attempt=attempt).update(process_group=pid),
+        what=f"recording the process of stage {stage_id}",
+    )
 
 
 def this_worker() -> str:
@@ -226,30 +252,45 @@ def this_worker() -> str:
 def worker_lost(stage: StageRun, *, now: datetime) -> bool:
     """Whether a running stage's worker is gone: its process has ended (known on its own
     host), or, on another host, its heartbeat is stale."""
-    gone = worker_gone(stage.worker)
+    gone = worker_gone(stage)
     if gone is not None:
         return gone
     stale = now - timedelta(seconds=settings.PORTAL_HEARTBEAT_STALE_SECONDS)
     return stage.heartbeat_at is not None and stage.heartbeat_at < stale
 
 
-def worker_gone(worker: str) -> bool | None:
-    """Whether the process ``host:pid`` no longer runs the stage: None when that is not
-    known here (no worker recorded, another host). This very process counts as gone: a
-    prefork child runs one task at a time, so while it claims or reaps, no attempt of
-    its own runs (one whose claim committed just before its connection broke)."""
+def worker_gone(stage: StageRun) -> bool | None:
+    """Whether the stage's process ``host:pid``, and the child process group it started,
+    no longer run: None when that is not known here (no worker recorded, another host).
+    This very process counts as gone: a prefork child runs one task at a time, so while
+    it claims or reaps, no attempt of its own runs (one whose claim committed just
+    before its connection broke)."""
+    gone = _worker_pid_gone(stage.worker)
+    return gone and _group_gone(stage) if gone is not None else None
+
+
+def _worker_pid_gone(worker: str) -> bool | None:
     host, _, pid = worker.rpartition(":")
     if not pid.isdigit() or host != socket.gethostname():
         return None
     if int(pid) == os.getpid():
         return True
+    return not _exists(lambda: os.kill(int(pid), 0))
+
+
+def _group_gone(stage: StageRun) -> bool:
+    group = stage.process_group
+    return group is None or not _exists(lambda: os.killpg(group, 0))
+
+
+def _exists(probe: Callable[[], None]) -> bool:
     try:
-        os.kill(int(pid), 0)
+        probe()
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        return False  # it exists, under another user
-    return False
+        return True  # it exists, under another user
+    return True
 
 
 def sensitive_output_values(account: Account) -> list[str]:

@@ -100,6 +100,9 @@ class StageRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # The process group of the child (hook, Terraform) the attempt runs now, on the
+    # worker's host: a new attempt starts only once it is gone.
+    process_group = models.PositiveIntegerField(null=True, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     explanation = models.TextField(blank=True)

@@ -64,7 +64,7 @@ def fail_lost_stages(*, now: datetime) -> int:
                 or not stage.heartbeat_at
                 or stage.heartbeat_at >= stale
                 # Late beats from a process that still runs here: a retry would overlap it.
-                or engine.worker_gone(stage.worker) is False
+                or engine.worker_gone(stage) is False
             ):
                 continue
             lost += 1

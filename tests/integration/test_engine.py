@@ -181,3 +181,26 @@ def test_a_redelivered_message_takes_over_a_stage_only_from_a_lost_worker(settin
     beating.refresh_from_db()
     assert (beating.status, beating.attempt) == (StageStatus.RUNNING, 1)
     _end_made_up_stages()
+
+
+def test_a_lost_attempts_live_child_holds_off_the_reaper_and_the_takeover(settings) -> None:
+    """The worker is dead but the child it started (a Terraform saving its state) still
+    runs: neither the reaper nor a redelivered message starts another attempt until the
+    child's process group is gone."""
+    settings.PORTAL_HEARTBEAT_STALE_SECONDS = 30
+    settings.PORTAL_TERRAFORM_GRACE_SECONDS = 0.5  # how long a takeover waits for it
+    child = subprocess.Popen(["sleep", "60"], process_group=0)
+    try:
+        stage = _running_stage(worker=f"{socket.gethostname()}:{_dead_pid()}", heartbeat_age=31)
+        StageRun.objects.filter(pk=stage.pk).update(process_group=child.pid)
+
+        assert reaper.reap()["lost"] == 0
+        engine.execute_stage(stage.pk)  # waits out the grace, then leaves the stage alone
+        stage.refresh_from_db()
+        assert (stage.status, stage.attempt) == (StageStatus.RUNNING, 1)
+    finally:
+        child.kill()
+        child.wait()
+
+    assert reaper.reap()["lost"] == 1
+    _end_made_up_stages()
