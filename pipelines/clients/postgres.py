@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -655,6 +655,94 @@ def copy_table(
             if batch:
                 into.write(b"".join(batch))
     return rows
+
+
+def copy_table_binary(
+    *,
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    select: sql.Composable | None = None,
+    session: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Relay one table as binary COPY bytes: rows are never parsed here.
+
+    ``select`` (a query giving ``columns`` in order, with the columns' exact types)
+    replaces ``COPY table (columns) TO STDOUT``: masking done by the source's server.
+    ``session`` holds settings the query reads with ``current_setting`` (a masking
+    key: sent as bound parameters, never in a statement's text), set on the source
+    for the copy only. The target side is as in ``copy_table``. Returns the rows.
+    """
+    name = sql.Identifier(schema, table)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    copy_out = (
+        sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(name, cols)
+        if select is None
+        else sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
+    )
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary, FREEZE)").format(name, cols)
+    settings = dict(session or {})
+    sent = 0
+    with guarded():
+        try:
+            for key, value in settings.items():
+                source.execute("SELECT set_config(%s, %s, false)", (key, value))
+            with target.transaction():
+                target.execute(sql.SQL("TRUNCATE ONLY {}").format(name))
+                with (
+                    source.cursor() as scur,
+                    target.cursor() as tcur,
+                    scur.copy(copy_out) as out,
+                ):
+                    with tcur.copy(copy_in) as into:
+                        batch: list[Any] = []
+                        size = 0
+                        for data in _copy_rows(conn=source, out=out):  # one row per message
+                            batch.append(data)
+                            size += len(data)
+                            sent += 1
+                            if size >= COPY_BATCH:
+                                into.write(b"".join(batch))
+                                batch, size = [], 0
+                                if stop is not None and stop.is_set():
+                                    raise CopyCancelled(f"copy of {schema}.{table} cancelled")
+                                if progress is not None:
+                                    progress(sent)
+                        if batch:
+                            into.write(b"".join(batch))
+                    rows = tcur.rowcount  # the target's count, from COPY's command tag
+        finally:
+            # The key does not outlive the copy on the session (after an error the
+            # transaction's rollback undoes the settings).
+            usable = source.info.transaction_status != pq.TransactionStatus.INERROR
+            for key in settings if usable and not source.closed else ():
+                source.execute("SELECT set_config(%s, '', false)", (key,))
+    return int(rows)
+
+
+def binary_copy_unsupported(conn: psycopg.Connection[Any]) -> set[int]:
+    """Oids of tables with a column whose type has no binary send/receive function."""
+    with guarded():
+        rows = conn.execute(
+            """
+            SELECT DISTINCT a.attrelid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+            WHERE a.attnum > 0 AND NOT a.attisdropped
+              AND (t.typsend::oid = 0 OR t.typreceive::oid = 0)
+            """
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def utf8_session(conn: psycopg.Connection[Any]) -> bool:
+    """True if the server stores UTF-8 and the session reads UTF-8."""
+    return all(
+        conn.info.parameter_status(name) in ("UTF8", b"UTF8")
+        for name in ("server_encoding", "client_encoding")
+    )
 
 
 # --- pg_dump / pg_restore ---------------------------------------------------------------

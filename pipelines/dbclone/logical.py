@@ -314,7 +314,12 @@ def _clone(
             )
             try:
                 copied = copy_tables(
-                    pool=pool, plan=plan, masker=Masker(masking_key), post=post, log=log
+                    pool=pool,
+                    plan=plan,
+                    masker=Masker(masking_key),
+                    post=post,
+                    log=log,
+                    text_only=frozenset(pg.binary_copy_unsupported(source)),
                 )
                 checks = finish_and_check(
                     pool=pool, plan=plan, copied=copied, source=facts, post=post, log=log
