@@ -550,8 +550,15 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
     out, err = StringIO(), StringIO()
     call_command("bench_clone", rows=3000, jobs=2, dsn=ADMIN_URL, stdout=out, stderr=err)
     figures = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert set(figures) == {"rows", "masked_s", "raw_s", "rows_per_s", "ratio"}
+    assert set(figures) == {
+        "rows", "masked_s", "raw_s", "floor_s", "rows_per_s", "ratio", "floor_ratio"
+    }  # fmt: skip
     assert figures["rows"] == 3000 and figures["masked_s"] > 0 and figures["raw_s"] > 0
+    assert figures["floor_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["masked_s"] / figures["raw_s"], rel=0.01)
+    assert figures["floor_ratio"] == pytest.approx(
+        figures["masked_s"] / figures["floor_s"], rel=0.01
+    )
+    assert "binary COPY floor:" in err.getvalue()
     assert "copied public.users: 300 rows" in err.getvalue()
     assert bench_objects() <= before  # everything it created is gone
