@@ -494,6 +494,28 @@ def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
     return kind == "keep"
 
 
+@dataclass(frozen=True)
+class OutputShape:
+    """What ``could_produce`` accepts for a keyed transformer, for a database to test:
+    a whole-string regular expression (also valid in PostgreSQL), or a set of values."""
+
+    pattern: str | None = None
+    values: frozenset[str] | None = None
+
+
+def output_shape(*, rule: Rule, col: ColumnType) -> OutputShape:
+    kind = rule.transformer
+    if kind == "email":
+        return OutputShape(pattern=_EMAIL_RE.pattern)
+    if kind == "phone":
+        return OutputShape(pattern=_PHONE_RE.pattern)
+    if kind == "hash":
+        return OutputShape(pattern=_HEX_RE.pattern)
+    if kind == "name":
+        return OutputShape(values=_name_outputs(col.max_length))
+    raise MaskingError(f"{kind} is not a keyed transformer")
+
+
 _NAME_OUTPUTS: dict[int | None, frozenset[str]] = {}
 
 

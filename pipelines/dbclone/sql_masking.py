@@ -22,13 +22,14 @@ from pipelines.dbclone.clone_plan import DETERMINISTIC, TablePlan
 from pipelines.dbclone.masking import (
     EMAIL_DOMAIN,
     EMAIL_HEX,
+    FIRST_NAMES,
+    LAST_NAMES,
     PHONE_LENGTH,
     PHONE_PREFIX,
     REDACTED,
     ColumnType,
     Masker,
     Rule,
-    name_table,
 )
 
 SETTING_PREFIX = "portal_mask."
@@ -129,16 +130,18 @@ def _from_digest(*, rule: Rule, col: ColumnType, d: sql.Composable) -> sql.Compo
             sql.Literal(PHONE_PREFIX), number, sql.Literal(_PHONE_DIGITS)
         )
     if kind == "name":
-        table = name_table(col.max_length)
-        n_first, n_last = len(table), len(table[0])
-        flat = [name for row in table for name in row]
-        return sql.SQL("({names}::text[])[1 + ({hi} % {nf}) * {nl} + ({lo} % {nl})]").format(
-            names=sql.Literal(flat),
-            hi=_uint32(d, 0),
-            lo=_uint32(d, 4),
-            nf=sql.Literal(n_first),
-            nl=sql.Literal(n_last),
+        # Two short lists rather than the product's 4,096 names: an array subscript
+        # walks the array. left() cuts characters, like Python's slice.
+        pick = sql.SQL("({}::text[])[1 + {} % {}]")
+        full = sql.SQL("{} || ' ' || {}").format(
+            pick.format(
+                sql.Literal(list(FIRST_NAMES)), _uint32(d, 0), sql.Literal(len(FIRST_NAMES))
+            ),
+            pick.format(sql.Literal(list(LAST_NAMES)), _uint32(d, 4), sql.Literal(len(LAST_NAMES))),
         )
+        if col.max_length:
+            return sql.SQL("left({}, {})").format(full, sql.Literal(col.max_length))
+        return full
     if kind == "hash":
         if col.base_type == "uuid":
             return sql.SQL("encode(substr({}, 1, 16), 'hex')::uuid").format(d)
