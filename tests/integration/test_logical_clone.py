@@ -21,6 +21,7 @@ from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import logical, table_copy
+from pipelines.dbclone.clone_plan import TablePlan
 from pipelines.dbclone.logical import (
     CloneError,
     CloneResult,
@@ -507,6 +508,24 @@ def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
     database, role = env.names("801")
     with pytest.raises(CloneError, match=r"leak scan failed.*public\.orders\.customer_email"):
         env.clone("801")
+    assert exists(database, role) == (False, False)
+
+
+def test_leak_scan_catches_a_broken_mask_in_the_source(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real: Callable[..., Any] = table_copy.masked_select
+
+    def broken(*, plan: Any, masker: Any) -> Any:
+        if plan.name == "public.users":  # a bug: the source sends e-mails as they are
+            rules = [(r, c) for r, c in plan.rules if r.column != "email"]
+            plan = TablePlan(plan.table, plan.columns, rules)
+        return real(plan=plan, masker=masker)
+
+    monkeypatch.setattr(table_copy, "masked_select", broken)
+    database, role = env.names("802")
+    with pytest.raises(CloneError, match=r"leak scan failed.*public\.users\.email"):
+        env.clone("802")
     assert exists(database, role) == (False, False)
 
 
