@@ -467,6 +467,27 @@ def test_strict_mode_makes_unmasked_personal_columns_errors(env: Env) -> None:
     assert any(w.startswith("public.users.phone looks like personal data") for w in result.warnings)
 
 
+def test_a_personal_column_added_to_the_source_since_the_rules_stops_a_strict_clone(
+    env: Env,
+) -> None:
+    pg.execute(env.source_url, "ALTER TABLE orders ADD COLUMN backup_email text")
+    try:
+        pg.execute(env.source_url, "UPDATE orders SET backup_email = 'x' || id || '@corp.example'")
+        database, role = env.names("603")
+        rec = Recorder()
+        with pytest.raises(CloneError, match=r"public\.orders\.backup_email looks like personal"):
+            env.clone("603", rec, masking_strict=True)
+        assert exists(database, role) == (False, False)  # before any data moved
+        assert not any(kind == "secret" for kind, _ in rec.events)
+        rec = Recorder()
+        result = env.clone("604", rec)
+        warning = "public.orders.backup_email looks like personal data and has no masking rule"
+        assert any(w.startswith(warning) for w in result.warnings)
+        assert any(line.startswith("warning: " + warning) for line in rec.lines)
+    finally:
+        pg.execute(env.source_url, "ALTER TABLE orders DROP COLUMN backup_email")
+
+
 def test_missing_connection_is_named(env: Env, settings: Settings) -> None:
     settings.PORTAL_CONNECTIONS = {
         name: url for name, url in settings.PORTAL_CONNECTIONS.items() if name != "TGT"
