@@ -561,28 +561,17 @@ def values_outside(
     conn: psycopg.Connection[Any],
     schema: str,
     table: str,
-    column: str,
-    pattern: str | None,
-    allowed: Iterable[str] | None,
+    value: sql.Composable,
+    producible: sql.Composable,
     limit: int,
 ) -> list[str]:
-    """Up to ``limit`` distinct non-NULL values of the column (as text) that neither
-    match ``pattern`` as a whole nor are one of ``allowed``, compared byte by byte
-    (``COLLATE "C"``: a case-insensitive collation must not hide a value)."""
-    value = sql.SQL('{}::text COLLATE "C"').format(sql.Identifier(column))
-    conds: list[sql.Composable] = [sql.SQL("{} IS NOT NULL").format(value)]
-    params: list[Any] = []
-    if pattern is not None:
-        conds.append(sql.SQL("{} !~ %s").format(value))
-        params.append(f"^(?:{pattern})$")
-    if allowed is not None:
-        conds.append(sql.SQL("NOT ({} = ANY(%s::text[]))").format(value))
-        params.append(sorted(allowed))
-    query = sql.SQL("SELECT DISTINCT {} FROM ONLY {} WHERE {} LIMIT %s").format(
-        value, sql.Identifier(schema, table), sql.SQL(" AND ").join(conds)
-    )
+    """Up to ``limit`` distinct non-NULL ``value`` (a text expression of a column) for
+    which the condition ``producible`` is not true."""
+    query = sql.SQL(
+        "SELECT DISTINCT {v} FROM ONLY {t} WHERE {v} IS NOT NULL AND ({ok}) IS NOT TRUE LIMIT {n}"
+    ).format(v=value, t=sql.Identifier(schema, table), ok=producible, n=sql.Literal(limit))
     with guarded():
-        return [row[0] for row in conn.execute(query, (*params, limit))]
+        return [row[0] for row in conn.execute(query)]
 
 
 def execute(url: str, statements: str | Sequence[str], *, autocommit: bool = True) -> None:

@@ -19,9 +19,9 @@ from pipelines.dbclone.masking import (
     Masker,
     Rule,
     could_produce,
-    output_shape,
     unescape_field,
 )
+from pipelines.dbclone.sql_masking import producible, text_value
 from pipelines.dbclone.table_copy import Collected, Copied, CopyPool, PostData
 
 LEAK_CANDIDATES_MAX = 1000
@@ -177,14 +177,13 @@ def check_table(
         # clone value masking could not have produced that is in the source, so the
         # clone's server lists the values of another shape and the source confirms.
         rule, ctype = hashed[i]
-        shape = output_shape(rule=rule, col=ctype)
+        value = text_value(rule.column)
         outside = pg.values_outside(
             conn=tgt,
             schema=schema,
             table=name,
-            column=rule.column,
-            pattern=shape.pattern,
-            allowed=shape.values,
+            value=value,
+            producible=producible(rule=rule, col=ctype, value=value),
             limit=LEAK_CANDIDATES_MAX,
         )
         candidates[i] = {v for v in outside if not could_produce(rule=rule, value=v, col=ctype)}

@@ -486,7 +486,7 @@ def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
     if kind == "hash":
         return _HEX_RE.fullmatch(value) is not None
     if kind == "name":
-        return value in _name_outputs(col.max_length)
+        return value in name_outputs(col.max_length)
     if kind == "redact":
         return value == (REDACTED[: col.max_length] if col.max_length else REDACTED)
     if kind == "fixed":
@@ -494,32 +494,11 @@ def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
     return kind == "keep"
 
 
-@dataclass(frozen=True)
-class OutputShape:
-    """What ``could_produce`` accepts for a keyed transformer, for a database to test:
-    a whole-string regular expression (also valid in PostgreSQL), or a set of values."""
-
-    pattern: str | None = None
-    values: frozenset[str] | None = None
-
-
-def output_shape(*, rule: Rule, col: ColumnType) -> OutputShape:
-    kind = rule.transformer
-    if kind == "email":
-        return OutputShape(pattern=_EMAIL_RE.pattern)
-    if kind == "phone":
-        return OutputShape(pattern=_PHONE_RE.pattern)
-    if kind == "hash":
-        return OutputShape(pattern=_HEX_RE.pattern)
-    if kind == "name":
-        return OutputShape(values=_name_outputs(col.max_length))
-    raise MaskingError(f"{kind} is not a keyed transformer")
-
-
 _NAME_OUTPUTS: dict[int | None, frozenset[str]] = {}
 
 
-def _name_outputs(max_length: int | None) -> frozenset[str]:
+def name_outputs(max_length: int | None) -> frozenset[str]:
+    """Every value the name transformer can give a column of this length."""
     names = _NAME_OUTPUTS.get(max_length)
     if names is None:
         names = frozenset(

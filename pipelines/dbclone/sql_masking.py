@@ -30,6 +30,7 @@ from pipelines.dbclone.masking import (
     ColumnType,
     Masker,
     Rule,
+    name_outputs,
 )
 
 SETTING_PREFIX = "portal_mask."
@@ -164,3 +165,71 @@ def _constant(*, rule: Rule, col: ColumnType, ref: sql.Composable) -> sql.Compos
             ref, sql.Literal(marker)
         )
     raise ValueError(f"{kind} is not a constant transformer")
+
+
+HEX_DIGITS = "0123456789abcdef"
+HASH_HEX_MIN, HASH_HEX_MAX = 16, 64  # masking._HEX_RE
+
+
+def text_value(column: str) -> sql.Composed:
+    """A column's text, compared byte by byte (a case-insensitive collation must not
+    make a value look like a transformer's output)."""
+    return sql.SQL('({}::text COLLATE "C")').format(sql.Identifier(column))
+
+
+def producible(*, rule: Rule, col: ColumnType, value: sql.Composable) -> sql.Composable:
+    """A condition true exactly when ``masking.could_produce`` accepts ``value`` (text,
+    compared byte by byte: pass it ``COLLATE "C"``), for a keyed transformer.
+
+    Plain string functions rather than a regular expression: PostgreSQL's regular
+    expressions with bounded repetitions cost several microseconds a value.
+    """
+    kind = rule.transformer
+    v = value
+
+    def only(text: sql.Composable, digits: str) -> sql.Composable:
+        return sql.SQL("translate({}, {}, '') = ''").format(text, sql.Literal(digits))
+
+    if kind == "email":
+        suffix = "@" + EMAIL_DOMAIN
+        return sql.SQL(
+            "(length({v}) = {n} AND left({v}, 2) = 'u_' AND right({v}, {s}) = {suffix} AND {hex})"
+        ).format(
+            v=v,
+            n=sql.Literal(2 + EMAIL_HEX + len(suffix)),
+            s=sql.Literal(len(suffix)),
+            suffix=sql.Literal(suffix),
+            hex=only(sql.SQL("substr({}, 3, {})").format(v, sql.Literal(EMAIL_HEX)), HEX_DIGITS),
+        )
+    if kind == "phone":
+        return sql.SQL("(length({v}) = {n} AND left({v}, {p}) = {prefix} AND {digits})").format(
+            v=v,
+            n=sql.Literal(PHONE_LENGTH),
+            p=sql.Literal(len(PHONE_PREFIX)),
+            prefix=sql.Literal(PHONE_PREFIX),
+            digits=only(
+                sql.SQL("substr({}, {})").format(v, sql.Literal(len(PHONE_PREFIX) + 1)),
+                "0123456789",
+            ),
+        )
+    if kind == "hash":
+        lo, hi = sql.Literal(HASH_HEX_MIN), sql.Literal(HASH_HEX_MAX)
+        plain = sql.SQL("(length({v}) BETWEEN {lo} AND {hi} AND {hex})").format(
+            v=v, lo=lo, hi=hi, hex=only(v, HEX_DIGITS)
+        )
+        rest = sql.SQL("substr({}, 3)").format(v)
+        bytea = sql.SQL(
+            "(left({v}, 2) = {bs} AND length({r}) BETWEEN {lo} AND {hi} AND {hex})"
+        ).format(v=v, bs=sql.Literal("\\x"), r=rest, lo=lo, hi=hi, hex=only(rest, HEX_DIGITS))
+        dashes = sql.SQL(" AND ").join(
+            sql.SQL("substr({}, {}, 1) = '-'").format(v, sql.Literal(i)) for i in (9, 14, 19, 24)
+        )
+        uuid = sql.SQL(
+            "(length({v}) = 36 AND {dashes} AND translate({v}, {h}, '') = '----')"
+        ).format(v=v, dashes=dashes, h=sql.Literal(HEX_DIGITS))
+        return sql.SQL("({} OR {} OR {})").format(plain, bytea, uuid)
+    if kind == "name":
+        return sql.SQL("{} = ANY({}::text[])").format(
+            v, sql.Literal(sorted(name_outputs(col.max_length)))
+        )
+    raise ValueError(f"{kind} is not a keyed transformer")

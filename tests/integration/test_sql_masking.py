@@ -13,8 +13,8 @@ from psycopg import sql
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.clone_plan import TablePlan
-from pipelines.dbclone.masking import ColumnType, Masker, Rule
-from pipelines.dbclone.sql_masking import masked_select
+from pipelines.dbclone.masking import ColumnType, Masker, Rule, could_produce, unescape_field
+from pipelines.dbclone.sql_masking import masked_select, producible, text_value
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +142,56 @@ def test_sql_transformers_equal_python_transformers(conn: psycopg.Connection[Any
     assert out[0][1] == b"\\N"
     other = masked_select(plan=plan, masker=Masker(b"o" * 32))
     assert other.session != masked.session
+
+
+def near_misses(good: str) -> list[str]:
+    return [
+        good,
+        good.upper(),
+        good[:-1],
+        good + "0",
+        good + "\n",
+        " " + good,
+        good[:3] + "G" + good[4:],
+        good[:3] + "٣" + good[4:],  # a non-ASCII digit
+        good.replace("-", "_"),
+        "\\x" + good,
+        good[2:],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "ctype"),
+    [
+        ("email", ColumnType("text", "text")),
+        ("phone", ColumnType("text", "text")),
+        ("hash", ColumnType("text", "text")),
+        ("hash", ColumnType("uuid", "uuid")),
+        ("hash", ColumnType("bytea", "bytea")),
+        ("hash", ColumnType("character varying(20)", "varchar", 20)),
+        ("name", ColumnType("text", "text")),
+        ("name", ColumnType("character varying(7)", "varchar", 7)),
+    ],
+)
+def test_sql_shape_check_equals_could_produce(
+    conn: psycopg.Connection[Any], kind: str, ctype: ColumnType
+) -> None:
+    masker = Masker(KEY)
+    rule = rule_for("v", kind)
+    transform = masker.field_transform(rule=rule, col=ctype)
+    produced = [unescape_field(transform(f"input {i}".encode())).decode() for i in range(200)]
+    if ctype.base_type == "bytea":
+        produced = [p.replace("\\\\", "\\") for p in produced]
+    candidates = [v for p in produced[:20] for v in near_misses(p)] + produced + AWKWARD
+    candidates += ["Ada Abbott", "Ada Abbot", "ada abbott", "Ada  Abbott", "u_", "555", "0" * 65]
+    value = text_value("v")
+    query = sql.SQL("SELECT v, {} FROM unnest(%s::text[]) AS v").format(
+        producible(rule=rule, col=ctype, value=value)
+    )
+    rows = conn.execute(query, (candidates,)).fetchall()
+    assert len(rows) == len(candidates)
+    accepted = 0
+    for text, ok in rows:
+        assert bool(ok) == could_produce(rule=rule, value=text, col=ctype), text
+        accepted += bool(ok)
+    assert accepted >= len(produced) and accepted < len(rows)
