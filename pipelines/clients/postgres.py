@@ -594,14 +594,17 @@ class CopyCancelled(Exception):
     pass
 
 
-def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
+def _copy_rows(
+    *, conn: psycopg.Connection[Any], out: psycopg.Copy, tags: list[int] | None = None
+) -> Iterator[Any]:
     """The rows of a ``COPY ... TO STDOUT`` in progress on ``conn``.
 
     Same rows as iterating ``out``, for about half the CPU: rows libpq has already
     buffered are taken with one ``PQgetCopyData`` call each (through psycopg's
     documented ``pgconn``), and only when none is buffered does ``out.read()`` wait
     for more. If the end of the copy turns up in the buffer, its final result is
-    collected here (``Copy`` needs nothing more on exit for COPY TO).
+    collected here (``Copy`` needs nothing more on exit for COPY TO), and its row
+    count appended to ``tags`` (else psycopg sets the cursor's ``rowcount``).
     """
     pgconn = conn.pgconn
     get = pgconn.get_copy_data
@@ -619,6 +622,8 @@ def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[
             while (result := pgconn.get_result()) is not None:
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     error = result.error_message.decode(errors="replace").strip()
+                elif tags is not None and result.command_tuples is not None:
+                    tags.append(result.command_tuples)
             if error:
                 raise psycopg.DatabaseError(error)
             return
@@ -693,7 +698,8 @@ def copy_table_binary(
     replaces ``COPY table (columns) TO STDOUT``: masking done by the source's server.
     ``session`` holds settings the query reads with ``current_setting`` (a masking
     key: sent as bound parameters, never in a statement's text), set on the source
-    for the copy only. The target side is as in ``copy_table``. Returns the rows.
+    for the copy only. The target side is as in ``copy_table``. Returns the rows the
+    source sent, checked equal to the rows the target took.
     """
     name = sql.Identifier(schema, table)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -719,10 +725,11 @@ def copy_table_binary(
                     with tcur.copy(copy_in) as into:
                         batch: list[Any] = []
                         size = 0
-                        for data in _copy_rows(conn=source, out=out):  # one row per message
+                        tags: list[int] = []
+                        for data in _copy_rows(conn=source, out=out, tags=tags):
                             batch.append(data)
                             size += len(data)
-                            sent += 1
+                            sent += 1  # about a row a message: for progress only
                             if size >= COPY_BATCH:
                                 into.write(b"".join(batch))
                                 batch, size = [], 0
@@ -732,7 +739,13 @@ def copy_table_binary(
                                     progress(sent)
                         if batch:
                             into.write(b"".join(batch))
-                    rows = tcur.rowcount  # the target's count, from COPY's command tag
+                    # What the source sent and what the target took, from COPY's tags.
+                    rows = tags[0] if tags else scur.rowcount
+                    if rows != tcur.rowcount or rows < 0:
+                        raise PostgresError(
+                            f"copy of {schema}.{table}: the source sent {rows} rows, "
+                            f"the target took {tcur.rowcount}"
+                        )
         finally:
             # The key does not outlive the copy on the session (after an error the
             # transaction's rollback undoes the settings).
