@@ -1,5 +1,6 @@
 """The data of a logical clone: one COPY stream per table on a pool of connection pairs,
-masked in the stream, and each big table's indexes built as soon as it is copied."""
+masked by the source's server (or in the stream), and each big table's indexes built as
+soon as it is copied."""
 
 from __future__ import annotations
 

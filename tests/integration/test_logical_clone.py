@@ -342,6 +342,40 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     assert exists(first.database, first.role) == (False, False)
 
 
+def test_masked_in_the_source_or_in_python_the_clone_is_the_same(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets.token_bytes(32)
+
+    def clone(run_id: str, rec: Recorder) -> CloneResult:
+        env.created_runs.append(run_id)
+        return clone_logical(
+            spec=env.spec(),
+            account=env.account,
+            service="orders",
+            run_id=run_id,
+            log=rec.log,
+            add_secret=rec.add_secret,
+            masking_key=key,
+        )
+
+    rec_sql, rec_py = Recorder(), Recorder()
+    in_sql = clone("111", rec_sql)
+    with monkeypatch.context() as patched:  # as for types without binary COPY
+        patched.setattr(
+            pg, "binary_copy_unsupported", lambda conn: {t.oid for t in pg.list_tables(conn)}
+        )
+        in_py = clone("112", rec_py)
+    assert any("(masked in the source: " in line for line in rec_sql.lines)
+    assert not any("(masked in the source: " in line for line in rec_py.lines)
+    assert any("(masked: " in line for line in rec_py.lines)
+    check_clone(env, in_py, rec_py)
+    sql_url, py_url = (pg.with_dbname(ADMIN_URL, c.database) for c in (in_sql, in_py))
+    for table in ("users", "orders", "billing.cards", "events"):
+        query = f"SELECT * FROM {table} ORDER BY 1, 2"
+        assert q(sql_url, query) == q(py_url, query), table
+
+
 def test_rerun_of_a_complete_clone_only_rotates_the_password(env: Env) -> None:
     first = env.clone("201")
     rec = Recorder()
