@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -556,6 +556,24 @@ def values_present(
         return [row[0] for row in conn.execute(query, (list(values),))]
 
 
+def values_outside(
+    *,
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    value: sql.Composable,
+    producible: sql.Composable,
+    limit: int,
+) -> list[str]:
+    """Up to ``limit`` distinct non-NULL ``value`` (a text expression of a column) for
+    which the condition ``producible`` is not true."""
+    query = sql.SQL(
+        "SELECT DISTINCT {v} FROM ONLY {t} WHERE {v} IS NOT NULL AND ({ok}) IS NOT TRUE LIMIT {n}"
+    ).format(v=value, t=sql.Identifier(schema, table), ok=producible, n=sql.Literal(limit))
+    with guarded():
+        return [row[0] for row in conn.execute(query)]
+
+
 def execute(url: str, statements: str | Sequence[str], *, autocommit: bool = True) -> None:
     """Run SQL statements (no parameters) on ``url``."""
     items = [statements] if isinstance(statements, str) else list(statements)
@@ -576,14 +594,17 @@ class CopyCancelled(Exception):
     pass
 
 
-def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[Any]:
+def _copy_rows(
+    *, conn: psycopg.Connection[Any], out: psycopg.Copy, tags: list[int] | None = None
+) -> Iterator[Any]:
     """The rows of a ``COPY ... TO STDOUT`` in progress on ``conn``.
 
     Same rows as iterating ``out``, for about half the CPU: rows libpq has already
     buffered are taken with one ``PQgetCopyData`` call each (through psycopg's
     documented ``pgconn``), and only when none is buffered does ``out.read()`` wait
     for more. If the end of the copy turns up in the buffer, its final result is
-    collected here (``Copy`` needs nothing more on exit for COPY TO).
+    collected here (``Copy`` needs nothing more on exit for COPY TO), and its row
+    count appended to ``tags`` (else psycopg sets the cursor's ``rowcount``).
     """
     pgconn = conn.pgconn
     get = pgconn.get_copy_data
@@ -601,6 +622,8 @@ def _copy_rows(*, conn: psycopg.Connection[Any], out: psycopg.Copy) -> Iterator[
             while (result := pgconn.get_result()) is not None:
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     error = result.error_message.decode(errors="replace").strip()
+                elif tags is not None and result.command_tuples is not None:
+                    tags.append(result.command_tuples)
             if error:
                 raise psycopg.DatabaseError(error)
             return
@@ -655,6 +678,102 @@ def copy_table(
             if batch:
                 into.write(b"".join(batch))
     return rows
+
+
+def copy_table_binary(
+    *,
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    select: sql.Composable | None = None,
+    session: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Relay one table as binary COPY bytes: rows are never parsed here.
+
+    ``select`` (a query giving ``columns`` in order, with the columns' exact types)
+    replaces ``COPY table (columns) TO STDOUT``: masking done by the source's server.
+    ``session`` holds settings the query reads with ``current_setting`` (a masking
+    key: sent as bound parameters, never in a statement's text), set on the source
+    for the copy only. The target side is as in ``copy_table``. Returns the rows the
+    source sent, checked equal to the rows the target took.
+    """
+    name = sql.Identifier(schema, table)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    copy_out = (
+        sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(name, cols)
+        if select is None
+        else sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
+    )
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary, FREEZE)").format(name, cols)
+    settings = dict(session or {})
+    sent = 0
+    with guarded():
+        try:
+            for key, value in settings.items():
+                source.execute("SELECT set_config(%s, %s, false)", (key, value))
+            with target.transaction():
+                target.execute(sql.SQL("TRUNCATE ONLY {}").format(name))
+                with (
+                    source.cursor() as scur,
+                    target.cursor() as tcur,
+                    scur.copy(copy_out) as out,
+                ):
+                    with tcur.copy(copy_in) as into:
+                        batch: list[Any] = []
+                        size = 0
+                        tags: list[int] = []
+                        for data in _copy_rows(conn=source, out=out, tags=tags):
+                            batch.append(data)
+                            size += len(data)
+                            sent += 1  # about a row a message: for progress only
+                            if size >= COPY_BATCH:
+                                into.write(b"".join(batch))
+                                batch, size = [], 0
+                                if stop is not None and stop.is_set():
+                                    raise CopyCancelled(f"copy of {schema}.{table} cancelled")
+                                if progress is not None:
+                                    progress(sent)
+                        if batch:
+                            into.write(b"".join(batch))
+                    # What the source sent and what the target took, from COPY's tags.
+                    rows = tags[0] if tags else scur.rowcount
+                    if rows != tcur.rowcount or rows < 0:
+                        raise PostgresError(
+                            f"copy of {schema}.{table}: the source sent {rows} rows, "
+                            f"the target took {tcur.rowcount}"
+                        )
+        finally:
+            # The key does not outlive the copy on the session (after an error the
+            # transaction's rollback undoes the settings).
+            usable = source.info.transaction_status != pq.TransactionStatus.INERROR
+            for key in settings if usable and not source.closed else ():
+                source.execute("SELECT set_config(%s, '', false)", (key,))
+    return int(rows)
+
+
+def binary_copy_unsupported(conn: psycopg.Connection[Any]) -> set[int]:
+    """Oids of tables with a column whose type has no binary send/receive function."""
+    with guarded():
+        rows = conn.execute(
+            """
+            SELECT DISTINCT a.attrelid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+            WHERE a.attnum > 0 AND NOT a.attisdropped
+              AND (t.typsend::oid = 0 OR t.typreceive::oid = 0)
+            """
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def utf8_session(conn: psycopg.Connection[Any]) -> bool:
+    """True if the server stores UTF-8 and the session reads UTF-8."""
+    return all(
+        conn.info.parameter_status(name) in ("UTF8", b"UTF8")
+        for name in ("server_encoding", "client_encoding")
+    )
 
 
 # --- pg_dump / pg_restore ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from pipelines.dbclone.masking import (
     could_produce,
     unescape_field,
 )
+from pipelines.dbclone.sql_masking import producible, text_value
 from pipelines.dbclone.table_copy import Collected, Copied, CopyPool, PostData
 
 LEAK_CANDIDATES_MAX = 1000
@@ -124,11 +125,13 @@ def check_table(
 
     Constant transformers (null, fixed, redact): every clone value must be the
     constant; counted with the row count in one scan. Deterministic ones: the
-    source's distinct values (gathered while streaming, else read again from the
-    source, in the same snapshot) are held in this process's memory only, and the
-    clone's values are streamed against them, batch by batch, with C-level set
-    intersections. A hit is a leak unless the transformer could have produced the
-    value (see masking.could_produce); candidates are confirmed on the source.
+    source's distinct values gathered while streaming are held in this process's
+    memory only, and the clone's values are streamed against them, batch by batch,
+    with C-level set intersections; a hit is a leak unless the transformer could
+    have produced the value (see masking.could_produce). Columns not gathered
+    (masked by the source's server, or too many values): the clone's values that
+    the transformer could not have produced are the candidates. Candidates are
+    confirmed on the source, in the same snapshot.
     """
     schema, name = table.table.schema, table.table.name
     constants: list[tuple[str, pg.ConstantCheck]] = []
@@ -168,14 +171,25 @@ def check_table(
             sources.append(seen)
             if escaped:
                 seen.update([unescape_field(f) for f in seen if b"\\" in f])
-    for i in missing:  # not gathered (too many distinct values): read them again
-        for values in pg.column_value_batches(
-            conn=src, schema=schema, table=name, column=hashed[i][0].column
-        ):
-            sources[i].update(values)
-
     candidates: list[set[str]] = [set() for _ in hashed]
+    for i in missing:
+        # Not gathered (masked in the source, or too many distinct values): a leak is a
+        # clone value masking could not have produced that is in the source, so the
+        # clone's server lists the values of another shape and the source confirms.
+        rule, ctype = hashed[i]
+        value = text_value(rule.column)
+        outside = pg.values_outside(
+            conn=tgt,
+            schema=schema,
+            table=name,
+            value=value,
+            producible=producible(rule=rule, col=ctype, value=value),
+            limit=LEAK_CANDIDATES_MAX,
+        )
+        candidates[i] = {v for v in outside if not could_produce(rule=rule, value=v, col=ctype)}
     for i, (rule, ctype) in enumerate(hashed):
+        if i in missing:
+            continue
         for values in pg.column_value_batches(
             conn=tgt, schema=schema, table=name, column=rule.column
         ):

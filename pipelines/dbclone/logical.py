@@ -9,10 +9,14 @@ Steps (each safe to rerun; the clone's names are derived from the run id):
    client-side) and a new database owned by it. A leftover from a killed
    attempt of the same run is dropped first.
 3. Pre-data schema (``pg_dump --schema-only``, restored section by section),
-   then the data: one COPY stream per table, ``jobs`` tables at once (threads, a
-   source and a target connection each), masked columns rewritten in the stream,
-   every reader in the same exported snapshot. A big table's own indexes and
-   primary/unique keys are built as soon as it is copied, while others copy.
+   then the data: one binary COPY stream per table, relayed without parsing rows,
+   ``jobs`` tables at once (threads, a source and a target connection each), every
+   reader in the same exported snapshot. Masked columns are computed by the
+   source's server (``COPY (SELECT masked ...)``, see ``sql_masking``), so only
+   masked values leave it; the Python transformers rewrite a COPY text stream
+   instead when a session is not UTF-8 or a type has no binary input/output. A
+   big table's own indexes and primary/unique keys are built as soon as it is
+   copied, while others copy.
 4. The rest of post-data (foreign keys, which PostgreSQL validates as it adds
    them, triggers, small tables' indexes) in the background while row counts and
    the leak scan read the tables; sequences set to the source's values;
@@ -314,7 +318,12 @@ def _clone(
             )
             try:
                 copied = copy_tables(
-                    pool=pool, plan=plan, masker=Masker(masking_key), post=post, log=log
+                    pool=pool,
+                    plan=plan,
+                    masker=Masker(masking_key),
+                    post=post,
+                    log=log,
+                    text_only=frozenset(pg.binary_copy_unsupported(source)),
                 )
                 checks = finish_and_check(
                     pool=pool, plan=plan, copied=copied, source=facts, post=post, log=log

@@ -255,6 +255,11 @@ class Masker:
 
         self._hmacs = {kind: _Hmac(k) for kind, k in self._keys.items()}
 
+    def hmac_blocks(self, kind: str) -> tuple[bytes, bytes]:
+        """(sub-key xor ipad, sub-key xor opad) of one kind: what a transformer running
+        elsewhere (SQL on the source's server) needs. Secret, like the key."""
+        return self._hmacs[kind].blocks
+
     # Value-level API: str in, str out, None is NULL.
     def mask(
         self, *, rule: Rule | str, value: str | None, col: ColumnType | None = None
@@ -339,12 +344,7 @@ class Masker:
 
     def _name_maker(self, max_length: int | None) -> Callable[[bytes], bytes]:
         inner, outer = self._hmacs["name"].states()
-        names = [
-            [f"{first} {last}"[:max_length].encode() for last in LAST_NAMES]
-            if max_length
-            else [f"{first} {last}".encode() for last in LAST_NAMES]
-            for first in FIRST_NAMES
-        ]
+        names = [[n.encode() for n in row] for row in name_table(max_length)]
         n_first, n_last = len(FIRST_NAMES), len(LAST_NAMES)
 
         def make(raw: bytes) -> bytes:
@@ -384,6 +384,14 @@ class Masker:
         return make_hex
 
 
+def name_table(max_length: int | None) -> list[list[str]]:
+    """Masked names by [first-name index][last-name index], cut to ``max_length``."""
+    return [
+        [f"{first} {last}"[:max_length] if max_length else f"{first} {last}" for last in LAST_NAMES]
+        for first in FIRST_NAMES
+    ]
+
+
 class _Hmac:
     """HMAC-SHA256 with the key's inner and outer states computed once (RFC 2104).
 
@@ -394,8 +402,9 @@ class _Hmac:
     def __init__(self, key: bytes) -> None:
         block = key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest()
         block = block.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self.blocks = (bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block))
+        self._inner = hashlib.sha256(self.blocks[0])
+        self._outer = hashlib.sha256(self.blocks[1])
 
     def states(self) -> tuple[Any, Any]:
         return self._inner, self._outer
@@ -477,7 +486,7 @@ def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
     if kind == "hash":
         return _HEX_RE.fullmatch(value) is not None
     if kind == "name":
-        return value in _name_outputs(col.max_length)
+        return value in name_outputs(col.max_length)
     if kind == "redact":
         return value == (REDACTED[: col.max_length] if col.max_length else REDACTED)
     if kind == "fixed":
@@ -488,7 +497,8 @@ def could_produce(*, rule: Rule, value: str, col: ColumnType) -> bool:
 _NAME_OUTPUTS: dict[int | None, frozenset[str]] = {}
 
 
-def _name_outputs(max_length: int | None) -> frozenset[str]:
+def name_outputs(max_length: int | None) -> frozenset[str]:
+    """Every value the name transformer can give a column of this length."""
     names = _NAME_OUTPUTS.get(max_length)
     if names is None:
         names = frozenset(

@@ -1,5 +1,6 @@
 """The data of a logical clone: one COPY stream per table on a pool of connection pairs,
-masked in the stream, and each big table's indexes built as soon as it is copied."""
+masked by the source's server (or in the stream), and each big table's indexes built as
+soon as it is copied."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ import psycopg
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.clone_plan import ClonePlan, TablePlan, row_masker
-from pipelines.dbclone.masking import (
-    Masker,
-)
+from pipelines.dbclone.masking import Masker
+from pipelines.dbclone.sql_masking import masked_select
 
 PROGRESS_EVERY_S = 10.0
 
@@ -171,8 +171,15 @@ class PostData:
 
 
 def copy_tables(
-    *, pool: CopyPool, plan: ClonePlan, masker: Masker, post: PostData, log: Callable[[str], None]
+    *,
+    pool: CopyPool,
+    plan: ClonePlan,
+    masker: Masker,
+    post: PostData,
+    log: Callable[[str], None],
+    text_only: frozenset[int] = frozenset(),
 ) -> Copied:
+    """Copy every table; ``text_only``: oids of tables with a type lacking binary I/O."""
     collected: Collected = {}
 
     def copy_one(table: TablePlan) -> int:
@@ -188,22 +195,55 @@ def copy_tables(
                 last[0] = time.monotonic()
                 pool.messages.put(f"copying {table.name}: {rows} rows so far")
 
-        rows = pg.copy_table(
-            source=src,
-            target=tgt,
-            schema=table.table.schema,
-            table=table.table.name,
-            columns=table.columns,
-            transform=transform,
-            stop=pool.stop,
-            progress=progress,
-        )
+        # Binary COPY bytes relayed as they come: unmasked tables untouched, masked
+        # ones masked by the source's server (only masked values leave it). The
+        # Python transform remains for sessions that are not UTF-8 and for types
+        # without binary input/output.
+        binary = table.table.oid not in text_only and pg.utf8_session(src) and pg.utf8_session(tgt)
+        schema, name, columns = table.table.schema, table.table.name, table.columns
+        if binary and transform is None:
+            rows = pg.copy_table_binary(
+                source=src,
+                target=tgt,
+                schema=schema,
+                table=name,
+                columns=columns,
+                stop=pool.stop,
+                progress=progress,
+            )
+            how = "unmasked"
+        elif binary and transform is not None:
+            masked = masked_select(plan=table, masker=masker)
+            rows = pg.copy_table_binary(
+                source=src,
+                target=tgt,
+                schema=schema,
+                table=name,
+                columns=columns,
+                select=masked.query,
+                session=masked.session,
+                stop=pool.stop,
+                progress=progress,
+            )
+            sets.clear()  # nothing seen here: the leak scan reads the source's values
+            how = f"masked in the source: {label}"
+        else:
+            rows = pg.copy_table(
+                source=src,
+                target=tgt,
+                schema=schema,
+                table=name,
+                columns=columns,
+                transform=transform,
+                stop=pool.stop,
+                progress=progress,
+            )
+            how = f"masked: {label}" if transform else "unmasked"
         for column, seen in sets.items():
             complete = transform is not None and table.columns.index(column) not in (
                 transform.overflowed
             )
             collected[(table.name, column)] = seen if complete else None
-        how = f"masked: {label}" if transform else "unmasked"
         pool.messages.put(
             f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
         )

@@ -21,6 +21,7 @@ from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import logical, table_copy
+from pipelines.dbclone.clone_plan import TablePlan
 from pipelines.dbclone.logical import (
     CloneError,
     CloneResult,
@@ -341,6 +342,40 @@ def test_clone_twice_with_masking_and_checks(env: Env, monkeypatch: pytest.Monke
     assert exists(first.database, first.role) == (False, False)
 
 
+def test_masked_in_the_source_or_in_python_the_clone_is_the_same(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets.token_bytes(32)
+
+    def clone(run_id: str, rec: Recorder) -> CloneResult:
+        env.created_runs.append(run_id)
+        return clone_logical(
+            spec=env.spec(),
+            account=env.account,
+            service="orders",
+            run_id=run_id,
+            log=rec.log,
+            add_secret=rec.add_secret,
+            masking_key=key,
+        )
+
+    rec_sql, rec_py = Recorder(), Recorder()
+    in_sql = clone("111", rec_sql)
+    with monkeypatch.context() as patched:  # as for types without binary COPY
+        patched.setattr(
+            pg, "binary_copy_unsupported", lambda conn: {t.oid for t in pg.list_tables(conn)}
+        )
+        in_py = clone("112", rec_py)
+    assert any("(masked in the source: " in line for line in rec_sql.lines)
+    assert not any("(masked in the source: " in line for line in rec_py.lines)
+    assert any("(masked: " in line for line in rec_py.lines)
+    check_clone(env, in_py, rec_py)
+    sql_url, py_url = (pg.with_dbname(ADMIN_URL, c.database) for c in (in_sql, in_py))
+    for table in ("users", "orders", "billing.cards", "events"):
+        query = f"SELECT * FROM {table} ORDER BY 1, 2"
+        assert q(sql_url, query) == q(py_url, query), table
+
+
 def test_rerun_of_a_complete_clone_only_rotates_the_password(env: Env) -> None:
     first = env.clone("201")
     rec = Recorder()
@@ -466,6 +501,27 @@ def test_strict_mode_makes_unmasked_personal_columns_errors(env: Env) -> None:
     assert any(w.startswith("public.users.phone looks like personal data") for w in result.warnings)
 
 
+def test_a_personal_column_added_to_the_source_since_the_rules_stops_a_strict_clone(
+    env: Env,
+) -> None:
+    pg.execute(env.source_url, "ALTER TABLE orders ADD COLUMN backup_email text")
+    try:
+        pg.execute(env.source_url, "UPDATE orders SET backup_email = 'x' || id || '@corp.example'")
+        database, role = env.names("603")
+        rec = Recorder()
+        with pytest.raises(CloneError, match=r"public\.orders\.backup_email looks like personal"):
+            env.clone("603", rec, masking_strict=True)
+        assert exists(database, role) == (False, False)  # before any data moved
+        assert not any(kind == "secret" for kind, _ in rec.events)
+        rec = Recorder()
+        result = env.clone("604", rec)
+        warning = "public.orders.backup_email looks like personal data and has no masking rule"
+        assert any(w.startswith(warning) for w in result.warnings)
+        assert any(line.startswith("warning: " + warning) for line in rec.lines)
+    finally:
+        pg.execute(env.source_url, "ALTER TABLE orders DROP COLUMN backup_email")
+
+
 def test_missing_connection_is_named(env: Env, settings: Settings) -> None:
     settings.PORTAL_CONNECTIONS = {
         name: url for name, url in settings.PORTAL_CONNECTIONS.items() if name != "TGT"
@@ -510,6 +566,24 @@ def test_leak_scan_catches_unmasked_data_and_drops_the_clone(
     assert exists(database, role) == (False, False)
 
 
+def test_leak_scan_catches_a_broken_mask_in_the_source(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real: Callable[..., Any] = table_copy.masked_select
+
+    def broken(*, plan: Any, masker: Any) -> Any:
+        if plan.name == "public.users":  # a bug: the source sends e-mails as they are
+            rules = [(r, c) for r, c in plan.rules if r.column != "email"]
+            plan = TablePlan(plan.table, plan.columns, rules)
+        return real(plan=plan, masker=masker)
+
+    monkeypatch.setattr(table_copy, "masked_select", broken)
+    database, role = env.names("802")
+    with pytest.raises(CloneError, match=r"leak scan failed.*public\.users\.email"):
+        env.clone("802")
+    assert exists(database, role) == (False, False)
+
+
 def test_drop_clone_refuses_foreign_databases(env: Env) -> None:
     name = f"itest_notaclone_{secrets.token_hex(3)}"
     pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
@@ -550,8 +624,15 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
     out, err = StringIO(), StringIO()
     call_command("bench_clone", rows=3000, jobs=2, dsn=ADMIN_URL, stdout=out, stderr=err)
     figures = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert set(figures) == {"rows", "masked_s", "raw_s", "rows_per_s", "ratio"}
+    assert set(figures) == {
+        "rows", "masked_s", "raw_s", "floor_s", "rows_per_s", "ratio", "floor_ratio"
+    }  # fmt: skip
     assert figures["rows"] == 3000 and figures["masked_s"] > 0 and figures["raw_s"] > 0
+    assert figures["floor_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["masked_s"] / figures["raw_s"], rel=0.01)
+    assert figures["floor_ratio"] == pytest.approx(
+        figures["masked_s"] / figures["floor_s"], rel=0.01
+    )
+    assert "binary COPY floor:" in err.getvalue()
     assert "copied public.users: 300 rows" in err.getvalue()
     assert bench_objects() <= before  # everything it created is gone

@@ -1,17 +1,24 @@
-"""``manage.py bench_clone``: masked logical clone vs plain ``pg_dump -Fc | pg_restore``.
+"""``manage.py bench_clone``: masked logical clone vs ``pg_dump -Fc | pg_restore`` and the
+binary-COPY floor.
 
 Builds a source database with ``--rows`` rows over users, orders, order_items and
-payments (foreign keys, personal-data columns), times both copies in the same
+payments (foreign keys, personal-data columns), times the three copies in the same
 run, drops every database it created, and prints one JSON line last:
-``{"rows", "masked_s", "raw_s", "rows_per_s", "ratio"}`` (ratio = masked / raw).
+``{"rows", "masked_s", "raw_s", "floor_s", "rows_per_s", "ratio", "floor_ratio"}``
+(ratio = masked / raw, floor_ratio = masked / floor). The floor is what no clone
+can beat by much: schema (pre-data), binary ``COPY ... TO STDOUT`` relayed into
+``COPY ... FROM STDIN``, two tables at a time, then post-data.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +35,7 @@ from pipelines.dbclone.logical import (
 )
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+FLOOR_JOBS = 2
 
 # Share of the rows per table (sums to 1).
 SHARES = {"users": 0.10, "orders": 0.30, "order_items": 0.40, "payments": 0.20}
@@ -131,6 +139,7 @@ def run_benchmark(
     source_url = pg.with_dbname(dsn, source_db)
     created: list[str] = []
     raw_times: list[float] = []
+    floor_times: list[float] = []
     masked_times: list[float] = []
     try:
         pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
@@ -143,6 +152,15 @@ def run_benchmark(
                 _time_raw(dsn=dsn, source_url=source_url, database=f"bench_raw_{tag}_{attempt}")
             )
             say(f"[{attempt}/{repeat}] pg_dump -Fc | pg_restore: {raw_times[-1]:.2f}s")
+            floor_times.append(
+                _time_floor(
+                    dsn=dsn,
+                    source_url=source_url,
+                    rows=rows,
+                    database=f"bench_floor_{tag}_{attempt}",
+                )
+            )
+            say(f"[{attempt}/{repeat}] binary COPY floor: {floor_times[-1]:.2f}s")
             masked_times.append(
                 _time_masked(
                     dsn=dsn,
@@ -157,13 +175,15 @@ def run_benchmark(
     finally:
         for database in reversed(created):
             pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    masked_s, raw_s = min(masked_times), min(raw_times)
+    masked_s, raw_s, floor_s = min(masked_times), min(raw_times), min(floor_times)
     return {
         "rows": rows,
         "masked_s": round(masked_s, 3),
         "raw_s": round(raw_s, 3),
+        "floor_s": round(floor_s, 3),
         "rows_per_s": round(rows / masked_s),
         "ratio": round(masked_s / raw_s, 3),
+        "floor_ratio": round(masked_s / floor_s, 3),
     }
 
 
@@ -173,6 +193,43 @@ def _time_raw(*, dsn: str, source_url: str, database: str) -> float:
         t0 = time.monotonic()
         pg.dump_restore_pipe(source_url, pg.with_dbname(dsn, database))
         return time.monotonic() - t0
+    finally:
+        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float:
+    """Schema, then binary COPY relayed table by table (two at a time), then post-data."""
+    target_url = pg.with_dbname(dsn, database)
+    pg.execute(dsn, f'CREATE DATABASE "{database}"')
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+            t0 = time.monotonic()
+            archive = Path(tmp) / "schema.dump"
+            pg.dump_schema(source_url, archive)
+            pg.restore_section(target_url, archive, "pre-data", None)
+            with pg.connect(source_url, autocommit=True) as conn:
+                tables = [t for t in pg.list_tables(conn) if t.kind == "r"]
+
+            def relay(table: pg.TableInfo) -> int:
+                with (
+                    pg.connect(source_url, autocommit=True) as src,
+                    pg.connect(target_url, autocommit=True) as tgt,
+                ):
+                    return pg.copy_table_binary(
+                        source=src,
+                        target=tgt,
+                        schema=table.schema,
+                        table=table.name,
+                        columns=[c.name for c in table.columns if not c.generated],
+                    )
+
+            with ThreadPoolExecutor(max_workers=FLOOR_JOBS) as pool:
+                copied = sum(pool.map(relay, sorted(tables, key=lambda t: -t.size)))
+            pg.restore_section(target_url, archive, "post-data", None, FLOOR_JOBS)
+            elapsed = time.monotonic() - t0
+        if copied != rows:
+            raise RuntimeError(f"the floor copy holds {copied} rows, expected {rows}")
+        return elapsed
     finally:
         pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
@@ -205,7 +262,10 @@ def _time_masked(
 
 
 class Command(BaseCommand):
-    help = "Time a masked postgres_logical clone against pg_dump -Fc | pg_restore."
+    help = (
+        "Time a masked postgres_logical clone against pg_dump -Fc | pg_restore and the "
+        "binary-COPY floor."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--rows", type=int, required=True)
