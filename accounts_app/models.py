@@ -56,6 +56,8 @@ class Account(models.Model):
     # Terraform resources as [{address, type, values}], sensitive values as digests: what
     # parity compares (recorded at apply, or read from production's registered state).
     resources = models.JSONField(default=list, blank=True)
+    # Production only: the blueprint version it runs, as registered (clones: their runs').
+    registered_version = models.CharField(max_length=32, blank=True)
     status = models.CharField(
         max_length=16, choices=AccountStatus.choices, default=AccountStatus.REQUESTED
     )

@@ -61,8 +61,11 @@ def register_production(
             "digits and dashes"
         )
     filled: dict[str, Any] = {}
+    version = ""
     try:
-        filled = load_blueprint(blueprint).validate_config(config)
+        loaded = load_blueprint(blueprint)
+        version = loaded.version
+        filled = loaded.validate_config(config)
     except ConfigInvalid as exc:
         problems += [str(problem) for problem in exc.problems]
     except BlueprintError as exc:
@@ -95,6 +98,7 @@ def register_production(
         account.protected = True
         account.status = AccountStatus.READY
         account.config = filled
+        account.registered_version = version
         if resources is not None:
             account.resources = resources
         if cloud_account_id:

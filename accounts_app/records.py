@@ -14,7 +14,7 @@ from django.db import transaction
 from accounts_app import crypto
 from accounts_app.models import Account, AccountSecret
 
-RECORDABLE = frozenset({"cloud_account_id", "outputs", "endpoints", "status"})
+RECORDABLE = frozenset({"cloud_account_id", "outputs", "endpoints", "status", "resources"})
 
 
 def store_secret(*, account_id: int, name: str, value: str) -> None:

@@ -53,6 +53,11 @@ def visible_accounts(user: User) -> QuerySet[Account]:
     return _seen_by(Account.objects.select_related("owner"), user=user, owner_field="owner_id")
 
 
+def account_named(name: str) -> Account | None:
+    """The account of that name (operators' commands see every account)."""
+    return Account.objects.filter(name=name).first()
+
+
 def visible_account(*, user: User, account_id: int) -> Account | None:
     """One account the user may see, or None (no hint that it exists)."""
     return visible_accounts(user).filter(pk=account_id).first()
