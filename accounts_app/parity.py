@@ -128,6 +128,12 @@ def latest_report(account: Account) -> ParityReport | None:
     return ParityReport.objects.filter(account=account).order_by("-checked_at", "-id").first()
 
 
+def report_for(*, account: Account, recompute: bool = False) -> ParityReport:
+    """The latest stored report, or one computed now (asked for, or none stored yet)."""
+    latest = None if recompute else latest_report(account)
+    return latest or compute_report(account=account)
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report as text: one line per check, then the summary."""
     checks = [

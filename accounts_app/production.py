@@ -24,11 +24,21 @@ CLOUD_ACCOUNT_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
 class RegistrationInvalid(PortalError):
-    """The registration cannot be made; ``problems`` lists each, one a line."""
+    """The registration cannot be made: ``problems`` lists (field, message) pairs.
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
+    Fields are name, blueprint, config (messages "<json path>: <message>"), state,
+    cloud_account_id.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
         self.problems = problems
+
+    def by_field(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for field, message in self.problems:
+            found.setdefault(field, []).append(message)
+        return found
 
 
 def system_user() -> User:
@@ -54,11 +64,14 @@ def register_production(
     ``state`` is the parsed output of ``terraform show -json``; None keeps what is
     recorded. Raises RegistrationInvalid listing every problem; nothing is written then.
     """
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not re.fullmatch(ACCOUNT_NAME_PATTERN, name):
         problems.append(
-            "--name: 3 to 40 characters: a lower-case letter first, then lower-case letters, "
-            "digits and dashes"
+            (
+                "name",
+                "3 to 40 characters: a lower-case letter first, then lower-case letters, "
+                "digits and dashes",
+            )
         )
     filled: dict[str, Any] = {}
     version = ""
@@ -67,17 +80,17 @@ def register_production(
         version = loaded.version
         filled = loaded.validate_config(config)
     except ConfigInvalid as exc:
-        problems += [str(problem) for problem in exc.problems]
+        problems += [("config", str(problem)) for problem in exc.problems]
     except BlueprintError as exc:
-        problems.append(f"--blueprint: {exc}")
+        problems.append(("blueprint", str(exc)))
     resources = None
     if state is not None:
         try:
             resources = resources_from_state(state)
         except StateInvalid as exc:
-            problems.append(f"--state-file: {exc}")
+            problems.append(("state", str(exc)))
     if cloud_account_id and not CLOUD_ACCOUNT_ID.fullmatch(cloud_account_id):
-        problems.append("--cloud-account-id: up to 32 letters, digits and dashes")
+        problems.append(("cloud_account_id", "up to 32 letters, digits and dashes"))
     if problems:
         raise RegistrationInvalid(problems)
 
@@ -88,11 +101,11 @@ def register_production(
             account = Account(name=name, blueprint=blueprint, owner=owner or system_user())
         elif account.blueprint != blueprint:
             raise RegistrationInvalid(
-                [f"--name: account {name!r} exists with blueprint {account.blueprint!r}"]
+                [("name", f"account {name!r} exists with blueprint {account.blueprint!r}")]
             )
         elif account.purpose != Purpose.PRODUCTION:
             raise RegistrationInvalid(
-                [f"--name: account {name!r} exists as a {account.purpose} account, not production"]
+                [("name", f"account {name!r} exists as a {account.purpose} account")]
             )
         account.purpose = Purpose.PRODUCTION
         account.protected = True

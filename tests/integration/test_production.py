@@ -159,7 +159,7 @@ def test_register_refuses_a_missing_file_another_blueprint_and_a_clone_name(
     AccountFactory(name="qa-one")
     code, _, err = run_command("account_register", "--name", "qa-one", "--blueprint", "sandbox",
                                *files(tmp_path))  # fmt: skip
-    assert code == 2 and "exists as a qa account, not production" in err
+    assert code == 2 and "exists as a qa account" in err
     code, _, err = run_command("account_register", "--name", "qa-one", "--blueprint",
                                "render-only", *files(tmp_path, config={}))  # fmt: skip
     assert code == 2 and "exists with blueprint 'sandbox'" in err

@@ -17,6 +17,13 @@ from pipelines.cli import BadInput, PortalCommand
 from pipelines.yaml_input import YamlInputError, load_config_file
 
 MAX_STATE_BYTES = 64 * 1024 * 1024
+# Where each field of a registration comes from on the command line.
+OPTIONS = {
+    "name": "--name",
+    "blueprint": "--blueprint",
+    "state": "--state-file",
+    "cloud_account_id": "--cloud-account-id",
+}
 
 
 class Command(PortalCommand):
@@ -63,7 +70,13 @@ class Command(PortalCommand):
                 owner=owner,
             )
         except RegistrationInvalid as exc:
-            raise BadInput("\n".join(exc.problems)) from exc
+            # Config problems read "<json path>: <message>", as blueprint_render prints them.
+            raise BadInput(
+                "\n".join(
+                    message if field == "config" else f"{OPTIONS[field]}: {message}"
+                    for field, message in exc.problems
+                )
+            ) from exc
         verb = "registered" if created else "registration updated"
         self.stderr.write(
             f"production account {account.name} {verb}: {len(account.resources)} resources"
