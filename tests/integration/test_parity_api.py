@@ -85,7 +85,10 @@ def test_admins_register_production_and_nobody_else_does() -> None:
     bad = admin.post(
         f"{API}accounts/",
         body
-        | {"config": {**PROD_CONFIG, "cidr": "nope"}, "state": {"format_version": "1", "values": 1}},
+        | {
+            "config": {**PROD_CONFIG, "cidr": "nope"},
+            "state": {"format_version": "1", "values": 1},
+        },
         format="json",
     )
     assert bad.status_code == 400
