@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import permissions, selectors, services
+from accounts_app import parity, permissions, selectors, services
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -335,6 +335,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
         for name, shown in selectors.public_outputs(account).items()
     ]
     active = next((r for r in runs if r.is_active), None)
+    report = parity.latest_report(account)
     return page(
         request,
         "accounts/account.html",
@@ -353,8 +354,28 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             and account.status not in NO_RUN_STATUSES,
             "has_databases": selectors.has_databases(account),
             "can_decide": permissions.can_decide(request.user),
+            "parity": report.report if report else None,
+            "parity_checks": [
+                {**c, "clone": pretty(c["clone"]), "production": pretty(c["production"])}
+                for c in (parity.checks_differing_first(report.report) if report else [])
+            ],
         },
     )
+
+
+@require_POST
+@login_required
+def account_parity_check(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Compare the account with its production now (whoever may see it may ask)."""
+    account = visible_account(request, account_id)
+    try:
+        report = parity.compute_report(account=account)
+    except PortalError as exc:
+        show_error(request, exc)
+    else:
+        verdict = "in parity" if report.in_parity else "out of parity"
+        messages.success(request, f"Parity checked: {account.name} is {verdict}.")
+    return redirect("account-detail", account_id=account.pk)
 
 
 @require_POST

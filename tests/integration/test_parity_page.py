@@ -1,0 +1,49 @@
+"""The parity table on the account page: what differs first; "Check parity now"."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from accounts_app.models import AccountStatus, ParityReport, Purpose
+from tests.factories import AccountFactory, UserFactory
+from tests.integration.test_parity_report import PROD_CONFIG, clone, resources
+from tests.integration.test_web_pages import client_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_account_page_lists_what_differs_first_and_checks_on_demand() -> None:
+    AccountFactory(
+        name="prod",
+        purpose=Purpose.PRODUCTION,
+        status=AccountStatus.READY,
+        config=PROD_CONFIG,
+        resources=resources(),
+        registered_version="1.0.0",
+    )
+    account = clone(name="qa-page", purpose=Purpose.QA, resources=resources(zone=False))
+    browser = client_for(account.owner)
+    page = browser.get(reverse("account-detail", args=[account.pk])).content.decode()
+    assert "No parity report yet." in page
+
+    answer = browser.post(reverse("account-parity-check", args=[account.pk]), follow=True)
+    page = answer.content.decode()
+    assert "Parity checked: qa-page is out of parity." in page
+    assert ParityReport.objects.filter(account=account, in_parity=False).count() == 1
+    table = page[page.index('id="parity"') :]
+    differing = table.index("resource terraform_data.dns_zone")
+    assert differing < table.index("cidr") < table.index(">dns_zone<")
+    assert "each account has its own network range" in table
+
+    stranger = client_for(UserFactory(roles=["requesters"]))
+    assert stranger.post(reverse("account-parity-check", args=[account.pk])).status_code == 404
+
+
+def test_no_production_reference_is_an_error_message_not_a_crash() -> None:
+    account = clone(name="qa-lonely", purpose=Purpose.QA)
+    answer = client_for(account.owner).post(
+        reverse("account-parity-check", args=[account.pk]), follow=True
+    )
+    assert answer.status_code == 200
+    assert "is not registered" in answer.content.decode()
