@@ -103,6 +103,8 @@ class AccountRequest(models.Model):
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     expires_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)
+    # Parity rules under `enforce: warn` the config breaks, for the approver to see.
+    parity_warnings = models.JSONField(default=list, blank=True)
     status = models.CharField(
         max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
     )

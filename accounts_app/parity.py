@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from accounts_app.models import Account, ParityReport, Purpose
 from pipelines import parity
-from pipelines.blueprints import BlueprintError, load_blueprint
+from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
 from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
+from pipelines.parity_rules import Enforce
 from portal.errors import PortalError
 
 # Runs that build what an account is: their blueprint version is the account's.
@@ -122,6 +123,40 @@ def compute_report(*, account: Account, now: datetime | None = None) -> ParityRe
         "checked_at": now.isoformat(),
     }
     return ParityReport.objects.create(account=account, checked_at=now, in_parity=ok, report=report)
+
+
+def request_problems(
+    *, blueprint: Blueprint, purpose: str, config: dict[str, Any]
+) -> tuple[dict[str, str], list[str]]:
+    """A requested config against production's for the purpose's ``equal`` rules.
+
+    Returns (refusals: JSON path -> message, under ``enforce: refuse``; warnings, under
+    ``enforce: warn``). Nothing to say when the blueprint has no rules or its production
+    is not registered yet.
+    """
+    if blueprint.parity is None or purpose not in blueprint.parity.purposes:
+        return {}, []
+    rules = blueprint.parity.rules_for(purpose)
+    production = Account.objects.filter(
+        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
+    ).first()
+    if production is None or not rules.equal:
+        return {}, []
+    refusals: dict[str, str] = {}
+    warnings: list[str] = []
+    for path in rules.equal:
+        theirs = parity.config_value(production.config, path)
+        if parity.config_value(config, path) == theirs:
+            continue
+        message = (
+            f"must equal production's value {parity.as_text(theirs)} "
+            f"(parity rule equal for {purpose}, production {production.name})"
+        )
+        if rules.enforce == Enforce.REFUSE:
+            refusals[f"$.{path}"] = message
+        else:
+            warnings.append(f"{path}: {message}")
+    return refusals, warnings
 
 
 def latest_report(account: Account) -> ParityReport | None:

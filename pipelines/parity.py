@@ -47,12 +47,13 @@ class Check:
 
     def line(self) -> str:
         return (
-            f"{self.status} {self.path}: clone={_shown(self.clone)} "
-            f"production={_shown(self.production)}"
+            f"{self.status} {self.path}: clone={as_text(self.clone)} "
+            f"production={as_text(self.production)}"
         )
 
 
-def _shown(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A value as report lines show it: strings as they are, anything else as compact JSON."""
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
