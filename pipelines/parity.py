@@ -272,5 +272,49 @@ def _attribute_checks(
     return checks
 
 
+def resource_checks(
+    *, rules: PurposeParity, clone: Sequence[Resource], production: Sequence[Resource]
+) -> list[Check]:
+    """The ``resources`` and ``resource_attributes`` checks only (what a plan can tell)."""
+    return [
+        *_resource_checks(rules=rules, clone=clone, production=production),
+        *_attribute_checks(rules=rules, clone=clone, production=production),
+    ]
+
+
+def declared_addresses(configuration: Mapping[str, Any] | None) -> set[str]:
+    """Resource addresses (no instance keys) a plan's ``configuration`` declares, all modules."""
+    found: set[str] = set()
+
+    def walk(module: Any, prefix: str) -> None:
+        if not isinstance(module, Mapping):
+            return
+        for item in module.get("resources") or []:
+            if isinstance(item, Mapping) and item.get("mode", "managed") == "managed":
+                found.add(prefix + str(item.get("address", "")))
+        for name, call in (module.get("module_calls") or {}).items():
+            if isinstance(call, Mapping):
+                walk(call.get("module"), f"{prefix}module.{name}.")
+
+    walk((configuration or {}).get("root_module"), "")
+    return found
+
+
+def explain(checks: Sequence[Check]) -> str:
+    """What differs, in one sentence: missing resources and attributes with both values."""
+    parts = []
+    for check in checks:
+        if check.status != CheckStatus.DIFFERS:
+            continue
+        if check.clone == MISSING:
+            parts.append(f"{check.path} is missing (production has it)")
+        else:
+            parts.append(
+                f"{check.path} is {as_text(check.clone)}, production's is "
+                f"{as_text(check.production)}"
+            )
+    return "; ".join(parts)
+
+
 def in_parity(checks: Sequence[Check]) -> bool:
     return all(check.status != CheckStatus.DIFFERS for check in checks)

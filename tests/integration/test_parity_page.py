@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from accounts_app.models import AccountStatus, ParityReport, Purpose
-from tests.factories import AccountFactory, UserFactory
+from tests.factories import AccountFactory, PipelineRunFactory, StageRunFactory, UserFactory
 from tests.integration.test_parity_report import PROD_CONFIG, clone, resources
 from tests.integration.test_web_pages import client_for
 
@@ -47,3 +47,36 @@ def test_no_production_reference_is_an_error_message_not_a_crash() -> None:
     )
     assert answer.status_code == 200
     assert "is not registered" in answer.content.decode()
+
+
+def test_the_run_page_shows_the_plan_parity_result() -> None:
+    account = AccountFactory()
+    run = PipelineRunFactory(account=account)
+    outputs = {
+        "add": 1,
+        "change": 0,
+        "replace": 0,
+        "destroy": 0,
+        "has_changes": True,
+        "resources": [],
+        "parity": {
+            "production": "prod",
+            "checked": True,
+            "in_parity": False,
+            "enforce": "warn",
+            "checks": [
+                {
+                    "path": "resource terraform_data.dns_zone",
+                    "status": "differs",
+                    "clone": "missing",
+                    "production": "present",
+                    "rule": "resources addresses",
+                    "reason": "",
+                }
+            ],
+        },
+    }
+    StageRunFactory(run=run, position=0, kind="plan", status="succeeded", outputs=outputs)
+    page = client_for(account.owner).get(reverse("run-detail", args=[run.pk])).content.decode()
+    assert "Parity with production prod" in page
+    assert "resource terraform_data.dns_zone: missing (production present)" in page
