@@ -101,6 +101,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "status": request.GET.get("status", ""),
         "purpose": request.GET.get("purpose", ""),
         "owner": request.GET.get("owner", ""),
+        "parity": request.GET.get("parity", ""),
     }
     # Unknown values are ignored here (a page keeps working), where the API answers 400.
     accounts = selectors.filter_accounts(
@@ -109,6 +110,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         purpose=filters["purpose"] if filters["purpose"] in Purpose.values else None,
         owner=filters["owner"] or None,
     )
+    accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
     page_obj = Paginator(selectors.with_latest_run_id(accounts), DASHBOARD_PAGE_SIZE).get_page(
         request.GET.get("page")
     )

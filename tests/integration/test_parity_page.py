@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from accounts_app.models import AccountStatus, ParityReport, Purpose
+from accounts_app.parity import compute_report
 from tests.factories import AccountFactory, PipelineRunFactory, StageRunFactory, UserFactory
 from tests.integration.test_parity_report import PROD_CONFIG, clone, resources
 from tests.integration.test_web_pages import client_for
@@ -80,3 +81,24 @@ def test_the_run_page_shows_the_plan_parity_result() -> None:
     page = client_for(account.owner).get(reverse("run-detail", args=[run.pk])).content.decode()
     assert "Parity with production prod" in page
     assert "resource terraform_data.dns_zone: missing (production present)" in page
+
+
+def test_the_dashboard_badges_parity_and_filters_out_of_parity() -> None:
+    AccountFactory(
+        name="prod",
+        purpose=Purpose.PRODUCTION,
+        status=AccountStatus.READY,
+        config=PROD_CONFIG,
+        resources=resources(),
+    )
+    admin = UserFactory(roles=["admins"])
+    good = clone(name="qa-good", purpose=Purpose.QA, owner=admin)
+    bad = clone(name="qa-bad", purpose=Purpose.QA, owner=admin, config={"dns_zone": "x.internal"})
+    clone(name="qa-never", purpose=Purpose.QA, owner=admin)
+    for account in (good, bad):
+        compute_report(account=account)
+    browser = client_for(admin)
+    page = browser.get(reverse("dashboard")).content.decode()
+    assert page.count(">out of parity</a>") == 1 and page.count(">in parity</span>") == 1
+    only = browser.get(reverse("dashboard") + "?parity=out").content.decode()
+    assert "qa-bad" in only and "qa-good" not in only and "qa-never" not in only
