@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from accounts_app.models import Account, ParityReport, Purpose
+from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
 from pipelines import parity
 from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
 from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
@@ -157,6 +157,33 @@ def request_problems(
         else:
             warnings.append(f"{path}: {message}")
     return refusals, warnings
+
+
+def differing_paths(report: ParityReport | None) -> frozenset[str]:
+    if report is None:
+        return frozenset()
+    checks = report.report.get("checks", [])
+    return frozenset(c["path"] for c in checks if c["status"] == parity.CheckStatus.DIFFERS)
+
+
+def check_all(*, now: datetime | None = None) -> list[ParityReport]:
+    """A report for every ready clone with a production reference (the schedule's job).
+
+    Returns the reports whose owners are to be told: out of parity, and differing in
+    other paths than the account's previous report (so once per change, not daily).
+    """
+    changed = []
+    clones = Account.objects.filter(status=AccountStatus.READY).exclude(purpose=Purpose.PRODUCTION)
+    for account in clones.order_by("pk"):
+        previous = latest_report(account)
+        try:
+            report = compute_report(account=account, now=now)
+        except ParityUnavailable:
+            continue
+        now_differing = differing_paths(report)
+        if now_differing and now_differing != differing_paths(previous):
+            changed.append(report)
+    return changed
 
 
 def latest_report(account: Account) -> ParityReport | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from accounts_app import notifications
+from accounts_app import notifications, parity
 
 # Retried on any error, 5 s, 10 s, 20 s... (with jitter), five times at most.
 RETRY_FOR = (Exception,)
@@ -55,3 +55,10 @@ def send_email(subject: str, body: str, recipients: list[str]) -> None:
 )
 def post_webhook(text: str) -> None:
     notifications.deliver_webhook(text=text)
+
+
+@shared_task(ignore_result=True)
+def check_parity() -> None:
+    """The schedule's parity check; an owner hears of each change out of parity once."""
+    for report in parity.check_all():
+        notify.delay(notifications.PARITY_CHANGED, report.pk)
