@@ -8,6 +8,7 @@ config and, when given, the resources of its Terraform state.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -50,20 +51,19 @@ def system_user() -> User:
     return user
 
 
-def register_production(
-    *,
-    name: str,
-    blueprint: str,
-    config: Any,
-    state: Any = None,
-    cloud_account_id: str = "",
-    owner: User | None = None,
-) -> tuple[Account, bool]:
-    """Register production account ``name`` (or update its registration): (account, created).
+@dataclass(frozen=True)
+class Registration:
+    """A registration's input, checked: the filled config, its version, the resources."""
 
-    ``state`` is the parsed output of ``terraform show -json``; None keeps what is
-    recorded. Raises RegistrationInvalid listing every problem; nothing is written then.
-    """
+    config: dict[str, Any]
+    version: str
+    resources: list[dict[str, Any]] | None
+
+
+def check_registration(
+    *, name: Any, blueprint: str, config: Any, state: Any = None, cloud_account_id: str = ""
+) -> Registration:
+    """Every check of a registration's input, writing nothing (RegistrationInvalid)."""
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not re.fullmatch(ACCOUNT_NAME_PATTERN, name):
         problems.append(
@@ -93,7 +93,30 @@ def register_production(
         problems.append(("cloud_account_id", "up to 32 letters, digits and dashes"))
     if problems:
         raise RegistrationInvalid(problems)
+    return Registration(config=filled, version=version, resources=resources)
 
+
+def register_production(
+    *,
+    name: str,
+    blueprint: str,
+    config: Any,
+    state: Any = None,
+    cloud_account_id: str = "",
+    owner: User | None = None,
+) -> tuple[Account, bool]:
+    """Register production account ``name`` (or update its registration): (account, created).
+
+    ``state`` is the parsed output of ``terraform show -json``; None keeps what is
+    recorded. Raises RegistrationInvalid listing every problem; nothing is written then.
+    """
+    checked = check_registration(
+        name=name,
+        blueprint=blueprint,
+        config=config,
+        state=state,
+        cloud_account_id=cloud_account_id,
+    )
     with transaction.atomic():
         account = Account.objects.select_for_update().filter(name=name).first()
         created = account is None
@@ -110,10 +133,10 @@ def register_production(
         account.purpose = Purpose.PRODUCTION
         account.protected = True
         account.status = AccountStatus.READY
-        account.config = filled
-        account.registered_version = version
-        if resources is not None:
-            account.resources = resources
+        account.config = checked.config
+        account.registered_version = checked.version
+        if checked.resources is not None:
+            account.resources = checked.resources
         if cloud_account_id:
             account.cloud_account_id = cloud_account_id
         if owner is not None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus, Purpose
@@ -202,3 +205,47 @@ def test_production_cannot_be_requested() -> None:
         request_account(user=user, name="prod-two", blueprint="sandbox", purpose="production",
                         config=PROD_CONFIG)  # fmt: skip
     assert "registered as it is" in str(error.value.errors["purpose"])
+
+
+def admin_post(tmp_path: Path, *, config: dict, state: object) -> Any:
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(state))
+    with state_file.open("rb") as upload:
+        return client.post(
+            reverse("admin:accounts_app_account_add"),
+            {
+                "name": "prod",
+                "blueprint": "sandbox",
+                "config": json.dumps(config),
+                "purpose": "production",
+                "owner": staff.pk,
+                "cloud_account_id": "",
+                "status": "requested",
+                "state_file": upload,
+            },
+        )
+
+
+def test_the_admin_registers_production_with_its_state(tmp_path: Path) -> None:
+    answer = admin_post(tmp_path, config=PROD_CONFIG, state=state_document())
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    account = Account.objects.get(name="prod")
+    assert (account.purpose, account.status, account.protected) == (
+        Purpose.PRODUCTION,
+        AccountStatus.READY,
+        True,
+    )
+    assert len(account.resources) == 2
+    assert PipelineRun.objects.count() == 0
+
+
+def test_the_admin_shows_registration_problems_on_their_fields(tmp_path: Path) -> None:
+    answer = admin_post(tmp_path, config={**PROD_CONFIG, "cidr": "x"}, state={"values": {}})
+    assert answer.status_code == 200
+    errors = answer.context["adminform"].form.errors
+    assert any(message.startswith("$.cidr:") for message in errors["config"])
+    assert errors["state_file"] == ["not the output of terraform show -json (no format_version)"]
+    assert not Account.objects.exists()
