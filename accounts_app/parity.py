@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db.models import F
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
@@ -58,7 +59,7 @@ def built_version(account: Account) -> str | None:
             account=account, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
         )
         .exclude(blueprint_version="")
-        .order_by("-finished_at", "-id")
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
         .first()
     )
     if run is not None:
