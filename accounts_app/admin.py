@@ -1,25 +1,99 @@
 """The Django admin: browsing and editing rows; its actions go through the workflow."""
 
+import json
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts_app import selectors, services
-from accounts_app.models import Account, AccountRequest, AccountSecret
+from accounts_app import production, selectors, services
+from accounts_app.models import Account, AccountRequest, AccountSecret, ParityReport, Purpose
 from pipelines.models import RunKind
 from portal.errors import PortalError
 from portal.web_errors import error_text
 
 
+class AccountAdminForm(forms.ModelForm):
+    """An account; with purpose production it is registered (production.register_production)."""
+
+    state_file = forms.FileField(
+        required=False,
+        help_text="Production only: the output of `terraform show -json` of its state.",
+    )
+
+    class Meta:
+        model = Account
+        fields = (
+            "name",
+            "blueprint",
+            "config",
+            "purpose",
+            "owner",
+            "cloud_account_id",
+            "status",
+            "expires_at",
+            "protected",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        self.production_state: Any = None
+        if data.get("purpose") != Purpose.PRODUCTION:
+            return data
+        if self.instance.pk and self.instance.purpose != Purpose.PRODUCTION:
+            self.add_error("purpose", "a clone cannot become production; register it anew")
+            return data
+        upload = data.get("state_file")
+        if upload:
+            try:
+                self.production_state = json.loads(upload.read())
+            except ValueError as exc:
+                self.add_error("state_file", f"not JSON: {exc}")
+                return data
+        try:
+            production.check_registration(
+                name=data.get("name"),
+                blueprint=data.get("blueprint") or "",
+                config=data.get("config"),
+                state=self.production_state,
+                cloud_account_id=data.get("cloud_account_id") or "",
+            )
+        except production.RegistrationInvalid as exc:
+            for field, message in exc.problems:
+                target = "state_file" if field == "state" else field
+                self.add_error(target if target in self.fields else None, message)
+        return data
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    form = AccountAdminForm
     list_display = ("name", "blueprint", "purpose", "owner", "status", "expires_at", "protected")
     list_filter = ("status", "purpose", "blueprint", "protected")
     search_fields = ("name", "cloud_account_id", "owner__username")
     readonly_fields = ("outputs_summary", "endpoints", "created_at", "updated_at")
-    exclude = ("outputs",)
     actions = ["provision", "update"]
+
+    def save_model(
+        self, request: HttpRequest, obj: Account, form: forms.ModelForm, change: bool
+    ) -> None:
+        if obj.purpose != Purpose.PRODUCTION:
+            super().save_model(request, obj, form, change)
+            return
+        # Production is registered as it is: ready, protected, no run.
+        account, _ = production.register_production(
+            name=obj.name,
+            blueprint=obj.blueprint,
+            config=obj.config,
+            state=getattr(form, "production_state", None),
+            cloud_account_id=obj.cloud_account_id,
+            owner=obj.owner,
+        )
+        obj.pk = account.pk
+        obj.refresh_from_db()
 
     @admin.display(description="Outputs (sensitive values hidden)")
     def outputs_summary(self, obj: Account) -> str:
@@ -71,4 +145,19 @@ class AccountSecretAdmin(admin.ModelAdmin):
     readonly_fields = ("account", "name", "created_at", "updated_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ParityReport)
+class ParityReportAdmin(admin.ModelAdmin):
+    """Reports are computed (account_parity, the schedule), never edited."""
+
+    list_display = ("account", "checked_at", "in_parity")
+    list_filter = ("in_parity",)
+    readonly_fields = ("account", "checked_at", "in_parity", "report")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

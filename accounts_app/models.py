@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -15,6 +17,11 @@ class Purpose(models.TextChoices):
     QA = "qa", "QA"
     LOADTEST = "loadtest", "Load test"
     STANDBY = "standby", "Standby"
+    PRODUCTION = "production", "Production"
+
+
+# What a request may ask for: production is registered as it is, never requested.
+CLONE_PURPOSES = tuple(str(p) for p in Purpose.values if p != Purpose.PRODUCTION)
 
 
 class AccountStatus(models.TextChoices):
@@ -46,6 +53,11 @@ class Account(models.Model):
     outputs = models.JSONField(default=dict, blank=True)
     # Per service: where its database is reached now (set by db clone / DNS cutover).
     endpoints = models.JSONField(default=dict, blank=True)
+    # Terraform resources as [{address, type, values}], sensitive values as digests: what
+    # parity compares (recorded at apply, or read from production's registered state).
+    resources = models.JSONField(default=list, blank=True)
+    # Production only: the blueprint version it runs, as registered (clones: their runs').
+    registered_version = models.CharField(max_length=32, blank=True)
     status = models.CharField(
         max_length=16, choices=AccountStatus.choices, default=AccountStatus.REQUESTED
     )
@@ -62,6 +74,15 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Production is always protected, whichever way it was saved.
+        if self.purpose == Purpose.PRODUCTION and not self.protected:
+            self.protected = True
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "protected"}
+        super().save(*args, **kwargs)
 
 
 class RequestStatus(models.TextChoices):
@@ -82,6 +103,8 @@ class AccountRequest(models.Model):
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     expires_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)
+    # Parity rules under `enforce: warn` the config breaks, for the approver to see.
+    parity_warnings = models.JSONField(default=list, blank=True)
     status = models.CharField(
         max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
     )
@@ -120,3 +143,20 @@ class AccountSecret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account.name}:{self.name}"
+
+
+class ParityReport(models.Model):
+    """One parity check of a clone against its production, as computed then."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="parity_reports")
+    checked_at = models.DateTimeField()
+    in_parity = models.BooleanField()
+    # The report object, exactly as `account_parity --json` prints it.
+    report = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        indexes = [models.Index(fields=["account", "-checked_at"])]
+
+    def __str__(self) -> str:
+        return f"parity of {self.account.name} at {self.checked_at:%Y-%m-%d %H:%M}"

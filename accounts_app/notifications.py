@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 
-from accounts_app.models import AccountRequest, RequestStatus
+from accounts_app.models import AccountRequest, ParityReport, RequestStatus
 from accounts_app.roles import ADMINS, APPROVERS
 from pipelines.clients.terraform import PlanSummary
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
@@ -35,7 +35,8 @@ REQUEST_NEEDS_APPROVAL = "request_needs_approval"
 REQUEST_DECIDED = "request_decided"
 PLAN_WAITING = "plan_waiting"
 RUN_FINISHED = "run_finished"
-EVENTS = (REQUEST_NEEDS_APPROVAL, REQUEST_DECIDED, PLAN_WAITING, RUN_FINISHED)
+PARITY_CHANGED = "parity_changed"
+EVENTS = (REQUEST_NEEDS_APPROVAL, REQUEST_DECIDED, PLAN_WAITING, RUN_FINISHED, PARITY_CHANGED)
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 
@@ -86,7 +87,34 @@ def compose(*, event: str, object_id: int) -> Message | None:
         return _plan_waiting(object_id)
     if event == RUN_FINISHED:
         return _run_finished(object_id)
+    if event == PARITY_CHANGED:
+        return _parity_changed(object_id)
     raise ValueError(f"unknown notification event {event!r}")
+
+
+def _parity_changed(report_id: int) -> Message | None:
+    """To the owner: the account fell out of parity (paths only, never their values)."""
+    report = ParityReport.objects.select_related("account__owner").filter(pk=report_id).first()
+    if report is None or report.in_parity:
+        return None
+    account = report.account
+    link = url(f"/accounts/{account.pk}/#parity")
+    differing = [c["path"] for c in report.report.get("checks", []) if c["status"] == "differs"]
+    body = "\n".join(
+        [
+            f"Account {account.name} is out of parity with production "
+            f"{report.report.get('production', '')}.",
+            "Differs: " + ", ".join(differing),
+            "",
+            f"See the report: {link}",
+        ]
+    )
+    return Message(
+        subject=f"[portal] {account.name} is out of parity with production",
+        body=body,
+        recipients=_email_of(account.owner),
+        link=link,
+    )
 
 
 def _request_needs_approval(request_id: int) -> Message | None:

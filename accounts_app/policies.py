@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from accounts_app.models import Account, AccountStatus, Purpose
+from accounts_app.models import CLONE_PURPOSES, Account, AccountStatus, Purpose
 from pipelines.blueprints import Blueprint, Policy
 
 # Accounts that no longer count against a quota.
@@ -20,13 +20,15 @@ INACTIVE_ACCOUNT_STATUSES = (AccountStatus.REJECTED, AccountStatus.TORN_DOWN)
 def allowed_purposes(blueprint: Blueprint) -> list[str]:
     """Purposes a request may name: those with a policy entry, or all when there is none."""
     if not blueprint.policy:
-        return list(Purpose.values)
-    return [purpose for purpose in Purpose.values if purpose in blueprint.policy]
+        return list(CLONE_PURPOSES)
+    return [purpose for purpose in CLONE_PURPOSES if purpose in blueprint.policy]
 
 
 def purpose_error(*, blueprint: Blueprint, purpose: str) -> str | None:
+    if purpose == Purpose.PRODUCTION:
+        return "production is registered as it is (account_register), not requested"
     if purpose not in Purpose.values:
-        return f"choose one of {', '.join(Purpose.values)}"
+        return f"choose one of {', '.join(CLONE_PURPOSES)}"
     allowed = allowed_purposes(blueprint)
     if purpose not in allowed:
         return (

@@ -12,9 +12,9 @@ from typing import Any
 from django.db import transaction
 
 from accounts_app import crypto
-from accounts_app.models import Account, AccountSecret
+from accounts_app.models import Account, AccountSecret, Purpose
 
-RECORDABLE = frozenset({"cloud_account_id", "outputs", "endpoints", "status"})
+RECORDABLE = frozenset({"cloud_account_id", "outputs", "endpoints", "status", "resources"})
 
 
 def store_secret(*, account_id: int, name: str, value: str) -> None:
@@ -43,6 +43,16 @@ def current_endpoints(account_id: int) -> dict[str, Any]:
     """Account.endpoints as stored now (stages get the account frozen at their start)."""
     endpoints = Account.objects.values_list("endpoints", flat=True).get(pk=account_id)
     return dict(endpoints or {})
+
+
+def production_resources(name: str) -> list[dict[str, Any]] | None:
+    """Resources of the production account of that name (the reference of parity rules)."""
+    found = (
+        Account.objects.filter(name=name, purpose=Purpose.PRODUCTION)
+        .values_list("resources", flat=True)
+        .first()
+    )
+    return None if found is None else list(found or [])
 
 
 def record_on_account(account_id: int, **values: Any) -> None:
@@ -82,3 +92,7 @@ class AccountRecords:
 
     def endpoints(self) -> dict[str, Any]:
         return current_endpoints(self.account_id)
+
+    def reference_resources(self, production: str) -> list[dict[str, Any]] | None:
+        """The recorded resources of production account ``production``; None if unregistered."""
+        return production_resources(production)

@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
 
 from accounts_app import permissions
-from accounts_app.models import Account, AccountRequest, RequestStatus
+from accounts_app.models import Account, AccountRequest, ParityReport, RequestStatus
 from pipelines.blueprints import (
     Blueprint,
     BlueprintError,
@@ -51,6 +51,11 @@ def _seen_by(rows: QuerySet[M], *, user: User, owner_field: str) -> QuerySet[M]:
 def visible_accounts(user: User) -> QuerySet[Account]:
     """Requesters see their own accounts; approvers, admins and staff see all."""
     return _seen_by(Account.objects.select_related("owner"), user=user, owner_field="owner_id")
+
+
+def account_named(name: str) -> Account | None:
+    """The account of that name (operators' commands see every account)."""
+    return Account.objects.filter(name=name).first()
 
 
 def visible_account(*, user: User, account_id: int) -> Account | None:
@@ -88,6 +93,14 @@ def with_latest_run_id(accounts: QuerySet[Account]) -> QuerySet[Account]:
     """The accounts by name, each annotated with ``latest_run_id`` (None: no run yet)."""
     latest = PipelineRun.objects.filter(account=OuterRef("pk")).order_by("-created_at", "-id")
     return accounts.annotate(latest_run_id=Subquery(latest.values("pk")[:1])).order_by("name")
+
+
+def with_parity(accounts: QuerySet[Account], *, out_of_parity: bool = False) -> QuerySet[Account]:
+    """The accounts annotated with ``latest_in_parity`` (None: never checked); optionally
+    only those whose latest parity report says they are out of parity."""
+    latest = ParityReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
+    annotated = accounts.annotate(latest_in_parity=Subquery(latest.values("in_parity")[:1]))
+    return annotated.filter(latest_in_parity=False) if out_of_parity else annotated
 
 
 def latest_runs(accounts: list[Account]) -> dict[int, PipelineRun]:

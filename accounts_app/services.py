@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts_app import notification_queue, permissions, policies
+from accounts_app import notification_queue, parity, permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
     Account,
@@ -180,6 +180,12 @@ def check_request(
                 add("config", str(found))
                 by_path.setdefault(found.path, []).append(found.message)
 
+    if loaded is not None and "config" not in errors and "purpose" not in errors:
+        refusals, _ = parity.request_problems(blueprint=loaded, purpose=chosen, config=filled)
+        for path, message in refusals.items():
+            add("config", f"{path}: {message}")
+            by_path.setdefault(path, []).append(message)
+
     if loaded is not None and "purpose" not in errors:
         problem = _quota_problem(blueprint=loaded, purpose=chosen, owner_id=user.pk)
         if problem:
@@ -246,6 +252,7 @@ def request_account(
             groups = policies.auto_approving_groups(
                 policy=loaded.policy_for(purpose), roles=permissions.effective_roles(user)
             )
+            _, warnings = parity.request_problems(blueprint=loaded, purpose=purpose, config=filled)
             req = AccountRequest.objects.create(
                 account=account,
                 requested_by=user,
@@ -253,6 +260,7 @@ def request_account(
                 purpose=purpose,
                 expires_at=expires,
                 reason=reason.strip() if isinstance(reason, str) else "",
+                parity_warnings=warnings,
             )
             if groups:
                 req.status = RequestStatus.AUTO_APPROVED

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from accounts_app import notifications
+from accounts_app import notifications, parity
 from pipelines.outbox import PortalTask
 
 
@@ -39,3 +39,10 @@ def send_email(subject: str, body: str, recipients: list[str]) -> None:
 @shared_task(base=NotificationTask)
 def post_webhook(text: str) -> None:
     notifications.deliver_webhook(text=text)
+
+
+@shared_task(base=PortalTask)
+def check_parity() -> None:
+    """The schedule's parity check; an owner hears of each change out of parity once."""
+    for report in parity.check_all():
+        notify.delay_on_commit(notifications.PARITY_CHANGED, report.pk)

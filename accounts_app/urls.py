@@ -17,4 +17,9 @@ urlpatterns = [
     ),
     path("accounts/<int:account_id>/", views.account_detail, name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.account_start_run, name="account-start-run"),
+    path(
+        "accounts/<int:account_id>/parity/",
+        views.account_parity_check,
+        name="account-parity-check",
+    ),
 ]

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import permissions, selectors, services
+from accounts_app import parity, permissions, selectors, services
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -101,6 +101,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "status": request.GET.get("status", ""),
         "purpose": request.GET.get("purpose", ""),
         "owner": request.GET.get("owner", ""),
+        "parity": request.GET.get("parity", ""),
     }
     # Unknown values are ignored here (a page keeps working), where the API answers 400.
     accounts = selectors.filter_accounts(
@@ -109,6 +110,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         purpose=filters["purpose"] if filters["purpose"] in Purpose.values else None,
         owner=filters["owner"] or None,
     )
+    accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
     page_obj = Paginator(selectors.with_latest_run_id(accounts), DASHBOARD_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -335,6 +337,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
         for name, shown in selectors.public_outputs(account).items()
     ]
     active = next((r for r in runs if r.is_active), None)
+    report = parity.latest_report(account)
     return page(
         request,
         "accounts/account.html",
@@ -353,8 +356,28 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             and account.status not in NO_RUN_STATUSES,
             "has_databases": selectors.has_databases(account),
             "can_decide": permissions.can_decide(request.user),
+            "parity": report.report if report else None,
+            "parity_checks": [
+                {**c, "clone": pretty(c["clone"]), "production": pretty(c["production"])}
+                for c in (parity.checks_differing_first(report.report) if report else [])
+            ],
         },
     )
+
+
+@require_POST
+@login_required
+def account_parity_check(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Compare the account with its production now (whoever may see it may ask)."""
+    account = visible_account(request, account_id)
+    try:
+        report = parity.compute_report(account=account)
+    except PortalError as exc:
+        show_error(request, exc)
+    else:
+        verdict = "in parity" if report.in_parity else "out of parity"
+        messages.success(request, f"Parity checked: {account.name} is {verdict}.")
+    return redirect("account-detail", account_id=account.pk)
 
 
 @require_POST

@@ -22,6 +22,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from pipelines import schema_patterns
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.input_limits import InputLimits, limit_problems, nul_problems
+from pipelines.parity_rules import Parity, parse_parity
 from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
 from pipelines.yaml_input import YamlInputError, load_yaml
 
@@ -123,6 +124,7 @@ class Blueprint:
     policy: dict[str, Policy] = field(default_factory=dict)
     databases: tuple[dict[str, Any], ...] = ()
     limits: InputLimits = field(default_factory=InputLimits)
+    parity: Parity | None = None
 
     @property
     def terraform_dir(self) -> Path:
@@ -268,6 +270,7 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         fail,
     )
 
+    policy = _parse_policy(raw.get("policy") or {}, fail)
     return Blueprint(
         name=name,
         title=str(raw["title"]),
@@ -279,9 +282,13 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         approval_plan=approval_plan,
         approval_timeout_hours=timeout_hours,
         hooks=_parse_hooks(name, folder, raw.get("hooks") or {}, fail),
-        policy=_parse_policy(raw.get("policy") or {}, fail),
+        policy=policy,
         databases=tuple(_parse_databases(name, folder, raw.get("databases") or [], fail)),
         limits=_parse_limits(raw.get("limits") or {}, fail),
+        # The purposes a clone may have: those with a policy, or all when there is none.
+        parity=parse_parity(
+            raw.get("parity"), parameters=parameters, purposes=tuple(policy) or PURPOSES, fail=fail
+        ),
     )
 
 

@@ -200,6 +200,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pipelines.tasks.expire_accounts",
         "schedule": timedelta(seconds=env_int("PORTAL_EXPIRY_SECONDS", 600)),
     },
+    # Every clone against its production: daily by default.
+    "check-parity": {
+        "task": "accounts_app.tasks.check_parity",
+        "schedule": timedelta(seconds=env_int("PORTAL_PARITY_CHECK_SECONDS", 86400)),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -399,3 +399,54 @@ def paginated(item: type[serializers.Serializer]) -> type[serializers.Serializer
 PaginatedBlueprints = paginated(BlueprintSerializer)
 PaginatedAccounts = paginated(AccountSerializer)
 PaginatedRequests = paginated(RequestSerializer)
+
+
+# --- production registration and parity reports ----------------------------------------------
+
+
+class ProductionInput(serializers.Serializer):
+    """POST accounts/ with purpose production (admins): register production as it is."""
+
+    name = serializers.CharField(max_length=40)
+    blueprint = serializers.CharField(max_length=64)
+    purpose = serializers.ChoiceField(choices=[Purpose.PRODUCTION])
+    config = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    state = serializers.JSONField(
+        required=False, default=None, help_text="The output of `terraform show -json`."
+    )
+    cloud_account_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=32, default=""
+    )
+
+
+class ParityQuery(serializers.Serializer):
+    recompute = serializers.BooleanField(
+        required=False, default=False, help_text="Compute the report now rather than the latest."
+    )
+
+
+class ParityCheckSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    status = serializers.ChoiceField(choices=["equal", "differs", "allowed"])
+    clone = serializers.JSONField(allow_null=True)
+    production = serializers.JSONField(allow_null=True)
+    rule = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+
+
+class ParityVersionsSerializer(serializers.Serializer):
+    clone = serializers.CharField(allow_null=True)
+    production = serializers.CharField(allow_null=True)
+
+
+class ParityReportSerializer(serializers.Serializer):
+    """The report object, as ``account_parity --json`` prints it (documentation only)."""
+
+    account = serializers.CharField()
+    production = serializers.CharField()
+    purpose = serializers.CharField()
+    in_parity = serializers.BooleanField()
+    checks = ParityCheckSerializer(many=True)
+    data_age_hours = serializers.FloatField(allow_null=True)
+    blueprint_version = ParityVersionsSerializer()
+    checked_at = serializers.DateTimeField()

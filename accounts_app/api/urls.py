@@ -17,6 +17,11 @@ urlpatterns = [
     path("accounts/", views.AccountListView.as_view(), name="account-list"),
     path("accounts/<int:account_id>/", views.AccountDetailView.as_view(), name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.AccountRunsView.as_view(), name="account-runs"),
+    path(
+        "accounts/<int:account_id>/parity/",
+        views.AccountParityView.as_view(),
+        name="account-parity",
+    ),
     path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
     path(
         "runs/<int:run_id>/stages/<int:stage_id>/log/",

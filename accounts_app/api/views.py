@@ -26,9 +26,9 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from accounts_app import permissions, selectors, services
+from accounts_app import parity, permissions, production, selectors, services
 from accounts_app.api import serializers as s
-from accounts_app.models import Account, AccountRequest
+from accounts_app.models import Account, AccountRequest, Purpose
 from accounts_app.permissions import Who
 from pipelines import services as run_services
 from pipelines.blueprints import Blueprint
@@ -186,12 +186,30 @@ class AccountListView(PortalAPIView):
         operation_id="accounts_create",
     )
     def post(self, request: Request) -> Response:
-        """Request an account; an auto-approved request starts its provision run at once."""
+        """Request an account; an auto-approved request starts its provision run at once.
+
+        With purpose production (admins only): register production as it is, no run.
+        """
+        if isinstance(request.data, dict) and request.data.get("purpose") == Purpose.PRODUCTION:
+            return _register_production(request)
         account, req = _create_request(request)
         run = selectors.latest_run(account)
         account.request = req  # type: ignore[attr-defined]
         account.run = run.pk if run else None  # type: ignore[attr-defined]
         return Response(s.AccountCreatedSerializer(account).data, status=status.HTTP_201_CREATED)
+
+
+def _register_production(request: Request) -> Response:
+    if not permissions.is_admin(request.user):
+        raise PermissionDenied("only admins may register production accounts")
+    body = _valid(s.ProductionInput, request.data)
+    body.pop("purpose")
+    try:
+        account, created = production.register_production(**body)
+    except production.RegistrationInvalid as exc:
+        return Response(exc.by_field(), status=status.HTTP_400_BAD_REQUEST)
+    code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return Response(s.AccountSerializer(account).data, status=code)
 
 
 class AccountDetailView(PortalAPIView):
@@ -201,6 +219,22 @@ class AccountDetailView(PortalAPIView):
         if account is None:
             raise Http404("no such account")
         return Response(s.AccountDetailSerializer(account).data)
+
+
+class AccountParityView(PortalAPIView):
+    @extend_schema(
+        parameters=[s.ParityQuery],
+        responses={200: s.ParityReportSerializer, 400: BAD_INPUT, 404: NOT_FOUND, 409: CONFLICT},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        """The account's latest parity report (``?recompute=1``: computed now); 409 when the
+        account has no production reference."""
+        account = selectors.visible_account(user=request.user, account_id=account_id)
+        if account is None:
+            raise Http404("no such account")
+        query = _valid(s.ParityQuery, request.query_params)
+        report = parity.report_for(account=account, recompute=query["recompute"])
+        return Response(report.report)
 
 
 class AccountRunsView(PortalAPIView):

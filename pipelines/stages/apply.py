@@ -11,6 +11,7 @@ import hashlib
 from typing import Any
 
 from pipelines.clients.terraform import TerraformError
+from pipelines.parity import resources_from_module
 from pipelines.stages.base import StageContext, StageError
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
@@ -56,8 +57,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     client = make_client(ctx=ctx, directory=directory, backend=backend)
     init_terraform(ctx=ctx, client=client, backend=backend)
     try:
-        # Not shown anywhere: read only to know which values to redact before applying.
-        for value in sensitive_values(client.show_plan(plan_file).raw):
+        # Not shown anywhere: read to know which values to redact before applying, and
+        # which resources the account has once applied (parity compares them).
+        shown = client.show_plan(plan_file).raw
+        for value in sensitive_values(shown):
             register_secret_value(ctx=ctx, value=value)
         client.apply(plan_file)
         outputs = client.output_json()
@@ -78,7 +81,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "sensitive": sensitive,
             "type": output.get("type"),
         }
-    ctx.records.record(outputs=recorded)
+    resources = resources_from_module((shown.get("planned_values") or {}).get("root_module"))
+    ctx.records.record(outputs=recorded, resources=resources)
     sensitive_names = [name for name, output in recorded.items() if output["sensitive"]]
     ctx.log(
         f"recorded {len(recorded)} outputs on account {ctx.account.name} "

@@ -124,6 +124,9 @@ class AccountRecords(Protocol):
 
     def endpoints(self) -> dict[str, Any]: ...  # as stored now, not frozen at stage start
 
+    # The resources registered for the production account of this name (None: none).
+    def reference_resources(self, production: str) -> list[dict[str, Any]] | None: ...
+
 
 class ArtifactStore(Protocol):
     """Files kept by the portal so a worker on another machine can lay them out."""

@@ -12,6 +12,7 @@ from typing import Any
 from pipelines.clients.terraform import TerraformError
 from pipelines.models import RunKind
 from pipelines.stages.base import StageContext
+from pipelines.stages.plan_parity import check_plan
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
@@ -65,7 +66,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     for resource in changed:
         ctx.log(f"  {resource.action:<8} {resource.address}")
     ctx.log(f"saved plan {PLAN_ARTIFACT}: sha256 {digest}, {len(data)} bytes")
+    # A teardown is not held to production's shape.
+    checked = None if destroy else check_plan(ctx=ctx, plan=summary.raw)
     return {
+        **({"parity": checked} if checked is not None else {}),
         "add": summary.add,
         "change": summary.change,
         "replace": summary.replace,

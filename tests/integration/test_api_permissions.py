@@ -124,6 +124,15 @@ MATRIX: list[tuple[str, str, str, Any, tuple[int, int, int, int, int]]] = [
         # Admins may; the engine still never writes to production (409).
         (401, 403, 404, 403, 409),
     ),
+    (
+        "register production",
+        "post",
+        "accounts/",
+        {"name": "prod", "blueprint": "sandbox", "purpose": "production", "config": SANDBOX_CONFIG},
+        (401, 403, 403, 403, 201),
+    ),
+    # Whoever sees the account gets its report; here its production is not registered (409).
+    ("account parity", "get", "accounts/{account}/parity/", None, (401, 409, 404, 409, 409)),
     ("run detail", "get", "runs/{run}/", None, (401, 200, 404, 200, 200)),
     ("stage log", "get", "runs/{run}/stages/{stage}/log/", None, (401, 200, 404, 200, 200)),
     ("stage retry", "post", "runs/{run}/stages/{stage}/retry/", None, (401, 403, 404, 403, 200)),

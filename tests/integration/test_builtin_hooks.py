@@ -128,6 +128,9 @@ class _RecordingRecords:
     def endpoints(self) -> dict[str, Any]:
         return {}
 
+    def reference_resources(self, production: str) -> list[dict[str, Any]] | None:
+        return None
+
 
 class _NoArtifacts:
     def put(self, name: str, data: bytes) -> str:

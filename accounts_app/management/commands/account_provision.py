@@ -15,7 +15,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
 
-from accounts_app.models import Purpose
+from accounts_app.models import CLONE_PURPOSES, Purpose
+from accounts_app.production import system_user
 from accounts_app.services import create_or_reuse_account
 from pipelines import selectors
 from pipelines.blueprints import BlueprintError, ConfigInvalid
@@ -32,14 +33,20 @@ class Command(PortalCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--blueprint", required=True)
         parser.add_argument("--config", required=True, help="YAML file of parameter values")
-        parser.add_argument("--purpose", choices=Purpose.values, default=Purpose.QA)
-        parser.add_argument("--owner", default="admin", help="username of the account's owner")
+        parser.add_argument("--purpose", choices=CLONE_PURPOSES, default=Purpose.QA)
+        parser.add_argument(
+            "--owner", default="", help="username of the owner (default: the portal's system user)"
+        )
         parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
         parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = read_config_file(options["config"])
-        owner = get_user_model().objects.filter(username=options["owner"]).first()
+        owner = (
+            get_user_model().objects.filter(username=options["owner"]).first()
+            if options["owner"]
+            else system_user()
+        )
         if owner is None:
             raise BadInput(f"--owner: no user named {options['owner']!r}")
         try:

@@ -1,0 +1,229 @@
+"""Parity reports: how a clone differs from its production, computed now and stored.
+
+The comparison itself is ``pipelines.parity`` (pure functions); this module finds the
+production reference, the versions and the data age, and keeps the result as a
+``ParityReport`` whose ``report`` is the object ``account_parity --json`` prints.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
+from pipelines import parity
+from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
+from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
+from pipelines.parity_rules import Enforce
+from portal.errors import PortalError
+
+# Runs that build what an account is: their blueprint version is the account's.
+BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
+DATA_STAGE = "db_clone"
+
+
+class ParityUnavailable(PortalError):
+    """No report can be made: the account is production, or has no production reference."""
+
+
+def production_of(account: Account) -> Account:
+    """The production account the clone is compared with, or ParityUnavailable saying why."""
+    if account.purpose == Purpose.PRODUCTION:
+        raise ParityUnavailable(f"account {account.name} is production: it is the reference")
+    try:
+        blueprint = load_blueprint(account.blueprint)
+    except BlueprintError as exc:
+        raise ParityUnavailable(str(exc)) from exc
+    if blueprint.parity is None:
+        raise ParityUnavailable(
+            f"blueprint {blueprint.name} has no parity rules: no production reference"
+        )
+    production = Account.objects.filter(
+        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
+    ).first()
+    if production is None:
+        raise ParityUnavailable(
+            f"production account {blueprint.parity.production!r} of blueprint "
+            f"{blueprint.name} is not registered (see account_register)"
+        )
+    return production
+
+
+def built_version(account: Account) -> str | None:
+    """The blueprint version of the latest succeeded provision or update, or as registered."""
+    run = (
+        PipelineRun.objects.filter(
+            account=account, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
+        )
+        .exclude(blueprint_version="")
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .first()
+    )
+    if run is not None:
+        return run.blueprint_version
+    return account.registered_version or None
+
+
+def data_taken_at(account: Account) -> datetime | None:
+    """When the account's data was cloned: its oldest current clone's db_clone stage.
+
+    The endpoint records name the run that made each clone; a record without one falls
+    back on the latest succeeded db_clone stage. None when the account has no data.
+    """
+    records = [r for r in (account.endpoints or {}).values() if isinstance(r, dict)]
+    if not records:
+        return None
+    succeeded = StageRun.objects.filter(
+        run__account=account, kind=DATA_STAGE, status=StageStatus.SUCCEEDED
+    ).exclude(finished_at=None)
+    run_ids = {str(r["run_id"]) for r in records if r.get("run_id") is not None}
+    times = [
+        stage.finished_at
+        for stage in succeeded.filter(run_id__in=[int(i) for i in run_ids if i.isdigit()])
+        if stage.finished_at is not None
+    ]
+    if len(times) < len(records):
+        latest = succeeded.order_by("-finished_at").first()
+        if latest is not None and latest.finished_at is not None:
+            times.append(latest.finished_at)
+    return min(times) if times else None
+
+
+def compute_report(*, account: Account, now: datetime | None = None) -> ParityReport:
+    """Compare the clone with its production now, store the report and return it."""
+    production = production_of(account)
+    blueprint = load_blueprint(account.blueprint)
+    assert blueprint.parity is not None  # production_of checked it
+    now = now or timezone.now()
+    taken = data_taken_at(account)
+    age = round((now - taken).total_seconds() / 3600, 1) if taken is not None else None
+    versions = {"clone": built_version(account), "production": built_version(production)}
+    checks = parity.compare(
+        parity=blueprint.parity,
+        purpose=account.purpose,
+        clone_config=account.config,
+        production_config=production.config,
+        clone_resources=account.resources or [],
+        production_resources=production.resources or [],
+        clone_version=versions["clone"] or "",
+        production_version=versions["production"] or "",
+        data_age_hours=age,
+    )
+    ok = parity.in_parity(checks)
+    report: dict[str, Any] = {
+        "account": account.name,
+        "production": production.name,
+        "purpose": account.purpose,
+        "in_parity": ok,
+        "checks": [check.as_dict() for check in checks],
+        "data_age_hours": age,
+        "blueprint_version": versions,
+        "checked_at": now.isoformat(),
+    }
+    return ParityReport.objects.create(account=account, checked_at=now, in_parity=ok, report=report)
+
+
+def request_problems(
+    *, blueprint: Blueprint, purpose: str, config: dict[str, Any]
+) -> tuple[dict[str, str], list[str]]:
+    """A requested config against production's for the purpose's ``equal`` rules.
+
+    Returns (refusals: JSON path -> message, under ``enforce: refuse``; warnings, under
+    ``enforce: warn``). Nothing to say when the blueprint has no rules or its production
+    is not registered yet.
+    """
+    if blueprint.parity is None or purpose not in blueprint.parity.purposes:
+        return {}, []
+    rules = blueprint.parity.rules_for(purpose)
+    production = Account.objects.filter(
+        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
+    ).first()
+    if production is None or not rules.equal:
+        return {}, []
+    refusals: dict[str, str] = {}
+    warnings: list[str] = []
+    for path in rules.equal:
+        theirs = parity.config_value(production.config, path)
+        if parity.config_value(config, path) == theirs:
+            continue
+        message = (
+            f"must equal production's value {parity.as_text(theirs)} "
+            f"(parity rule equal for {purpose}, production {production.name})"
+        )
+        if rules.enforce == Enforce.REFUSE:
+            refusals[f"$.{path}"] = message
+        else:
+            warnings.append(f"{path}: {message}")
+    return refusals, warnings
+
+
+def differing_paths(report: ParityReport | None) -> frozenset[str]:
+    if report is None:
+        return frozenset()
+    checks = report.report.get("checks", [])
+    return frozenset(c["path"] for c in checks if c["status"] == parity.CheckStatus.DIFFERS)
+
+
+def check_all(*, now: datetime | None = None) -> list[ParityReport]:
+    """A report for every ready clone with a production reference (the schedule's job).
+
+    Returns the reports whose owners are to be told: out of parity, and differing in
+    other paths than the account's previous report (so once per change, not daily).
+    """
+    changed = []
+    clones = Account.objects.filter(status=AccountStatus.READY).exclude(purpose=Purpose.PRODUCTION)
+    for account in clones.order_by("pk"):
+        previous = latest_report(account)
+        try:
+            report = compute_report(account=account, now=now)
+        except ParityUnavailable:
+            continue
+        now_differing = differing_paths(report)
+        if now_differing and now_differing != differing_paths(previous):
+            changed.append(report)
+    return changed
+
+
+def latest_report(account: Account) -> ParityReport | None:
+    return ParityReport.objects.filter(account=account).order_by("-checked_at", "-id").first()
+
+
+def report_for(*, account: Account, recompute: bool = False) -> ParityReport:
+    """The latest stored report, or one computed now (asked for, or none stored yet)."""
+    latest = None if recompute else latest_report(account)
+    return latest or compute_report(account=account)
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The report as text: one line per check, then the summary."""
+    checks = [
+        parity.Check(
+            path=c["path"],
+            status=parity.CheckStatus(c["status"]),
+            clone=c["clone"],
+            production=c["production"],
+            rule=c["rule"],
+            reason=c["reason"],
+        )
+        for c in report["checks"]
+    ]
+    lines = [check.line() for check in checks]
+    differing = sum(check.status == parity.CheckStatus.DIFFERS for check in checks)
+    allowed = [c for c in checks if c.status == parity.CheckStatus.ALLOWED]
+    verdict = "in parity" if report["in_parity"] else f"out of parity, {differing} differ"
+    # The check lines keep their fixed shape; why each allowed difference is allowed goes here.
+    why = "".join(f"; {c.path} allowed: {c.reason}" for c in allowed)
+    lines.append(
+        f"{report['account']} against {report['production']} ({report['purpose']}): "
+        f"{verdict}; {len(checks)} checks, {len(allowed)} allowed{why}"
+    )
+    return lines
+
+
+def checks_differing_first(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks for a table: what differs first, then allowed differences, then equal."""
+    order = {parity.CheckStatus.DIFFERS: 0, parity.CheckStatus.ALLOWED: 1}
+    return sorted(report.get("checks", []), key=lambda c: order.get(c["status"], 2))
