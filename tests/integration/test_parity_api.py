@@ -6,8 +6,9 @@ import pytest
 
 from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
 from pipelines.models import PipelineRun
+from tests.conftest import token_client
 from tests.factories import AccountFactory, UserFactory
-from tests.integration.test_api import API, client_for
+from tests.integration.test_api import API
 from tests.integration.test_parity_report import PROD_CONFIG, REPORT_KEYS, clone, resources
 from tests.integration.test_production import state_document
 
@@ -28,7 +29,7 @@ def production():
 
 def test_the_owner_gets_the_report_and_recomputes_it(production) -> None:
     account = clone(name="qa-api", purpose=Purpose.QA, config={"dns_zone": "qa.internal"})
-    owner = client_for(account.owner)
+    owner = token_client(account.owner)
     answer = owner.get(f"{API}accounts/{account.pk}/parity/")
     assert answer.status_code == 200, answer.content
     report = answer.json()
@@ -53,9 +54,9 @@ def test_the_owner_gets_the_report_and_recomputes_it(production) -> None:
 
 def test_others_see_404_and_no_reference_is_409(production) -> None:
     account = clone(name="qa-hidden", purpose=Purpose.QA)
-    stranger = client_for(UserFactory(roles=["requesters"]))
+    stranger = token_client(UserFactory(roles=["requesters"]))
     assert stranger.get(f"{API}accounts/{account.pk}/parity/").status_code == 404
-    admin = client_for(UserFactory(roles=["admins"]))
+    admin = token_client(UserFactory(roles=["admins"]))
     answer = admin.get(f"{API}accounts/{production.pk}/parity/")
     assert answer.status_code == 409
     assert "is production" in answer.json()["detail"]
@@ -69,9 +70,9 @@ def test_admins_register_production_and_nobody_else_does() -> None:
         "config": PROD_CONFIG,
         "state": state_document(),
     }
-    requester = client_for(UserFactory(roles=["requesters", "approvers"]))
+    requester = token_client(UserFactory(roles=["requesters", "approvers"]))
     assert requester.post(f"{API}accounts/", body, format="json").status_code == 403
-    admin = client_for(UserFactory(roles=["admins"]))
+    admin = token_client(UserFactory(roles=["admins"]))
     answer = admin.post(f"{API}accounts/", body, format="json")
     assert answer.status_code == 201, answer.content
     assert (answer.json()["purpose"], answer.json()["protected"]) == ("production", True)
