@@ -16,7 +16,7 @@ from tests.conftest import token_client
 from tests.factories import AccountFactory, UserFactory
 from tests.integration.test_api import API
 from tests.integration.test_parity_report import PROD_CONFIG
-from tests.integration.test_web_pages import sandbox_post
+from tests.integration.test_web_pages import client_for, sandbox_post
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,7 @@ def test_the_api_answers_400_naming_the_path(production: Account) -> None:
 
 def test_the_form_shows_the_refusal_next_to_the_field(production: Account) -> None:
     sales = UserFactory(roles=["requesters"])
-    response = token_client(sales).post(
+    response = client_for(sales).post(
         reverse("request-form", args=["sandbox"]),
         sandbox_post(purpose="qa", **{"c.dns_zone": "acme.internal"}),
     )
@@ -99,5 +99,5 @@ def test_under_warn_the_request_is_accepted_and_the_approver_sees_the_warning(
         "(parity rule equal for qa, production prod)"
     ]
     approver = UserFactory(roles=["approvers"])
-    page = token_client(approver).get(reverse("approvals")).content.decode()
+    page = client_for(approver).get(reverse("approvals")).content.decode()
     assert "differs from production: dns_zone: must equal production&#x27;s value" in page

@@ -10,6 +10,8 @@ from django.conf import settings
 from accounts_app import notifications, tasks
 from accounts_app.models import AccountStatus, ParityReport, Purpose
 from accounts_app.parity import check_all
+from pipelines.models import OutboxMessage
+from portal.celery import app as celery_app
 from tests.factories import AccountFactory, UserFactory
 from tests.integration.test_parity_report import PROD_CONFIG, clone, resources
 
@@ -63,11 +65,13 @@ def test_every_ready_clone_is_checked_and_each_change_reported_once(production: 
 
 def test_the_task_queues_one_notice_per_change(production: Any, monkeypatch) -> None:
     clone(name="qa-task", purpose=Purpose.QA, config={"dns_zone": "qa.internal"})
-    queued: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.notify, "delay", lambda event, pk: queued.append((event, pk)))
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, **options: None)
     tasks.check_parity()
     tasks.check_parity()
-    assert [event for event, _ in queued] == [notifications.PARITY_CHANGED]
+    queued = OutboxMessage.objects.filter(task=tasks.notify.name)
+    assert [args[0] for args in queued.values_list("args", flat=True)] == [
+        notifications.PARITY_CHANGED
+    ]
 
 
 def test_the_schedule_runs_daily_by_default() -> None:
