@@ -149,13 +149,16 @@ def orphaned(*_):
 signal.signal(signal.SIGTERM, kill_group if to_group else orphaned)
 # The program writes into pipes this guard relays, so that once the worker (the reader
 # of our output) is gone the program's writes still succeed while it saves its state.
-pipes = [os.pipe(), os.pipe()]
+# One pipe when our stdout and stderr are one stream: the program's lines keep their order.
+same = (os.fstat(1).st_dev, os.fstat(1).st_ino) == (os.fstat(2).st_dev, os.fstat(2).st_ino)
+pipes = {1: os.pipe()} if same else {1: os.pipe(), 2: os.pipe()}
 pid = os.fork()
 if pid == 0:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    for fd, (read_end, write_end) in zip((1, 2), pipes):
-        os.dup2(write_end, fd)
+    for fd in (1, 2):
+        os.dup2(pipes[fd if fd in pipes else 1][1], fd)
+    for read_end, write_end in pipes.values():
         os.close(read_end)
         os.close(write_end)
     try:
@@ -183,7 +186,7 @@ def relay(read_end, fd):
                 reader_gone = True  # keep reading, so the program never blocks or breaks
 
 pumps = []
-for fd, (read_end, write_end) in zip((1, 2), pipes):
+for fd, (read_end, write_end) in pipes.items():
     os.close(write_end)
     pumps.append(threading.Thread(target=relay, args=(read_end, fd), daemon=True))
     pumps[-1].start()

@@ -58,6 +58,13 @@ def test_lines_arrive_in_the_callers_thread_as_they_are_printed(tmp_path: Path) 
     assert len(pids) == 1 and pids[0] > 0
 
 
+def test_stdout_and_stderr_lines_keep_their_order(tmp_path: Path) -> None:
+    script = "; ".join(f"echo out{i}; echo err{i} >&2" for i in range(50))
+    seen: list[str] = []
+    run_process(argv=["/bin/sh", "-c", script], cwd=tmp_path, env=ENV, on_line=seen.append)
+    assert seen == [line for i in range(50) for line in (f"out{i}", f"err{i}")]
+
+
 def test_the_child_gets_only_the_environment_given(tmp_path: Path) -> None:
     result = run_process(argv=["/usr/bin/env"], cwd=tmp_path, env={"ONLY": "this"})
 
