@@ -651,7 +651,6 @@ def copy_table(
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(name, cols)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FREEZE)").format(name, cols)
-    rows = 0
     with guarded(), target.transaction():
         target.execute(sql.SQL("TRUNCATE ONLY {}").format(name))
         with (
@@ -660,24 +659,41 @@ def copy_table(
             scur.copy(copy_out) as out,
             tcur.copy(copy_in) as into,
         ):
-            batch: list[Any] = []
-            size = 0
-            for data in _copy_rows(conn=source, out=out):  # one row per message
-                # Unmasked rows go on as the buffers libpq gave (bytes.join takes them).
-                line = data if transform is None else transform(bytes(data))
-                batch.append(line)
-                size += len(line)
-                rows += 1
-                if size >= COPY_BATCH:
-                    into.write(b"".join(batch))
-                    batch, size = [], 0
-                    if stop is not None and stop.is_set():
-                        raise CopyCancelled(f"copy of {schema}.{table} cancelled")
-                    if progress is not None:
-                        progress(rows)
-            if batch:
-                into.write(b"".join(batch))
+            messages = _copy_rows(conn=source, out=out)  # one row per message
+            # Unmasked rows go on as the buffers libpq gave (bytes.join takes them).
+            lines = messages if transform is None else (transform(bytes(m)) for m in messages)
+            rows = _relay(
+                lines=lines, into=into, stop=stop, progress=progress, what=f"{schema}.{table}"
+            )
     return rows
+
+
+def _relay(
+    *,
+    lines: Iterable[Any],
+    into: psycopg.Copy,
+    stop: threading.Event | None,
+    progress: Callable[[int], None] | None,
+    what: str,
+) -> int:
+    """Write COPY data to the target in batches, checking for a stop between batches;
+    returns how many messages (about a row each) went."""
+    batch: list[Any] = []
+    size = count = 0
+    for data in lines:
+        batch.append(data)
+        size += len(data)
+        count += 1
+        if size >= COPY_BATCH:
+            into.write(b"".join(batch))
+            batch, size = [], 0
+            if stop is not None and stop.is_set():
+                raise CopyCancelled(f"copy of {what} cancelled")
+            if progress is not None:
+                progress(count)
+    if batch:
+        into.write(b"".join(batch))
+    return count
 
 
 def copy_table_binary(
@@ -710,7 +726,6 @@ def copy_table_binary(
     )
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary, FREEZE)").format(name, cols)
     settings = dict(session or {})
-    sent = 0
     with guarded():
         try:
             for key, value in settings.items():
@@ -723,22 +738,14 @@ def copy_table_binary(
                     scur.copy(copy_out) as out,
                 ):
                     with tcur.copy(copy_in) as into:
-                        batch: list[Any] = []
-                        size = 0
                         tags: list[int] = []
-                        for data in _copy_rows(conn=source, out=out, tags=tags):
-                            batch.append(data)
-                            size += len(data)
-                            sent += 1  # about a row a message: for progress only
-                            if size >= COPY_BATCH:
-                                into.write(b"".join(batch))
-                                batch, size = [], 0
-                                if stop is not None and stop.is_set():
-                                    raise CopyCancelled(f"copy of {schema}.{table} cancelled")
-                                if progress is not None:
-                                    progress(sent)
-                        if batch:
-                            into.write(b"".join(batch))
+                        _relay(
+                            lines=_copy_rows(conn=source, out=out, tags=tags),
+                            into=into,
+                            stop=stop,
+                            progress=progress,
+                            what=f"{schema}.{table}",
+                        )
                     # What the source sent and what the target took, from COPY's tags.
                     rows = tags[0] if tags else scur.rowcount
                     if rows != tcur.rowcount or rows < 0:

@@ -201,32 +201,22 @@ def copy_tables(
         # without binary input/output.
         binary = table.table.oid not in text_only and pg.utf8_session(src) and pg.utf8_session(tgt)
         schema, name, columns = table.table.schema, table.table.name, table.columns
-        if binary and transform is None:
+        if binary:
+            masked = masked_select(plan=table, masker=masker) if transform else None
             rows = pg.copy_table_binary(
                 source=src,
                 target=tgt,
                 schema=schema,
                 table=name,
                 columns=columns,
+                select=masked.query if masked else None,
+                session=masked.session if masked else None,
                 stop=pool.stop,
                 progress=progress,
             )
-            how = "unmasked"
-        elif binary and transform is not None:
-            masked = masked_select(plan=table, masker=masker)
-            rows = pg.copy_table_binary(
-                source=src,
-                target=tgt,
-                schema=schema,
-                table=name,
-                columns=columns,
-                select=masked.query,
-                session=masked.session,
-                stop=pool.stop,
-                progress=progress,
-            )
-            sets.clear()  # nothing seen here: the leak scan reads the source's values
-            how = f"masked in the source: {label}"
+            if masked:
+                sets.clear()  # nothing seen here: the leak scan reads the source's values
+            how = f"masked in the source: {label}" if masked else "unmasked"
         else:
             rows = pg.copy_table(
                 source=src,
