@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.test import TransactionTestCase
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -26,6 +28,29 @@ pytest_plugins = ["tests.conftest_moto"]
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _flush_retrying_deadlocks(original: Callable[[TransactionTestCase], None]) -> Any:
+    """The session's worker keeps polling the tables a test's closing TRUNCATE locks, in
+    another order; PostgreSQL breaks such a deadlock by cancelling one side, and when that
+    is the TRUNCATE, the flush is simply tried again."""
+
+    def fixture_teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                original(self)
+                return
+            except CommandError as error:
+                if "deadlock detected" not in str(error.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    return fixture_teardown
+
+
+TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks(  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown
+)
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:

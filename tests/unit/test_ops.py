@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.signals import after_task_publish, beat_init, task_postrun, task_prerun, worker_ready
+from celery.signals import (
+    after_task_publish,
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 from django.test import Client
 from django.utils import timezone
 
@@ -119,6 +126,7 @@ def test_healthz_is_503_when_the_broker_is_down(settings: Any) -> None:
 
 def test_workers_and_beat_record_heartbeats_from_their_signals() -> None:
     worker_ready.send(sender=None)
+    worker_shutdown.send(sender=None)  # worker_ready also started this process's outbox relay
     assert Heartbeat.objects.get(component=Component.WORKER).at > timezone.now() - timedelta(
         seconds=5
     )
