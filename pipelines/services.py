@@ -75,10 +75,18 @@ def start_run(
     *,
     user: User | None = None,
     trigger: Trigger = Trigger.USER,
+    config: dict[str, Any] | None = None,
+    trigger_detail: str = "",
+    approval_reason: str = "",
 ) -> PipelineRun:
-    """Create a run with one stage per blueprint stage and queue the first after commit."""
+    """Create a run with one stage per blueprint stage and queue the first after commit.
+
+    ``config``: what the run builds, when not the account's own (an update to a new
+    config; the account takes it once the run succeeds). ``approval_reason``: the
+    workflow asks a human to approve the plan, for that reason.
+    """
     blueprint = load_blueprint(account.blueprint)
-    config = blueprint.validate_config(account.config)
+    config = blueprint.validate_config(account.config if config is None else config)
     kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():
@@ -92,6 +100,8 @@ def start_run(
                 account=locked,
                 kind=kind,
                 trigger=trigger,
+                trigger_detail=trigger_detail[:500],
+                approval_reason=approval_reason,
                 status=RunStatus.RUNNING,
                 created_by=user,
                 blueprint_version=blueprint.version,
