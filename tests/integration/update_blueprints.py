@@ -17,6 +17,16 @@ TEMPLATE = """resource "terraform_data" "app" {
 }
 """
 
+# The same, plus the blueprint's version in the input: an upgrade changes the plan.
+VERSIONED_TEMPLATE = """resource "terraform_data" "app" {
+  input = {
+    label   = {{ config.label }}
+    size    = {{ config.size }}
+    version = {{ blueprint.version }}
+  }
+}
+"""
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
