@@ -285,3 +285,19 @@ def test_the_web_edit_form_is_prefilled_shows_the_diff_and_starts_only_what_was_
     other = UserFactory(username="rob", roles=["requesters"])
     web.force_login(other)
     assert web.get(f"/accounts/{account.pk}/edit/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_edit_cannot_rename_the_account(sally: Any) -> None:
+    account = AccountFactory(name=unique("named"), owner=sally, status="ready")  # sandbox
+    config = {**account.config, "account_name": "someone-else"}
+    answer = token_client(sally).patch(
+        f"/api/v1/accounts/{account.pk}/", {"config": config}, format="json"
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "config": [
+            f"$.account_name: must be the account's name {account.name!r}; an edit cannot rename it"
+        ]
+    }
+    assert not PipelineRun.objects.exists()
