@@ -2,7 +2,7 @@
 
 When production changes (its registration or config updated, its blueprint version
 raised, an update run of a portal-built production applied), each following account
-(same blueprint, a purpose that follows, ready or failed) gets an update run with
+(same blueprint, a purpose that follows, ready, failed or being built) gets an update run with
 production's values for its purpose's ``equal`` paths and the blueprint's current
 version, under its purpose's approval policy as if its owner had asked. The run says
 which change started it (trigger ``production``, ``trigger_detail``). A follower that
@@ -21,14 +21,19 @@ from typing import Any
 from django.db import transaction
 
 from accounts_app import parity, updates
-from accounts_app.models import Account, Purpose
+from accounts_app.models import Account, AccountStatus, Purpose
 from accounts_app.services import RequestInvalid, RequestRefused
 from pipelines import parity as parity_checks
 from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
+from pipelines.engine import active_run_for
 from pipelines.models import PipelineRun, RunKind, RunStatus, Trigger
-from pipelines.services import RunRefused
+from pipelines.services import RunConflict, RunRefused
 
 logger = logging.getLogger(__name__)
+
+# Followers: what an update may start on, and those being built (they are told they
+# cannot follow, since their run builds production's old values).
+FOLLOWING_STATUSES = (*updates.UPDATABLE_STATUSES, AccountStatus.PROVISIONING)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def followers_of(production: Account) -> list[Account]:
         Account.objects.filter(
             blueprint=production.blueprint,
             purpose__in=purposes,
-            status__in=updates.UPDATABLE_STATUSES,
+            status__in=FOLLOWING_STATUSES,
         )
         .exclude(purpose=Purpose.PRODUCTION)
         .select_related("owner")
@@ -105,6 +110,9 @@ def follow(*, production: Account, change: str) -> list[FollowResult]:
         )
         try:
             with transaction.atomic():
+                holder = active_run_for(account.pk)
+                if holder is not None:
+                    raise RunConflict(account_name=account.name, holder_id=holder.pk)
                 plan = updates.plan_update(account=account, config=config)
                 if not plan.changed and plan.from_version == plan.to_version:
                     results.append(FollowResult(account=account, run=None))

@@ -5,6 +5,7 @@ policy; the run page names the change; a follower that cannot follow stays flagg
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,14 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.test import Client
+from django.urls import reverse
 
 from accounts_app.models import Account, Purpose
 from accounts_app.production import register_production
 from pipelines import services as run_services
 from pipelines.models import PipelineRun, RunStatus, Trigger
-from tests.factories import AccountFactory, PipelineRunFactory
+from tests.conftest import token_client
+from tests.factories import AccountFactory, PipelineRunFactory, UserFactory
 from tests.integration.test_account_updates import WAITING_OR_FINAL, explain, provisioned
 from tests.integration.update_blueprints import VERSIONED_TEMPLATE, unique, write_blueprint
 
@@ -141,6 +144,11 @@ def test_a_follower_that_cannot_start_its_update_is_flagged_with_the_reason(
         config={"label": "v1"}, status="ready",
     )  # fmt: skip
     holder = PipelineRunFactory(account=busy, kind="refresh-data", status=RunStatus.RUNNING)
+    building = AccountFactory(
+        name=unique("building"), blueprint=name, owner=sally, purpose=Purpose.DEMO,
+        config={"label": "v1"}, status="provisioning",
+    )  # fmt: skip
+    provision = PipelineRunFactory(account=building, kind="provision", status=RunStatus.RUNNING)
     idle = AccountFactory(
         name=unique("idle"), blueprint=name, owner=sally, purpose=Purpose.DEMO,
         config={"label": "v2"}, status="ready",
@@ -154,6 +162,53 @@ def test_a_follower_that_cannot_start_its_update_is_flagged_with_the_reason(
         f"account {busy.name} already has an active run: run #{holder.pk}"
     )
     assert list(PipelineRun.objects.filter(account=busy)) == [holder]
+    # Still being built from production's old config: it cannot follow either.
+    building.refresh_from_db()
+    assert building.follow_problem.endswith(
+        f"account {building.name} already has an active run: run #{provision.pk}"
+    )
     # A follower with no run in the way gets its update (no worker runs it here).
     assert PipelineRun.objects.get(account=idle).trigger == Trigger.PRODUCTION
     assert Account.objects.get(pk=idle.pk).follow_problem == ""
+
+
+@pytest.mark.django_db
+def test_production_changed_from_the_api_or_the_admin_is_followed_too(
+    blueprints_root: Path, sally: Any, adam: Any
+) -> None:
+    name, prod = unique("fol"), unique("prod")
+    follow_blueprint(blueprints_root, name=name, production=prod)
+    production, _ = register_production(name=prod, blueprint=name, config={"label": "v1"})
+    follower = AccountFactory(
+        name=unique("demo"), blueprint=name, owner=sally, purpose=Purpose.DEMO,
+        config={"label": "v1"}, status="ready",
+    )  # fmt: skip
+
+    answer = token_client(adam).post(
+        "/api/v1/accounts/",
+        {"name": prod, "blueprint": name, "purpose": "production", "config": {"label": "v2"}},
+        format="json",
+    )
+    assert answer.status_code == 200, answer.content
+    from_api = PipelineRun.objects.get(account=follower)
+    assert (from_api.trigger, from_api.config["label"]) == (Trigger.PRODUCTION, "v2")
+    from_api.status = RunStatus.FAILED  # out of the way for the next change
+    from_api.save(update_fields=["status"])
+    Account.objects.filter(pk=follower.pk).update(status="failed")
+
+    staff = UserFactory(username="root", is_staff=True, is_superuser=True)
+    admin = Client()
+    admin.force_login(staff)
+    answer = admin.post(
+        reverse("admin:accounts_app_account_change", args=[production.pk]),
+        {
+            "name": prod, "blueprint": name, "config": json.dumps({"label": "v3"}),
+            "purpose": "production", "owner": production.owner_id, "cloud_account_id": "",
+            "status": "ready",
+        },
+    )  # fmt: skip
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    from_admin = PipelineRun.objects.filter(account=follower).latest("id")
+    assert from_admin.pk != from_api.pk
+    assert (from_admin.trigger, from_admin.config["label"]) == (Trigger.PRODUCTION, "v3")
+    assert "config changed (label)" in from_admin.trigger_detail
