@@ -301,3 +301,28 @@ def test_an_edit_cannot_rename_the_account(sally: Any) -> None:
         ]
     }
     assert not PipelineRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_edit_under_a_warn_rule_is_accepted_and_its_warning_goes_to_the_approver(
+    blueprints_root: Path, adam: Any
+) -> None:
+    name, prod = unique("warn"), unique("prod")
+    write_blueprint(
+        blueprints_root, name=name,
+        parity={"production": prod, "purposes": {"demo": {"equal": ["size"], "enforce": "warn"}}},
+    )  # fmt: skip
+    register_production(name=prod, blueprint=name, config={"size": "large"})
+    account = AccountFactory(
+        name=unique("demo"), blueprint=name, owner=adam, purpose=Purpose.DEMO,
+        config={"size": "large"}, status="ready",
+    )  # fmt: skip
+    answer = token_client(adam).patch(
+        f"/api/v1/accounts/{account.pk}/", {"config": {"size": "small"}}, format="json"
+    )
+    assert answer.status_code == 201, answer.content
+    [warning] = answer.json()["diff"]["parity_warnings"]
+    assert warning.startswith("size: must equal production's value large")
+    run = PipelineRun.objects.get(pk=answer.json()["run"]["id"])
+    # adam is auto-approved for demo, but the warning still goes to an approver.
+    assert run.approval_reason == f"parity warnings: {warning}"
