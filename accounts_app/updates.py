@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -44,7 +45,7 @@ MAX_DIFF_LINES_PER_FILE = 5000
 ACCOUNT_NAME_KEY = "account_name"
 
 
-class FileChange:
+class FileChange(StrEnum):
     ADDED = "added"
     REMOVED = "removed"
     CHANGED = "changed"
@@ -53,11 +54,11 @@ class FileChange:
 @dataclass(frozen=True)
 class FileDiff:
     path: str
-    change: str  # FileChange
+    change: FileChange
     diff: str  # unified diff, a/<path> against b/<path>
 
     def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "change": self.change, "diff": self.diff}
+        return {"path": self.path, "change": str(self.change), "diff": self.diff}
 
 
 @dataclass(frozen=True)

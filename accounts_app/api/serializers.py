@@ -13,6 +13,7 @@ from rest_framework import serializers
 from accounts_app import selectors
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
 from accounts_app.services import USER_RUN_KINDS
+from accounts_app.updates import FileChange
 from pipelines.blueprints import Blueprint
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.selectors import latest_plan
@@ -488,7 +489,7 @@ class DiffQuery(serializers.Serializer):
 
 class FileDiffSerializer(serializers.Serializer):
     path = serializers.CharField()
-    change = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    change = serializers.ChoiceField(choices=[str(change) for change in FileChange])
     diff = serializers.CharField(help_text="Unified diff: applied file (a/), new (b/).")
 
 
