@@ -131,7 +131,10 @@ def register_production(
             raise RegistrationInvalid(
                 [("name", f"account {name!r} exists as a {account.purpose} account")]
             )
-        before = None if created else (dict(account.config), account.registered_version)
+        # What production was, to tell its followers what changed (a first registration
+        # is no change of production).
+        was_production = not created and account.purpose == Purpose.PRODUCTION
+        before = (dict(account.config), account.registered_version) if was_production else None
         account.purpose = Purpose.PRODUCTION
         account.protected = True
         account.status = AccountStatus.READY
