@@ -74,7 +74,7 @@ class AccountAdmin(admin.ModelAdmin):
     list_display = ("name", "blueprint", "purpose", "owner", "status", "expires_at", "protected")
     list_filter = ("status", "purpose", "blueprint", "protected")
     search_fields = ("name", "cloud_account_id", "owner__username")
-    readonly_fields = ("outputs_summary", "endpoints", "created_at", "updated_at")
+    readonly_fields = ("outputs_summary", "endpoints", "follow_problem", "created_at", "updated_at")
     actions = ["provision", "update"]
 
     def save_model(

@@ -65,6 +65,9 @@ class Account(models.Model):
     protected = models.BooleanField(
         default=False, help_text="Production: never torn down or written to."
     )
+    # A clone that follows production (parity follow_production) and could not follow
+    # its latest change: why, in words; empty when it follows.
+    follow_problem = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

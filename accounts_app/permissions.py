@@ -86,6 +86,18 @@ def can_start_run(*, user: Who, account: Account) -> bool:
     return is_admin(user) or is_owner(user=user, account=account)
 
 
+def can_edit(*, user: Who, account: Account) -> bool:
+    """Edit or upgrade the account's config: its owner or an admin; production, admins."""
+    if account.protected:
+        return is_admin(user)
+    return is_admin(user) or is_owner(user=user, account=account)
+
+
+def can_upgrade_all(user: Who) -> bool:
+    """Upgrade every account of a blueprint at once."""
+    return is_admin(user)
+
+
 def can_decide(user: Who) -> bool:
     """Approve or reject requests and plans."""
     return is_approver(user)

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from accounts_app.events import production_changed
 from accounts_app.models import ACCOUNT_NAME_PATTERN, Account, AccountStatus, Purpose
 from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
 from pipelines.parity import StateInvalid, resources_from_state
@@ -130,6 +131,10 @@ def register_production(
             raise RegistrationInvalid(
                 [("name", f"account {name!r} exists as a {account.purpose} account")]
             )
+        # What production was, to tell its followers what changed (a first registration
+        # is no change of production).
+        was_production = not created and account.purpose == Purpose.PRODUCTION
+        before = (dict(account.config), account.registered_version) if was_production else None
         account.purpose = Purpose.PRODUCTION
         account.protected = True
         account.status = AccountStatus.READY
@@ -142,4 +147,28 @@ def register_production(
         if owner is not None:
             account.owner = owner
         account.save()
+        change = _change(before=before, account=account)
+        if change:
+            # Its followers follow (accounts_app.following), in this transaction.
+            production_changed.send(sender=Account, account=account, change=change)
     return account, created
+
+
+def _change(*, before: tuple[dict[str, Any], str] | None, account: Account) -> str:
+    """What a registration update changed that clones follow, in words ('' for nothing)."""
+    if before is None:
+        return ""
+    config, version = before
+    parts = []
+    changed = sorted(
+        key
+        for key in set(config) | set(account.config)
+        if config.get(key) != account.config.get(key)
+    )
+    if changed:
+        parts.append(f"config changed ({', '.join(changed)})")
+    if version != account.registered_version:
+        parts.append(f"blueprint version {version or '?'} -> {account.registered_version}")
+    if not parts:
+        return ""
+    return f"production {account.name}: registration updated, " + "; ".join(parts)

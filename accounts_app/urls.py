@@ -17,6 +17,9 @@ urlpatterns = [
     ),
     path("accounts/<int:account_id>/", views.account_detail, name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.account_start_run, name="account-start-run"),
+    path("accounts/<int:account_id>/edit/", views.account_edit, name="account-edit"),
+    path("accounts/<int:account_id>/upgrade/", views.account_upgrade, name="account-upgrade"),
+    path("blueprints/<str:blueprint>/upgrade/", views.blueprint_upgrade, name="blueprint-upgrade"),
     path(
         "accounts/<int:account_id>/parity/",
         views.account_parity_check,

@@ -8,6 +8,7 @@ many accounts, runs or requests it shows.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +23,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import parity, permissions, selectors, services
+from accounts_app import parity, permissions, selectors, services, updates
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -32,7 +33,7 @@ from accounts_app.forms import (
 )
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
 from pipelines.blueprints import Blueprint
-from pipelines.models import RunKind
+from pipelines.models import PipelineRun, RunKind
 from pipelines.selectors import latest_plan
 from pipelines.services import RunConflict
 from portal.errors import PortalError
@@ -354,6 +355,11 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "can_start_run": permissions.can_start_run(user=request.user, account=account)
             and active is None
             and account.status not in NO_RUN_STATUSES,
+            "can_edit": permissions.can_edit(user=request.user, account=account)
+            and active is None
+            and (account.status in updates.UPDATABLE_STATUSES),
+            "upgrade_to": updates.upgrade_available(account),
+            "can_upgrade_all": permissions.can_upgrade_all(request.user),
             "has_databases": selectors.has_databases(account),
             "can_decide": permissions.can_decide(request.user),
             "parity": report.report if report else None,
@@ -401,3 +407,167 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
         return redirect("account-detail", account_id=account.pk)
     messages.success(request, f"Started {run.get_kind_display().lower()} run #{run.pk}.")
     return redirect("run-detail", run_id=run.pk)
+
+
+# --- editing and upgrading ----------------------------------------------------------------------
+
+
+def _editable_account(request: HttpRequest, account_id: int) -> Account:
+    account = visible_account(request, account_id)
+    if not permissions.can_edit(user=request.user, account=account):
+        raise PermissionDenied("only the owner or an admin edits this account")
+    return account
+
+
+def diff_rows(plan: updates.UpdatePlan) -> list[dict[str, Any]]:
+    """The diff for a page: per file its path, change and lines with a class each."""
+    rows = []
+    for found in plan.files:
+        lines = []
+        for line in found.diff.splitlines():
+            if line.startswith(("+++", "---")):
+                kind = "head"
+            elif line.startswith("@@"):
+                kind = "hunk"
+            elif line.startswith("+"):
+                kind = "add"
+            elif line.startswith("-"):
+                kind = "del"
+            else:
+                kind = "same"
+            lines.append((kind, line))
+        rows.append({"path": found.path, "change": found.change, "lines": lines})
+    return rows
+
+
+def _update_context(plan: updates.UpdatePlan) -> dict[str, Any]:
+    return {"plan": plan, "diff": diff_rows(plan), "reviewed": plan.digest()}
+
+
+@login_required
+def account_edit(request: HttpRequest, account_id: int) -> HttpResponse:
+    """The request form, pre-filled: review the diff, then start the update run."""
+    account = _editable_account(request, account_id)
+    loaded = selectors.blueprint_named(account.blueprint)
+    if loaded is None:
+        raise Http404("the account's blueprint is gone")
+    has_name_key = ACCOUNT_NAME_KEY in (loaded.parameters.get("properties") or {})
+    exclude = (ACCOUNT_NAME_KEY,) if has_name_key else ()
+    context: dict[str, Any] = {"account": account, "blueprint": loaded, "plan": None}
+    if request.method == "GET":
+        context["config_form"] = SchemaForm(
+            loaded.parameters, initial=account.config, exclude=exclude
+        )
+        return page(request, "accounts/edit.html", context)
+    if request.method != "POST":
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    config_form = SchemaForm(loaded.parameters, data=request.POST, exclude=exclude)
+    context["config_form"] = config_form
+    if config_form.added_row:
+        return page(request, "accounts/edit.html", context)
+    if not config_form.is_valid({ACCOUNT_NAME_KEY: account.name} if has_name_key else None):
+        return page(request, "accounts/edit.html", context, status=400)
+    try:
+        plan = updates.plan_update(account=account, config=config_form.config)
+    except services.RequestInvalid as exc:
+        _show_update_errors(exc=exc, config_form=config_form)
+        return page(request, "accounts/edit.html", context, status=400)
+    except PortalError as exc:
+        show_error(request, exc)
+        return redirect("account-detail", account_id=account.pk)
+    context.update(_update_context(plan))
+    if "start" not in request.POST:
+        return page(request, "accounts/edit.html", context)
+    if request.POST.get("reviewed") != plan.digest():
+        messages.error(request, "The changes differ from those you reviewed: review them again.")
+        return page(request, "accounts/edit.html", context, status=409)
+    return _start_update(
+        request,
+        account=account,
+        action=lambda: updates.update_account(
+            account=account, user=acting_user(request), config=config_form.config
+        ),
+    )
+
+
+def _show_update_errors(*, exc: services.RequestInvalid, config_form: SchemaForm) -> None:
+    for path, path_messages in exc.errors_by_path.items():
+        for message in path_messages:
+            config_form.add_error(path, message)
+    if not exc.errors_by_path:
+        config_form.non_field_errors.extend(m for msgs in exc.errors.values() for m in msgs)
+
+
+def _start_update(
+    request: HttpRequest,
+    *,
+    account: Account,
+    action: Callable[[], tuple[updates.UpdatePlan, PipelineRun | None]],
+) -> HttpResponse:
+    try:
+        _, run = action()
+    except RunConflict as exc:
+        show_error(request, exc)
+        return redirect("run-detail", run_id=exc.holder_id)
+    except PortalError as exc:
+        show_error(request, exc)
+        return redirect("account-detail", account_id=account.pk)
+    if run is None:
+        messages.success(request, f"Production {account.name}: registration updated.")
+        return redirect("account-detail", account_id=account.pk)
+    messages.success(request, f"Started update run #{run.pk}.")
+    return redirect("run-detail", run_id=run.pk)
+
+
+@login_required
+def account_upgrade(request: HttpRequest, account_id: int) -> HttpResponse:
+    """The diff of an upgrade to the blueprint's newer version, then the update run."""
+    account = _editable_account(request, account_id)
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    version = updates.upgrade_available(account)
+    if version is None:
+        messages.error(request, f"{account.name} is at its blueprint's version already.")
+        return redirect("account-detail", account_id=account.pk)
+    try:
+        plan = updates.plan_update(account=account)
+    except PortalError as exc:
+        show_error(request, exc)
+        return redirect("account-detail", account_id=account.pk)
+    context = {"account": account, "version": version, **_update_context(plan)}
+    if request.method == "GET":
+        return page(request, "accounts/upgrade.html", context)
+    if request.POST.get("reviewed") != plan.digest():
+        messages.error(request, "The changes differ from those you reviewed: review them again.")
+        return page(request, "accounts/upgrade.html", context, status=409)
+    user = acting_user(request)
+    return _start_update(
+        request,
+        account=account,
+        action=lambda: updates.upgrade_account(account=account, user=user),
+    )
+
+
+@login_required
+def blueprint_upgrade(request: HttpRequest, blueprint: str) -> HttpResponse:
+    """Admins: upgrade every out-of-date account of a blueprint, one update run each."""
+    if not permissions.can_upgrade_all(request.user):
+        raise PermissionDenied("only admins upgrade every account of a blueprint")
+    loaded = selectors.blueprint_named(blueprint)
+    if loaded is None:
+        raise Http404("no such blueprint")
+    if request.method == "POST":
+        results = updates.upgrade_all(blueprint_name=loaded.name, user=acting_user(request))
+        started = [r for r in results if r.run is not None]
+        messages.success(
+            request, f"Started {len(started)} update run(s) to {loaded.name} {loaded.version}."
+        )
+        for result in results:
+            if result.problem:
+                messages.error(request, f"{result.account.name}: {result.problem}")
+        return redirect("blueprint-upgrade", blueprint=loaded.name)
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    accounts = updates.upgradable_accounts(loaded.name)
+    rows = [{"account": a, "version": parity.built_version(a)} for a in accounts]
+    return page(request, "accounts/blueprint_upgrade.html", {"blueprint": loaded, "rows": rows})

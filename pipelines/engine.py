@@ -211,6 +211,7 @@ def _context(
         on_process_start=lambda pid: _record_process_group(
             stage_id=stage.pk, attempt=stage.attempt, pid=pid
         ),
+        approval_reason=run.approval_reason,
     )
 
 

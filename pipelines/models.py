@@ -20,6 +20,8 @@ class Trigger(models.TextChoices):
     USER = "user", "User"
     SCHEDULE = "schedule", "Schedule"
     RETRY = "retry", "Retry"
+    # A change of the production account this one follows (``trigger_detail`` says which).
+    PRODUCTION = "production", "Production change"
 
 
 class RunStatus(models.TextChoices):
@@ -56,6 +58,11 @@ class PipelineRun(models.Model):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=16, choices=RunKind.choices)
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.USER)
+    # What the trigger was, in words (the production change a follower's update follows).
+    trigger_detail = models.CharField(max_length=500, blank=True)
+    # Non-empty: the workflow asks a human to approve this run's plan, and says why (an
+    # update by someone the purpose's policy does not auto-approve, parity warnings).
+    approval_reason = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.RUNNING)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True

@@ -75,8 +75,16 @@ def start_run(
     *,
     user: User | None = None,
     trigger: Trigger = Trigger.USER,
+    config: dict[str, Any] | None = None,
+    trigger_detail: str = "",
+    approval_reason: str = "",
 ) -> PipelineRun:
-    """Create a run with one stage per blueprint stage and queue the first after commit."""
+    """Create a run with one stage per blueprint stage and queue the first after commit.
+
+    ``config``: what the run builds, when not the account's own (an update to a new
+    config; the account takes it once the run succeeds). ``approval_reason``: the
+    workflow asks a human to approve the plan, for that reason.
+    """
     blueprint = load_blueprint(account.blueprint)
     return _create_run(
         account=account,
@@ -85,6 +93,9 @@ def start_run(
         kinds=stages_for(blueprint=blueprint, kind=kind),
         user=user,
         trigger=trigger,
+        config=account.config if config is None else config,
+        trigger_detail=trigger_detail,
+        approval_reason=approval_reason,
         production_build=False,
     )
 
@@ -110,6 +121,9 @@ def start_production_build(account: Account, *, user: User | None = None) -> Pip
         kinds=kinds,
         user=user,
         trigger=Trigger.USER,
+        config=account.config,
+        trigger_detail="",
+        approval_reason="",
         production_build=True,
     )
 
@@ -122,9 +136,12 @@ def _create_run(
     kinds: list[str],
     user: User | None,
     trigger: Trigger,
+    config: dict[str, Any],
+    trigger_detail: str,
+    approval_reason: str,
     production_build: bool,
 ) -> PipelineRun:
-    config = blueprint.validate_config(account.config)
+    config = blueprint.validate_config(config)
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)
@@ -137,6 +154,8 @@ def _create_run(
                 account=locked,
                 kind=kind,
                 trigger=trigger,
+                trigger_detail=trigger_detail[:500],
+                approval_reason=approval_reason,
                 status=RunStatus.RUNNING,
                 created_by=user,
                 blueprint_version=blueprint.version,

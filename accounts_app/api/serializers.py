@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -12,6 +13,7 @@ from rest_framework import serializers
 from accounts_app import selectors
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
 from accounts_app.services import USER_RUN_KINDS
+from accounts_app.updates import FileChange
 from pipelines.blueprints import Blueprint
 from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.selectors import latest_plan
@@ -253,6 +255,7 @@ class AccountDetailSerializer(AccountSerializer):
             "runs",
             "request",
             "latest_plan",
+            "follow_problem",
         ]
 
     @extend_schema_field(serializers.DictField(child=OutputValueSerializer()))
@@ -313,6 +316,7 @@ class RunSerializer(serializers.ModelSerializer):
             "kind",
             "status",
             "trigger",
+            "trigger_detail",
             "account",
             "explanation",
             "created_at",
@@ -450,3 +454,70 @@ class ParityReportSerializer(serializers.Serializer):
     data_age_hours = serializers.FloatField(allow_null=True)
     blueprint_version = ParityVersionsSerializer()
     checked_at = serializers.DateTimeField()
+
+
+# --- edits and upgrades ------------------------------------------------------------------------
+
+
+class UpdateInput(serializers.Serializer):
+    """PATCH accounts/{id}/: the account's new config (every parameter, as for a request)."""
+
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        allow_empty=True,
+        help_text="Values for the blueprint's parameters (a JSON Schema: GET blueprints/{name}/).",
+    )
+
+
+class DiffQuery(serializers.Serializer):
+    config = serializers.CharField(
+        required=False,
+        max_length=65536,
+        help_text="The new config as JSON; left out: the account's own config under its "
+        "blueprint's current version (the upgrade's diff). A body {config} works too.",
+    )
+
+    def validate_config(self, value: str) -> dict[str, Any]:
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(f"not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise serializers.ValidationError("must be a JSON object of parameter values")
+        return parsed
+
+
+class FileDiffSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    change = serializers.ChoiceField(choices=[str(change) for change in FileChange])
+    diff = serializers.CharField(help_text="Unified diff: applied file (a/), new (b/).")
+
+
+class DiffSerializer(serializers.Serializer):
+    account = serializers.CharField()
+    blueprint = serializers.CharField()
+    from_version = serializers.CharField(allow_null=True)
+    to_version = serializers.CharField()
+    base_run = serializers.IntegerField(
+        allow_null=True, help_text="The run whose render is applied now (the diff's base)."
+    )
+    changed = serializers.BooleanField()
+    files = FileDiffSerializer(many=True)
+    parity_warnings = serializers.ListField(child=serializers.CharField())
+
+
+class UpdateOutput(serializers.Serializer):
+    diff = DiffSerializer()
+    run = RunSerializer(allow_null=True, help_text="The update run; null for production.")
+
+
+class UpgradeResultSerializer(serializers.Serializer):
+    account = serializers.CharField()
+    run = serializers.IntegerField(allow_null=True)
+    problem = serializers.CharField(allow_blank=True)
+
+
+class UpgradeAllOutput(serializers.Serializer):
+    blueprint = serializers.CharField()
+    version = serializers.CharField()
+    results = UpgradeResultSerializer(many=True)

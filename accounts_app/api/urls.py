@@ -14,7 +14,18 @@ urlpatterns = [
         views.BlueprintRenderView.as_view(),
         name="blueprint-render",
     ),
+    path(
+        "blueprints/<str:name>/upgrade/",
+        views.BlueprintUpgradeView.as_view(),
+        name="blueprint-upgrade",
+    ),
     path("accounts/", views.AccountListView.as_view(), name="account-list"),
+    path("accounts/<int:account_id>/diff/", views.AccountDiffView.as_view(), name="account-diff"),
+    path(
+        "accounts/<int:account_id>/upgrade/",
+        views.AccountUpgradeView.as_view(),
+        name="account-upgrade",
+    ),
     path("accounts/<int:account_id>/", views.AccountDetailView.as_view(), name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.AccountRunsView.as_view(), name="account-runs"),
     path(

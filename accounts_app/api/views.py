@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from accounts_app import parity, permissions, production, selectors, services
+from accounts_app import parity, permissions, production, selectors, services, updates
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest, Purpose
 from accounts_app.permissions import Who
@@ -219,6 +219,86 @@ class AccountDetailView(PortalAPIView):
         if account is None:
             raise Http404("no such account")
         return Response(s.AccountDetailSerializer(account).data)
+
+    @extend_schema(
+        request=s.UpdateInput, responses={201: s.UpdateOutput, 200: s.UpdateOutput, **ACTION_ERRORS}
+    )
+    def patch(self, request: Request, account_id: int) -> Response:
+        """Edit the account's config: answers the diff and the update run started (render,
+        plan, approval per policy, apply). Production (admins): its registration is updated
+        and its followers follow; no run (200)."""
+        account = _editable_account(request, account_id)
+        body = _valid(s.UpdateInput, request.data)
+        plan, run = updates.update_account(
+            account=account, user=acting_user(request), config=body["config"]
+        )
+        return _update_response(request, plan=plan, run=run)
+
+
+def _editable_account(request: Request, account_id: int) -> Account:
+    account = selectors.visible_account(user=request.user, account_id=account_id)
+    if account is None:
+        raise Http404("no such account")
+    if not permissions.can_edit(user=request.user, account=account):
+        raise PermissionDenied("only the owner or an admin edits this account")
+    return account
+
+
+def _update_response(
+    request: Request, *, plan: updates.UpdatePlan, run: PipelineRun | None
+) -> Response:
+    data = {
+        "diff": plan.as_dict(),
+        "run": s.RunSerializer(_visible_run(request, run.pk)).data if run else None,
+    }
+    code = status.HTTP_201_CREATED if run else status.HTTP_200_OK
+    return Response(data, status=code)
+
+
+class AccountDiffView(PortalAPIView):
+    @extend_schema(parameters=[s.DiffQuery], responses={200: s.DiffSerializer, **ACTION_ERRORS})
+    def get(self, request: Request, account_id: int) -> Response:
+        """The diff an edit (``?config=<JSON>`` or a body ``{"config": ...}``) or, with no
+        config, an upgrade would make, file by file; nothing is started."""
+        account = _editable_account(request, account_id)
+        config = _valid(s.DiffQuery, request.query_params).get("config")
+        if config is None and isinstance(request.data, dict) and "config" in request.data:
+            config = _valid(s.UpdateInput, request.data)["config"]
+        plan = updates.plan_update(account=account, config=config)
+        return Response(s.DiffSerializer(plan.as_dict()).data)
+
+
+class AccountUpgradeView(PortalAPIView):
+    @extend_schema(request=None, responses={201: s.UpdateOutput, **ACTION_ERRORS})
+    def post(self, request: Request, account_id: int) -> Response:
+        """Upgrade the account to its blueprint's newer version: the diff and the update run."""
+        account = _editable_account(request, account_id)
+        plan, run = updates.upgrade_account(account=account, user=acting_user(request))
+        return _update_response(request, plan=plan, run=run)
+
+
+class BlueprintUpgradeView(PortalAPIView):
+    @extend_schema(request=None, responses={200: s.UpgradeAllOutput, **ACTION_ERRORS})
+    def post(self, request: Request, name: str) -> Response:
+        """Admins: one update run per account of the blueprint older than its version, each
+        under its purpose's policy; an account that cannot start says why."""
+        if not permissions.can_upgrade_all(request.user):
+            raise PermissionDenied("only admins upgrade every account of a blueprint")
+        blueprint = _blueprint_or_404(name)
+        results = updates.upgrade_all(blueprint_name=blueprint.name, user=acting_user(request))
+        data = {
+            "blueprint": blueprint.name,
+            "version": blueprint.version,
+            "results": [
+                {
+                    "account": result.account.name,
+                    "run": result.run.pk if result.run else None,
+                    "problem": result.problem,
+                }
+                for result in results
+            ],
+        }
+        return Response(s.UpgradeAllOutput(data).data)
 
 
 class AccountParityView(PortalAPIView):

@@ -54,6 +54,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     mode = ctx.blueprint.approval_plan
     expiry_teardown = ctx.run_kind == RunKind.TEARDOWN and ctx.trigger == Trigger.SCHEDULE
     needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown)
+    if ctx.approval_reason and plan.get("has_changes", True):
+        # The workflow's word (an update the purpose's policy does not auto-approve).
+        reason = f"{ctx.approval_reason}; {reason}" if needed else ctx.approval_reason
+        needed = True
     summary = {key: plan[key] for key in SUMMARY_KEYS if key in plan}
     outputs = {**summary, "approval_mode": mode, "approval_required": needed, "reason": reason}
     ctx.log(

@@ -109,6 +109,8 @@ class StageContext:
     redact: Callable[[str], str] = field(default=_unchanged, repr=False)
     # Called with the pid of every child process the stage starts (hooks, Terraform).
     on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
+    # Non-empty: the workflow wants a human to approve this run's plan, for this reason.
+    approval_reason: str = ""
 
 
 class AccountRecords(Protocol):

@@ -133,6 +133,25 @@ MATRIX: list[tuple[str, str, str, Any, tuple[int, int, int, int, int]]] = [
     ),
     # Whoever sees the account gets its report; here its production is not registered (409).
     ("account parity", "get", "accounts/{account}/parity/", None, (401, 409, 404, 409, 409)),
+    (
+        "account edit",
+        "patch",
+        "accounts/{account}/",
+        {"config": {**SANDBOX_CONFIG, "account_name": "sally-qa"}},
+        (401, 201, 404, 403, 201),
+    ),
+    (
+        "account edit, protected account",
+        "patch",
+        "accounts/{protected}/",
+        {"config": {**SANDBOX_CONFIG, "account_name": "sally-prod"}},
+        # Admins may; the engine still never writes to a protected account (409).
+        (401, 403, 404, 403, 409),
+    ),
+    ("account diff", "get", "accounts/{account}/diff/", None, (401, 200, 404, 403, 200)),
+    # Whoever may edit may upgrade; here the account is at its blueprint's version (409).
+    ("account upgrade", "post", "accounts/{account}/upgrade/", None, (401, 409, 404, 403, 409)),
+    ("upgrade all", "post", "blueprints/sandbox/upgrade/", None, (401, 403, 403, 403, 200)),
     ("run detail", "get", "runs/{run}/", None, (401, 200, 404, 200, 200)),
     ("stage log", "get", "runs/{run}/stages/{stage}/log/", None, (401, 200, 404, 200, 200)),
     ("stage retry", "post", "runs/{run}/stages/{stage}/retry/", None, (401, 403, 404, 403, 200)),

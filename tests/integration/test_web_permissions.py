@@ -83,6 +83,9 @@ def world() -> World:
         "run-cancel": reverse("run-cancel", args=[active_run.pk]),
         "stage-approve": reverse("stage-approve", args=[waiting_run.pk, waiting.pk]),
         "stage-reject": reverse("stage-reject", args=[waiting_run.pk, waiting.pk]),
+        "account-edit": reverse("account-edit", args=[ready.pk]),
+        "account-upgrade": reverse("account-upgrade", args=[ready.pk]),
+        "blueprint-upgrade": reverse("blueprint-upgrade", args=["sandbox"]),
     }
     return World(users=users, urls=urls)
 
@@ -108,6 +111,10 @@ MATRIX: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "run-cancel": ("post", {}, row(LOGIN, 403, 404, 404, 403, DONE)),
     "stage-approve": ("post", {}, row(LOGIN, 403, 404, 404, DONE, DONE)),
     "stage-reject": ("post", {"comment": "no"}, row(LOGIN, 403, 404, 404, DONE, DONE)),
+    "account-edit": ("get", {}, row(LOGIN, OK, 404, 404, 403, OK)),
+    # At its blueprint's version: the page sends whoever may upgrade back to the account.
+    "account-upgrade": ("get", {}, row(LOGIN, DONE, 404, 404, 403, DONE)),
+    "blueprint-upgrade": ("get", {}, row(LOGIN, 403, 403, 403, 403, OK)),
 }
 CASES = [(name, role) for name in MATRIX for role in ROLES]
 
@@ -142,7 +149,9 @@ def test_form_actions_refuse_get(world: World, name: str) -> None:
     assert client.get(world.urls[name]).status_code == 405
 
 
-@pytest.mark.parametrize("name", [*POST_ONLY, "request-form"])
+@pytest.mark.parametrize(
+    "name", [*POST_ONLY, "request-form", "account-edit", "account-upgrade", "blueprint-upgrade"]
+)
 def test_form_actions_need_the_csrf_token(world: World, name: str) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(world.users["admin"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -18,10 +17,9 @@ from django.core.management.base import CommandParser
 from accounts_app.models import CLONE_PURPOSES, Purpose
 from accounts_app.production import system_user
 from accounts_app.services import create_or_reuse_account
-from pipelines import selectors
 from pipelines.blueprints import BlueprintError, ConfigInvalid
-from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, read_config_file
-from pipelines.models import RunKind, RunStatus, StageStatus
+from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run, read_config_file
+from pipelines.models import RunKind, RunStatus
 from pipelines.services import start_run
 from portal.errors import PortalError
 
@@ -72,25 +70,6 @@ class Command(PortalCommand):
         self.stderr.write(f"account {account.name} {verb}; provision run started")
         self.stdout.write(str(run.pk))
         if options["wait"]:
-            status = self._follow(run_id=run.pk, poll=options["poll"])
+            status = follow_run(run_id=run.pk, poll=options["poll"], write=self.stderr.write)
             if status != RunStatus.SUCCEEDED:
                 sys.exit(EXIT_FAILED)
-
-    def _follow(self, *, run_id: int, poll: float) -> str:
-        """Print each stage's status change until the run ends; returns the run status."""
-        seen: dict[int, tuple[str, int]] = {}
-        while True:
-            run = selectors.run_with_stages(run_id)
-            for stage in run.stages.all():
-                state = (stage.status, stage.attempt)
-                if seen.get(stage.pk) != state and stage.status != StageStatus.PENDING:
-                    seen[stage.pk] = state
-                    note = f": {stage.explanation}" if stage.explanation else ""
-                    self.stderr.write(f"  {stage.kind:<13} {stage.status}{note}")
-            # A run waiting for approval is still active: an approver decides in the portal.
-            if not run.is_active:
-                self.stderr.write(
-                    f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}"
-                )
-                return run.status
-            time.sleep(poll)
