@@ -8,10 +8,11 @@ class AccountsAppConfig(AppConfig):
     def ready(self) -> None:
         # Notifications listen to the engine's events (sent after commit). Their module
         # uses the models, which can be imported only once the app registry is ready.
-        from accounts_app import notification_queue
+        from accounts_app import drift, notification_queue
         from pipelines.signals import approval_needed, run_finished
 
         approval_needed.connect(
             notification_queue.on_approval_needed, dispatch_uid="notify-approval"
         )
         run_finished.connect(notification_queue.on_run_finished, dispatch_uid="notify-run-finished")
+        run_finished.connect(drift.record_drift_check, dispatch_uid="record-drift-check")

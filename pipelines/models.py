@@ -20,6 +20,8 @@ class Trigger(models.TextChoices):
     USER = "user", "User"
     SCHEDULE = "schedule", "Schedule"
     RETRY = "retry", "Retry"
+    # The schedule, because the account's expiry date passed (its teardown).
+    EXPIRED = "expired", "Expired"
 
 
 class RunStatus(models.TextChoices):

@@ -61,7 +61,8 @@ def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
             raise RunRefused(f"blueprint {blueprint.name} declares no databases to refresh")
         return list(DATA_STAGES)
     if kind == RunKind.DRIFT_CHECK:
-        return ["render", "plan"]
+        # Never an apply: the account is held only while it renders and plans.
+        return ["render", "drift_plan"]
     if kind == RunKind.TEARDOWN:
         # Clones go before the apply: an RDS clone sits in the network Terraform destroys.
         data = ["db_teardown"] if blueprint.databases else []
@@ -236,12 +237,13 @@ def expire_accounts(now: datetime | None = None) -> list[PipelineRun]:
     expired = Account.objects.filter(
         expires_at__lt=now,
         protected=False,
+        expiry_exempt=False,
         status__in=[AccountStatus.READY, AccountStatus.FAILED],
     ).exclude(runs__status__in=ACTIVE_RUN_STATUSES)
     started = []
     for account in expired:
         try:
-            started.append(start_run(account, RunKind.TEARDOWN, trigger=Trigger.SCHEDULE))
+            started.append(start_run(account, RunKind.TEARDOWN, trigger=Trigger.EXPIRED))
         except RunRefused:
             continue  # a run started meanwhile; the next sweep looks again
     return started
