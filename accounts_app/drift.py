@@ -13,6 +13,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
@@ -42,7 +43,8 @@ def record_drift_check(
     if run is None or run.kind != RunKind.DRIFT_CHECK or run.status != RunStatus.SUCCEEDED:
         return
     try:
-        report = record_report(run)
+        with transaction.atomic():  # a savepoint: a failure here never undoes the run's end
+            report = record_report(run)
     except Exception:
         logger.exception("drift check of run #%s could not be recorded", run.pk)
         return
