@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
+from pipelines import selectors
 from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
+from pipelines.models import StageStatus
 from pipelines.stages.render import template_context
 from pipelines.yaml_input import YamlInputError, load_config_file
 
@@ -61,3 +65,23 @@ def render_input(
         purpose=purpose,
     )
     return blueprint, context
+
+
+def follow_run(*, run_id: int, write: Callable[[str], None], poll: float = 1.0) -> str:
+    """Write each stage's status change until the run ends; returns the run's status.
+
+    A run waiting for approval is still active: an approver decides in the portal.
+    """
+    seen: dict[int, tuple[str, int]] = {}
+    while True:
+        run = selectors.run_with_stages(run_id)
+        for stage in run.stages.all():
+            state = (stage.status, stage.attempt)
+            if seen.get(stage.pk) != state and stage.status != StageStatus.PENDING:
+                seen[stage.pk] = state
+                note = f": {stage.explanation}" if stage.explanation else ""
+                write(f"  {stage.kind:<13} {stage.status}{note}")
+        if not run.is_active:
+            write(f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}")
+            return run.status
+        time.sleep(poll)

@@ -3,11 +3,15 @@ its owner told once, and reconciled by an update run under the approval policy."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 
 from accounts_app import drift
@@ -15,7 +19,7 @@ from accounts_app.models import AccountStatus, DriftReport
 from accounts_app.notifications import DRIFT_DETECTED, compose
 from accounts_app.tasks import notify
 from pipelines import services as run_services
-from pipelines.models import OutboxMessage, RunKind, RunStatus, StageStatus, Trigger
+from pipelines.models import OutboxMessage, PipelineRun, RunKind, RunStatus, StageStatus, Trigger
 from pipelines.stages.terraform_support import state_schema
 from tests.conftest import token_client
 from tests.factories import AccountFactory, UserFactory
@@ -40,6 +44,21 @@ def change_state_out_of_band(account_name: str, *, address: str) -> None:
             f"UPDATE {schema}.states SET data = %s WHERE name = 'default'",
             [json.dumps(state)],
         )
+
+
+@contextlib.contextmanager
+def state_locked(account_name: str) -> Iterator[None]:
+    """Hold the ``pg`` backend's lock on the account's state (an advisory lock on its row)."""
+    schema = state_schema(account_name)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {schema}.states WHERE name = 'default'")
+        [state_id] = cursor.fetchone()
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [state_id])
+        assert cursor.fetchone() == (True,)
+        try:
+            yield
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [state_id])
 
 
 def drift_notices() -> list[Any]:
@@ -90,8 +109,16 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     assert "replace terraform_data.network" in message.body
     assert message.link.endswith(f"/accounts/{account.pk}/#drift")
 
-    # The same drift found again: still flagged, not told again.
-    third = wait_for_run(drift.start_check(account=account, user=owner).pk, timeout=240)
+    # The same drift found again, from the command line: still flagged, not told again.
+    # While someone holds the state lock (an operator's apply, say), the check still runs:
+    # it neither takes nor waits for the lock.
+    out = io.StringIO()
+    with state_locked("drifty"), pytest.raises(SystemExit) as exited:
+        call_command("account_drift", "drifty", "--wait", "--poll", "0.2", stdout=out)
+    assert exited.value.code == 3, out.getvalue()
+    assert "drifted: 0 to add" in out.getvalue()
+    assert "replace  terraform_data.network" in out.getvalue()
+    third = PipelineRun.objects.get(pk=int(out.getvalue().splitlines()[0]))
     assert third.status == RunStatus.SUCCEEDED, third.explanation
     again = drift.current_drift(account)
     assert again is not None and again.run_id == third.pk and not again.notified
@@ -121,8 +148,10 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     assert drift.current_drift(account) is None  # rebuilt from its code: no longer flagged
     assert api.get(f"/api/v1/accounts/{account.pk}/drift/").json()["drifted"] is False
 
-    after = wait_for_run(drift.start_check(account=account, user=owner).pk, timeout=240)
-    assert after.status == RunStatus.SUCCEEDED, after.explanation
+    out = io.StringIO()
+    call_command("account_drift", "drifty", "--wait", "--poll", "0.2", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "drifty: no drift"
+    after = PipelineRun.objects.get(pk=int(out.getvalue().splitlines()[0]))
     assert DriftReport.objects.get(run=after).drifted is False
     assert len(drift_notices()) == 1
     assert api.post(f"/api/v1/accounts/{account.pk}/reconcile/").status_code == 409

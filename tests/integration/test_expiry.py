@@ -3,10 +3,12 @@ within and beyond the purpose's limit (API and pages), exemptions, the expired t
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from accounts_app import expiry
@@ -262,3 +264,29 @@ def test_a_run_started_by_expiry_says_expired(client: Any, adam: Any) -> None:
     page = client.get(f"/accounts/{account.pk}/").content.decode()
     assert "Expired" in page
     assert token_client(adam).get(f"/api/v1/runs/{run.pk}/").json()["trigger"] == "expired"
+
+
+def test_extend_from_the_command_line(sally: Any) -> None:
+    account = ready_account(name="cli-ext", owner=sally, expires_at=timezone.now() + DAY)
+    limit = expiry.extension_limit(account)
+    assert limit is not None
+    out = io.StringIO()
+    call_command("account_extend", "cli-ext", "--until", f"{limit.date()}", stdout=out)
+    account.refresh_from_db()
+    assert account.expires_at == datetime.combine(limit.date(), datetime.min.time(), tzinfo=UTC)
+    expected = f"cli-ext now expires at {account.expires_at:%Y-%m-%d} 00:00 UTC"
+    assert out.getvalue().strip() == expected
+
+    out = io.StringIO()
+    beyond = (limit + 3 * DAY).isoformat()
+    call_command("account_extend", "cli-ext", "--until", beyond, "--reason", "x", stdout=out)
+    assert "waits for an approver" in out.getvalue()
+    assert ExtensionRequest.objects.get(account=account, status=RequestStatus.PENDING)
+
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("account_extend", "cli-ext", "--until", "someday", stderr=err)
+    assert exited.value.code == 2 and "--until: 'someday' is not a date" in err.getvalue()
+    with pytest.raises(SystemExit) as exited:
+        call_command("account_extend", "nobody-here", "--until", beyond, stderr=err)
+    assert exited.value.code == 2
