@@ -34,7 +34,7 @@ from accounts_app.models import (
 )
 from accounts_app.roles import ADMINS, APPROVERS
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
 from pipelines.selectors import plan_summary_of
 from portal.durations import describe
 
@@ -355,6 +355,8 @@ def _run_finished(run_id: int) -> Message | None:
     )
     if run is None or run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         return None  # cancelled runs were stopped by a person who knows
+    if run.kind == RunKind.DRIFT_CHECK and run.status == RunStatus.SUCCEEDED:
+        return None  # the schedule's routine: what it found is told once, as drift_detected
     account = run.account
     recipients = sorted(set(_email_of(account.owner) + _email_of(run.created_by)))
     if run.status == RunStatus.FAILED:

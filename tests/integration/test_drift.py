@@ -16,7 +16,7 @@ from django.db import connection
 
 from accounts_app import drift
 from accounts_app.models import AccountStatus, DriftReport
-from accounts_app.notifications import DRIFT_DETECTED, compose
+from accounts_app.notifications import DRIFT_DETECTED, RUN_FINISHED, compose
 from accounts_app.tasks import notify
 from pipelines import services as run_services
 from pipelines.models import OutboxMessage, PipelineRun, RunKind, RunStatus, StageStatus, Trigger
@@ -89,6 +89,8 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     report = DriftReport.objects.get(run=first)
     assert not report.drifted and drift.current_drift(account) is None
     assert drift_notices() == []
+    # A routine check is not news: no "run succeeded" mail for it.
+    assert compose(event=RUN_FINISHED, object_id=first.pk) is None
 
     change_state_out_of_band("drifty", address="terraform_data.network")
 
