@@ -213,6 +213,11 @@ def decide_extension(
         account = Account.objects.select_for_update().get(pk=locked.account_id)
         if approve:
             _check_extendable(account)
+            if locked.expires_at <= timezone.now():
+                raise RequestRefused(
+                    f"extension #{locked.pk} asked for {locked.expires_at:%Y-%m-%d %H:%M} UTC, "
+                    "which has passed: reject it and ask for a later date"
+                )
             account.expires_at = locked.expires_at
             account.save(update_fields=["expires_at", "updated_at"])
         locked.status = RequestStatus.APPROVED if approve else RequestStatus.REJECTED

@@ -290,3 +290,14 @@ def test_extend_from_the_command_line(sally: Any) -> None:
     with pytest.raises(SystemExit) as exited:
         call_command("account_extend", "nobody-here", "--until", beyond, stderr=err)
     assert exited.value.code == 2
+
+
+def test_an_extension_whose_date_has_passed_is_not_approved(sally: Any, april: Any) -> None:
+    account = ready_account(name="too-late", owner=sally, expires_at=timezone.now() + DAY)
+    extension = ExtensionRequest.objects.create(
+        account=account, requested_by=sally, expires_at=timezone.now() - MINUTE
+    )
+    answer = token_client(april).post(f"/api/v1/extensions/{extension.pk}/approve/")
+    assert answer.status_code == 409 and "has passed" in answer.json()["detail"]
+    account.refresh_from_db()
+    assert account.expires_at > timezone.now()
