@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
@@ -79,7 +80,10 @@ def start_run(
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
     blueprint = load_blueprint(account.blueprint)
-    config = blueprint.validate_config(account.config)
+    # A drift check compares the live state with what was last applied, so an edit not
+    # yet applied is not drift.
+    applied = applied_config(account) if kind == RunKind.DRIFT_CHECK else None
+    config = blueprint.validate_config(account.config if applied is None else applied)
     kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():
@@ -114,6 +118,20 @@ def start_run(
         if holder is None:
             raise
         raise RunConflict(account_name=account.name, holder_id=holder.pk) from None
+
+
+def applied_config(account: Account) -> dict[str, Any] | None:
+    """The config of the account's latest succeeded provision or update, or None."""
+    run = (
+        PipelineRun.objects.filter(
+            account=account,
+            kind__in=(RunKind.PROVISION, RunKind.UPDATE),
+            status=RunStatus.SUCCEEDED,
+        )
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .first()
+    )
+    return dict(run.config) if run is not None else None
 
 
 def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts_app import drift
-from accounts_app.models import AccountStatus, DriftReport
+from accounts_app.models import Account, AccountStatus, DriftReport
 from accounts_app.notifications import DRIFT_DETECTED, RUN_FINISHED, compose
 from accounts_app.tasks import notify
 from pipelines import services as run_services
@@ -78,6 +78,11 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     account = AccountFactory(name="drifty", blueprint="sandbox", purpose="qa", owner=owner)
     provision = wait_for_run(run_services.start_run(account, "provision").pk, timeout=240)
     assert provision.status == RunStatus.SUCCEEDED, provision.explanation
+
+    # An edit of the config not applied yet is not drift: the check plans what was applied.
+    Account.objects.filter(pk=account.pk).update(
+        config={**account.config, "instance_size": "large"}
+    )
 
     # The schedule: the account was never checked, so it is due; the check finds nothing.
     [first] = drift.check_due()
