@@ -136,6 +136,8 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     client.force_login(owner)
     page = client.get(f"/accounts/{account.pk}/").content.decode()
     assert "Drifted" in page and "terraform_data.network" in page and "Reconcile" in page
+    run_page = client.get(f"/runs/{third.pk}/").content.decode()
+    assert "to replace" in run_page and "terraform_data.network" in run_page
     dashboard = client.get("/").content.decode()
     assert 'class="badge failed drift-badge"' in dashboard
 
