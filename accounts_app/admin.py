@@ -10,7 +10,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts_app import production, selectors, services
-from accounts_app.models import Account, AccountRequest, AccountSecret, ParityReport, Purpose
+from accounts_app.models import (
+    Account,
+    AccountRequest,
+    AccountSecret,
+    DriftReport,
+    ExpiryReminder,
+    ExtensionRequest,
+    ParityReport,
+    Purpose,
+)
 from pipelines.models import RunKind
 from portal.errors import PortalError
 from portal.web_errors import error_text
@@ -71,8 +80,11 @@ class AccountAdminForm(forms.ModelForm):
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountAdminForm
-    list_display = ("name", "blueprint", "purpose", "owner", "status", "expires_at", "protected")
-    list_filter = ("status", "purpose", "blueprint", "protected")
+    list_display = (
+        "name", "blueprint", "purpose", "owner", "status", "expires_at", "expiry_exempt",
+        "protected",
+    )  # fmt: skip
+    list_filter = ("status", "purpose", "blueprint", "protected", "expiry_exempt")
     search_fields = ("name", "cloud_account_id", "owner__username")
     readonly_fields = ("outputs_summary", "endpoints", "follow_problem", "created_at", "updated_at")
     actions = ["provision", "update"]
@@ -161,3 +173,31 @@ class ParityReportAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class _RecordAdmin(admin.ModelAdmin):
+    """Rows the workflow writes (reminders sent, drift found, extensions decided): shown,
+    never edited here, so the record stays true."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ExpiryReminder)
+class ExpiryReminderAdmin(_RecordAdmin):
+    list_display = ("account", "threshold_seconds", "expires_at", "sent_at")
+
+
+@admin.register(ExtensionRequest)
+class ExtensionRequestAdmin(_RecordAdmin):
+    list_display = ("account", "requested_by", "expires_at", "status", "decided_by")
+    list_filter = ("status",)
+
+
+@admin.register(DriftReport)
+class DriftReportAdmin(_RecordAdmin):
+    list_display = ("account", "run", "checked_at", "drifted", "notified")
+    list_filter = ("drifted",)

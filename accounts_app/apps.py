@@ -8,7 +8,7 @@ class AccountsAppConfig(AppConfig):
     def ready(self) -> None:
         # Notifications listen to the engine's events (sent after commit). Their module
         # uses the models, which can be imported only once the app registry is ready.
-        from accounts_app import following, notification_queue
+        from accounts_app import drift, following, notification_queue
         from accounts_app.events import production_changed
         from pipelines.signals import approval_needed, run_finished
 
@@ -21,3 +21,4 @@ class AccountsAppConfig(AppConfig):
         production_changed.connect(
             following.on_production_changed, dispatch_uid="follow-production"
         )
+        run_finished.connect(drift.record_drift_check, dispatch_uid="record-drift-check")

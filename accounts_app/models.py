@@ -68,6 +68,8 @@ class Account(models.Model):
     # A clone that follows production (parity follow_production) and could not follow
     # its latest change: why, in words; empty when it follows.
     follow_problem = models.TextField(blank=True)
+    # Set by an admin: the account never expires (no reminders, no expiry teardown).
+    expiry_exempt = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -163,3 +165,82 @@ class ParityReport(models.Model):
 
     def __str__(self) -> str:
         return f"parity of {self.account.name} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+
+class ExpiryReminder(models.Model):
+    """A reminder sent to the owner before expiry: one per threshold and expiry date."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="expiry_reminders")
+    # How long before expiry this reminder is for (e.g. 259200 for three days).
+    threshold_seconds = models.PositiveIntegerField()
+    # The expiry it was about: an extension gets its own reminders.
+    expires_at = models.DateTimeField()
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "threshold_seconds", "expires_at"],
+                name="one_reminder_per_threshold_and_expiry",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"reminder {self.threshold_seconds}s before {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+class ExtensionRequest(models.Model):
+    """An owner's extension of an account's expiry: applied at once within the policy's
+    limit (auto-approved), else decided by an approver."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="extensions")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="extension_requests"
+    )
+    previous_expires_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="decided_extensions",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"extension #{self.pk} of {self.account.name}"
+
+
+class DriftReport(models.Model):
+    """What one drift check found: the plan of the live state against the account's code."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="drift_reports")
+    # The drift-check run (by its label: the records layer imports nothing of the engine).
+    run = models.OneToOneField(
+        "pipelines.PipelineRun", on_delete=models.CASCADE, related_name="drift_report"
+    )
+    checked_at = models.DateTimeField()
+    drifted = models.BooleanField()
+    # PlanSummary.to_dict() of the drift plan (no values, only addresses and actions).
+    summary = models.JSONField(default=dict)
+    notified = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        indexes = [models.Index(fields=["account", "-checked_at"])]
+
+    def __str__(self) -> str:
+        state = "drifted" if self.drifted else "no drift"
+        return f"drift of {self.account.name} at {self.checked_at:%Y-%m-%d %H:%M}: {state}"

@@ -16,6 +16,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -23,11 +24,19 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 
-from accounts_app.models import AccountRequest, ParityReport, RequestStatus
+from accounts_app.models import (
+    AccountRequest,
+    DriftReport,
+    ExpiryReminder,
+    ExtensionRequest,
+    ParityReport,
+    RequestStatus,
+)
 from accounts_app.roles import ADMINS, APPROVERS
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
 from pipelines.selectors import plan_summary_of
+from portal.durations import describe
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +45,21 @@ REQUEST_DECIDED = "request_decided"
 PLAN_WAITING = "plan_waiting"
 RUN_FINISHED = "run_finished"
 PARITY_CHANGED = "parity_changed"
-EVENTS = (REQUEST_NEEDS_APPROVAL, REQUEST_DECIDED, PLAN_WAITING, RUN_FINISHED, PARITY_CHANGED)
+DRIFT_DETECTED = "drift_detected"
+EXPIRY_REMINDER = "expiry_reminder"
+EXTENSION_NEEDS_APPROVAL = "extension_needs_approval"
+EXTENSION_DECIDED = "extension_decided"
+EVENTS = (
+    REQUEST_NEEDS_APPROVAL,
+    REQUEST_DECIDED,
+    PLAN_WAITING,
+    RUN_FINISHED,
+    PARITY_CHANGED,
+    DRIFT_DETECTED,
+    EXPIRY_REMINDER,
+    EXTENSION_NEEDS_APPROVAL,
+    EXTENSION_DECIDED,
+)
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 
@@ -89,6 +112,14 @@ def compose(*, event: str, object_id: int) -> Message | None:
         return _run_finished(object_id)
     if event == PARITY_CHANGED:
         return _parity_changed(object_id)
+    if event == DRIFT_DETECTED:
+        return _drift_detected(object_id)
+    if event == EXPIRY_REMINDER:
+        return _expiry_reminder(object_id)
+    if event == EXTENSION_NEEDS_APPROVAL:
+        return _extension_needs_approval(object_id)
+    if event == EXTENSION_DECIDED:
+        return _extension_decided(object_id)
     raise ValueError(f"unknown notification event {event!r}")
 
 
@@ -113,6 +144,117 @@ def _parity_changed(report_id: int) -> Message | None:
         subject=f"[portal] {account.name} is out of parity with production",
         body=body,
         recipients=_email_of(account.owner),
+        link=link,
+    )
+
+
+def _drift_detected(report_id: int) -> Message | None:
+    """To the owner: the live state differs from the code (addresses and actions only)."""
+    report = DriftReport.objects.select_related("account__owner").filter(pk=report_id).first()
+    if report is None or not report.drifted:
+        return None
+    account = report.account
+    summary = PlanSummary.from_dict(report.summary)
+    link = url(f"/accounts/{account.pk}/#drift")
+    changed = [f"{r.action} {r.address}" for r in summary.resources if r.action != "no-op"]
+    body = "\n".join(
+        [
+            f"Account {account.name} has drifted: its live state no longer matches its code "
+            f"(drift check, run #{report.run_id}).",
+            plan_counts(summary),
+            *(f"  {line}" for line in changed),
+            "",
+            f"Reconcile it from the account page: {link}",
+        ]
+    )
+    return Message(
+        subject=f"[portal] {account.name} has drifted from its code",
+        body=body,
+        recipients=_email_of(account.owner),
+        link=link,
+    )
+
+
+def _expiry_reminder(reminder_id: int) -> Message | None:
+    reminder = (
+        ExpiryReminder.objects.select_related("account__owner").filter(pk=reminder_id).first()
+    )
+    if reminder is None:
+        return None
+    account = reminder.account
+    if account.expires_at != reminder.expires_at or account.expiry_exempt:
+        return None  # extended or exempted since: this reminder no longer holds
+    link = url(f"/accounts/{account.pk}/#expiry")
+    within = describe(timedelta(seconds=reminder.threshold_seconds))
+    body = "\n".join(
+        [
+            f"Account {account.name} expires at {reminder.expires_at:%Y-%m-%d %H:%M} UTC "
+            f"(in {within} or less); it is then torn down.",
+            "",
+            f"Extend it: {link}",
+        ]
+    )
+    return Message(
+        subject=f"[portal] {account.name} expires in {within}",
+        body=body,
+        recipients=_email_of(account.owner),
+        link=link,
+    )
+
+
+def _extension_needs_approval(extension_id: int) -> Message | None:
+    extension = (
+        ExtensionRequest.objects.select_related("account", "requested_by")
+        .filter(pk=extension_id)
+        .first()
+    )
+    if extension is None or extension.status != RequestStatus.PENDING:
+        return None
+    account = extension.account
+    link = url("/approvals/#extensions")
+    body = "\n".join(
+        [
+            f"{extension.requested_by.get_username()} asks to extend account {account.name} "
+            f"to {extension.expires_at:%Y-%m-%d %H:%M} UTC, beyond its policy's limit.",
+            f"Reason: {extension.reason or '(none given)'}",
+            "",
+            f"Decide it: {link}",
+        ]
+    )
+    return Message(
+        subject=f"[portal] Extension #{extension.pk} of {account.name} needs approval",
+        body=body,
+        recipients=approver_emails(),
+        link=link,
+    )
+
+
+def _extension_decided(extension_id: int) -> Message | None:
+    extension = (
+        ExtensionRequest.objects.select_related("account", "requested_by", "decided_by")
+        .filter(pk=extension_id)
+        .first()
+    )
+    if extension is None or extension.status not in (
+        RequestStatus.APPROVED,
+        RequestStatus.REJECTED,
+    ):
+        return None
+    account = extension.account
+    decision = "approved" if extension.status == RequestStatus.APPROVED else "rejected"
+    who = extension.decided_by.get_username() if extension.decided_by else "the portal"
+    link = url(f"/accounts/{account.pk}/#expiry")
+    lines = [
+        f"Your extension of {account.name} to {extension.expires_at:%Y-%m-%d %H:%M} UTC "
+        f"was {decision} by {who}."
+    ]
+    if extension.comment:
+        lines.append(f"Comment: {extension.comment}")
+    lines += ["", f"Account: {link}"]
+    return Message(
+        subject=f"[portal] Extension #{extension.pk} of {account.name} {decision}",
+        body="\n".join(lines),
+        recipients=_email_of(extension.requested_by),
         link=link,
     )
 
@@ -213,6 +355,8 @@ def _run_finished(run_id: int) -> Message | None:
     )
     if run is None or run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         return None  # cancelled runs were stopped by a person who knows
+    if run.kind == RunKind.DRIFT_CHECK and run.status == RunStatus.SUCCEEDED:
+        return None  # the schedule's routine: what it found is told once, as drift_detected
     account = run.account
     recipients = sorted(set(_email_of(account.owner) + _email_of(run.created_by)))
     if run.status == RunStatus.FAILED:

@@ -346,8 +346,14 @@ def reject_request(*, account_request: AccountRequest, user: User, comment: str)
     return locked
 
 
-# Kinds a user may start on an account (drift checks and expiry teardowns come from schedules).
-USER_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE, RunKind.REFRESH_DATA, RunKind.TEARDOWN)
+# Kinds a user may start on an account (expiry teardowns come from the schedule).
+USER_RUN_KINDS = (
+    RunKind.PROVISION,
+    RunKind.UPDATE,
+    RunKind.REFRESH_DATA,
+    RunKind.TEARDOWN,
+    RunKind.DRIFT_CHECK,
+)
 # A run that builds an account in one of these starts its life again: the request checks apply.
 LIFE_START_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.FAILED)
 BUILDING_RUN_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
@@ -377,6 +383,12 @@ def start_account_run(*, account: Account, kind: RunKind | str, user: User) -> P
             raise RequestRefused(f"account {account.name} was rejected")
         if kind in BUILDING_RUN_KINDS and account.status in LIFE_START_STATUSES:
             _check_life_start(account)
+        if kind == RunKind.DRIFT_CHECK and (
+            account.status != AccountStatus.READY or account.purpose == Purpose.PRODUCTION
+        ):
+            raise RequestRefused(
+                f"account {account.name} is not a ready clone: only those are checked for drift"
+            )
         try:
             return start_run(account, RunKind(kind), user=user)
         except (ConfigInvalid, BlueprintError) as exc:

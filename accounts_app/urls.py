@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts_app import views
+from accounts_app import lifecycle_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -24,5 +24,35 @@ urlpatterns = [
         "accounts/<int:account_id>/parity/",
         views.account_parity_check,
         name="account-parity-check",
+    ),
+    path(
+        "accounts/<int:account_id>/extend/",
+        lifecycle_views.account_extend,
+        name="account-extend",
+    ),
+    path(
+        "accounts/<int:account_id>/exempt/",
+        lifecycle_views.account_exempt,
+        name="account-exempt",
+    ),
+    path(
+        "accounts/<int:account_id>/drift/",
+        lifecycle_views.account_drift_check,
+        name="account-drift-check",
+    ),
+    path(
+        "accounts/<int:account_id>/reconcile/",
+        lifecycle_views.account_reconcile,
+        name="account-reconcile",
+    ),
+    path(
+        "approvals/extensions/<int:extension_id>/approve/",
+        lifecycle_views.extension_approve,
+        name="extension-approve",
+    ),
+    path(
+        "approvals/extensions/<int:extension_id>/reject/",
+        lifecycle_views.extension_reject,
+        name="extension-reject",
     ),
 ]

@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import parity, permissions, selectors, services, updates
+from accounts_app import drift, expiry, lifecycle, parity, permissions, selectors, services, updates
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -111,7 +111,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         purpose=filters["purpose"] if filters["purpose"] in Purpose.values else None,
         owner=filters["owner"] or None,
     )
-    accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
+    accounts = drift.with_drift(
+        selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
+    )
     page_obj = Paginator(selectors.with_latest_run_id(accounts), DASHBOARD_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -119,6 +121,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     runs = selectors.latest_runs(rows)
     for account in rows:
         account.latest_run = runs.get(account.pk)
+        account.drifted = drift.is_drifted(account)
     owners = selectors.owner_names(visible) if permissions.is_approver(request.user) else []
     kept = urlencode({k: v for k, v in filters.items() if v})
     return page(
@@ -268,7 +271,11 @@ def approvals(request: HttpRequest) -> HttpResponse:
         for req in selectors.pending_requests()
     ]
     waiting = selectors.plans_waiting()
-    return page(request, "accounts/approvals.html", {"pending": requests, "waiting": waiting})
+    return page(
+        request,
+        "accounts/approvals.html",
+        {"pending": requests, "waiting": waiting, "extensions": expiry.pending_extensions()},
+    )
 
 
 def _decidable_request(request: HttpRequest, request_id: int) -> AccountRequest:
@@ -367,6 +374,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
                 {**c, "clone": pretty(c["clone"]), "production": pretty(c["production"])}
                 for c in (parity.checks_differing_first(report.report) if report else [])
             ],
+            **lifecycle.account_page_facts(user=request.user, account=account),
         },
     )
 

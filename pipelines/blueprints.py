@@ -33,6 +33,7 @@ PURPOSES = ("demo", "qa", "loadtest", "standby")
 DB_DRIVERS = ("aws_rds_snapshot", "postgres_logical")
 DEFAULT_HOOK_TIMEOUT_MINUTES = 15
 DEFAULT_APPROVAL_TIMEOUT_HOURS = 72
+DEFAULT_DRIFT_CHECK_HOURS = 24  # daily
 # A config breaking many rules (a list of 10,000 bad items) is reported in part.
 MAX_REPORTED_PROBLEMS = 50
 MAX_PROBLEM_MESSAGE = 300  # characters; jsonschema quotes whole values in its messages
@@ -97,6 +98,8 @@ class Policy:
     default_ttl_days: int | None = None
     max_ttl_days: int | None = None
     max_active_per_user: int | None = None
+    # How often the schedule checks a ready account of this purpose for drift.
+    drift_check_hours: int = DEFAULT_DRIFT_CHECK_HOURS
 
 
 @dataclass(frozen=True)
@@ -390,7 +393,7 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise fail(f"policy.{purpose}.auto_approve must be a list of group names")
         numbers: dict[str, int | None] = {}
-        for key in ("default_ttl_days", "max_ttl_days", "max_active_per_user"):
+        for key in ("default_ttl_days", "max_ttl_days", "max_active_per_user", "drift_check_hours"):
             number = values.get(key)
             if number is not None and (
                 isinstance(number, bool) or not isinstance(number, int) or number < 1
@@ -405,6 +408,7 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
             default_ttl_days=default_ttl,
             max_ttl_days=max_ttl,
             max_active_per_user=numbers["max_active_per_user"],
+            drift_check_hours=numbers["drift_check_hours"] or DEFAULT_DRIFT_CHECK_HOURS,
         )
     return policies
 

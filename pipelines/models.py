@@ -22,6 +22,8 @@ class Trigger(models.TextChoices):
     RETRY = "retry", "Retry"
     # A change of the production account this one follows (``trigger_detail`` says which).
     PRODUCTION = "production", "Production change"
+    # The schedule, because the account's expiry date passed (its teardown).
+    EXPIRED = "expired", "Expired"
 
 
 class RunStatus(models.TextChoices):

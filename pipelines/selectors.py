@@ -12,7 +12,7 @@ from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
 LOG_PAGE_SIZE = 500
 PLAN_COUNTS = ("add", "change", "replace", "destroy")
 # Stages whose outputs hold a plan summary: the plan, and the approval that copies it.
-PLAN_STAGE_KINDS = ("approve_plan", "plan")
+PLAN_STAGE_KINDS = ("approve_plan", "plan", "drift_plan")
 
 
 def run_with_stages(run_id: int) -> PipelineRun:

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus, Purpose
@@ -61,7 +62,8 @@ def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
             raise RunRefused(f"blueprint {blueprint.name} declares no databases to refresh")
         return list(DATA_STAGES)
     if kind == RunKind.DRIFT_CHECK:
-        return ["render", "plan"]
+        # Never an apply: the account is held only while it renders and plans.
+        return ["render", "drift_plan"]
     if kind == RunKind.TEARDOWN:
         # Clones go before the apply: an RDS clone sits in the network Terraform destroys.
         data = ["db_teardown"] if blueprint.databases else []
@@ -86,6 +88,10 @@ def start_run(
     workflow asks a human to approve the plan, for that reason.
     """
     blueprint = load_blueprint(account.blueprint)
+    if config is None and kind == RunKind.DRIFT_CHECK:
+        # A drift check compares the live state with what was last applied, so an edit
+        # not yet applied is not drift.
+        config = applied_config(account)
     return _create_run(
         account=account,
         blueprint=blueprint,
@@ -177,6 +183,20 @@ def _create_run(
         if holder is None:
             raise
         raise RunConflict(account_name=account.name, holder_id=holder.pk) from None
+
+
+def applied_config(account: Account) -> dict[str, Any] | None:
+    """The config of the account's latest succeeded provision or update, or None."""
+    run = (
+        PipelineRun.objects.filter(
+            account=account,
+            kind__in=(RunKind.PROVISION, RunKind.UPDATE),
+            status=RunStatus.SUCCEEDED,
+        )
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .first()
+    )
+    return dict(run.config) if run is not None else None
 
 
 def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
@@ -300,12 +320,13 @@ def expire_accounts(now: datetime | None = None) -> list[PipelineRun]:
     expired = Account.objects.filter(
         expires_at__lt=now,
         protected=False,
+        expiry_exempt=False,
         status__in=[AccountStatus.READY, AccountStatus.FAILED],
     ).exclude(runs__status__in=ACTIVE_RUN_STATUSES)
     started = []
     for account in expired:
         try:
-            started.append(start_run(account, RunKind.TEARDOWN, trigger=Trigger.SCHEDULE))
+            started.append(start_run(account, RunKind.TEARDOWN, trigger=Trigger.EXPIRED))
         except RunRefused:
             continue  # a run started meanwhile; the next sweep looks again
     return started

@@ -105,7 +105,8 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
     explanation = run.explanation or (f"{failed.kind}: {failed.explanation}" if failed else "")
     summary = selectors.plan_summary_of_run(stages)
     # The summary goes on the approval stage when there is one, else on the plan itself.
-    summary_kind = "approve_plan" if any(s.kind == "approve_plan" for s in stages) else "plan"
+    kinds = {s.kind for s in stages}
+    summary_kind = next((k for k in selectors.PLAN_STAGE_KINDS if k in kinds), "plan")
     rows = [
         StageRow(
             stage=stage,

@@ -18,6 +18,8 @@ from typing import Any
 import dj_database_url
 from psycopg.conninfo import make_conninfo
 
+from portal.durations import parse_durations
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -203,13 +205,30 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pipelines.tasks.expire_accounts",
         "schedule": timedelta(seconds=env_int("PORTAL_EXPIRY_SECONDS", 600)),
     },
+    # Reminders to owners before expiry, as often as the expiry sweep.
+    "remind-expiry": {
+        "task": "accounts_app.scheduled.remind_expiry",
+        "schedule": timedelta(seconds=env_int("PORTAL_EXPIRY_SECONDS", 600)),
+    },
+    # Starts the drift checks that are due (each purpose has its own interval).
+    "check-drift": {
+        "task": "accounts_app.scheduled.check_drift",
+        "schedule": timedelta(seconds=env_int("PORTAL_DRIFT_SWEEP_SECONDS", 600)),
+    },
     # Every clone against its production: daily by default.
     "check-parity": {
         "task": "accounts_app.tasks.check_parity",
         "schedule": timedelta(seconds=env_int("PORTAL_PARITY_CHECK_SECONDS", 86400)),
     },
 }
+# Task modules autodiscovery (``<app>.tasks``) does not find.
+CELERY_IMPORTS = ("accounts_app.scheduled",)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# How long before expiry owners are reminded, each reminder sent once (3d,1d,1h).
+PORTAL_EXPIRY_REMINDERS = parse_durations(
+    os.environ.get("PORTAL_EXPIRY_REMINDERS", "3d,1d,1h"), name="PORTAL_EXPIRY_REMINDERS"
+)
 
 # --- The pipeline engine --------------------------------------------------------
 PORTAL_BLUEPRINTS_DIR = Path(os.environ.get("PORTAL_BLUEPRINTS_DIR", BASE_DIR / "blueprints"))

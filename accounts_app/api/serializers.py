@@ -197,6 +197,7 @@ class AccountSerializer(serializers.ModelSerializer):
             "status",
             "owner",
             "expires_at",
+            "expiry_exempt",
             "protected",
             "cloud_account_id",
             "created_at",

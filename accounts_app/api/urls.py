@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from accounts_app.api import views
+from accounts_app.api import lifecycle, views
 
 app_name = "api"
 
@@ -32,6 +32,37 @@ urlpatterns = [
         "accounts/<int:account_id>/parity/",
         views.AccountParityView.as_view(),
         name="account-parity",
+    ),
+    path(
+        "accounts/<int:account_id>/extend/",
+        lifecycle.AccountExtendView.as_view(),
+        name="account-extend",
+    ),
+    path(
+        "accounts/<int:account_id>/exempt/",
+        lifecycle.AccountExemptView.as_view(),
+        name="account-exempt",
+    ),
+    path(
+        "accounts/<int:account_id>/drift/",
+        lifecycle.AccountDriftView.as_view(),
+        name="account-drift",
+    ),
+    path(
+        "accounts/<int:account_id>/reconcile/",
+        lifecycle.AccountReconcileView.as_view(),
+        name="account-reconcile",
+    ),
+    path("extensions/", lifecycle.ExtensionListView.as_view(), name="extension-list"),
+    path(
+        "extensions/<int:extension_id>/approve/",
+        lifecycle.ExtensionApproveView.as_view(),
+        name="extension-approve",
+    ),
+    path(
+        "extensions/<int:extension_id>/reject/",
+        lifecycle.ExtensionRejectView.as_view(),
+        name="extension-reject",
     ),
     path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
     path(

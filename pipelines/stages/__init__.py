@@ -20,6 +20,7 @@ STAGE_KINDS: dict[str, str] = {
     "db_clone": "pipelines.stages.db_clone",
     "dns_cutover": "pipelines.stages.dns_cutover",
     "db_teardown": "pipelines.stages.db_teardown",
+    "drift_plan": "pipelines.stages.drift",
 }
 
 # Built-in hooks a blueprint may name under hooks.pre / hooks.post.

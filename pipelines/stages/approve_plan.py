@@ -52,7 +52,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             "approve_plan needs the outputs of a plan stage earlier in the run", retryable=False
         )
     mode = ctx.blueprint.approval_plan
-    expiry_teardown = ctx.run_kind == RunKind.TEARDOWN and ctx.trigger == Trigger.SCHEDULE
+    expiry_teardown = ctx.run_kind == RunKind.TEARDOWN and ctx.trigger == Trigger.EXPIRED
     needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown)
     if ctx.approval_reason and plan.get("has_changes", True):
         # The workflow's word (an update the purpose's policy does not auto-approve).

@@ -291,9 +291,7 @@ def test_start_a_run_and_the_conflict_names_the_holder(sally: Any) -> None:
     assert again.status_code == 409
     assert again.json()["holder"] == run["id"] and f"run #{run['id']}" in again.json()["detail"]
 
-    bad_kind = client.post(
-        f"{API}accounts/{account.pk}/runs/", {"kind": "drift-check"}, format="json"
-    )
+    bad_kind = client.post(f"{API}accounts/{account.pk}/runs/", {"kind": "nuke"}, format="json")
     assert bad_kind.status_code == 400 and "kind" in bad_kind.json()
 
 

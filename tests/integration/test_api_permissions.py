@@ -8,13 +8,15 @@ and an admin. Each case starts from the same fresh world.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from accounts_app.models import AccountStatus, RequestStatus
+from accounts_app.models import AccountStatus, ExtensionRequest, RequestStatus
 from pipelines.models import RunStatus, StageStatus
 from tests.factories import (
     SANDBOX_CONFIG,
@@ -72,6 +74,10 @@ def world() -> World:
     protected = AccountFactory(
         owner=owner, status=AccountStatus.READY, name="sally-prod", protected=True
     )
+    # An extension beyond its policy's limit, waiting for an approver.
+    extension = ExtensionRequest.objects.create(
+        account=account, requested_by=owner, expires_at=timezone.now() + timedelta(days=90)
+    )
     return World(
         users=users,
         ids={
@@ -82,6 +88,7 @@ def world() -> World:
             "waiting": waiting.pk,
             "request": request.pk,
             "protected": protected.pk,
+            "extension": extension.pk,
         },
     )
 
@@ -130,6 +137,40 @@ MATRIX: list[tuple[str, str, str, Any, tuple[int, int, int, int, int]]] = [
         "accounts/",
         {"name": "prod", "blueprint": "sandbox", "purpose": "production", "config": SANDBOX_CONFIG},
         (401, 403, 403, 403, 201),
+    ),
+    (
+        "account extend",
+        "post",
+        "accounts/{account}/extend/",
+        {"expires_at": "2099-01-01T00:00:00Z"},
+        # Beyond the limit: a request for an approver (202); another is waiting (409).
+        (401, 409, 404, 403, 409),
+    ),
+    (
+        "account exempt",
+        "post",
+        "accounts/{account}/exempt/",
+        {"exempt": True},
+        (401, 403, 404, 403, 200),
+    ),
+    ("account drift", "get", "accounts/{account}/drift/", None, (401, 200, 404, 200, 200)),
+    # A failed account is not checked for drift (409); nor is one reconciled without drift.
+    ("drift check", "post", "accounts/{account}/drift/", None, (401, 409, 404, 403, 409)),
+    ("reconcile", "post", "accounts/{account}/reconcile/", None, (401, 409, 404, 403, 409)),
+    ("extensions list", "get", "extensions/", None, (401, 200, 200, 200, 200)),
+    (
+        "extension approve",
+        "post",
+        "extensions/{extension}/approve/",
+        {"comment": "ok"},
+        (401, 403, 404, 200, 200),
+    ),
+    (
+        "extension reject",
+        "post",
+        "extensions/{extension}/reject/",
+        {"comment": "no"},
+        (401, 403, 404, 200, 200),
     ),
     # Whoever sees the account gets its report; here its production is not registered (409).
     ("account parity", "get", "accounts/{account}/parity/", None, (401, 409, 404, 409, 409)),
@@ -224,6 +265,7 @@ def test_every_api_route_is_in_the_matrix() -> None:
         .replace("{stage}", "<int:stage_id>")
         .replace("{waiting}", "<int:stage_id>")
         .replace("{request}", "<int:request_id>")
+        .replace("{extension}", "<int:extension_id>")
         .replace("blueprints/sandbox/", "blueprints/<str:name>/")
         for _, _, url, _, _ in MATRIX
     }

@@ -294,6 +294,8 @@ def test_runs_start_only_on_approved_accounts_one_at_a_time(requester: Any, appr
     with pytest.raises(services.RequestRefused, match="waits for its request"):
         services.start_account_run(account=account, kind="provision", user=requester)
     with pytest.raises(services.RequestRefused, match="cannot be started here"):
+        services.start_account_run(account=account, kind="nuke", user=requester)
+    with pytest.raises(services.RequestRefused, match="waits for its request"):
         services.start_account_run(account=account, kind="drift-check", user=requester)
 
     _, run = services.approve_request(account_request=req, user=approver)

@@ -34,7 +34,7 @@ def test_expired_account_is_torn_down_without_asking(celery_worker, wait_for_run
     assert [run.account_id for run in started] == [account.pk]  # never the protected one
     teardown = wait_for_run(started[0].pk, timeout=240)
     assert (teardown.kind, teardown.trigger, teardown.status) == (
-        "teardown", Trigger.SCHEDULE, RunStatus.SUCCEEDED,
+        "teardown", Trigger.EXPIRED, RunStatus.SUCCEEDED,
     )  # fmt: skip
     plan = teardown.stages.get(kind="plan")
     assert plan.outputs["destroy_plan"] is True

@@ -8,6 +8,7 @@ approver and an admin. POSTs also need their CSRF token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts_app.models import ExtensionRequest
 from pipelines.models import LogLine
 from tests.factories import (
     AccountFactory,
@@ -67,6 +69,10 @@ def world() -> World:
         run=waiting_run, position=1, kind="approve_plan", status="waiting_approval"
     )
 
+    extension = ExtensionRequest.objects.create(
+        account=ready, requested_by=owner, expires_at=timezone.now() + timedelta(days=90)
+    )
+
     urls = {
         "dashboard": reverse("dashboard"),
         "request-pick": reverse("request-pick"),
@@ -86,6 +92,12 @@ def world() -> World:
         "account-edit": reverse("account-edit", args=[ready.pk]),
         "account-upgrade": reverse("account-upgrade", args=[ready.pk]),
         "blueprint-upgrade": reverse("blueprint-upgrade", args=["sandbox"]),
+        "account-extend": reverse("account-extend", args=[ready.pk]),
+        "account-exempt": reverse("account-exempt", args=[ready.pk]),
+        "account-drift-check": reverse("account-drift-check", args=[ready.pk]),
+        "account-reconcile": reverse("account-reconcile", args=[ready.pk]),
+        "extension-approve": reverse("extension-approve", args=[extension.pk]),
+        "extension-reject": reverse("extension-reject", args=[extension.pk]),
     }
     return World(users=users, urls=urls)
 
@@ -115,6 +127,16 @@ MATRIX: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     # At its blueprint's version: the page sends whoever may upgrade back to the account.
     "account-upgrade": ("get", {}, row(LOGIN, DONE, 404, 404, 403, DONE)),
     "blueprint-upgrade": ("get", {}, row(LOGIN, 403, 403, 403, 403, OK)),
+    "account-extend": (
+        "post",
+        {"expires_on": "2099-01-01"},
+        row(LOGIN, DONE, 404, 404, 403, DONE),
+    ),
+    "account-exempt": ("post", {"exempt": "1"}, row(LOGIN, 403, 404, 404, 403, DONE)),
+    "account-drift-check": ("post", {}, row(LOGIN, DONE, 404, 404, 403, DONE)),
+    "account-reconcile": ("post", {}, row(LOGIN, DONE, 404, 404, 403, DONE)),
+    "extension-approve": ("post", {}, row(LOGIN, 403, 404, 404, DONE, DONE)),
+    "extension-reject": ("post", {"comment": "no"}, row(LOGIN, 403, 404, 404, DONE, DONE)),
 }
 CASES = [(name, role) for name in MATRIX for role in ROLES]
 

@@ -23,6 +23,7 @@ BASE_MODULES = {
     "portal",
     "portal.apps",
     "portal.celery",
+    "portal.durations",
     "portal.errors",
     "portal.heartbeats",
     "portal.local",
@@ -39,6 +40,7 @@ RECORDS_MODULES = {
     "accounts_app.roles",
 }
 INTERFACE_MODULES = {
+    "accounts_app.lifecycle_views",  # extend, exempt, drift check and reconcile pages
     "pipelines.cli",  # the management commands' base class and input readers
     "portal.api_errors",
     "portal.metrics",

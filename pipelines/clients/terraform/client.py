@@ -166,6 +166,19 @@ class TerraformClient:
         self._checked(command="plan", args=args)
         return self.show_plan(out_path)
 
+    def drift_plan(self, out_path: Path) -> tuple[PlanSummary, bool]:
+        """``plan -detailed-exitcode -lock=false`` of the live state: (summary, drifted).
+
+        Exit 0: no changes; 2: the live state differs from the code. Without the state
+        lock: a plan never writes state, so the check never holds up a run's apply.
+        """
+        out_path = self._path(out_path)
+        args = ["plan", "-input=false", "-no-color", "-detailed-exitcode", "-lock=false"]
+        outcome = self._run([*args, f"-out={out_path}"])
+        if outcome.returncode not in (0, 2):
+            raise classify_failure(outcome.lines, command="plan", returncode=outcome.returncode)
+        return self.show_plan(out_path), outcome.returncode == 2
+
     def show_plan(self, plan_path: Path) -> PlanSummary:
         """Summarize a saved plan file (``show -json``)."""
         args = ["show", "-json", "-no-color", str(self._path(plan_path))]

@@ -1,0 +1,57 @@
+"""Stage `drift_plan` of a drift-check run: does the live state still match the code?
+
+``terraform plan -detailed-exitcode`` against the account's state, without the state
+lock (a plan writes no state, so a drift check never holds up anyone's apply) and
+without keeping the plan file: a drift check never applies. Its outputs are the plan
+summary (``PlanSummary.to_dict``, addresses and actions only) and ``drifted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.clients.terraform import TerraformError
+from pipelines.stages.base import StageContext
+from pipelines.stages.terraform_support import (
+    backend_for,
+    describe_backend,
+    init_terraform,
+    lay_out_terraform,
+    make_client,
+    register_account_secrets,
+    register_secret_value,
+    sensitive_values,
+    stage_error,
+)
+
+
+def execute(ctx: StageContext) -> dict[str, Any]:
+    register_account_secrets(ctx)
+    backend = backend_for(ctx.account.name)
+    directory = lay_out_terraform(ctx)
+    client = make_client(ctx=ctx, directory=directory, backend=backend)
+    init_terraform(ctx=ctx, client=client, backend=backend)
+    try:
+        summary, drifted = client.drift_plan(ctx.workdir / "drift.bin")
+    except TerraformError as exc:
+        raise stage_error(exc, backend=backend) from exc
+    for value in sensitive_values(summary.raw):
+        register_secret_value(ctx=ctx, value=value)
+    changed = [r for r in summary.resources if r.action != "no-op"]
+    if drifted:
+        ctx.log(
+            f"drift: {summary.add} to add, {summary.change} to change, "
+            f"{summary.replace} to replace, {summary.destroy} to destroy"
+            + (f", outputs {', '.join(summary.output_changes)}" if summary.output_changes else "")
+        )
+        for resource in changed:
+            ctx.log(f"  {resource.action:<8} {resource.address}")
+    else:
+        ctx.log(f"no drift: the live state matches the code ({len(summary.resources)} resources)")
+    data = summary.to_dict()
+    return {
+        **data,
+        "resources": [{"address": r.address, "action": r.action} for r in changed],
+        "drifted": drifted,
+        "backend": describe_backend(backend),
+    }
