@@ -75,7 +75,7 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
 ) -> None:
     owner = UserFactory(username="drift-owner", email="drift-owner@example.com")
     approver = UserFactory(username="drift-approver", roles=["approvers"])
-    account = AccountFactory(name="drifty", blueprint="sandbox", purpose="qa", owner=owner)
+    account = AccountFactory(name="drifty", blueprint="sandbox-infra", purpose="qa", owner=owner)
     provision = wait_for_run(run_services.start_run(account, "provision").pk, timeout=240)
     assert provision.status == RunStatus.SUCCEEDED, provision.explanation
 
