@@ -1,8 +1,10 @@
 """Run the whole portal on this machine: web, Celery worker, Celery beat and a local AWS
 endpoint (moto), each its own process. Ctrl-C stops them all.
 
-Used by `make up`. With no DATABASE_URL and CELERY_BROKER_URL it runs on SQLite and
-a SQLite-file broker under var/; with them set it uses those servers.
+Used by `make up`. With no DATABASE_URL it runs on the embedded PostgreSQL under
+var/postgres, which manage.py started before this command (portal/local_postgres.py)
+and which stops with it; with no CELERY_BROKER_URL the broker is a SQLite file under
+var/. With them set it uses those servers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.local import ensure_local_dirs
+from portal.local import ensure_local_dirs, start_embedded_postgres
 
 STOP_GRACE_SECONDS = 10
 
@@ -37,6 +39,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_local_dirs()
+        # The server manage.py started (a handle on it, to stop it with the others).
+        database = start_embedded_postgres()
         call_command("migrate", interactive=False, verbosity=0)
         credentials = Path(settings.VAR_DIR) / "demo-credentials.txt"
         credentials.unlink(missing_ok=True)
@@ -89,6 +93,9 @@ class Command(BaseCommand):
         finally:
             self._stop_all(processes)
             credentials.unlink(missing_ok=True)
+            if database is not None:
+                database.cleanup()  # stops it, unless another command still uses it
+                self.stdout.write("stopped the embedded PostgreSQL")
 
     def _wait_until_up(self, url: str, processes: dict[str, subprocess.Popen[bytes]]) -> None:
         deadline = time.monotonic() + 60
@@ -104,7 +111,8 @@ class Command(BaseCommand):
 
     def _banner(self, url: str, aws: str, credentials: Path) -> None:
         lines = ["", "=" * 64, f"  Portal:      {url}", f"  Admin:       {url}admin/",
-                 f"  API docs:    {url}api/docs/", f"  AWS (local): {aws}"]  # fmt: skip
+                 f"  API docs:    {url}api/docs/", f"  AWS (local): {aws}",
+                 f"  Database:    {self._database()}"]  # fmt: skip
         if credentials.exists():
             lines += ["  Demo users (passwords shown once):", credentials.read_text().rstrip()]
         else:
@@ -115,6 +123,12 @@ class Command(BaseCommand):
         lines += ["  Ctrl-C stops everything.", "=" * 64, ""]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
+
+    def _database(self) -> str:
+        if settings.PORTAL_EMBEDDED_POSTGRES:
+            return f"embedded PostgreSQL, socket in {settings.PORTAL_EMBEDDED_POSTGRES_DIR}"
+        db = settings.DATABASES["default"]
+        return f"PostgreSQL {db['NAME']} on {db['HOST'] or 'localhost'}"
 
     def _stop_all(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
         for process in processes.values():
