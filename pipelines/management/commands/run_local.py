@@ -41,22 +41,47 @@ class Command(BaseCommand):
         ensure_local_dirs()
         # The server manage.py started (a handle on it, to stop it with the others).
         database = start_embedded_postgres()
-        call_command("migrate", interactive=False, verbosity=0)
         credentials = Path(settings.VAR_DIR) / "demo-credentials.txt"
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            self._run(options=options, credentials=credentials, processes=processes)
+        finally:
+            self._stop_all(processes)
+            credentials.unlink(missing_ok=True)
+            if database is not None:
+                database.cleanup()  # stops it, unless another command still uses it
+                self.stdout.write("stopped the embedded PostgreSQL")
+
+    def _run(
+        self,
+        *,
+        options: dict[str, Any],
+        credentials: Path,
+        processes: dict[str, subprocess.Popen[bytes]],
+    ) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
         credentials.unlink(missing_ok=True)
         call_command("seed_demo", credentials_file=str(credentials))
 
         # The children inherit this process's environment, plus the local AWS endpoint.
         env = dict(os.environ)
         local_aws = not options["no_moto"] and not settings.AWS_ENDPOINT_URL
+        python = sys.executable
         if local_aws:
+            endpoint = f"http://127.0.0.1:{options['moto_port']}"
             env.update(
-                AWS_ENDPOINT_URL=f"http://127.0.0.1:{options['moto_port']}",
+                AWS_ENDPOINT_URL=endpoint,
                 AWS_ACCESS_KEY_ID="local",
                 AWS_SECRET_ACCESS_KEY="local-secret",  # noqa: S106 - moto accepts any key
                 AWS_DEFAULT_REGION=settings.AWS_DEFAULT_REGION,
             )
-        python = sys.executable
+            # First: building the local production makes its private zone there.
+            processes["aws"] = self._start(
+                [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options["moto_port"])],
+                env=env,
+            )
+            self._wait_until_up(url=f"{endpoint}/", name="aws", processes=processes)
+
         bind = f"{options['host']}:{options['port']}"
         commands: dict[str, list[str]] = {
             "web": [python, "-m", "gunicorn", "portal.wsgi", "--bind", bind,
@@ -66,48 +91,42 @@ class Command(BaseCommand):
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO",
                      "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
         }  # fmt: skip
-        if local_aws:
-            commands["aws"] = [
-                python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options["moto_port"]),
-            ]  # fmt: skip
-        processes = {
-            name: subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR, start_new_session=True)
-            for name, argv in commands.items()
-        }
+        for name, argv in commands.items():
+            processes[name] = self._start(argv, env=env)
         stopping = False
 
         def stop(*_: Any) -> None:
             nonlocal stopping
             stopping = True
 
+        self._wait_until_up(url=f"http://{bind}/login/", name="web", processes=processes)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        try:
-            self._wait_until_up(f"http://{bind}/login/", processes)
-            self._banner(f"http://{bind}/", env.get("AWS_ENDPOINT_URL", "real AWS"), credentials)
-            while not stopping:
-                for name, process in processes.items():
-                    if process.poll() is not None:
-                        raise CommandError(f"{name} exited with status {process.returncode}")
-                time.sleep(0.5)
-        finally:
-            self._stop_all(processes)
-            credentials.unlink(missing_ok=True)
-            if database is not None:
-                database.cleanup()  # stops it, unless another command still uses it
-                self.stdout.write("stopped the embedded PostgreSQL")
+        self._banner(f"http://{bind}/", env.get("AWS_ENDPOINT_URL", "real AWS"), credentials)
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    raise CommandError(f"{name} exited with status {process.returncode}")
+            time.sleep(0.5)
 
-    def _wait_until_up(self, url: str, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    def _start(self, argv: list[str], *, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR, start_new_session=True)
+
+    def _wait_until_up(
+        self, *, url: str, name: str, processes: dict[str, subprocess.Popen[bytes]]
+    ) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if processes["web"].poll() is not None:
-                raise CommandError("the web server exited during start-up")
+            if processes[name].poll() is not None:
+                raise CommandError(f"{name} exited during start-up")
             try:
                 with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback URL
                     return
+            except urllib.error.HTTPError:
+                return  # it answers
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
-        raise CommandError(f"the web server did not answer at {url} within 60 s")
+        raise CommandError(f"{name} did not answer at {url} within 60 s")
 
     def _banner(self, url: str, aws: str, credentials: Path) -> None:
         lines = ["", "=" * 64, f"  Portal:      {url}", f"  Admin:       {url}admin/",
