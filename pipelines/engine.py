@@ -146,6 +146,35 @@ def execute_stage(stage_id: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def run_here(
+    run_id: int, *, poll_s: float = 0.5, on_wait: Callable[[StageRun], None] | None = None
+) -> PipelineRun:
+    """Execute the run's stages in this process, one after another, until the run ends or
+    waits for an approver; returns the run as it is then.
+
+    For commands that must finish before any worker runs (``seed_production`` under
+    ``make up``). The stage messages still go to the broker: a worker that claims a
+    stage first runs it and this waits (``on_wait`` is told); a stage this process
+    claims is no longer queued when the worker gets its message, so it does nothing.
+    A stage left running by a process that died (a killed earlier call) is taken over.
+    """
+    while True:
+        run = PipelineRun.objects.get(pk=run_id)
+        if run.status not in ACTIVE_RUN_STATUSES or run.status == RunStatus.WAITING_APPROVAL:
+            return run
+        stage = (
+            run.stages.filter(status__in=[StageStatus.QUEUED, StageStatus.RUNNING])
+            .order_by("position")
+            .first()
+        )
+        if stage is not None and (stage.status == StageStatus.QUEUED or worker_gone(stage) is True):
+            execute_stage(stage.pk)
+            continue
+        if stage is not None and on_wait is not None:
+            on_wait(stage)
+        time.sleep(poll_s)
+
+
 def _context(
     stage: StageRun, *, log: StageLog, redactor: Redactor, heartbeat: Heartbeat, workdir: Path
 ) -> StageContext:

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts_app.models import Account, AccountStatus
+from accounts_app.models import Account, AccountStatus, Purpose
 from pipelines import engine
 from pipelines.blueprints import Blueprint, load_blueprint
 from pipelines.logs import StageLog
@@ -78,12 +78,57 @@ def start_run(
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
     blueprint = load_blueprint(account.blueprint)
+    return _create_run(
+        account=account,
+        blueprint=blueprint,
+        kind=kind,
+        kinds=stages_for(blueprint=blueprint, kind=kind),
+        user=user,
+        trigger=trigger,
+        production_build=False,
+    )
+
+
+def start_production_build(account: Account, *, user: User | None = None) -> PipelineRun:
+    """A provision run of a production account that the portal itself builds (the local
+    production of ``seed_production``), started by an operator at the command line.
+
+    It runs the blueprint's stages but the data ones: production is where clones take
+    their data from, never a clone itself. Any other run on a protected account stays
+    refused (no update, refresh, teardown from the portal's pages or API).
+    """
+    if account.purpose != Purpose.PRODUCTION:
+        raise RunRefused(f"account {account.name} is not a production account")
+    blueprint = load_blueprint(account.blueprint)
+    kinds = [
+        k for k in stages_for(blueprint=blueprint, kind=RunKind.PROVISION) if k not in DATA_STAGES
+    ]
+    return _create_run(
+        account=account,
+        blueprint=blueprint,
+        kind=RunKind.PROVISION,
+        kinds=kinds,
+        user=user,
+        trigger=Trigger.USER,
+        production_build=True,
+    )
+
+
+def _create_run(
+    *,
+    account: Account,
+    blueprint: Blueprint,
+    kind: RunKind,
+    kinds: list[str],
+    user: User | None,
+    trigger: Trigger,
+    production_build: bool,
+) -> PipelineRun:
     config = blueprint.validate_config(account.config)
-    kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)
-            if locked.protected and kind != RunKind.DRIFT_CHECK:
+            if locked.protected and kind != RunKind.DRIFT_CHECK and not production_build:
                 raise RunRefused(f"account {locked.name} is protected: it is never written to")
             holder = engine.active_run_for(locked.pk)
             if holder is not None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from psycopg.conninfo import make_conninfo
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -245,6 +248,33 @@ PORTAL_CONNECTIONS: dict[str, str] = {
     for name, value in os.environ.items()
     if name.startswith(CONNECTION_PREFIX) and value.strip()
 }
+
+
+def _conninfo(database: Mapping[str, Any]) -> str:
+    """A libpq connection string for a Django database entry (HOST may be a socket folder)."""
+    options = database.get("OPTIONS") or {}
+    params = {
+        "host": database.get("HOST"),
+        "port": database.get("PORT"),
+        "user": database.get("USER"),
+        "password": database.get("PASSWORD"),
+        "dbname": database.get("NAME"),
+        "sslmode": options.get("sslmode") if isinstance(options, dict) else None,
+    }
+    return make_conninfo("", **{key: str(value) for key, value in params.items() if value})
+
+
+# The shipped sandbox blueprint clones connection PROD_ORDERS (the local production's
+# orders database, built by `seed_production`) into new databases on SANDBOX_PG. Unless
+# set, both are on the portal's own PostgreSQL server, so every process (web, worker,
+# commands) finds the same ones; nothing is recorded at run time.
+_PORTAL_DB = _conninfo(DATABASES["default"])
+PORTAL_CONNECTIONS.setdefault("SANDBOX_PG", _PORTAL_DB)
+PORTAL_CONNECTIONS.setdefault(
+    "PROD_ORDERS", make_conninfo(_PORTAL_DB, dbname=f"{DATABASES['default']['NAME']}_prod_orders")
+)
+# Rows of generated data in the local production's database (customers, orders, payments).
+PORTAL_DEMO_PRODUCTION_ROWS = env_int("PORTAL_DEMO_PRODUCTION_ROWS", 100_000)
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
 PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)
 PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") or 300)

@@ -37,6 +37,9 @@ SOURCE_DB = f"dbclone_src_{_TOKEN}"
 # The master user of the test RDS instances: a role of the local server for the session.
 RDS_MASTER_USER = f"rds_master_{_TOKEN}"
 RESOLVER = "tests.clone_env.LocalRdsServer"
+# The shipped sandbox's connections (PROD_ORDERS, SANDBOX_PG): this session's own
+# production database on the local server, which seed_production builds.
+PRODUCTION_DB = f"prod_orders_{_TOKEN}"
 
 
 def rds_standin_database(database: str) -> str:
@@ -67,7 +70,16 @@ class LocalRdsServer:
 
 
 def connections() -> dict[str, str]:
-    return {"DBCLONE_SRC": pg.with_dbname(ADMIN_URL, SOURCE_DB), "DBCLONE_TGT": ADMIN_URL}
+    return {
+        "DBCLONE_SRC": pg.with_dbname(ADMIN_URL, SOURCE_DB),
+        "DBCLONE_TGT": ADMIN_URL,
+        **production_connections(),
+    }
+
+
+def production_connections() -> dict[str, str]:
+    """The shipped sandbox blueprint's source and target, for this session."""
+    return {"PROD_ORDERS": pg.with_dbname(ADMIN_URL, PRODUCTION_DB), "SANDBOX_PG": ADMIN_URL}
 
 
 def clone_env() -> dict[str, str]:

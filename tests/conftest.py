@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pipelines.models import PipelineRun, RunStatus
-from tests.clone_env import clone_env
+from tests.clone_env import clone_env, production_connections
 from tests.factories import UserFactory
 
 pytest_plugins = ["tests.conftest_moto"]
@@ -117,6 +117,8 @@ def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
+    # The session's own production database, never the defaults' (the portal's server).
+    settings.PORTAL_CONNECTIONS = {**settings.PORTAL_CONNECTIONS, **production_connections()}
 
 
 @pytest.fixture(autouse=True)

@@ -553,6 +553,31 @@ def _fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
 
+def ensure_private_zone(
+    *, session: Session, name: str, caller_reference: str, log: LogFn = _noop_log
+) -> str:
+    """The id of the private hosted zone ``name`` made with ``caller_reference``, created
+    once: Route 53 keeps several zones of one name (one per network), and the caller
+    reference says which is ours, so the lookup comes first (a retry makes no second)."""
+    fqdn = _fqdn(name)
+    client = session.route53()
+    with aws_call(f"looking up the private zone {name}"):
+        listed = client.list_hosted_zones_by_name(DNSName=fqdn, MaxItems="100")
+    for zone in listed.get("HostedZones", []):
+        if _fqdn(str(zone["Name"])) == fqdn and zone.get("CallerReference") == caller_reference:
+            log(f"private zone {name} exists: {zone['Id']}")
+            return str(zone["Id"])
+    with aws_call(f"creating the private zone {name}"):
+        created = client.create_hosted_zone(
+            Name=fqdn,
+            CallerReference=caller_reference,
+            HostedZoneConfig={"Comment": "made by the portal", "PrivateZone": True},
+        )
+    zone_id = str(created["HostedZone"]["Id"])
+    log(f"private zone {name} created: {zone_id}")
+    return zone_id
+
+
 def upsert_record(
     *,
     session: Session,

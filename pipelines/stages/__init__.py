@@ -23,7 +23,9 @@ STAGE_KINDS: dict[str, str] = {
 }
 
 # Built-in hooks a blueprint may name under hooks.pre / hooks.post.
-BUILTIN_HOOKS: frozenset[str] = frozenset({"aws.create_account", "aws.assume_role"})
+BUILTIN_HOOKS: frozenset[str] = frozenset(
+    {"aws.create_account", "aws.assume_role", "aws.private_zone"}
+)
 
 
 def executor_for(kind: str) -> Executor:

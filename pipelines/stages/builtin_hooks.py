@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipelines.clients import aws
+from pipelines.dbclone.dns import session_for
 from pipelines.stages.base import StageContext, StageError
+
+# Where aws.private_zone records its zone: the outputs dns_cutover reads, as if
+# Terraform had made the zone (a blueprint whose Terraform makes it outputs the same).
+ZONE_ID_OUTPUT = "private_zone_id"
+ZONE_NAME_OUTPUT = "private_zone_name"
 
 
 def run_builtin_hook(*, name: str, ctx: StageContext) -> dict[str, str]:
@@ -24,6 +30,32 @@ def run_builtin_hook(*, name: str, ctx: StageContext) -> dict[str, str]:
                     retryable=False,
                 )
             return aws.hook_assume_role(cloud_account_id=ctx.account.cloud_account_id, log=ctx.log)
+        if name == "aws.private_zone":
+            return _private_zone(ctx)
     except aws.AwsError as exc:
         raise StageError(f"{name}: {exc.explanation}", retryable=exc.retryable) from exc
     raise StageError(f"unknown built-in hook {name!r}", retryable=False)
+
+
+def _private_zone(ctx: StageContext) -> dict[str, str]:
+    """The Route 53 private zone of the config's ``dns_zone`` (in the account's cloud
+    account, else the builder's), made once and recorded as the account's outputs
+    ``private_zone_id`` and ``private_zone_name``, where dns_cutover finds it."""
+    zone = str(ctx.config.get("dns_zone") or "").rstrip(".")
+    if not zone:
+        raise StageError(
+            "aws.private_zone needs the account's config to have a dns_zone", retryable=False
+        )
+    zone_id = aws.ensure_private_zone(
+        session=session_for(ctx),
+        name=zone,
+        caller_reference=f"portal:{ctx.account.name}:{zone}",
+        log=ctx.log,
+    )
+    recorded = {
+        ZONE_ID_OUTPUT: {"value": zone_id, "sensitive": False, "type": "string"},
+        ZONE_NAME_OUTPUT: {"value": zone, "sensitive": False, "type": "string"},
+    }
+    ctx.records.record(outputs={**ctx.account.outputs, **recorded})
+    ctx.account = replace(ctx.account, outputs={**ctx.account.outputs, **recorded})
+    return {ZONE_ID_OUTPUT: zone_id, ZONE_NAME_OUTPUT: zone}

@@ -53,8 +53,9 @@ def test_sales_requests_a_sandbox_demo_admin_approves_and_sales_watches_it_build
     sales = new_page()
     log_in(sales, "sam-sales")
     sales.click("text=Request an account")
-    sales.click("a:has-text('Choose sandbox')")
-    sales.wait_for_url("**/request/sandbox/")
+    # The shipped sandbox's form and Terraform, without its database (no production data here).
+    sales.click("a[href$='/request/sandbox-infra/']")
+    sales.wait_for_url("**/request/sandbox-infra/")
     sales.fill("#id_name", "acme-demo")
     sales.select_option("#id_purpose", "loadtest")  # the expiry follows the purpose's policy
     assert (

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def test_expired_account_is_torn_down_without_asking(celery_worker, wait_for_run) -> None:
-    account = AccountFactory(blueprint="sandbox", purpose="demo")
+    # The shipped sandbox's Terraform without its database (no production data here).
+    account = AccountFactory(blueprint="sandbox-infra", purpose="demo")
     provision = wait_for_run(services.start_run(account, "provision").pk, timeout=240)
     assert provision.status == RunStatus.SUCCEEDED, provision.explanation
 
@@ -48,7 +49,7 @@ def test_expired_account_is_torn_down_without_asking(celery_worker, wait_for_run
 
 
 def test_teardown_asked_by_a_user_waits_for_approval(celery_worker, wait_for_run) -> None:
-    account = AccountFactory(blueprint="sandbox")
+    account = AccountFactory(blueprint="sandbox-infra")
     assert wait_for_run(services.start_run(account, "provision").pk, timeout=240).status == (
         RunStatus.SUCCEEDED
     )

@@ -77,7 +77,8 @@ def test_sandbox_provision_update_replace_reject_then_approve(
     celery_worker, wait_for_run, settings
 ) -> None:
     name = _unique("sbx")
-    account = AccountFactory(name=name, blueprint="sandbox")
+    # The shipped sandbox's Terraform without its database stages (no production data here).
+    account = AccountFactory(name=name, blueprint="sandbox-infra")
     approver = UserFactory(username=_unique("approver"))
     config = account.config
     databases = [s["name"] for s in config["services"] if s.get("database")]

@@ -434,7 +434,9 @@ def test_teardown_needs_its_confirmation_box(sales: Any) -> None:
 
 
 def test_refresh_data_is_offered_only_for_blueprints_with_databases(sales: Any) -> None:
-    sandbox = AccountFactory(name="acme-nodb", owner=sales, status="ready")
+    sandbox = AccountFactory(
+        name="acme-nodb", owner=sales, status="ready", blueprint="sandbox-infra"
+    )
     with_db = AccountFactory(name="acme-db", owner=sales, status="ready", blueprint="logical-data")
     client = client_for(sales)
 

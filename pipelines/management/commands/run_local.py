@@ -1,10 +1,12 @@
 """Run the whole portal on this machine: web, Celery worker, Celery beat and a local AWS
 endpoint (moto), each its own process. Ctrl-C stops them all.
 
-Used by `make up`. With no DATABASE_URL it runs on the embedded PostgreSQL under
-var/postgres, which manage.py started before this command (portal/local_postgres.py)
-and which stops with it; with no CELERY_BROKER_URL the broker is a SQLite file under
-var/. With them set it uses those servers.
+Used by `make up`. Before web, worker and beat start it migrates, seeds the demo users
+(seed_demo) and builds the local production to clone (seed_production). With no
+DATABASE_URL it runs on the embedded PostgreSQL under var/postgres, which manage.py
+started before this command (portal/local_postgres.py) and which stops with it; with no
+CELERY_BROKER_URL the broker is a SQLite file under var/. With them set it uses those
+servers.
 """
 
 from __future__ import annotations
@@ -81,6 +83,15 @@ class Command(BaseCommand):
                 env=env,
             )
             self._wait_until_up(url=f"{endpoint}/", name="aws", processes=processes)
+
+        # The local production to clone (seed_production): provisioned through the portal,
+        # so its Terraform state is in the portal's backend, and its orders database filled
+        # with generated data; idempotent. A child process, so it sees the AWS endpoint.
+        seeded = subprocess.run(
+            [python, "manage.py", "seed_production"], env=env, cwd=settings.BASE_DIR, check=False
+        )
+        if seeded.returncode != 0:
+            raise CommandError(f"seed_production exited with status {seeded.returncode}")
 
         bind = f"{options['host']}:{options['port']}"
         commands: dict[str, list[str]] = {
