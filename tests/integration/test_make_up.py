@@ -39,7 +39,9 @@ from portal.local_postgres import POSTGRES_BIN_PATH
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS = 3000  # of generated production data: enough to mean something, quick to clone
+# Rows of generated production data: enough to mean something, quick to clone. Set
+# MAKE_UP_TEST_ROWS=100000 to time the default size.
+ROWS = int(os.environ.get("MAKE_UP_TEST_ROWS") or 3000)
 BANNER_END = "Ctrl-C stops everything."
 START_TIMEOUT = 420  # first start: initdb, migrations, the local production's provision
 READY_TIMEOUT = 600
@@ -242,6 +244,35 @@ def running(pid: int) -> bool:
         return False
 
 
+def local_processes(portal: Portal, var: Path) -> set[int]:
+    """Every process of the local run: run_local, its children and the PostgreSQL server."""
+    postmaster = int((var / "postgres" / "postmaster.pid").read_text().split()[0])
+    pids = {
+        portal.proc.pid,
+        postmaster,
+        *(p.pid for p in psutil.Process(portal.proc.pid).children(recursive=True)),
+        *(p.pid for p in psutil.Process(postmaster).children(recursive=True)),
+    }
+    names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in pids)
+    for process in ("gunicorn", "worker", "beat", "moto.server", "postgres"):
+        assert process in names
+    return pids
+
+
+def stop(portal: Portal, pids: set[int]) -> None:
+    """Ctrl-C, then every process of the run is gone."""
+    if portal.proc.poll() is not None or not pids:
+        portal.kill()
+        pytest.fail(f"run_local did not run to the end:\n{portal.tail()}")
+    status = portal.ctrl_c()
+    print(portal.tail(4))
+    assert status == 0, portal.tail()
+    deadline = time.monotonic() + 15
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in pids if running(pid)] == []
+
+
 @pytest.fixture
 def workspace() -> Iterator[Path]:
     """A folder that others may read and search, as a project folder usually is."""
@@ -269,24 +300,16 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
     modes_before = folder_modes(workspace, POSTGRES_BIN_PATH, Path.home())
     checkout_before = tree_snapshot(ROOT)
 
+    started = time.monotonic()
     portal = Portal(repo=repo, env=env, log=workspace / "run_local.log")
     pids: set[int] = set()
     try:
         portal.wait_for_banner()
+        print(f"\nmake up: first start to the banner: {time.monotonic() - started:.1f} s")
         credentials = dict(
             line.split() for line in (var / "demo-credentials.txt").read_text().splitlines()
         )
-        # Every process of the local run: run_local's children and the PostgreSQL server.
-        postmaster = int((var / "postgres" / "postmaster.pid").read_text().split()[0])
-        pids = {
-            portal.proc.pid,
-            postmaster,
-            *(p.pid for p in psutil.Process(portal.proc.pid).children(recursive=True)),
-            *(p.pid for p in psutil.Process(postmaster).children(recursive=True)),
-        }
-        names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in pids)
-        for process in ("gunicorn", "worker", "beat", "moto.server", "postgres"):
-            assert process in names
+        pids = local_processes(portal, var)
 
         # sales asks for a demo sandbox through the form, with the form's own defaults.
         sales = log_in(url=portal.url, username="sales", password=credentials["sales"])
@@ -319,7 +342,8 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
             assert time.monotonic() < deadline, explain(sales, url=portal.url, account=account)
             time.sleep(1)
         ready_after = time.monotonic() - submitted
-        print(f"\nmake up: from Submit to a ready demo sandbox with its data: {ready_after:.1f} s")
+        print(f"make up: from Submit to a ready demo sandbox with its data ({ROWS} rows): "
+              f"{ready_after:.1f} s")  # fmt: skip
 
         # Masked production data in the clone: no row keeps the source value of a masked
         # column, and no source value of one is anywhere in the clone, but for the names
@@ -376,18 +400,21 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
         for check in report["checks"]:
             print(f"parity: {check['status']} {check['path']}: {check.get('reason') or ''}")
     finally:
-        if portal.proc.poll() is None and pids:
-            status = portal.ctrl_c()
-        else:
-            portal.kill()
-            status = None
-        print(portal.tail(15))
+        stop(portal, pids)
 
-    assert status == 0, portal.tail()
-    deadline = time.monotonic() + 15
-    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [pid for pid in pids if running(pid)] == []
+    # A second `make up` on the same folder starts on what the first left: nothing rebuilt.
+    again = Portal(repo=repo, env=env, log=workspace / "run_local-2.log")
+    pids = set()
+    try:
+        again.wait_for_banner()
+        pids = local_processes(again, var)
+        assert any("are already there: nothing changed" in line for line in again.lines)
+        sales = log_in(url=again.url, username="sales", password=credentials["sales"])
+        account = sales.get(f"{again.url}/api/v1/accounts/{account_id}/", timeout=30).json()
+        assert account["status"] == "ready"
+    finally:
+        stop(again, pids)
+
     # Nothing outside the test's folders changed: no folder mode, nothing in the checkout,
     # no lock in the user's runtime folder.
     assert folder_modes(workspace, POSTGRES_BIN_PATH, Path.home()) == modes_before
