@@ -420,3 +420,5 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
     assert folder_modes(workspace, POSTGRES_BIN_PATH, Path.home()) == modes_before
     assert tree_snapshot(ROOT) == checkout_before
     assert runtime_dir.exists() == had_runtime_dir
+    # and nothing in the home folder the processes had.
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []

@@ -47,6 +47,8 @@ class Command(BaseCommand):
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             self._run(options=options, credentials=credentials, processes=processes)
+        except KeyboardInterrupt:
+            self.stdout.write("interrupted during start-up")  # Ctrl-C before the banner
         finally:
             self._stop_all(processes)
             credentials.unlink(missing_ok=True)
@@ -96,7 +98,8 @@ class Command(BaseCommand):
         bind = f"{options['host']}:{options['port']}"
         commands: dict[str, list[str]] = {
             "web": [python, "-m", "gunicorn", "portal.wsgi", "--bind", bind,
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-"],
+                    "--workers", "2", "--threads", "4", "--access-logfile", "-",
+                    "--no-control-socket"],  # else a socket in ~/.gunicorn, one for all runs
             "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel=INFO",
                        "--concurrency=2", "--without-gossip", "--without-mingle"],
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO",
