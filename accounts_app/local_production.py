@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-
 from accounts_app.models import Account, AccountStatus, Purpose
 from accounts_app.production import system_user
 from pipelines import engine
@@ -31,7 +29,7 @@ from pipelines.clients import postgres as pg
 from pipelines.dbclone import endpoints
 from pipelines.dbclone.production_data import SeedResult, seed
 from pipelines.models import ACTIVE_RUN_STATUSES, PipelineRun, RunKind, RunStatus, StageRun
-from pipelines.services import start_production_build
+from pipelines.services import RunConflict, start_production_build
 from portal.errors import PortalError
 
 BLUEPRINT = "sandbox"
@@ -108,18 +106,18 @@ def seed_production(*, rows: int, log: LogFn, poll_s: float = 0.5) -> LocalProdu
 
 
 def _production_account(*, name: str, config: dict[str, Any]) -> Account:
-    with transaction.atomic():
-        account = Account.objects.select_for_update().filter(name=name).first()
-        if account is None:
-            return Account.objects.create(
-                name=name,
-                blueprint=BLUEPRINT,
-                purpose=Purpose.PRODUCTION,
-                protected=True,
-                owner=system_user(),
-                config=config,
-                status=AccountStatus.PROVISIONING,
-            )
+    # get_or_create: a second seed_production racing this one gets the same account.
+    account, _ = Account.objects.get_or_create(
+        name=name,
+        defaults={
+            "blueprint": BLUEPRINT,
+            "purpose": Purpose.PRODUCTION,
+            "protected": True,
+            "owner": system_user(),
+            "config": config,
+            "status": AccountStatus.PROVISIONING,
+        },
+    )
     if account.blueprint != BLUEPRINT or account.purpose != Purpose.PRODUCTION:
         raise LocalProductionError(
             f"account {name!r} exists as a {account.purpose} account of blueprint "
@@ -145,8 +143,13 @@ def _build(*, account: Account, log: LogFn, poll_s: float) -> PipelineRun | None
         log(f"{account.name} is registered as it is (account_register): not built here")
         return None
     else:
-        run = start_production_build(account)
-        log(f"building {account.name}: run #{run.pk}")
+        try:
+            run = start_production_build(account)
+            log(f"building {account.name}: run #{run.pk}")
+        except RunConflict as exc:
+            # Another seed_production started it a moment ago: follow that one.
+            run = PipelineRun.objects.get(pk=exc.holder_id)
+            log(f"run #{run.pk} of {account.name} is under way: following it")
 
     told: set[int] = set()
 

@@ -92,11 +92,13 @@ _FIRST = (
     "Chloe", "Yusuf", "Hana", "Marco", "Zara", "Tomasz", "Ingrid", "Kwame", "Lucia", "Arjun",
     "Nina", "Omar",
 )  # fmt: skip
+# None of these is in the masking's own name lists (pipelines.dbclone.masking), so no
+# masked name can be a production name by chance.
 _LAST = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Martinez",
-    "Lopez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee",
-    "Okafor", "Nakamura", "Novak", "Schmidt", "Rossi", "Dubois", "Kowalski", "Haddad", "Silva",
-    "Jensen", "Petrov", "Kaur", "Nguyen", "Fischer",
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Harris", "Miller", "Davis", "Martinez",
+    "Clark", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee",
+    "Lewis", "Walker", "Hall", "Allen", "Wright", "King", "Scott", "Haddad", "Green",
+    "Baker", "Adams", "Nelson", "Campbell", "Mitchell",
 )  # fmt: skip
 _STREETS = (
     "Main Street", "Oak Avenue", "Maple Drive", "Cedar Lane", "Elm Street", "Park Road",

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts_app.local_production import production_config
 from accounts_app.models import Account, AccountStatus, Purpose
 from accounts_app.production import system_user
+from accounts_app.services import start_account_run
 from pipelines import services
 from pipelines.blueprints import load_blueprint
 from pipelines.clients import postgres as pg
@@ -141,7 +142,7 @@ def test_seed_production_builds_prod_through_the_portal_then_changes_nothing(
     assert rows_of(PRODUCTION_URL, "SELECT count(*) FROM customers") == [(counts["customers"],)]
 
 
-def test_a_killed_build_is_finished_by_the_next_call() -> None:
+def test_a_killed_build_is_finished_by_the_next_call(moto_server: str) -> None:
     # The first call was killed while its pre_hooks stage ran: the process is gone.
     prod = Account.objects.create(
         name="prod",
@@ -168,6 +169,9 @@ def test_a_killed_build_is_finished_by_the_next_call() -> None:
     assert run.status == RunStatus.SUCCEEDED, explain(run)
     assert PipelineRun.objects.filter(account=prod).count() == 1  # finished, not started over
     assert Account.objects.get(pk=prod.pk).status == AccountStatus.READY
+    # Built again in this session, still one private zone (found by its caller reference).
+    zone = private_zone(moto_server=moto_server, account="prod", zone="prod.internal")
+    assert Account.objects.get(pk=prod.pk).outputs["private_zone_id"]["value"] == zone["Id"]
 
 
 def test_production_accounts_still_refuse_every_other_run() -> None:
@@ -267,7 +271,9 @@ def test_a_demo_sandbox_of_the_local_production_has_masked_data_dns_and_parity(
     assert report["data_age_hours"] is not None and report["data_age_hours"] < 1
 
     # Refresh data: a new clone, the DNS record still points at it, the old clone gone.
-    refresh = wait_for_run(services.start_run(account, RunKind.REFRESH_DATA).pk, timeout=180)
+    # (what the account page's "Refresh data from production" and the API start)
+    started = start_account_run(account=account, kind=RunKind.REFRESH_DATA, user=account.owner)
+    refresh = wait_for_run(started.pk, timeout=180)
     assert refresh.status == RunStatus.SUCCEEDED, explain(refresh)
     account.refresh_from_db()
     second = account.endpoints["orders"]["database"]
