@@ -33,7 +33,6 @@ import pytest
 import requests
 from psycopg import sql
 
-from pipelines.dbclone.masking import name_table
 from portal.local_postgres import POSTGRES_BIN_PATH
 
 pytestmark = pytest.mark.integration
@@ -237,6 +236,33 @@ def explain(session: requests.Session, *, url: str, account: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
+def assert_masked(*, socket_dir: Path, clone_db: str) -> None:
+    """The clone has production's rows, and no source value of a masked column."""
+    host = str(socket_dir)
+    with (
+        psycopg.connect(host=host, user="postgres", dbname=clone_db) as clone,
+        psycopg.connect(host=host, user="postgres", dbname="portal_prod_orders") as src,
+    ):
+        for table, columns in MASKED_COLUMNS.items():
+            for column in columns:
+                select = sql.SQL("SELECT id, {} FROM {}").format(
+                    sql.Identifier(column), sql.Identifier(table)
+                )
+                source = dict(src.execute(select).fetchall())
+                cloned = dict(clone.execute(select).fetchall())
+                assert source and len(cloned) == len(source), f"{table}: {len(cloned)} rows"
+                kept = [key for key, value in source.items()
+                        if value is not None and cloned.get(key) == value]  # fmt: skip
+                assert not kept, f"{table}.{column} kept its value in rows {kept[:5]}"
+                leaked = (set(source.values()) & set(cloned.values())) - {None}
+                assert not leaked, f"{table}.{column}: {sorted(leaked)[:5]}"
+
+
+def databases(socket_dir: Path) -> set[str]:
+    with psycopg.connect(host=str(socket_dir), user="postgres", dbname="postgres") as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
 def running(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -346,28 +372,9 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
               f"{ready_after:.1f} s")  # fmt: skip
 
         # Masked production data in the clone: no row keeps the source value of a masked
-        # column, and no source value of one is anywhere in the clone, but for the names
-        # the `name` rule itself picks from its list (a generated name may be on it too).
+        # column, and no source value of one is anywhere in the clone.
         clone_db = account["endpoints"]["orders"]["database"]
-        socket_dir = str(var / "postgres")
-        picked_names = {name for row in name_table(None) for name in row}
-        with (
-            psycopg.connect(host=socket_dir, user="postgres", dbname=clone_db) as clone,
-            psycopg.connect(host=socket_dir, user="postgres", dbname="portal_prod_orders") as src,
-        ):
-            for table, columns in MASKED_COLUMNS.items():
-                for column in columns:
-                    select = sql.SQL("SELECT id, {} FROM {}").format(
-                        sql.Identifier(column), sql.Identifier(table)
-                    )
-                    source = dict(src.execute(select).fetchall())
-                    cloned = dict(clone.execute(select).fetchall())
-                    assert source and len(cloned) == len(source), f"{table}: {len(cloned)} rows"
-                    kept = [key for key, value in source.items()
-                            if value is not None and cloned.get(key) == value]  # fmt: skip
-                    assert not kept, f"{table}.{column} kept its value in rows {kept[:5]}"
-                    leaked = (set(source.values()) & set(cloned.values())) - {None}
-                    assert not leaked - picked_names, f"{table}.{column}: {sorted(leaked)[:5]}"
+        assert_masked(socket_dir=var / "postgres", clone_db=clone_db)
 
         # A DNS record in the sandbox's private zone, on the local AWS endpoint.
         route53 = boto3.client(
@@ -399,6 +406,31 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
         assert allowed.get("cidr"), report["checks"]
         for check in report["checks"]:
             print(f"parity: {check['status']} {check['path']}: {check.get('reason') or ''}")
+
+        # "Refresh data from production" on the account page: a new masked clone, the
+        # record kept, the previous clone dropped.
+        page = sales.get(f"{portal.url}/accounts/{account_id}/", timeout=30).text
+        refresh = form_fields(page, f"/accounts/{account_id}/runs/")
+        refreshed = csrf_post(
+            sales,
+            f"{portal.url}/accounts/{account_id}/runs/",
+            {**dict(refresh.fields), "kind": "refresh-data"},
+        )
+        assert refreshed.ok and "/runs/" in refreshed.url, refreshed.url
+        run_url = refreshed.url.replace(portal.url, f"{portal.url}/api/v1").rstrip("/") + "/"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (run := sales.get(run_url, timeout=30).json())["status"] != "succeeded":
+            assert run["status"] not in {"failed", "cancelled"}, run
+            assert time.monotonic() < deadline, run
+            time.sleep(1)
+        assert run["kind"] == "refresh-data"
+        account = sales.get(detail_url, timeout=30).json()
+        new_db = account["endpoints"]["orders"]["database"]
+        assert new_db != clone_db
+        assert_masked(socket_dir=var / "postgres", clone_db=new_db)
+        assert clone_db not in databases(var / "postgres")
+        records = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        assert record_name in {r["Name"] for r in records}
     finally:
         stop(portal, pids)
 
