@@ -376,6 +376,16 @@ def test_make_up_on_a_fresh_clone_reaches_a_masked_demo_sandbox_with_dns_and_par
         clone_db = account["endpoints"]["orders"]["database"]
         assert_masked(socket_dir=var / "postgres", clone_db=clone_db)
 
+        # Terraform state in the portal's database, as in production: one schema an account.
+        with psycopg.connect(host=str(var / "postgres"), user="postgres", dbname="portal") as db:
+            states = {
+                schema: db.execute(
+                    sql.SQL("SELECT count(*) FROM {}.states").format(sql.Identifier(schema))
+                ).fetchone()
+                for schema in ("tfstate_prod", "tfstate_acme_demo")
+            }
+        assert states == {"tfstate_prod": (1,), "tfstate_acme_demo": (1,)}
+
         # A DNS record in the sandbox's private zone, on the local AWS endpoint.
         route53 = boto3.client(
             "route53",
