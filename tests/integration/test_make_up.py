@@ -35,7 +35,9 @@ from psycopg import sql
 
 from portal.local_postgres import POSTGRES_BIN_PATH
 
-pytestmark = pytest.mark.integration
+# Two starts of every process, a provision and a refresh: on a loaded machine this may take
+# longer than the suite's 300 s limit (about 70-140 s seen here).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # Rows of generated production data: enough to mean something, quick to clone. Set
