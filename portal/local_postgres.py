@@ -18,6 +18,7 @@ in that runtime folder and loosen it too).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import stat
@@ -110,6 +111,16 @@ def start(*, data_dir: Path, database: str, euid: int) -> PostgresServer:
     server = get_server(data_dir, cleanup_mode="stop")
     create_database(data_dir=data_dir, database=database)
     return server
+
+
+def stop(server: PostgresServer) -> None:
+    """Leave the server now: it stops unless another process still uses it.
+
+    The package also leaves it when this process exits; that second call would only
+    take the lock file again, so it is dropped.
+    """
+    server.cleanup()
+    atexit.unregister(server._cleanup)
 
 
 def forget_dead_handles(data_dir: Path) -> None:

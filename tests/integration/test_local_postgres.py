@@ -108,7 +108,7 @@ def test_the_server_starts_makes_the_database_and_changes_no_folder_mode(
         # The package's lock sits beside the data, not in the user's runtime folder.
         assert (open_folder / "var" / "postgres-run" / ".lockfile").exists()
     finally:
-        server.cleanup()
+        local_postgres.stop(server)
 
     assert modes(data_dir.parent, POSTGRES_BIN_PATH) == before
     assert not local_postgres.socket_path(data_dir).exists()  # stopped
@@ -121,14 +121,14 @@ def test_a_user_that_died_without_stopping_does_not_keep_the_server_up(
     data_dir = open_folder / "var" / "postgres"
     data_dir.parent.mkdir()
     server = local_postgres.start(data_dir=data_dir, database="portal", euid=os.geteuid())
-    server.cleanup()
+    local_postgres.stop(server)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     # A run_local killed with SIGKILL leaves its pid in the package's list of users.
     (data_dir / local_postgres.HANDLES_FILE).write_text(f"[{int(dead.stdout)}]")
 
     server = local_postgres.start(data_dir=data_dir, database="portal", euid=os.geteuid())
-    server.cleanup()
+    local_postgres.stop(server)
 
     assert not local_postgres.socket_path(data_dir).exists()  # stopped: the last user left
 

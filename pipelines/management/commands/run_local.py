@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from portal import local_postgres
 from portal.local import ensure_local_dirs, start_embedded_postgres
 
 STOP_GRACE_SECONDS = 10
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             self._stop_all(processes)
             credentials.unlink(missing_ok=True)
             if database is not None:
-                database.cleanup()  # stops it, unless another command still uses it
+                local_postgres.stop(database)  # unless another command still uses it
                 self.stdout.write("stopped the embedded PostgreSQL")
 
     def _run(
