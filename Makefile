@@ -58,4 +58,4 @@ bench-clone: install
 	$(PY) manage.py bench_clone --rows 1000000
 
 clean:
-	rm -rf var/work var/tfstate test-artifacts
+	rm -rf var/work test-artifacts

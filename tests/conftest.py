@@ -117,7 +117,6 @@ def var_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _portal_dirs(settings: Any, blueprints_root: Path, var_root: Path) -> None:
     settings.PORTAL_BLUEPRINTS_DIR = blueprints_root
     settings.PORTAL_WORK_DIR = var_root / "work"
-    settings.PORTAL_TF_STATE_DIR = var_root / "tfstate"
     # The session's own production database, never the defaults' (the portal's server).
     settings.PORTAL_CONNECTIONS = {**settings.PORTAL_CONNECTIONS, **production_connections()}
 
@@ -156,20 +155,16 @@ def worker_env(
     db = settings.DATABASES["default"]
     env = dict(os.environ)  # moto_server has put AWS_ENDPOINT_URL and dummy keys here
     env.update(clone_env())
-    if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:
-        user = db.get("USER") or ""
-        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-        host = db.get("HOST") or "127.0.0.1"
-        port = db.get("PORT") or 5432
-        env["DATABASE_URL"] = f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    env["DATABASE_URL"] = f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     # Fast beats, so the reaper test need not wait long for a heartbeat to go stale.
     env["PORTAL_HEARTBEAT_SECONDS"] = "1"
     env["PORTAL_BLUEPRINTS_DIR"] = str(blueprints_root)
     env["PORTAL_WORK_DIR"] = str(var_root / "work")
-    env["PORTAL_TF_STATE_DIR"] = str(var_root / "tfstate")
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the same settings as this session
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -797,8 +797,11 @@ def _tool_env(url: str) -> tuple[str, dict[str, str]]:
 
 
 def _located(args: list[str]) -> list[str]:
-    """The tool found on the worker's PATH: the child's own PATH is the minimal one."""
-    return [shutil.which(args[0]) or args[0], *args[1:]]
+    """The tool in ``PORTAL_PG_BIN_DIR``, else on the worker's PATH (the child's own PATH
+    is the minimal one)."""
+    folder = str(django_settings.PORTAL_PG_BIN_DIR or "")
+    found = shutil.which(args[0], path=folder) if folder else shutil.which(args[0])
+    return [found or args[0], *args[1:]]
 
 
 def _run_tool(*, args: list[str], url: str, what: str) -> None:

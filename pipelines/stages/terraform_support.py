@@ -1,9 +1,8 @@
 """What the plan and apply stages share: where state lives, laying out files, the client.
 
 The backend is the portal's choice, never the blueprint's: Terraform's ``pg`` backend
-in the portal's own PostgreSQL (one schema per account) when the portal runs on
-PostgreSQL, so every worker on every machine sees the same state; else a local state
-file under ``PORTAL_TF_STATE_DIR/<account>/`` (the single-machine SQLite set-up).
+in the portal's own PostgreSQL (one schema per account), so every worker on every
+machine sees the same state.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from django.db import connection
 from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines.clients.terraform import (
     Backend,
-    LocalBackend,
     PgBackend,
     TerraformClient,
     TerraformError,
@@ -52,12 +50,6 @@ def state_schema(account_name: str) -> str:
     ``[a-z0-9_]``: a valid PostgreSQL identifier that needs no quoting.
     """
     return "tfstate_" + _checked_account_name(account_name).replace("-", "_")
-
-
-def local_state_path(account_name: str) -> Path:
-    """``PORTAL_TF_STATE_DIR/<name>/terraform.tfstate``: the name as is, valid names only."""
-    name = _checked_account_name(account_name)
-    return (Path(settings.PORTAL_TF_STATE_DIR) / name / "terraform.tfstate").resolve()
 
 
 def _checked_account_name(account_name: str) -> str:
@@ -100,13 +92,11 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def backend_for(account_name: str) -> Backend:
-    if settings.DATABASE_IS_POSTGRES:
-        return PgBackend(
-            conn_str=pg_conn_str(settings.DATABASES["default"]),
-            schema_name=state_schema(account_name),
-        )
-    return LocalBackend(local_state_path(account_name))
+def backend_for(account_name: str) -> PgBackend:
+    return PgBackend(
+        conn_str=pg_conn_str(settings.DATABASES["default"]),
+        schema_name=state_schema(account_name),
+    )
 
 
 def describe_backend(backend: Backend) -> dict[str, str]:

@@ -17,7 +17,7 @@ from django.core.management import call_command
 
 from accounts_app.models import Account
 from tests.conftest import token_client
-from tests.factories import SANDBOX_CONFIG, UserFactory
+from tests.factories import SANDBOX_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -117,7 +117,6 @@ def test_the_account_model_refuses_a_name_with_a_trailing_newline(sally: Any) ->
 
 
 def test_account_provision_refuses_a_name_with_a_trailing_newline(tmp_path: Path) -> None:
-    UserFactory(username="admin")
     config = tmp_path / "config.yaml"
     config.write_text("label: fine\n")
     code, _, err = run_command(
@@ -131,7 +130,6 @@ def test_account_provision_refuses_a_name_with_a_trailing_newline(tmp_path: Path
 
 @pytest.mark.parametrize("command", ["blueprint_render", "blueprint_plan", "account_provision"])
 def test_a_yaml_bomb_is_refused_quickly_with_one_line(command: str, tmp_path: Path) -> None:
-    UserFactory(username="admin")
     config = tmp_path / "bomb.yaml"
     config.write_text(BOMB)
     args = {

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from accounts_app.models import Account
+from accounts_app.production import SYSTEM_USERNAME
 from pipelines.models import PipelineRun, RunStatus
-from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_EXAMPLE = ROOT / "blueprints" / "sandbox" / "examples" / "demo.yaml"
@@ -77,12 +78,38 @@ def test_blueprint_render_unknown_blueprint_names_the_directory(tmp_path: Path, 
     assert str(settings.PORTAL_BLUEPRINTS_DIR) in err
 
 
+@pytest.mark.django_db
+def test_account_provision_without_owner_works_on_a_fresh_database(tmp_path: Path) -> None:
+    assert not get_user_model().objects.exists()  # a fresh database: nobody, no admin
+    config = tmp_path / "config.yaml"
+    config.write_text("label: first\n")
+
+    code, out, err = run_command(
+        "account_provision", "--name", "cli-fresh", "--blueprint", "render-only",
+        "--config", str(config), "--purpose", "demo",
+    )  # fmt: skip
+
+    assert code == 0, err
+    run = PipelineRun.objects.get(pk=int(out.strip()))
+    owner = run.account.owner
+    assert owner.username == SYSTEM_USERNAME
+    assert not owner.has_usable_password()
+    assert not (owner.is_staff or owner.is_superuser)
+    assert not get_user_model().objects.filter(username="admin").exists()
+
+    code, _, err = run_command(
+        "account_provision", "--name", "cli-fresh-2", "--blueprint", "render-only",
+        "--config", str(config), "--purpose", "demo",
+    )  # fmt: skip
+    assert code == 0, err
+    assert list(get_user_model().objects.values_list("username", flat=True)) == [SYSTEM_USERNAME]
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_account_provision_waits_for_success_and_reuses_the_account(
     celery_worker, tmp_path: Path
 ) -> None:
-    UserFactory(username="admin")
     config = tmp_path / "config.yaml"
     config.write_text("label: first\n")
 
@@ -112,7 +139,6 @@ def test_account_provision_waits_for_success_and_reuses_the_account(
 def test_account_provision_exit_codes_for_bad_input_and_failure(
     celery_worker, tmp_path: Path, blueprints_root: Path
 ) -> None:
-    UserFactory(username="admin")
     config = tmp_path / "config.yaml"
     config.write_text("label: 42\n")
     code, _, err = run_command(

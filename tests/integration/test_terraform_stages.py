@@ -21,7 +21,7 @@ from accounts_app.records import AccountRecords
 from pipelines import services
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
-from pipelines.clients.terraform import LocalBackend, PgBackend, TerraformClient
+from pipelines.clients.terraform import PgBackend, TerraformClient
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.stages import plan as plan_stage
 from pipelines.stages.base import AccountInfo, StageContext, StageError
@@ -99,10 +99,7 @@ def test_sandbox_provision_update_replace_reject_then_approve(
     stored_plan = first.artifacts.get(name=plan["plan_artifact"])
     assert stored_plan.sha256 == plan["plan_sha256"]
     assert hashlib.sha256(bytes(stored_plan.data)).hexdigest() == plan["plan_sha256"]
-    if settings.DATABASE_IS_POSTGRES:
-        assert plan["backend"] == {"type": "pg", "schema": state_schema(name)}
-    else:
-        assert plan["backend"]["type"] == "local"
+    assert plan["backend"] == {"type": "pg", "schema": state_schema(name)}
     approval = _outputs(first, "approve_plan")
     assert approval["approval_required"] is False
     assert "on_destroy" in approval["reason"]
@@ -305,8 +302,6 @@ def test_a_blueprint_that_declares_its_own_backend_is_refused(celery_worker, wai
 def test_a_locked_state_is_a_retryable_error_naming_the_lock_holder(
     celery_worker, wait_for_run, settings, tmp_path
 ) -> None:
-    if not settings.DATABASE_IS_POSTGRES:
-        pytest.skip("the lock holder lookup is for the pg backend (the portal on PostgreSQL)")
     name = _unique("locked")
     account = AccountFactory(name=name, blueprint="tf-slow-apply", config={"sleep_seconds": 0})
     run = wait_for_run(services.start_run(account, "provision").pk, timeout=90)
@@ -365,19 +360,10 @@ def _direct_context(account, run: PipelineRun, workdir: Path) -> StageContext:
 
 
 def test_state_goes_to_the_portal_database_one_schema_per_account(settings) -> None:
-    settings.DATABASE_IS_POSTGRES = True
     backend = backend_for("qa-team-7")
     assert isinstance(backend, PgBackend)
     assert backend.schema_name == "tfstate_qa_team_7"
     assert backend.conn_str == pg_conn_str(settings.DATABASES["default"])
-
-
-def test_state_is_a_local_file_without_postgres(settings, tmp_path) -> None:
-    settings.DATABASE_IS_POSTGRES = False
-    settings.PORTAL_TF_STATE_DIR = tmp_path / "tfstate"
-    backend = backend_for("qa-team-7")
-    assert isinstance(backend, LocalBackend)
-    assert backend.path == tmp_path / "tfstate" / "qa-team-7" / "terraform.tfstate"
 
 
 def test_conn_str_quotes_credentials_and_keeps_tls_for_remote_servers() -> None:

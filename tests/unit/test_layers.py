@@ -27,6 +27,7 @@ BASE_MODULES = {
     "portal.errors",
     "portal.heartbeats",
     "portal.local",
+    "portal.local_postgres",
     "portal.logging",
     "portal.models",
     "portal.settings",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from accounts_app.names import is_account_name
 from pipelines.stages.base import StageError
-from pipelines.stages.terraform_support import local_state_path, state_schema
+from pipelines.stages.terraform_support import state_schema
 
 # What PostgreSQL takes unquoted, within its 63-byte identifier limit.
 PG_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -36,8 +35,6 @@ def test_a_name_that_is_not_an_account_name_has_no_state(name: str) -> None:
     with pytest.raises(StageError, match="is not a valid account name") as refused:
         state_schema(name)
     assert refused.value.retryable is False
-    with pytest.raises(StageError, match="is not a valid account name"):
-        local_state_path(name)
 
 
 def test_the_newline_probe_and_its_neighbour_never_share_a_state() -> None:
@@ -46,10 +43,8 @@ def test_the_newline_probe_and_its_neighbour_never_share_a_state() -> None:
     assert state_schema("cli-nl-") == "tfstate_cli_nl_"
 
 
-def test_valid_names_keep_the_key_their_state_already_lives_under(settings, tmp_path) -> None:
-    settings.PORTAL_TF_STATE_DIR = tmp_path
+def test_valid_names_keep_the_key_their_state_already_lives_under() -> None:
     assert state_schema("qa-team-7") == "tfstate_qa_team_7"
-    assert local_state_path("qa-team-7") == tmp_path / "qa-team-7" / "terraform.tfstate"
 
 
 @many_examples
@@ -62,22 +57,6 @@ def test_two_names_are_refused_or_get_distinct_keys(first: str, second: str) -> 
             assert PG_IDENTIFIER.fullmatch(key) and len(key.encode()) <= 63
     if None not in keys and first != second:
         assert keys[0] != keys[1]
-
-
-@many_examples
-@given(first=near_names, second=near_names)
-def test_two_names_are_refused_or_get_distinct_state_files(first: str, second: str) -> None:
-    paths: list[Path | None] = []
-    for name in (first, second):
-        try:
-            paths.append(local_state_path(name))
-        except StageError:
-            paths.append(None)
-    root = local_state_path("probe-account").parent.parent
-    for path in paths:
-        assert path is None or path.parent.parent == root
-    if None not in paths and first != second:
-        assert paths[0] != paths[1]
 
 
 @many_examples
