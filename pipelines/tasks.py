@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+import time
+
+from celery import current_app, shared_task
 from celery.signals import worker_ready, worker_shutdown
 
 from pipelines import engine, outbox, reaper, services
 from pipelines.outbox import PortalTask
+
+logger = logging.getLogger(__name__)
+
+BENCH_HOP_TASK = "pipelines.tasks.bench_hop"
 
 
 @shared_task(base=PortalTask, name=engine.RUN_STAGE_TASK)
@@ -22,6 +29,15 @@ def reap() -> dict[str, int]:
 @shared_task(base=PortalTask)
 def expire_accounts() -> list[int]:
     return [run.pk for run in services.expire_accounts()]
+
+
+@shared_task(name=BENCH_HOP_TASK, ignore_result=True)
+def bench_hop(remaining: int) -> None:
+    """A bare Celery hop for ``bench_pipeline``: log the time, send the next one. No database,
+    so the chain measures the broker and the worker alone, beside the stage gaps."""
+    logger.info("bench hop %d at %.6f", remaining, time.time())
+    if remaining > 0:
+        current_app.send_task(BENCH_HOP_TASK, args=[remaining - 1])
 
 
 # A broker that restarted empty lost the queued stages' messages: send them again.
