@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import current_app, shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery import Task, current_app, shared_task
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from django.db import close_old_connections
 
 from pipelines import engine, outbox, reaper, services
 from pipelines.outbox import PortalTask
@@ -52,3 +53,26 @@ def start_outbox_relay(**kwargs: object) -> None:
 @worker_shutdown.connect
 def stop_outbox_relay(**kwargs: object) -> None:
     _relay.stop()
+
+
+# --- database connections ---------------------------------------------------------------
+# The worker keeps its connection between tasks (CELERY_DB_REUSE_MAX) and treats each task
+# as Django treats a request: before and after, a connection past CONN_MAX_AGE or left
+# broken is closed, and the next query checks the kept one first (CONN_HEALTH_CHECKS), so
+# a backend killed while the worker was idle (a failover) costs one reconnect, not a stage.
+
+
+@task_prerun.connect
+def check_connections_before_task(*, task: Task, **kwargs: object) -> None:
+    _check_connections(task)
+
+
+@task_postrun.connect
+def check_connections_after_task(*, task: Task, **kwargs: object) -> None:
+    _check_connections(task)
+
+
+def _check_connections(task: Task) -> None:
+    # An eager task runs inside its caller (a test's transaction): its connection is not ours.
+    if not task.request.is_eager:
+        close_old_connections()

@@ -5,38 +5,14 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-from celery import Celery, Task
+from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init
-from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-
-# --- database connections ---------------------------------------------------------------
-# The worker keeps its connection between tasks (CELERY_DB_REUSE_MAX) and treats each task
-# as Django treats a request: before and after, a connection past CONN_MAX_AGE or left
-# broken is closed, and the next query checks the kept one first (CONN_HEALTH_CHECKS), so
-# a backend killed while the worker was idle (a failover) costs one reconnect, not a stage.
-
-
-@task_prerun.connect
-def check_connections_before_task(*, task: Task, **kwargs: object) -> None:
-    _check_connections(task)
-
-
-@task_postrun.connect
-def check_connections_after_task(*, task: Task, **kwargs: object) -> None:
-    _check_connections(task)
-
-
-def _check_connections(task: Task) -> None:
-    # An eager task runs inside its caller (a test's transaction): its connection is not ours.
-    if not task.request.is_eager:
-        close_old_connections()
 
 
 # --- graceful restarts ------------------------------------------------------------------
