@@ -9,7 +9,7 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 # Local data; the secret key of local runs is made once and kept there (settings read it).
 VAR_DIR ?= $(or $(PORTAL_VAR_DIR),var)
 
-.PHONY: install up test test-fast lint format chromium bench-clone clean
+.PHONY: install up test test-fast lint format chromium bench-clone bench-pipeline bench-pages clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,17 @@ test-fast: install
 
 bench-clone: install
 	$(PY) manage.py bench_clone --rows 1000000
+
+# A real worker on the configured database and broker (PostgreSQL and Redis, as for tests).
+bench-pipeline: install
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
+	$(PY) manage.py bench_pipeline --runs 100
+
+# Builds its data set in a database of its own on that server, and drops it.
+bench-pages: install
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	$(PY) manage.py bench_pages --scale 10
 
 clean:
 	rm -rf var/work test-artifacts

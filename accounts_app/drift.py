@@ -148,6 +148,12 @@ def is_drifted(account: Account) -> bool:
     return bool(drifted) and not (built is not None and checked is not None and built > checked)
 
 
+def drifted_among(accounts: list[Account]) -> set[int]:
+    """The ids of those accounts that are drifted now (one query, for a page's rows only)."""
+    annotated = with_drift(Account.objects.filter(pk__in=[account.pk for account in accounts]))
+    return {account.pk for account in annotated if is_drifted(account)}
+
+
 # --- starting checks and reconciles ------------------------------------------------------------
 
 

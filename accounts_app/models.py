@@ -126,7 +126,11 @@ class AccountRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            # The lists' order (newest first; the approvals page reads it backwards).
+            models.Index(fields=["created_at", "id"], name="request_created"),
+        ]
 
     def __str__(self) -> str:
         return f"request #{self.pk} for {self.account.name}"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet, Subquery
 
 from accounts_app import permissions
 from accounts_app.models import Account, AccountRequest, ParityReport, RequestStatus
@@ -43,6 +43,12 @@ def _seen_by(rows: QuerySet[M], *, user: User, owner_field: str) -> QuerySet[M]:
     if not user.is_authenticated:
         return rows.none()
     return rows.filter(**{owner_field: user.pk})
+
+
+def rows_in_order(rows: QuerySet[M], *, ids: list[int]) -> list[M]:
+    """The rows of ``rows`` with these ids (a page of them), in this order, with its joins."""
+    found = rows.in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
 
 
 # --- accounts -------------------------------------------------------------------------------
@@ -89,33 +95,47 @@ def _filtered(
     return rows.filter(**{field: value for field, value in given.items() if value})
 
 
-def with_latest_run_id(accounts: QuerySet[Account]) -> QuerySet[Account]:
-    """The accounts by name, each annotated with ``latest_run_id`` (None: no run yet)."""
+def _latest_run_of_row() -> Subquery:
     latest = PipelineRun.objects.filter(account=OuterRef("pk")).order_by("-created_at", "-id")
-    return accounts.annotate(latest_run_id=Subquery(latest.values("pk")[:1])).order_by("name")
+    return Subquery(latest.values("pk")[:1])
 
 
 def with_parity(accounts: QuerySet[Account], *, out_of_parity: bool = False) -> QuerySet[Account]:
-    """The accounts annotated with ``latest_in_parity`` (None: never checked); optionally
-    only those whose latest parity report says they are out of parity."""
+    """The accounts, optionally only those whose latest parity report says they are out of
+    parity (an alias: the subquery is no column of the page, see ``latest_parity``)."""
+    if not out_of_parity:
+        return accounts
+    return accounts.alias(latest_in_parity=_latest_parity_of_row()).filter(latest_in_parity=False)
+
+
+def _latest_parity_of_row() -> Subquery:
     latest = ParityReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
-    annotated = accounts.annotate(latest_in_parity=Subquery(latest.values("in_parity")[:1]))
-    return annotated.filter(latest_in_parity=False) if out_of_parity else annotated
+    return Subquery(latest.values("in_parity")[:1])
+
+
+def latest_parity(accounts: list[Account]) -> dict[int, bool | None]:
+    """Whether each of these accounts was in parity at its latest report (None: never
+    checked), by account id; one query for these accounts only."""
+    page = Account.objects.filter(pk__in=[account.pk for account in accounts])
+    found = page.annotate(in_parity=_latest_parity_of_row()).values_list("pk", "in_parity")
+    return dict(found.order_by())
 
 
 def latest_runs(accounts: list[Account]) -> dict[int, PipelineRun]:
-    """The latest run of each account annotated by ``with_latest_run_id``, by account id."""
-    ids = {account.pk: account.latest_run_id for account in accounts}  # type: ignore[attr-defined]
-    runs = PipelineRun.objects.in_bulk([run_id for run_id in ids.values() if run_id])
-    return {pk: runs[run_id] for pk, run_id in ids.items() if run_id in runs}
+    """The latest run of each of these accounts (a page of them), by account id: one query,
+    whose subquery runs for these accounts only (not for the rows a deep page skips)."""
+    page = Account.objects.filter(pk__in=[account.pk for account in accounts])
+    latest = page.annotate(latest_run_id=_latest_run_of_row()).values("latest_run_id")
+    runs = PipelineRun.objects.filter(pk__in=latest)
+    return {run.account_id: run for run in runs}
 
 
 def owner_names(accounts: QuerySet[Account]) -> list[str]:
-    """The usernames owning any of these accounts, sorted."""
+    """The usernames owning any of these accounts, sorted (EXISTS: no DISTINCT over a join)."""
+    owns = accounts.filter(owner_id=OuterRef("pk")).order_by()
     return list(
         get_user_model()
-        .objects.filter(accounts__in=accounts)
-        .distinct()
+        .objects.filter(Exists(owns))
         .order_by("username")
         .values_list("username", flat=True)
     )

@@ -111,17 +111,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         purpose=filters["purpose"] if filters["purpose"] in Purpose.values else None,
         owner=filters["owner"] or None,
     )
-    accounts = drift.with_drift(
-        selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
-    )
-    page_obj = Paginator(selectors.with_latest_run_id(accounts), DASHBOARD_PAGE_SIZE).get_page(
+    accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
+    page_obj = Paginator(accounts.order_by("name"), DASHBOARD_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     rows = list(page_obj.object_list)
     runs = selectors.latest_runs(rows)
+    in_parity = selectors.latest_parity(rows)
+    drifted = drift.drifted_among(rows)
     for account in rows:
         account.latest_run = runs.get(account.pk)
-        account.drifted = drift.is_drifted(account)
+        account.latest_in_parity = in_parity.get(account.pk)
+        account.drifted = account.pk in drifted
     owners = selectors.owner_names(visible) if permissions.is_approver(request.user) else []
     kept = urlencode({k: v for k, v in filters.items() if v})
     return page(

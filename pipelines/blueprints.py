@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +219,43 @@ def list_blueprints() -> list[Blueprint]:
     ]
 
 
+# What a file looked like when a blueprint was read from it: (device, inode, size, mtime,
+# mode), None when it did not exist. Any change to it reads the blueprint again.
+FileStamp = tuple[int, int, int, int, int] | None
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    stamps: tuple[tuple[Path, FileStamp], ...]
+    blueprint: Blueprint
+
+
+SETTLED_NS = 2_000_000_000
+# Parsed blueprints by the path of their blueprint.yaml: a stage, a page, an API call
+# each loads its blueprint, and reading and checking it again costs milliseconds.
+_loaded: dict[Path, _Loaded] = {}
+_loaded_lock = threading.Lock()
+
+
+def _stamp(path: Path) -> FileStamp:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_mode)
+
+
+def _read_from(blueprint: Blueprint, spec_file: Path) -> tuple[Path, ...]:
+    """Every file and folder the blueprint was read from: its YAML, the hook folders (a
+    script added or removed changes the folder), the scripts, the scrub files."""
+    hooks = blueprint.hooks
+    scrub = [blueprint.path / file for entry in blueprint.databases for file in entry["scrub_sql"]]
+    folders = [spec_file.parent / "hooks" / phase for phase in ("pre", "post")]
+    return (spec_file, *folders, *hooks.pre_scripts, *hooks.post_scripts, *scrub)
+
+
 def load_blueprint(name: str) -> Blueprint:
+    """The blueprint of that name, read and checked again only when one of its files changed."""
     root = blueprints_dir()
     if not BLUEPRINT_NAME.fullmatch(name or ""):
         raise UnknownBlueprint(name, root)
@@ -225,6 +263,24 @@ def load_blueprint(name: str) -> Blueprint:
     spec_file = folder / "blueprint.yaml"
     if not spec_file.is_file() or not folder.resolve().is_relative_to(root):
         raise UnknownBlueprint(name, root)
+    loaded = _loaded.get(spec_file)
+    if loaded is not None and all(_stamp(path) == stamp for path, stamp in loaded.stamps):
+        return loaded.blueprint
+    # Stamped before reading: a change made while it is read is seen by the next load.
+    before = _stamp(spec_file)
+    blueprint = _read_blueprint(name=name, folder=folder, spec_file=spec_file)
+    paths = _read_from(blueprint, spec_file)
+    stamps = ((spec_file, before), *((path, _stamp(path)) for path in paths[1:]))
+    # A file changed within the file system's timestamp granularity of this moment may
+    # change again with the same stamp: such a blueprint is read afresh until it settles.
+    settled = time.time_ns() - SETTLED_NS
+    if all(stamp is None or stamp[3] < settled for _, stamp in stamps):
+        with _loaded_lock:
+            _loaded[spec_file] = _Loaded(stamps=stamps, blueprint=blueprint)
+    return blueprint
+
+
+def _read_blueprint(*, name: str, folder: Path, spec_file: Path) -> Blueprint:
     try:
         raw = load_yaml(spec_file.read_bytes(), source="blueprint.yaml")
     except YamlInputError as exc:

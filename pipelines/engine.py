@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
@@ -63,24 +64,30 @@ CANCELLED_BY_USER = "cancelled by a user"
 
 def lock_run(run_id: int) -> PipelineRun:
     """Lock the run's account, then the run; return the run."""
-    account_id = PipelineRun.objects.values_list("account_id", flat=True).get(pk=run_id)
-    _lock_row(Account, account_id)
+    _lock_account(PipelineRun.objects.filter(pk=run_id).values("account_id"))
     return PipelineRun.objects.select_for_update().select_related("account").get(pk=run_id)
 
 
 def lock_stage(stage_id: int) -> StageRun | None:
-    """Lock the stage's account, then its run, then the stage; None if it is gone."""
-    ids = StageRun.objects.filter(pk=stage_id).values_list("run__account_id", "run_id").first()
-    if ids is None:
+    """Lock the stage's account, then its run and the stage; None if it is gone.
+
+    Two statements: the account first, found by a subquery; then the stage joined to its
+    run and account, which locks the run and the stage (the account is held already, so
+    no transaction that takes the account first can hold either of them meanwhile)."""
+    if not _lock_account(StageRun.objects.filter(pk=stage_id).values("run__account_id")):
         return None
-    account_id, run_id = ids
-    _lock_row(Account, account_id)
-    _lock_row(PipelineRun, run_id)
-    return StageRun.objects.select_for_update().select_related("run__account").get(pk=stage_id)
+    return (
+        StageRun.objects.select_for_update()
+        .select_related("run__account")
+        .filter(pk=stage_id)
+        .first()
+    )
 
 
-def _lock_row(model: type[Account] | type[PipelineRun], pk: int) -> None:
-    list(model.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
+def _lock_account(account_id: QuerySet[Any, Any]) -> bool:
+    """Lock the account whose id the one-row ``account_id`` query gives; False if none."""
+    locked = Account.objects.select_for_update().filter(pk=Subquery(account_id[:1]))
+    return bool(list(locked.order_by().values_list("pk", flat=True)))
 
 
 # --- queueing ---------------------------------------------------------------------------
@@ -111,8 +118,7 @@ def send_stage_task(stage_id: int) -> None:
 
 def execute_stage(stage_id: int) -> None:
     """Run one stage, if it is still queued. The body of the Celery task."""
-    _wait_for_a_lost_attempts_processes(stage_id)
-    stage = retrying(lambda: _claim(stage_id), what=f"claiming stage {stage_id}")
+    stage = _claim_when_free(stage_id)
     if stage is None:
         return
     account = stage.run.account
@@ -227,13 +233,38 @@ def portal_secrets() -> list[str]:
     )
 
 
-def _claim(stage_id: int) -> StageRun | None:
+class _Busy:
+    """What ``_claim`` says while a lost attempt's processes still run."""
+
+
+_BUSY = _Busy()
+
+
+def _claim_when_free(stage_id: int) -> StageRun | None:
+    """Claim the stage. A killed worker's Terraform may still be saving its state (it is
+    interrupted and given the grace period, see ``clients.process``): while it runs, wait,
+    unlocked, up to that grace, before this delivery may take the stage over, so two
+    attempts never overlap."""
+    deadline = time.monotonic() + settings.PORTAL_TERRAFORM_GRACE_SECONDS + 5
+    while True:
+        claimed = retrying(
+            lambda: _claim(stage_id, wait_for_lost=time.monotonic() < deadline),
+            what=f"claiming stage {stage_id}",
+        )
+        if not isinstance(claimed, _Busy):
+            return claimed
+        time.sleep(0.2)
+
+
+def _claim(stage_id: int, *, wait_for_lost: bool) -> StageRun | _Busy | None:
     with transaction.atomic():
         stage = lock_stage(stage_id)
         if stage is None:
             logger.info("stage %s is gone: nothing to do", stage_id)
             return None
         now = timezone.now()
+        if stage.status == StageStatus.RUNNING and wait_for_lost and _lost_attempt_runs(stage):
+            return _BUSY
         if stage.status == StageStatus.RUNNING and worker_lost(stage, now=now):
             # A redelivered message (the worker was stopped or killed): take the stage over.
             StageLog(stage.pk, stage.attempt, Redactor())(
@@ -255,16 +286,9 @@ def _claim(stage_id: int) -> StageRun | None:
         return stage
 
 
-def _wait_for_a_lost_attempts_processes(stage_id: int) -> None:
-    """A killed worker's Terraform may still be saving its state (it is interrupted and
-    given the grace period, see ``clients.process``): wait, unlocked, for that to end
-    before this delivery may take the stage over, so two attempts never overlap."""
-    deadline = time.monotonic() + settings.PORTAL_TERRAFORM_GRACE_SECONDS + 5
-    while time.monotonic() < deadline:
-        stage = StageRun.objects.filter(pk=stage_id, status=StageStatus.RUNNING).first()
-        if stage is None or not _worker_pid_gone(stage.worker) or _group_gone(stage):
-            return
-        time.sleep(0.2)
+def _lost_attempt_runs(stage: StageRun) -> bool:
+    """The stage's worker, on this host, is gone, but the process group it started is not."""
+    return _worker_pid_gone(stage.worker) is True and not _group_gone(stage)
 
 
 def _record_process_group(*, stage_id: int, attempt: int, pid: int) -> None:

@@ -44,7 +44,13 @@ class StageLog:
                     )
                 )
                 self._next += 1
-            # A dropped connection must not fail the stage that logs.
+            # A dropped connection must not fail the stage that logs. One line (the usual
+            # case) is one INSERT; bulk_create would wrap it in a transaction of its own.
             retrying(
-                lambda: LogLine.objects.bulk_create(rows), what=f"log of stage {self.stage_id}"
+                lambda: (
+                    rows[0].save(force_insert=True)
+                    if len(rows) == 1
+                    else LogLine.objects.bulk_create(rows)
+                ),
+                what=f"log of stage {self.stage_id}",
             )

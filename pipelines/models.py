@@ -79,6 +79,10 @@ class PipelineRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # An account's runs newest first (its page, the dashboard's latest run).
+            models.Index(fields=["account", "created_at", "id"], name="run_account_created"),
+        ]
         constraints = [
             # One active run per account, enforced by the database itself.
             models.UniqueConstraint(

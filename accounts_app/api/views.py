@@ -54,7 +54,12 @@ class PortalAPIView(APIView):
     ) -> Response:
         _valid(s.PageQuery, request.query_params)  # 400 naming a bad limit or offset
         paginator = Pagination()
-        page = paginator.paginate_queryset(items, request, view=self)  # type: ignore[arg-type]
+        if isinstance(items, QuerySet):
+            # The page of ids first (no joins for the rows an offset skips), then its rows.
+            ids = paginator.paginate_queryset(items.values_list("pk", flat=True), request, self)
+            page: list[Any] = selectors.rows_in_order(items, ids=list(ids or []))
+        else:
+            page = paginator.paginate_queryset(items, request, view=self) or []  # type: ignore[arg-type]
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
 

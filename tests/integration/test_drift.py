@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
@@ -69,7 +68,6 @@ def drift_notices() -> list[Any]:
     ]
 
 
-@pytest.mark.skipif(not settings.DATABASE_IS_POSTGRES, reason="edits the state in the pg backend")
 def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_reconciled(
     celery_worker, wait_for_run, client
 ) -> None:

@@ -226,6 +226,60 @@ def test_killed_database_connections_cost_a_stage_nothing(celery_worker, wait_fo
     assert time.monotonic() - killed_at < 60
 
 
+def backends_of(pid: int) -> set[int]:
+    """The PostgreSQL backends serving process ``pid``: its TCP connections to the server."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                sockets.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in sockets:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND client_port = ANY(%s)",
+            [ports],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_the_worker_keeps_its_connection_and_reopens_one_killed_meanwhile(
+    celery_worker, wait_for_run
+) -> None:
+    if str(connection.settings_dict.get("HOST") or "").startswith("/"):
+        pytest.skip("finds the worker's connections by TCP port")
+    account = AccountFactory(blueprint="render-only", config={"label": "kept"})
+
+    def provision() -> tuple[PipelineRun, int]:
+        run = services.start_run(account, "provision")
+        run = wait_for_run(run.pk, timeout=60)
+        assert run.status == RunStatus.SUCCEEDED, run.explanation
+        stage = run.stages.get()
+        return run, int(stage.worker.rpartition(":")[2])
+
+    _, child = provision()
+    kept = backends_of(child)
+    for _ in range(10):  # until the same pool child runs a stage again
+        _, again = provision()
+        if again == child:
+            break
+    # The stage did not open a connection of its own: the one the child kept served it.
+    assert kept and backends_of(child) == kept
+
+    # A failover while the worker is idle: its kept connection is dead before the next task.
+    assert terminate_other_backends() > 0
+    run, _ = provision()
+    assert [(stage.status, stage.attempt) for stage in run.stages.all()] == [
+        (StageStatus.SUCCEEDED, 1)
+    ]
+
+
 # --- a graceful restart -------------------------------------------------------------------
 
 

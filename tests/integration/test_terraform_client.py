@@ -32,6 +32,7 @@ from pipelines.clients.terraform import (
     TerraformCancelled,
     TerraformClient,
     TerraformError,
+    backends,
     find_backend_blocks,
     load_config_diagnostics,
     resolve_terraform,
@@ -524,6 +525,74 @@ def test_rendered_backend_blocks_are_found_and_refused(tmp_path: Path) -> None:
         (workdir / name).write_text('terraform {\n  backend "s3" {}\n}\n')
         assert find_backend_blocks(workdir) == [f"{name} line 2"]
         (workdir / name).unlink()
+
+
+# Files that declare a backend or cloud block, in ways a quick look could miss.
+STATE_BLOCKS = {
+    "indented.tf": 'terraform {\n\t\tbackend "s3" {}\n}\n',
+    "after-comment.tf": 'terraform {\n  /* ours */ backend "s3" {}\n}\n',
+    "comment-ends.tf": 'terraform {\n  /* a\n  b */ cloud {\n    organization = "o"\n  }\n}\n',
+    "override.tf": 'terraform {\n  backend "local" {}\n}\n',
+    "escaped.tf.json": '{"terraform": {"\\u0062ackend": {"s3": {}}}}',
+    "plain.tf.json": '{"terraform": {"cloud": {"organization": "o"}}}',
+}
+# Files that do not, though they name the words.
+NO_STATE_BLOCKS = {
+    "comments.tf": "# No backend block: the portal writes it.\n// nor a cloud one\n",
+    "names.tf": 'locals {\n  cloud_account_id = "1"\n  backend-ish = 2\n  x = "backend"\n}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_BLOCKS))
+def test_every_way_of_declaring_a_backend_is_found(tmp_path: Path, name: str) -> None:
+    workdir = make_workdir(tmp_path, "own-state", BASE_TF)
+    (workdir / name).write_text(STATE_BLOCKS[name])
+    assert backends._loaded_backend_blocks(workdir)  # Terraform's loader sees one...
+    assert find_backend_blocks(workdir) == backends._loaded_backend_blocks(workdir)  # ...so do we
+    with pytest.raises(BackendConflict):
+        write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
+
+
+def test_files_that_only_name_the_words_need_no_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = make_workdir(tmp_path, "no-state", BASE_TF)
+    for name, text in NO_STATE_BLOCKS.items():
+        (workdir / name).write_text(text)
+    shutil.copytree(ROOT / "blueprints" / "sandbox" / "terraform", workdir / "sandbox")
+    for template in (workdir / "sandbox").iterdir():
+        template.rename(workdir / template.name.removesuffix(".j2"))
+    assert backends._loaded_backend_blocks(workdir) == []
+
+    def no_loader(directory: Path) -> None:
+        raise AssertionError(f"Terraform's loader was started for {directory}")
+
+    monkeypatch.setattr(backends, "load_config", no_loader)
+    assert find_backend_blocks(workdir) == []
+    write_backend_file(workdir=workdir, backend=LocalBackend(tmp_path / "s.tfstate"))
+
+
+def test_the_loaders_answer_is_kept_by_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = make_workdir(tmp_path, "kept", BASE_TF)
+    (workdir / "state.tf").write_text('terraform {\n  backend "s3" {}\n}\n')
+    (workdir / "unique.tf").write_text(f"# {uuid.uuid4()}: content no other test has\n")
+    loads: list[Path] = []
+    real = backends.load_config
+
+    def counted(directory: Path) -> tuple[dict, list]:
+        loads.append(directory)
+        return real(directory)
+
+    monkeypatch.setattr(backends, "load_config", counted)
+    assert find_backend_blocks(workdir) == ["state.tf line 2"]
+    assert find_backend_blocks(workdir) == ["state.tf line 2"]
+    assert len(loads) == 1
+    # Another file's content is another answer.
+    (workdir / "state.tf").write_text('terraform {\n\n  backend "s3" {}\n}\n')
+    assert find_backend_blocks(workdir) == ["state.tf line 3"]
+    assert len(loads) == 2
 
 
 def test_load_config_diagnostics_reports_syntax_errors(tmp_path: Path) -> None:

@@ -6,11 +6,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts_app.models import Account, AccountRequest, AccountStatus, RequestStatus
+from accounts_app.models import (
+    Account,
+    AccountRequest,
+    AccountStatus,
+    ParityReport,
+    RequestStatus,
+)
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from tests.factories import (
     AccountFactory,
@@ -132,6 +140,33 @@ def test_dashboard_filters_and_paginates_for_approvers(approver: Any) -> None:
     assert "owner=alice&amp;page=1" in by_owner  # pagination keeps the filters
     by_purpose = client.get(reverse("dashboard"), {"purpose": "demo"}).content.decode()
     assert "bob-demo" in by_purpose and "qa-01" not in by_purpose
+
+
+def test_a_deep_dashboard_page_shows_its_rows_latest_run_and_parity(approver: Any) -> None:
+    owner = UserFactory(username="deep-owner")
+    accounts = [AccountFactory(name=f"deep-{i:02d}", owner=owner) for i in range(30)]
+    deep = accounts[27]
+    PipelineRunFactory(account=deep, status="failed")
+    newest = PipelineRunFactory(account=deep, status="succeeded")
+    now = timezone.now()
+    ParityReport.objects.create(account=deep, checked_at=now, in_parity=False, report={})
+    ParityReport.objects.create(account=accounts[28], checked_at=now, in_parity=True, report={})
+    ParityReport.objects.create(  # older than its report in parity above: not the latest
+        account=accounts[28], checked_at=now - timedelta(days=1), in_parity=False, report={}
+    )
+    client = client_for(approver)
+
+    with CaptureQueriesContext(connection) as captured:
+        text = client.get(reverse("dashboard"), {"page": "2"}).content.decode()
+    assert "deep-27" in text and "deep-00" not in text
+    assert reverse("run-detail", args=[newest.pk]) in text
+    assert text.count("out of parity</a>") == 1 and text.count("in parity</span>") == 1
+    # The page's query computes no per-account subquery for the 25 rows it skips.
+    [paged] = [q["sql"] for q in captured.captured_queries if "OFFSET" in q["sql"]]
+    assert "pipelines_pipelinerun" not in paged and "parityreport" not in paged
+
+    out = client.get(reverse("dashboard"), {"parity": "out"}).content.decode()
+    assert ">deep-27</a>" in out and ">deep-28</a>" not in out
 
 
 # --- request form -------------------------------------------------------------------------

@@ -234,3 +234,66 @@ def test_bad_sections_are_refused(bp_root: Path, section: dict, message: str) ->
         load_blueprint("tiny")
     assert message in str(error.value)
     assert str(error.value).startswith("blueprint tiny")
+
+
+# --- the parsed-blueprint cache ------------------------------------------------------------
+
+
+def settle(*paths: Path) -> None:
+    """Date files back, as files that were not just written: the cache trusts only those."""
+    past = os.stat(paths[0]).st_mtime - 60
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def test_a_loaded_blueprint_is_kept_until_its_file_changes(bp_root: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    settle(folder / "blueprint.yaml")
+    first = load_blueprint("tiny")
+    assert load_blueprint("tiny") is first  # not read and checked again
+
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump({**MINIMAL, "title": "Changed"}))
+    changed = load_blueprint("tiny")
+    assert changed.title == "Changed"
+    # Same size, same second: still seen (the file is too fresh to be trusted).
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump({**MINIMAL, "title": "Chanced"}))
+    assert load_blueprint("tiny").title == "Chanced"
+
+
+def test_a_blueprint_made_invalid_is_refused_at_once(bp_root: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    settle(folder / "blueprint.yaml")
+    load_blueprint("tiny")
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump({**MINIMAL, "stages": ["nope"]}))
+    with pytest.raises(BlueprintError, match="unknown stage kind 'nope'"):
+        load_blueprint("tiny")
+
+
+def test_a_hook_added_removed_or_made_unexecutable_is_seen(bp_root: Path) -> None:
+    folder = write_blueprint(bp_root, MINIMAL)
+    hooks = folder / "hooks" / "pre"
+    hooks.mkdir(parents=True)
+    settle(folder / "blueprint.yaml", hooks)
+    assert load_blueprint("tiny").hooks.pre_scripts == ()
+
+    (hooks / "10-first.sh").write_text("#!/bin/sh\n")
+    (hooks / "10-first.sh").chmod(0o755)
+    settle(folder / "blueprint.yaml", hooks, hooks / "10-first.sh")
+    assert [p.name for p in load_blueprint("tiny").hooks.pre_scripts] == ["10-first.sh"]
+
+    (hooks / "10-first.sh").chmod(0o644)
+    with pytest.raises(BlueprintError, match="is not executable"):
+        load_blueprint("tiny")
+    (hooks / "10-first.sh").unlink()
+    settle(folder / "blueprint.yaml", hooks)
+    assert load_blueprint("tiny").hooks.pre_scripts == ()
+
+
+def test_each_blueprints_folder_has_its_own_blueprints(tmp_path: Path, settings) -> None:
+    for root, title in ((tmp_path / "a", "From A"), (tmp_path / "b", "From B")):
+        folder = write_blueprint(root, {**MINIMAL, "title": title})
+        settle(folder / "blueprint.yaml")
+    settings.PORTAL_BLUEPRINTS_DIR = tmp_path / "a"
+    assert load_blueprint("tiny").title == "From A"
+    settings.PORTAL_BLUEPRINTS_DIR = tmp_path / "b"
+    assert load_blueprint("tiny").title == "From B"

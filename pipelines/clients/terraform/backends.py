@@ -10,9 +10,12 @@ and no argv.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,12 +101,65 @@ def write_backend_file(*, workdir: Path, backend: Backend) -> Path:
     return target
 
 
+# Whether a file could declare a backend or cloud block, decided without Terraform and
+# never wrongly "no". In HCL (.tf) a block type is an identifier written out as it is, and
+# a nested block starts its own line (a one-line block holds no block), after blanks or
+# the end of a /* comment */; so a word elsewhere (in a # comment, `cloud_account_id`)
+# declares nothing. JSON (.tf.json, and any other file) may put the key anywhere and hide
+# the word in escapes: there, the word anywhere or any backslash counts.
+_BLOCK_WORD = rb"(?:backend|cloud)(?![A-Za-z0-9_-])"
+_HCL_STATE_BLOCK = re.compile(rb"^(?:[ \t\f\v]*|[^\n]*\*/[^\n]*?)" + _BLOCK_WORD, re.MULTILINE)
+_ANY_STATE_WORD = re.compile(_BLOCK_WORD)
+_FOUND_CACHE_SIZE = 128
+_found: OrderedDict[str, list[str]] = OrderedDict()
+_found_lock = threading.Lock()
+
+
 def find_backend_blocks(workdir: Path) -> list[str]:
     """Places ("file line N") where files in ``workdir`` other than ours declare a backend.
 
     Uses Terraform's own loader, so ``.tf``, ``.tf.json`` and override files all count.
+    That loader is a fresh process (about 0.4 s), so it runs only when a file could hold
+    such a block (``_may_declare_state``), and its answer is kept by the files' content.
     """
-    module, diagnostics = load_config(Path(workdir))
+    files = _root_module_files(Path(workdir))
+    if not any(_may_declare_state(name=name, data=data) for name, data in files):
+        return []
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    key = digest.hexdigest()
+    with _found_lock:
+        if key in _found:
+            _found.move_to_end(key)
+            return list(_found[key])
+    places = _loaded_backend_blocks(Path(workdir))
+    with _found_lock:
+        _found[key] = places
+        while len(_found) > _FOUND_CACHE_SIZE:
+            _found.popitem(last=False)
+    return list(places)
+
+
+def _root_module_files(workdir: Path) -> list[tuple[str, bytes]]:
+    """Every file of the directory itself (the root module; Terraform reads no other for
+    the backend), by name, with its content."""
+    return sorted(
+        (entry.name, entry.read_bytes())
+        for entry in workdir.iterdir()
+        if entry.is_file() and entry.name != BACKEND_FILE_NAME
+    )
+
+
+def _may_declare_state(*, name: str, data: bytes) -> bool:
+    if name.endswith(".tf"):
+        return _HCL_STATE_BLOCK.search(data) is not None
+    return _ANY_STATE_WORD.search(data) is not None or b"\\" in data
+
+
+def _loaded_backend_blocks(workdir: Path) -> list[str]:
+    module, diagnostics = load_config(workdir)
     places: set[str] = set()
     for key in ("Backend", "CloudConfig"):
         block = module.get(key)
