@@ -25,10 +25,13 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts_app import parity, permissions, selectors, services
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
+    PURPOSE_CHANGED,
     SERVICE_FIELD_NAMES,
     RequestMetaForm,
     SchemaForm,
     expiry_datetime,
+    production_locks,
+    with_values,
 )
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
 from pipelines.blueprints import Blueprint
@@ -160,18 +163,42 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
         raise Http404("no such blueprint")
     has_name_key = ACCOUNT_NAME_KEY in (loaded.parameters.get("properties") or {})
     exclude = (ACCOUNT_NAME_KEY,) if has_name_key else ()
-    context: dict[str, Any] = {"blueprint": loaded, "preview": None, "preview_error": ""}
+    context: dict[str, Any] = {
+        "blueprint": loaded,
+        "preview": None,
+        "preview_error": "",
+        "held_purposes": parity.purposes_held_to_production(loaded),
+    }
 
     if request.method == "GET":
-        context["meta"] = RequestMetaForm(blueprint=loaded)
-        context["config_form"] = SchemaForm(loaded.parameters, exclude=exclude)
+        meta = RequestMetaForm(blueprint=loaded, initial={"purpose": request.GET.get("purpose")})
+        locks, initial = production_locks(
+            parity.production_values(blueprint=loaded, purpose=meta.chosen_purpose)
+        )
+        context["meta"] = meta
+        context["config_form"] = SchemaForm(
+            loaded.parameters, initial=initial, exclude=exclude, locks=locks
+        )
         return page(request, "accounts/request_form.html", context)
     if request.method != "POST":
         return HttpResponse(status=405, headers={"Allow": "GET, POST"})
 
     meta = RequestMetaForm(request.POST, blueprint=loaded)
-    config_form = SchemaForm(loaded.parameters, data=request.POST, exclude=exclude)
+    locks, production = production_locks(
+        parity.production_values(blueprint=loaded, purpose=meta.chosen_purpose)
+    )
+    config_form = SchemaForm(loaded.parameters, data=request.POST, exclude=exclude, locks=locks)
     context.update(meta=meta, config_form=config_form)
+    if PURPOSE_CHANGED in request.POST:
+        # The purpose changed: the same values, with production's where the purpose asks.
+        context["meta"] = RequestMetaForm(blueprint=loaded, initial=request.POST.dict())
+        context["config_form"] = SchemaForm(
+            loaded.parameters,
+            initial=with_values(config_form.config, production),
+            exclude=exclude,
+            locks=locks,
+        )
+        return page(request, "accounts/request_form.html", context)
     if config_form.added_row:
         # "Add a service": the same page with one more row, no errors shown yet.
         return page(request, "accounts/request_form.html", context)
