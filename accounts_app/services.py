@@ -9,6 +9,7 @@ so every check is made once, here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,8 +47,71 @@ class AccountConflict(PortalError):
     """The account name is taken by an account of another blueprint."""
 
 
-@transaction.atomic
-def create_or_reuse_account(
+class ParityRefused(PortalError):
+    """A config that breaks a parity rule under ``enforce: refuse``.
+
+    ``problems`` lists "<json path>: <message>" lines, each naming the path, the rule and
+    production's value (as ``ConfigInvalid`` lists schema problems).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems), field="config")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What ``provision_account`` did: the account, whether it is new, its run, the warnings."""
+
+    account: Account
+    created: bool
+    run: PipelineRun
+    parity_warnings: list[str]
+
+
+def provision_account(
+    *,
+    name: str,
+    blueprint: str,
+    config: dict[str, Any],
+    purpose: str,
+    owner: User,
+) -> Provisioned:
+    """An operator's provision (``account_provision``): create or reuse the account, record
+    the request as approved, start the provision run.
+
+    The config passes the same checks as a request's: the blueprint's schema
+    (ConfigInvalid) and production's values for the purpose (ParityRefused under
+    ``refuse``; under ``warn`` the warnings are recorded with the request and returned).
+    """
+    with transaction.atomic():
+        loaded = load_blueprint(blueprint)
+        filled = loaded.validate_config(config)
+        refusals, warnings = parity.request_problems(
+            blueprint=loaded, purpose=purpose, config=filled
+        )
+        if refusals:
+            raise ParityRefused([f"{path}: {message}" for path, message in refusals.items()])
+        account, created = _create_or_reuse_account(
+            name=name, blueprint=loaded.name, config=filled, purpose=purpose, owner=owner
+        )
+        AccountRequest.objects.create(
+            account=account,
+            requested_by=owner,
+            config=filled,
+            purpose=purpose,
+            expires_at=account.expires_at,
+            reason="account_provision (command line)",
+            parity_warnings=warnings,
+            status=RequestStatus.AUTO_APPROVED,
+            decided_at=timezone.now(),
+            comment="made by an operator on the command line",
+        )
+        run = start_run(account, RunKind.PROVISION, user=owner)
+    return Provisioned(account=account, created=created, run=run, parity_warnings=warnings)
+
+
+def _create_or_reuse_account(
     *,
     name: str,
     blueprint: str,
@@ -55,12 +119,7 @@ def create_or_reuse_account(
     purpose: str,
     owner: User,
 ) -> tuple[Account, bool]:
-    """The account with this name, created or (same blueprint) given this config.
-
-    The config is validated against the blueprint first (ConfigInvalid lists every
-    problem), so an account never holds a config its blueprint refuses.
-    """
-    load_blueprint(blueprint).validate_config(config)
+    """The account with this name, created or (same blueprint) given this (checked) config."""
     account = Account.objects.select_for_update().filter(name=name).first()
     if account is None:
         account = Account(name=name, blueprint=blueprint, purpose=purpose, owner=owner)

@@ -12,9 +12,11 @@ from django.urls import reverse
 
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose
 from accounts_app.services import RequestInvalid, request_account
+from pipelines.models import PipelineRun
 from tests.conftest import token_client
 from tests.factories import AccountFactory, UserFactory
 from tests.integration.test_api import API
+from tests.integration.test_commands import run_command
 from tests.integration.test_parity_report import PROD_CONFIG
 from tests.integration.test_web_pages import client_for, sandbox_post
 
@@ -167,3 +169,46 @@ def test_changing_the_purpose_redraws_the_form_with_productions_values(
     assert not form.has_errors
     assert response.context["meta"]["name"].value() == "acme-demo"
     assert response.context["held_purposes"] == ["qa", "loadtest"]
+
+
+def _config_file(tmp_path: Path, config: dict[str, Any]) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_account_provision_refuses_a_rule_under_refuse_with_exit_2(
+    production: Account, tmp_path: Path
+) -> None:
+    config = _config_file(tmp_path, {**QA_CONFIG, "instance_size": "small"})
+    code, out, err = run_command(
+        "account_provision", "--name", "lt-cli", "--blueprint", "sandbox",
+        "--config", config, "--purpose", "loadtest",
+    )  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.strip() == (
+        "$.instance_size: must equal production's value large "
+        "(parity rule for loadtest: equal [instance_size], production prod)"
+    )
+    assert not Account.objects.filter(name="lt-cli").exists()
+    assert not PipelineRun.objects.exists()
+
+
+def test_account_provision_under_warn_accepts_prints_and_records_the_warning(
+    production: Account, warning_sandbox: None, tmp_path: Path
+) -> None:
+    config = _config_file(tmp_path, {**QA_CONFIG, "dns_zone": "qa.internal"})
+    code, out, err = run_command(
+        "account_provision", "--name", "qa-cli", "--blueprint", "sandbox",
+        "--config", config, "--purpose", "qa",
+    )  # fmt: skip
+    assert code == 0, err
+    warning = (
+        "dns_zone: must equal production's value prod.internal "
+        "(parity rule for qa: equal [dns_zone], production prod)"
+    )
+    assert f"warning: differs from production: {warning}" in err.splitlines()
+    run = PipelineRun.objects.get(pk=int(out))
+    assert run.account.name == "qa-cli"
+    req = AccountRequest.objects.get(account=run.account)
+    assert (req.status, req.parity_warnings) == ("auto_approved", [warning])
