@@ -29,6 +29,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from accounts_app import policies
+from accounts_app.field_words import limits_in_words, pattern_in_words, sentence
 from accounts_app.models import Purpose
 from accounts_app.parity import ProductionValues
 from pipelines.blueprints import Blueprint, apply_defaults
@@ -39,8 +40,6 @@ PREFIX = "c"
 PURPOSE_CHANGED = "purpose_changed"  # the submit button that redraws the form for a purpose
 ADD_ROW = "add_row"  # the name of the "add another" submit buttons; the value is the array's name
 MAX_ROWS = 100  # whatever the schema says, a form never grows beyond this
-# Filled from the account's name field rather than asked twice (see RequestMetaForm).
-ACCOUNT_NAME_KEY = "account_name"
 _PLAIN_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 
 
@@ -67,6 +66,15 @@ def _schema_type(schema: dict[str, Any]) -> str:
     if "enum" in schema and kind != "array":
         return "enum"
     return str(kind)
+
+
+def _rules_in_words(schema: dict[str, Any], *, kind: str) -> str:
+    """A scalar's pattern and limits in words ("3 to 40 characters"), for its help text."""
+    if kind not in ("string", "integer", "number"):
+        return ""
+    pattern = schema.get("pattern")
+    words = pattern_in_words(pattern) if isinstance(pattern, str) else None
+    return sentence("; ".join(part for part in (words, limits_in_words(schema, kind=kind)) if part))
 
 
 def _humanize(key: str) -> str:
@@ -96,6 +104,7 @@ class Node:
     help: str
     required: bool
     errors: list[str] = field(default_factory=list)
+    rules: str = ""  # the value's rules in words, shown before it is typed
     lock: FieldLock | None = None  # production's value, offered as it is (see FieldLock)
     lock_root: bool = False  # the node the lock names (its note is shown here only)
 
@@ -204,6 +213,7 @@ class _Builder:
             "label": str(schema.get("title") or _humanize(key)),
             "help": str(schema.get("description") or ""),
             "required": required,
+            "rules": _rules_in_words(schema, kind=kind),
         }
         if kind == "object":
             return self.build_object(schema, common, initial, in_blank_row)
@@ -249,6 +259,9 @@ class _Builder:
         limit = min(int(schema.get("maxItems", MAX_ROWS)), MAX_ROWS)
         group = ArrayGroup(**common)
         group.item_label = str(items.get("title") or _humanize(common["key"]).rstrip("s").lower())
+        if "maxItems" in schema or "minItems" in schema:
+            counted = limits_in_words(schema, kind="array")
+            group.rules = sentence(f"{counted} {_humanize(common['key']).lower()}")
         if self.bound:
             try:
                 count = int(self.raw(group.rows_name))
@@ -442,10 +455,15 @@ def friendly_message(error: ValidationError) -> str:
     v = error.validator_value
     match error.validator:
         case "pattern":
+            # Words, never the regular expression itself: what it asks for, or the field's
+            # own description of it.
+            words = pattern_in_words(str(v))
+            if words:
+                return f"Not in the expected format: {words}."
             hint = error.schema.get("description") if isinstance(error.schema, dict) else ""
             if hint:
                 return f"Not in the expected format. {hint}"
-            return f"Not in the expected format (it must match {v})."
+            return "Not in the expected format."
         case "minimum":
             return f"Must be at least {v}."
         case "maximum":

@@ -82,7 +82,8 @@ def check_registration(
     try:
         loaded = load_blueprint(blueprint)
         version = loaded.version
-        filled = loaded.validate_config(config)
+        named = name if isinstance(name, str) else ""
+        filled = loaded.validate_config(loaded.config_for_account(config, name=named))
     except ConfigInvalid as exc:
         problems += [("config", str(problem)) for problem in exc.problems]
     except BlueprintError as exc:

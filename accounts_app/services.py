@@ -86,7 +86,7 @@ def provision_account(
     """
     with transaction.atomic():
         loaded = load_blueprint(blueprint)
-        filled = loaded.validate_config(config)
+        filled = loaded.validate_config(loaded.config_for_account(config, name=name))
         refusals, warnings = parity.request_problems(
             blueprint=loaded, purpose=purpose, config=filled
         )
@@ -233,7 +233,8 @@ def check_request(
     filled: dict[str, Any] = {}
     if loaded is not None:
         try:
-            filled = loaded.validate_config(config)
+            named = name if isinstance(name, str) else ""
+            filled = loaded.validate_config(loaded.config_for_account(config, name=named))
         except ConfigInvalid as exc:
             for found in exc.problems:
                 add("config", str(found))
@@ -478,7 +479,7 @@ def preview_files(
     Raises RequestInvalid naming ``config`` when the config is refused or does not render.
     """
     try:
-        filled = blueprint.validate_config(config)
+        filled = blueprint.validate_config(blueprint.config_for_account(config, name=account_name))
         context = template_context(blueprint, filled, account_name=account_name, purpose=purpose)
         return dict(render_blueprint(blueprint.terraform_dir, context).files)
     except ConfigInvalid as exc:

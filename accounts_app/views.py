@@ -24,7 +24,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import parity, permissions, selectors, services
 from accounts_app.forms import (
-    ACCOUNT_NAME_KEY,
     PURPOSE_CHANGED,
     SERVICE_FIELD_NAMES,
     RequestMetaForm,
@@ -34,7 +33,9 @@ from accounts_app.forms import (
     with_values,
 )
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
-from pipelines.blueprints import Blueprint
+
+# A blueprint that still declares account_name gets it filled from the name field.
+from pipelines.blueprints import ACCOUNT_NAME_KEY, Blueprint
 from pipelines.models import RunKind
 from pipelines.selectors import latest_plan
 from pipelines.services import RunConflict
@@ -211,15 +212,25 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
         for message in config_form.excluded_errors.get(ACCOUNT_NAME_KEY, []):
             meta.add_error("name", message)
 
+    form_ok = meta_ok and config_ok and not meta.errors
+    if not form_ok:
+        # Every problem at once: the request's own checks (expiry, quota, production's
+        # values) join the form's, as they would on a submit.
+        _check_request(request=request, blueprint=loaded, meta=meta, config_form=config_form)
+
     if "preview" in request.POST:
         if config_ok:
+            if form_ok:  # Preview shows the request's problems too, before it is submitted
+                _check_request(
+                    request=request, blueprint=loaded, meta=meta, config_form=config_form
+                )
             context["preview"], context["preview_error"] = _preview(
                 blueprint=loaded, meta=meta, config=config_form.config
             )
         status = 200 if config_ok else 400
         return page(request, "accounts/request_form.html", context, status=status)
 
-    if not (meta_ok and config_ok and not meta.errors):
+    if not form_ok:
         return page(request, "accounts/request_form.html", context, status=400)
     expires_on = meta.cleaned_data.get("expires_on")
     try:
@@ -245,19 +256,51 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
     return redirect("account-detail", account_id=account.pk)
 
 
-def _show_request_errors(
-    *, exc: services.RequestInvalid, meta: RequestMetaForm, config_form: SchemaForm
+def _check_request(
+    *, request: HttpRequest, blueprint: Blueprint, meta: RequestMetaForm, config_form: SchemaForm
 ) -> None:
-    for path, path_messages in exc.errors_by_path.items():
-        for message in path_messages:
-            config_form.add_error(path, message)
-    for message in config_form.excluded_errors.pop(ACCOUNT_NAME_KEY, []):
-        meta.add_error("name", message)
+    """The service's checks of what was entered (nothing is written), shown on the form.
+
+    Its config problems are left out while the form has its own: they come from a
+    config with the refused values missing, and would only repeat them.
+    """
+    entered = getattr(meta, "cleaned_data", {})
+    expires_on = entered.get("expires_on")
+    try:
+        services.check_request(
+            user=acting_user(request),
+            name=entered.get("name", meta.data.get("name", "")),
+            blueprint=blueprint.name,
+            purpose=entered.get("purpose", meta.data.get("purpose", "")),
+            config=config_form.config,
+            expires_at=expiry_datetime(expires_on) if expires_on else None,
+        )
+    except services.RequestInvalid as exc:
+        _show_request_errors(
+            exc=exc, meta=meta, config_form=config_form, with_config=not config_form.has_errors
+        )
+
+
+def _show_request_errors(
+    *,
+    exc: services.RequestInvalid,
+    meta: RequestMetaForm,
+    config_form: SchemaForm,
+    with_config: bool = True,
+) -> None:
+    if with_config:
+        for path, path_messages in exc.errors_by_path.items():
+            for message in path_messages:
+                config_form.add_error(path, message)
+        for message in config_form.excluded_errors.pop(ACCOUNT_NAME_KEY, []):
+            meta.add_error("name", message)
     for field_name, field_messages in exc.errors.items():
-        if field_name == "config" and exc.errors_by_path:
+        if field_name == "config" and (exc.errors_by_path or not with_config):
             continue  # already shown next to each field
+        target = SERVICE_FIELD_NAMES.get(field_name)
+        if target and target in meta.errors:
+            continue  # the form already says what is wrong with it
         for message in field_messages:
-            target = SERVICE_FIELD_NAMES.get(field_name)
             if target:
                 meta.add_error(target, message)
             else:
@@ -273,7 +316,7 @@ def _preview(
         files = services.preview_files(
             blueprint=blueprint,
             config=config,
-            account_name=entered.get("name") or config.get(ACCOUNT_NAME_KEY) or "preview",
+            account_name=entered.get("name") or "preview",
             purpose=entered.get("purpose") or Purpose.DEMO,
         )
     except services.RequestInvalid as exc:

@@ -78,7 +78,9 @@ def start_run(
 ) -> PipelineRun:
     """Create a run with one stage per blueprint stage and queue the first after commit."""
     blueprint = load_blueprint(account.blueprint)
-    config = blueprint.validate_config(account.config)
+    config = blueprint.validate_config(
+        blueprint.config_for_account(account.config, name=account.name)
+    )
     kinds = stages_for(blueprint=blueprint, kind=kind)
     try:
         with transaction.atomic():

@@ -80,7 +80,7 @@ def test_bad_input_exits_2_saying_what_is_wrong(
     blueprints_root, tmp_path, args: tuple[str, ...], message: str
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"account_name": "demo-one", "instance_size": "huge"}))
+    bad.write_text(yaml.safe_dump({"instance_size": "huge"}))
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     files = {"BAD": str(bad), "EMPTY": str(empty)}

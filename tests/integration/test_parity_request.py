@@ -22,7 +22,7 @@ from tests.integration.test_web_pages import client_for, sandbox_post
 
 pytestmark = pytest.mark.django_db
 
-QA_CONFIG = {**PROD_CONFIG, "account_name": "qa-req", "cidr": "10.60.0.0/16"}
+QA_CONFIG = {**PROD_CONFIG, "cidr": "10.60.0.0/16"}
 
 
 @pytest.fixture

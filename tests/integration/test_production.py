@@ -25,7 +25,6 @@ from tests.integration.test_commands import run_command
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PROD_CONFIG = {
-    "account_name": "prod",
     "cidr": "10.0.0.0/16",
     "dns_zone": "prod.internal",
     "instance_size": "large",
@@ -173,7 +172,7 @@ def test_register_refuses_a_missing_file_another_blueprint_and_a_clone_name(
 def test_register_a_production_the_portal_built_reads_its_state_from_the_portal_backend(
     tmp_path: Path, celery_worker: Any, wait_for_run: Any
 ) -> None:
-    config = {**PROD_CONFIG, "account_name": "prod-built"}
+    config = dict(PROD_CONFIG)
     account = AccountFactory(
         name="prod-built", blueprint="sandbox", purpose=Purpose.STANDBY, config=config
     )
