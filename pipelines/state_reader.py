@@ -16,7 +16,7 @@ from django.conf import settings
 from pipelines.clients.terraform import TerraformClient, TerraformError
 from pipelines.parity import StateInvalid, resources_from_state
 from pipelines.stages.base import StageError
-from pipelines.stages.terraform_support import backend_for
+from pipelines.stages.terraform_support import backend_for, terraform_cli_config
 from portal.errors import PortalError
 
 
@@ -38,6 +38,7 @@ def portal_state_resources(account_name: str) -> list[dict[str, Any]]:
             client = TerraformClient(
                 workdir=Path(directory),
                 terraform_bin=settings.TERRAFORM_BIN or None,
+                cli_config_file=terraform_cli_config(),
                 backend=backend,
                 lock_timeout=str(settings.PORTAL_TERRAFORM_LOCK_TIMEOUT),
             )
