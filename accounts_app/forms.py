@@ -653,7 +653,8 @@ class RequestMetaForm(forms.Form):
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="For the approver: a prospect's name, a ticket, a release.",
+        help_text="For the approver: a prospect's name, a ticket, a release. At most 2000 "
+        "characters.",
     )
 
     def __init__(self, *args: Any, blueprint: Blueprint, **kwargs: Any) -> None:

@@ -634,3 +634,11 @@ def test_a_waiting_plan_shows_approve_and_reject_to_approvers_only(
         reverse("run-live", args=[run.pk]), {"deciding": ""}, HTTP_HX_REQUEST="true"
     )
     assert live["HX-Refresh"] == "true"
+
+
+def test_the_request_fields_show_their_limits_before_they_are_broken(sales: Any) -> None:
+    page = client_for(sales).get(reverse("request-form", args=["sandbox"])).content.decode()
+    assert 'name="reason"' in page and 'maxlength="2000"' in page
+    assert "At most 2000 characters." in page
+    assert 'name="name" maxlength="40"' in page
+    assert "3 to 40 characters: lower-case letters, digits and dashes; a letter first." in page
