@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -28,16 +29,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from accounts_app import policies
+from accounts_app.field_words import limits_in_words, pattern_in_words, sentence
 from accounts_app.models import Purpose
+from accounts_app.parity import ProductionValues
 from pipelines.blueprints import Blueprint, apply_defaults
 
 PURPOSE_LABELS = [(str(value), str(label)) for value, label in Purpose.choices]
 
 PREFIX = "c"
+PURPOSE_CHANGED = "purpose_changed"  # the submit button that redraws the form for a purpose
 ADD_ROW = "add_row"  # the name of the "add another" submit buttons; the value is the array's name
 MAX_ROWS = 100  # whatever the schema says, a form never grows beyond this
-# Filled from the account's name field rather than asked twice (see RequestMetaForm).
-ACCOUNT_NAME_KEY = "account_name"
 _PLAIN_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 
 
@@ -66,11 +68,31 @@ def _schema_type(schema: dict[str, Any]) -> str:
     return str(kind)
 
 
+def _rules_in_words(schema: dict[str, Any], *, kind: str) -> str:
+    """A scalar's pattern and limits in words ("3 to 40 characters"), for its help text."""
+    if kind not in ("string", "integer", "number"):
+        return ""
+    pattern = schema.get("pattern")
+    words = pattern_in_words(pattern) if isinstance(pattern, str) else None
+    return sentence("; ".join(part for part in (words, limits_in_words(schema, kind=kind)) if part))
+
+
 def _humanize(key: str) -> str:
     return key.replace("_", " ").replace("-", " ").strip().capitalize() or key
 
 
 # --- the nodes a template renders -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldLock:
+    """A field pre-filled with production's value: read-only when the rule refuses others.
+
+    Read-only is only how the form offers it; the server checks the value all the same.
+    """
+
+    note: str
+    read_only: bool
 
 
 @dataclass
@@ -82,6 +104,13 @@ class Node:
     help: str
     required: bool
     errors: list[str] = field(default_factory=list)
+    rules: str = ""  # the value's rules in words, shown before it is typed
+    lock: FieldLock | None = None  # production's value, offered as it is (see FieldLock)
+    lock_root: bool = False  # the node the lock names (its note is shown here only)
+
+    @property
+    def read_only(self) -> bool:
+        return self.lock is not None and self.lock.read_only
 
     @property
     def html_id(self) -> str:
@@ -184,6 +213,7 @@ class _Builder:
             "label": str(schema.get("title") or _humanize(key)),
             "help": str(schema.get("description") or ""),
             "required": required,
+            "rules": _rules_in_words(schema, kind=kind),
         }
         if kind == "object":
             return self.build_object(schema, common, initial, in_blank_row)
@@ -229,6 +259,9 @@ class _Builder:
         limit = min(int(schema.get("maxItems", MAX_ROWS)), MAX_ROWS)
         group = ArrayGroup(**common)
         group.item_label = str(items.get("title") or _humanize(common["key"]).rstrip("s").lower())
+        if "maxItems" in schema or "minItems" in schema:
+            counted = limits_in_words(schema, kind="array")
+            group.rules = sentence(f"{counted} {_humanize(common['key']).lower()}")
         if self.bound:
             try:
                 count = int(self.raw(group.rows_name))
@@ -422,10 +455,15 @@ def friendly_message(error: ValidationError) -> str:
     v = error.validator_value
     match error.validator:
         case "pattern":
+            # Words, never the regular expression itself: what it asks for, or the field's
+            # own description of it.
+            words = pattern_in_words(str(v))
+            if words:
+                return f"Not in the expected format: {words}."
             hint = error.schema.get("description") if isinstance(error.schema, dict) else ""
             if hint:
                 return f"Not in the expected format. {hint}"
-            return f"Not in the expected format (it must match {v})."
+            return "Not in the expected format."
         case "minimum":
             return f"Must be at least {v}."
         case "maximum":
@@ -462,6 +500,7 @@ class SchemaForm:
         data: QueryDict | None = None,
         initial: dict[str, Any] | None = None,
         exclude: tuple[str, ...] = (),
+        locks: Mapping[str, FieldLock] | None = None,
     ) -> None:
         self.schema = schema
         self.exclude = exclude
@@ -489,6 +528,21 @@ class SchemaForm:
         self.excluded_errors: dict[str, list[str]] = {}
         self._by_path = {node.path: node for node in root.walk() if node.path}
         self._checked = False
+        for path, lock in (locks or {}).items():
+            self._lock(path=path, lock=lock)
+
+    def _lock(self, *, path: str, lock: FieldLock) -> None:
+        """Mark the field at ``path`` and everything inside it as offered by production."""
+        top = self._by_path.get(path)
+        if top is None:
+            return
+        top.lock_root = True
+        for node in top.walk():
+            node.lock = lock
+        if isinstance(top, ArrayGroup) and lock.read_only:
+            top.can_add = False
+            if not self.is_bound:  # no blank row to fill in: the rows are production's
+                top.rows = [row for row in top.rows if row.path]
 
     def field_errors(self) -> list[Node]:
         return [node for node in self._by_path.values() if node.errors]
@@ -599,7 +653,8 @@ class RequestMetaForm(forms.Form):
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="For the approver: a prospect's name, a ticket, a release.",
+        help_text="For the approver: a prospect's name, a ticket, a release. At most 2000 "
+        "characters.",
     )
 
     def __init__(self, *args: Any, blueprint: Blueprint, **kwargs: Any) -> None:
@@ -614,6 +669,10 @@ class RequestMetaForm(forms.Form):
         purpose = (self.data.get("purpose") if self.is_bound else None) or (
             self.initial.get("purpose") or purposes[0]
         )
+        if purpose not in purposes and not self.is_bound:
+            purpose = purposes[0]
+        # The purpose the page is drawn for: its policy's dates, production's values.
+        self.chosen_purpose = str(purpose)
         default, latest = expiry_bounds(blueprint=blueprint, purpose=str(purpose), today=today)
         self.policy_lines = [_policy_line(blueprint=blueprint, purpose=p) for p in purposes]
         # purpose -> [default, latest] expiry dates, for the page's small script that moves
@@ -630,7 +689,7 @@ class RequestMetaForm(forms.Form):
         if latest:
             widget_attrs["max"] = latest.isoformat()
         if not self.is_bound:
-            self.initial.setdefault("purpose", purpose)
+            self.initial["purpose"] = purpose
             if default:
                 self.initial.setdefault("expires_on", default.isoformat())
 
@@ -652,3 +711,45 @@ def _policy_line(*, blueprint: Blueprint, purpose: str) -> str:
 
 # RequestInvalid's field names -> this form's field names.
 SERVICE_FIELD_NAMES = {"name": "name", "purpose": "purpose", "expires_at": "expires_on"}
+
+
+def production_locks(
+    reference: ProductionValues | None,
+) -> tuple[dict[str, FieldLock], dict[str, Any]]:
+    """(JSON path -> lock, initial values) for the fields that production's values fill in."""
+    if reference is None:
+        return {}, {}
+    purpose = dict(PURPOSE_LABELS).get(reference.purpose, reference.purpose).lower()
+    if reference.locked:
+        note = f"As in production ({reference.production}): locked for {purpose} accounts."
+    else:
+        note = (
+            f"As in production ({reference.production}). A different value is allowed for "
+            f"{purpose} accounts, and shown to the approver as a warning."
+        )
+    lock = FieldLock(note=note, read_only=reference.locked)
+    locks: dict[str, FieldLock] = {}
+    initial: dict[str, Any] = {}
+    for dotted, value in reference.values.items():
+        if value is None:
+            continue
+        keys = dotted.split(".")
+        path = "$"
+        target = initial
+        for key in keys[:-1]:
+            path = child_path(path, key)
+            target = target.setdefault(key, {})
+        locks[child_path(path, keys[-1])] = lock
+        target[keys[-1]] = copy.deepcopy(value)
+    return locks, initial
+
+
+def with_values(config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``values`` (nested the same way) put over it."""
+    merged = copy.deepcopy(config)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = with_values(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

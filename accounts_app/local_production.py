@@ -66,7 +66,7 @@ class LocalProduction:
 
 
 def production_config(name: str) -> dict[str, Any]:
-    return {"account_name": name, **CONFIG}
+    return dict(CONFIG)
 
 
 def source_connection(blueprint: Blueprint, config: Mapping[str, Any]) -> tuple[str, str]:

@@ -7,6 +7,7 @@ production reference, the versions and the data age, and keeps the result as a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -126,34 +127,75 @@ def compute_report(*, account: Account, now: datetime | None = None) -> ParityRe
     return ParityReport.objects.create(account=account, checked_at=now, in_parity=ok, report=report)
 
 
+@dataclass(frozen=True)
+class ProductionValues:
+    """Production's values of a purpose's ``equal`` paths, as the request form offers them."""
+
+    production: str
+    purpose: str
+    enforce: Enforce
+    values: dict[str, Any]  # dotted config path -> production's value (None: it has none)
+
+    @property
+    def locked(self) -> bool:
+        """Under ``refuse`` the form offers them read-only (the server checks them anyway)."""
+        return self.enforce == Enforce.REFUSE
+
+
+def production_values(*, blueprint: Blueprint, purpose: str) -> ProductionValues | None:
+    """Production's values for the purpose's ``equal`` paths, or None when there is nothing
+    to hold a request to (no rules for the purpose, no ``equal`` paths, no production)."""
+    if blueprint.parity is None or purpose not in blueprint.parity.purposes:
+        return None
+    rules = blueprint.parity.rules_for(purpose)
+    if not rules.equal:
+        return None
+    production = Account.objects.filter(
+        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
+    ).first()
+    if production is None:
+        return None
+    return ProductionValues(
+        production=production.name,
+        purpose=purpose,
+        enforce=rules.enforce,
+        values={path: parity.config_value(production.config, path) for path in rules.equal},
+    )
+
+
+def purposes_held_to_production(blueprint: Blueprint) -> list[str]:
+    """The purposes whose requests production's values fill in (one query)."""
+    if blueprint.parity is None:
+        return []
+    held = [p for p, rules in blueprint.parity.purposes.items() if rules.equal]
+    registered = Account.objects.filter(
+        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
+    ).exists()
+    return held if registered else []
+
+
 def request_problems(
     *, blueprint: Blueprint, purpose: str, config: dict[str, Any]
 ) -> tuple[dict[str, str], list[str]]:
     """A requested config against production's for the purpose's ``equal`` rules.
 
     Returns (refusals: JSON path -> message, under ``enforce: refuse``; warnings, under
-    ``enforce: warn``). Nothing to say when the blueprint has no rules or its production
-    is not registered yet.
+    ``enforce: warn``). Each message names the path, the rule and production's value.
+    Nothing to say when the blueprint has no rules or its production is not registered yet.
     """
-    if blueprint.parity is None or purpose not in blueprint.parity.purposes:
-        return {}, []
-    rules = blueprint.parity.rules_for(purpose)
-    production = Account.objects.filter(
-        name=blueprint.parity.production, purpose=Purpose.PRODUCTION
-    ).first()
-    if production is None or not rules.equal:
+    reference = production_values(blueprint=blueprint, purpose=purpose)
+    if reference is None:
         return {}, []
     refusals: dict[str, str] = {}
     warnings: list[str] = []
-    for path in rules.equal:
-        theirs = parity.config_value(production.config, path)
+    for path, theirs in reference.values.items():
         if parity.config_value(config, path) == theirs:
             continue
         message = (
             f"must equal production's value {parity.as_text(theirs)} "
-            f"(parity rule equal for {purpose}, production {production.name})"
+            f"(parity rule for {purpose}: equal [{path}], production {reference.production})"
         )
-        if rules.enforce == Enforce.REFUSE:
+        if reference.locked:
             refusals[f"$.{path}"] = message
         else:
             warnings.append(f"{path}: {message}")

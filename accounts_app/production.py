@@ -18,10 +18,14 @@ from django.db import transaction
 from accounts_app.events import production_changed
 from accounts_app.models import ACCOUNT_NAME_PATTERN, Account, AccountStatus, Purpose
 from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
+from pipelines.models import ACTIVE_RUN_STATUSES, PipelineRun, RunKind, RunStatus
 from pipelines.parity import StateInvalid, resources_from_state
+from pipelines.state_reader import StateUnreadable, portal_state_resources
 from portal.errors import PortalError
 
 SYSTEM_USERNAME = "portal-system"
+# Runs that build an account: one that succeeded means the portal built it.
+BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 CLOUD_ACCOUNT_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
@@ -79,7 +83,8 @@ def check_registration(
     try:
         loaded = load_blueprint(blueprint)
         version = loaded.version
-        filled = loaded.validate_config(config)
+        named = name if isinstance(name, str) else ""
+        filled = loaded.validate_config(loaded.config_for_account(config, name=named))
     except ConfigInvalid as exc:
         problems += [("config", str(problem)) for problem in exc.problems]
     except BlueprintError as exc:
@@ -97,6 +102,13 @@ def check_registration(
     return Registration(config=filled, version=version, resources=resources)
 
 
+def built_by_portal(account: Account) -> bool:
+    """Whether the portal built the account: a provision or update of it succeeded."""
+    return PipelineRun.objects.filter(
+        account=account, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
+    ).exists()
+
+
 def register_production(
     *,
     name: str,
@@ -108,8 +120,11 @@ def register_production(
 ) -> tuple[Account, bool]:
     """Register production account ``name`` (or update its registration): (account, created).
 
-    ``state`` is the parsed output of ``terraform show -json``; None keeps what is
-    recorded. Raises RegistrationInvalid listing every problem; nothing is written then.
+    ``state`` is the parsed output of ``terraform show -json``, for a production the portal
+    did not build; None keeps what is recorded. An account the portal built (a provision
+    or update of it succeeded) becomes production as it is: its resources are read from
+    the portal's own backend, and a state file is refused. Raises RegistrationInvalid
+    listing every problem; nothing is written then.
     """
     checked = check_registration(
         name=name,
@@ -118,6 +133,23 @@ def register_production(
         state=state,
         cloud_account_id=cloud_account_id,
     )
+    existing = Account.objects.filter(name=name).first()
+    resources = checked.resources
+    if existing is not None and existing.blueprint == blueprint and built_by_portal(existing):
+        if state is not None:
+            raise RegistrationInvalid(
+                [
+                    (
+                        "state",
+                        f"account {name!r} was built by the portal: its state is read from "
+                        "the portal's own backend, not from a file",
+                    )
+                ]
+            )
+        try:
+            resources = portal_state_resources(name)
+        except StateUnreadable as exc:
+            raise RegistrationInvalid([("state", exc.message)]) from exc
     with transaction.atomic():
         account = Account.objects.select_for_update().filter(name=name).first()
         created = account is None
@@ -127,7 +159,7 @@ def register_production(
             raise RegistrationInvalid(
                 [("name", f"account {name!r} exists with blueprint {account.blueprint!r}")]
             )
-        elif account.purpose != Purpose.PRODUCTION:
+        elif account.purpose != Purpose.PRODUCTION and not built_by_portal(account):
             raise RegistrationInvalid(
                 [("name", f"account {name!r} exists as a {account.purpose} account")]
             )
@@ -135,13 +167,21 @@ def register_production(
         # is no change of production).
         was_production = not created and account.purpose == Purpose.PRODUCTION
         before = (dict(account.config), account.registered_version) if was_production else None
+        if (
+            not created
+            and PipelineRun.objects.filter(account=account, status__in=ACTIVE_RUN_STATUSES).exists()
+        ):
+            raise RegistrationInvalid(
+                [("name", f"account {name!r} has an active run: register it once that ends")]
+            )
         account.purpose = Purpose.PRODUCTION
         account.protected = True
         account.status = AccountStatus.READY
+        account.expires_at = None  # production never expires
         account.config = checked.config
         account.registered_version = checked.version
-        if checked.resources is not None:
-            account.resources = checked.resources
+        if resources is not None:
+            account.resources = resources
         if cloud_account_id:
             account.cloud_account_id = cloud_account_id
         if owner is not None:

@@ -257,6 +257,7 @@ class WaitingPlan:
 
     stage: StageRun
     summary: PlanSummary | None
+    parity: dict[str, Any] | None = None  # the plan stage's check against production
 
 
 def plans_waiting() -> list[WaitingPlan]:
@@ -267,10 +268,17 @@ def plans_waiting() -> list[WaitingPlan]:
         .order_by("queued_at", "id")
     )
     plans = plans_of_runs(stage.run_id for stage in waiting)
-    return [
-        WaitingPlan(stage=stage, summary=plan_summary_of(stage) or plans.get(stage.run_id))
-        for stage in waiting
-    ]
+    found = []
+    for stage in waiting:
+        plan = plans.get(stage.run_id)
+        found.append(
+            WaitingPlan(
+                stage=stage,
+                summary=plan_summary_of(stage) or (plan.summary if plan else None),
+                parity=plan.parity if plan else None,
+            )
+        )
+    return found
 
 
 # --- blueprints -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ so every check is made once, here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +47,70 @@ class AccountConflict(PortalError):
     """The account name is taken by an account of another blueprint."""
 
 
-@transaction.atomic
+class ParityRefused(PortalError):
+    """A config that breaks a parity rule under ``enforce: refuse``.
+
+    ``problems`` lists "<json path>: <message>" lines, each naming the path, the rule and
+    production's value (as ``ConfigInvalid`` lists schema problems).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems), field="config")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What ``provision_account`` did: the account, whether it is new, its run, the warnings."""
+
+    account: Account
+    created: bool
+    run: PipelineRun
+    parity_warnings: list[str]
+
+
+def provision_account(
+    *,
+    name: str,
+    blueprint: str,
+    config: dict[str, Any],
+    purpose: str,
+    owner: User,
+) -> Provisioned:
+    """An operator's provision (``account_provision``): create or reuse the account, record
+    the request as approved, start the provision run.
+
+    The config passes the same checks as a request's: the blueprint's schema
+    (ConfigInvalid) and production's values for the purpose (ParityRefused under
+    ``refuse``; under ``warn`` the warnings are recorded with the request and returned).
+    """
+    with transaction.atomic():
+        loaded = load_blueprint(blueprint)
+        filled = loaded.validate_config(loaded.config_for_account(config, name=name))
+        refusals, warnings = parity.request_problems(
+            blueprint=loaded, purpose=purpose, config=filled
+        )
+        if refusals:
+            raise ParityRefused([f"{path}: {message}" for path, message in refusals.items()])
+        account, created = _create_or_reuse_account(
+            name=name, blueprint=loaded.name, config=filled, purpose=purpose, owner=owner
+        )
+        AccountRequest.objects.create(
+            account=account,
+            requested_by=owner,
+            config=filled,
+            purpose=purpose,
+            expires_at=account.expires_at,
+            reason="account_provision (command line)",
+            parity_warnings=warnings,
+            status=RequestStatus.AUTO_APPROVED,
+            decided_at=timezone.now(),
+            comment="made by an operator on the command line",
+        )
+        run = start_run(account, RunKind.PROVISION, user=owner)
+    return Provisioned(account=account, created=created, run=run, parity_warnings=warnings)
+
+
 def create_or_reuse_account(
     *,
     name: str,
@@ -55,12 +119,23 @@ def create_or_reuse_account(
     purpose: str,
     owner: User,
 ) -> tuple[Account, bool]:
-    """The account with this name, created or (same blueprint) given this config.
+    """The account with this name, created or (same blueprint) given this config;
+    no run is started (a benchmark's or a test's own accounts)."""
+    with transaction.atomic():
+        return _create_or_reuse_account(
+            name=name, blueprint=blueprint, config=config, purpose=purpose, owner=owner
+        )
 
-    The config is validated against the blueprint first (ConfigInvalid lists every
-    problem), so an account never holds a config its blueprint refuses.
-    """
-    load_blueprint(blueprint).validate_config(config)
+
+def _create_or_reuse_account(
+    *,
+    name: str,
+    blueprint: str,
+    config: dict[str, Any],
+    purpose: str,
+    owner: User,
+) -> tuple[Account, bool]:
+    """The account with this name, created or (same blueprint) given this (checked) config."""
     account = Account.objects.select_for_update().filter(name=name).first()
     if account is None:
         account = Account(name=name, blueprint=blueprint, purpose=purpose, owner=owner)
@@ -174,7 +249,8 @@ def check_request(
     filled: dict[str, Any] = {}
     if loaded is not None:
         try:
-            filled = loaded.validate_config(config)
+            named = name if isinstance(name, str) else ""
+            filled = loaded.validate_config(loaded.config_for_account(config, name=named))
         except ConfigInvalid as exc:
             for found in exc.problems:
                 add("config", str(found))
@@ -431,7 +507,7 @@ def preview_files(
     Raises RequestInvalid naming ``config`` when the config is refused or does not render.
     """
     try:
-        filled = blueprint.validate_config(config)
+        filled = blueprint.validate_config(blueprint.config_for_account(config, name=account_name))
         context = template_context(blueprint, filled, account_name=account_name, purpose=purpose)
         return dict(render_blueprint(blueprint.terraform_dir, context).files)
     except ConfigInvalid as exc:

@@ -25,14 +25,18 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import drift, expiry, lifecycle, parity, permissions, selectors, services, updates
 from accounts_app.forms import (
-    ACCOUNT_NAME_KEY,
+    PURPOSE_CHANGED,
     SERVICE_FIELD_NAMES,
     RequestMetaForm,
     SchemaForm,
     expiry_datetime,
+    production_locks,
+    with_values,
 )
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose, RequestStatus
-from pipelines.blueprints import Blueprint
+
+# A blueprint that still declares account_name gets it filled from the name field.
+from pipelines.blueprints import ACCOUNT_NAME_KEY, Blueprint
 from pipelines.models import PipelineRun, RunKind
 from pipelines.selectors import latest_plan
 from pipelines.services import RunConflict
@@ -165,18 +169,42 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
         raise Http404("no such blueprint")
     has_name_key = ACCOUNT_NAME_KEY in (loaded.parameters.get("properties") or {})
     exclude = (ACCOUNT_NAME_KEY,) if has_name_key else ()
-    context: dict[str, Any] = {"blueprint": loaded, "preview": None, "preview_error": ""}
+    context: dict[str, Any] = {
+        "blueprint": loaded,
+        "preview": None,
+        "preview_error": "",
+        "held_purposes": parity.purposes_held_to_production(loaded),
+    }
 
     if request.method == "GET":
-        context["meta"] = RequestMetaForm(blueprint=loaded)
-        context["config_form"] = SchemaForm(loaded.parameters, exclude=exclude)
+        meta = RequestMetaForm(blueprint=loaded, initial={"purpose": request.GET.get("purpose")})
+        locks, initial = production_locks(
+            parity.production_values(blueprint=loaded, purpose=meta.chosen_purpose)
+        )
+        context["meta"] = meta
+        context["config_form"] = SchemaForm(
+            loaded.parameters, initial=initial, exclude=exclude, locks=locks
+        )
         return page(request, "accounts/request_form.html", context)
     if request.method != "POST":
         return HttpResponse(status=405, headers={"Allow": "GET, POST"})
 
     meta = RequestMetaForm(request.POST, blueprint=loaded)
-    config_form = SchemaForm(loaded.parameters, data=request.POST, exclude=exclude)
+    locks, production = production_locks(
+        parity.production_values(blueprint=loaded, purpose=meta.chosen_purpose)
+    )
+    config_form = SchemaForm(loaded.parameters, data=request.POST, exclude=exclude, locks=locks)
     context.update(meta=meta, config_form=config_form)
+    if PURPOSE_CHANGED in request.POST:
+        # The purpose changed: the same values, with production's where the purpose asks.
+        context["meta"] = RequestMetaForm(blueprint=loaded, initial=request.POST.dict())
+        context["config_form"] = SchemaForm(
+            loaded.parameters,
+            initial=with_values(config_form.config, production),
+            exclude=exclude,
+            locks=locks,
+        )
+        return page(request, "accounts/request_form.html", context)
     if config_form.added_row:
         # "Add a service": the same page with one more row, no errors shown yet.
         return page(request, "accounts/request_form.html", context)
@@ -189,15 +217,25 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
         for message in config_form.excluded_errors.get(ACCOUNT_NAME_KEY, []):
             meta.add_error("name", message)
 
+    form_ok = meta_ok and config_ok and not meta.errors
+    if not form_ok:
+        # Every problem at once: the request's own checks (expiry, quota, production's
+        # values) join the form's, as they would on a submit.
+        _check_request(request=request, blueprint=loaded, meta=meta, config_form=config_form)
+
     if "preview" in request.POST:
         if config_ok:
+            if form_ok:  # Preview shows the request's problems too, before it is submitted
+                _check_request(
+                    request=request, blueprint=loaded, meta=meta, config_form=config_form
+                )
             context["preview"], context["preview_error"] = _preview(
                 blueprint=loaded, meta=meta, config=config_form.config
             )
         status = 200 if config_ok else 400
         return page(request, "accounts/request_form.html", context, status=status)
 
-    if not (meta_ok and config_ok and not meta.errors):
+    if not form_ok:
         return page(request, "accounts/request_form.html", context, status=400)
     expires_on = meta.cleaned_data.get("expires_on")
     try:
@@ -223,19 +261,51 @@ def request_form(request: HttpRequest, blueprint: str) -> HttpResponse:
     return redirect("account-detail", account_id=account.pk)
 
 
-def _show_request_errors(
-    *, exc: services.RequestInvalid, meta: RequestMetaForm, config_form: SchemaForm
+def _check_request(
+    *, request: HttpRequest, blueprint: Blueprint, meta: RequestMetaForm, config_form: SchemaForm
 ) -> None:
-    for path, path_messages in exc.errors_by_path.items():
-        for message in path_messages:
-            config_form.add_error(path, message)
-    for message in config_form.excluded_errors.pop(ACCOUNT_NAME_KEY, []):
-        meta.add_error("name", message)
+    """The service's checks of what was entered (nothing is written), shown on the form.
+
+    Its config problems are left out while the form has its own: they come from a
+    config with the refused values missing, and would only repeat them.
+    """
+    entered = getattr(meta, "cleaned_data", {})
+    expires_on = entered.get("expires_on")
+    try:
+        services.check_request(
+            user=acting_user(request),
+            name=entered.get("name", meta.data.get("name", "")),
+            blueprint=blueprint.name,
+            purpose=entered.get("purpose", meta.data.get("purpose", "")),
+            config=config_form.config,
+            expires_at=expiry_datetime(expires_on) if expires_on else None,
+        )
+    except services.RequestInvalid as exc:
+        _show_request_errors(
+            exc=exc, meta=meta, config_form=config_form, with_config=not config_form.has_errors
+        )
+
+
+def _show_request_errors(
+    *,
+    exc: services.RequestInvalid,
+    meta: RequestMetaForm,
+    config_form: SchemaForm,
+    with_config: bool = True,
+) -> None:
+    if with_config:
+        for path, path_messages in exc.errors_by_path.items():
+            for message in path_messages:
+                config_form.add_error(path, message)
+        for message in config_form.excluded_errors.pop(ACCOUNT_NAME_KEY, []):
+            meta.add_error("name", message)
     for field_name, field_messages in exc.errors.items():
-        if field_name == "config" and exc.errors_by_path:
+        if field_name == "config" and (exc.errors_by_path or not with_config):
             continue  # already shown next to each field
+        target = SERVICE_FIELD_NAMES.get(field_name)
+        if target and target in meta.errors:
+            continue  # the form already says what is wrong with it
         for message in field_messages:
-            target = SERVICE_FIELD_NAMES.get(field_name)
             if target:
                 meta.add_error(target, message)
             else:
@@ -251,7 +321,7 @@ def _preview(
         files = services.preview_files(
             blueprint=blueprint,
             config=config,
-            account_name=entered.get("name") or config.get(ACCOUNT_NAME_KEY) or "preview",
+            account_name=entered.get("name") or "preview",
             purpose=entered.get("purpose") or Purpose.DEMO,
         )
     except services.RequestInvalid as exc:

@@ -79,6 +79,10 @@ class UnknownBlueprint(BlueprintError):
         self.directory = directory
 
 
+# The config key that once held an account's name, which now comes from the account itself.
+ACCOUNT_NAME_KEY = "account_name"
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     path: str  # JSON path, e.g. "$.services[0].name"
@@ -159,6 +163,32 @@ class Blueprint:
         if problems:
             raise ConfigInvalid(_reported(problems))
         return filled
+
+    def config_for_account(self, config: Any, *, name: str) -> Any:
+        """The config of account ``name``, whose name is the one source of its name.
+
+        A config may still carry ``account_name`` (configs written before it was dropped):
+        equal to the account's name it is dropped (or, for a blueprint that still declares
+        the parameter, filled with the name); any other value is refused with ConfigInvalid
+        naming ``$.account_name``. Templates see the name as ``account.name``.
+        """
+        if not isinstance(config, dict):
+            return config
+        given = config.get(ACCOUNT_NAME_KEY, name)
+        if given != name:
+            raise ConfigInvalid(
+                [
+                    ConfigProblem(
+                        f"$.{ACCOUNT_NAME_KEY}",
+                        f"must be the account's name {name!r} or left out: an account's "
+                        "name is the one source of its name",
+                    )
+                ]
+            )
+        rest = {key: value for key, value in config.items() if key != ACCOUNT_NAME_KEY}
+        if ACCOUNT_NAME_KEY in (self.parameters.get("properties") or {}):
+            rest[ACCOUNT_NAME_KEY] = name
+        return rest
 
     def resolve_file(self, relative: str) -> Path:
         """A file of this blueprint, refusing any path that leaves the blueprint folder."""

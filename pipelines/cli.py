@@ -11,13 +11,21 @@ from django.core.management.base import BaseCommand
 
 from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines import selectors
-from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
+from pipelines.blueprints import (
+    ACCOUNT_NAME_KEY,
+    Blueprint,
+    BlueprintError,
+    ConfigInvalid,
+    load_blueprint,
+)
 from pipelines.models import StageStatus
 from pipelines.stages.render import template_context
 from pipelines.yaml_input import YamlInputError, load_config_file
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# The account name templates see when a command renders with no account (and no --account-name).
+PREVIEW_ACCOUNT_NAME = "preview"
 
 
 class BadInput(Exception):
@@ -54,16 +62,16 @@ def render_input(
     if account_name and not is_account_name(account_name):
         raise BadInput(f"--account-name: {ACCOUNT_NAME_RULE}")
     raw = read_config_file(config_path)
+    # The account's name is --account-name; a config written before it was dropped may
+    # still carry it (then it must be the same).
+    name = account_name or str(raw.get(ACCOUNT_NAME_KEY) or PREVIEW_ACCOUNT_NAME)
+    if not is_account_name(name):
+        raise BadInput(f"$.{ACCOUNT_NAME_KEY}: {ACCOUNT_NAME_RULE}")
     try:
-        config = blueprint.validate_config(raw)
+        config = blueprint.validate_config(blueprint.config_for_account(raw, name=name))
     except ConfigInvalid as exc:
         raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
-    context = template_context(
-        blueprint,
-        config,
-        account_name=account_name or str(config.get("account_name", "")),
-        purpose=purpose,
-    )
+    context = template_context(blueprint, config, account_name=name, purpose=purpose)
     return blueprint, context
 
 

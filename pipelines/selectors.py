@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import F, Prefetch, QuerySet
 
@@ -107,12 +109,26 @@ def latest_plan(account_id: int) -> tuple[StageRun, PlanSummary] | None:
     return (stage, summary) if summary is not None else None
 
 
-def plans_of_runs(run_ids: Iterable[int]) -> dict[int, PlanSummary]:
-    """Each run's plan summary by run id, for runs whose plan stage recorded one (one query)."""
-    found: dict[int, PlanSummary] = {}
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run's plan stage recorded: its summary and its parity check (or None)."""
+
+    summary: PlanSummary | None
+    parity: dict[str, Any] | None
+
+
+def plans_of_runs(run_ids: Iterable[int]) -> dict[int, RunPlan]:
+    """Each run's plan (summary and parity check) by run id, for runs whose plan stage
+    recorded one (one query)."""
+    found: dict[int, RunPlan] = {}
     plans = StageRun.objects.filter(run_id__in=list(run_ids), kind="plan").only("run_id", "outputs")
     for stage in plans.order_by("position"):
         summary = plan_summary_of(stage)
-        if summary is not None:
-            found.setdefault(stage.run_id, summary)
+        outputs = stage.outputs if isinstance(stage.outputs, dict) else {}
+        parity = outputs.get("parity")
+        if summary is not None or isinstance(parity, dict):
+            found.setdefault(
+                stage.run_id,
+                RunPlan(summary=summary, parity=parity if isinstance(parity, dict) else None),
+            )
     return found

@@ -147,7 +147,7 @@ def _create_run(
     approval_reason: str,
     production_build: bool,
 ) -> PipelineRun:
-    config = blueprint.validate_config(config)
+    config = blueprint.validate_config(blueprint.config_for_account(config, name=account.name))
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)

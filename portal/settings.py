@@ -171,6 +171,7 @@ WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "portal.views.csrf_failure"  # the portal's 403 page, in its layout
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -266,6 +267,9 @@ PORTAL_KEEP_WORKDIRS = env_bool("PORTAL_KEEP_WORKDIRS", False)
 # Four-eyes: nobody approves their own request or the plan of a run they started.
 PORTAL_ALLOW_SELF_APPROVAL = env_bool("PORTAL_ALLOW_SELF_APPROVAL", False)
 TERRAFORM_BIN = os.environ.get("TERRAFORM_BIN", "")
+# A Terraform CLI config file (provider_installation: a network or filesystem mirror) for
+# blueprints whose providers come from a registry; empty: an empty config, the public registry.
+PORTAL_TERRAFORM_CLI_CONFIG = os.environ.get("PORTAL_TERRAFORM_CLI_CONFIG", "")
 # Terraform gets an interrupt on cancel, then this long to stop before it is killed.
 PORTAL_TERRAFORM_GRACE_SECONDS = float(os.environ.get("PORTAL_TERRAFORM_GRACE_SECONDS") or 30)
 PORTAL_TERRAFORM_LOCK_TIMEOUT = os.environ.get("PORTAL_TERRAFORM_LOCK_TIMEOUT") or "20s"

@@ -17,3 +17,8 @@ urlpatterns = [
     path("", include("accounts_app.urls")),
     path("", include("pipelines.urls")),
 ]
+
+# Error pages in the portal's layout, with its navigation (JSON under /api/).
+handler403 = "portal.views.permission_denied"
+handler404 = "portal.views.page_not_found"
+handler500 = "portal.views.server_error"

@@ -1,4 +1,5 @@
-"""Project-level views for operators: the health check and the Prometheus metrics."""
+"""Project-level views: the health check and the Prometheus metrics for operators, and the
+error pages (404, 403, 500) in the portal's layout."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.utils import timezone
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from accounts_app import permissions
 from portal import heartbeats, metrics
 from portal.models import Component
 
@@ -86,3 +89,64 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _may_read_metrics(request):
         return HttpResponse("forbidden\n", status=403, content_type="text/plain")
     return HttpResponse(metrics.render(), content_type=metrics.CONTENT_TYPE)
+
+
+# --- error pages ----------------------------------------------------------------------
+
+# status -> (title, what it means for the user)
+ERROR_PAGES = {
+    403: ("Not allowed", "Your role does not let you see or do this."),
+    404: ("Page not found", "There is no page at this address, or it is not yours to see."),
+    500: (
+        "Something went wrong",
+        "The portal could not answer this request. It has been logged; try again in a moment.",
+    ),
+}
+
+
+# The same words as the API's own errors (Django REST framework's).
+API_DETAILS = {
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    500: "A server error occurred.",
+}
+
+
+def _error_page(request: HttpRequest, *, status: int, detail: str = "") -> HttpResponse:
+    """The portal's layout with its navigation and ways back; JSON under /api/."""
+    title, explanation = ERROR_PAGES[status]
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": API_DETAILS[status]}, status=status)
+    context = {"status": status, "title": title, "explanation": explanation, "detail": detail}
+    if status != 500:  # a server error may come from the database: ask it nothing more
+        context.update(permissions.roles_for_templates(request.user))
+    return render(request, "errors/error.html", context, status=status)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _error_page(request, status=404)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    # The views' PermissionDenied messages are written for people ("only approvers ...").
+    return _error_page(request, status=403, detail=str(exception) if exception.args else "")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    return _error_page(
+        request,
+        status=403,
+        detail="The form was out of date or came from elsewhere: reload the page and try again.",
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    try:
+        return _error_page(request, status=500)
+    except Exception:
+        logger.exception("the 500 page could not be rendered")
+        return HttpResponse(
+            "<!doctype html><title>Server error</title><h1>Something went wrong</h1>"
+            '<p><a href="/">Back to the portal</a></p>',
+            status=500,
+        )

@@ -31,7 +31,6 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 SANDBOX_CONFIG = {
-    "account_name": "acme-demo",
     "cidr": "10.20.0.0/16",
     "dns_zone": "acme-demo.internal",
     "instance_size": "small",
@@ -45,7 +44,7 @@ class AccountFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"acct-{n}")
     blueprint = "sandbox"
-    config = factory.LazyAttribute(lambda a: {**SANDBOX_CONFIG, "account_name": a.name})
+    config = factory.LazyAttribute(lambda a: dict(SANDBOX_CONFIG))
     purpose = "qa"
     owner = factory.SubFactory(UserFactory)
 

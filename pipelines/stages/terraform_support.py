@@ -128,6 +128,12 @@ def lay_out_terraform(ctx: StageContext) -> Path:
     return directory
 
 
+def terraform_cli_config() -> Path | None:
+    """``PORTAL_TERRAFORM_CLI_CONFIG`` (a provider mirror, say), or None for an empty one."""
+    configured = settings.PORTAL_TERRAFORM_CLI_CONFIG
+    return Path(configured) if configured else None
+
+
 def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
     """A client that streams every line into the stage log and polls for cancel.
 
@@ -138,6 +144,7 @@ def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> Terr
         return TerraformClient(
             workdir=directory,
             terraform_bin=settings.TERRAFORM_BIN or None,
+            cli_config_file=terraform_cli_config(),
             backend=backend,
             redactor=Redactor(),
             on_line=ctx.log,

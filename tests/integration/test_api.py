@@ -35,7 +35,7 @@ def request_body(name: str = "acme-demo", **overrides: Any) -> dict[str, Any]:
         "name": name,
         "blueprint": "sandbox",
         "purpose": "demo",
-        "config": {**SANDBOX_CONFIG, "account_name": name},
+        "config": dict(SANDBOX_CONFIG),
         "reason": "demo for ACME",
     }
     body.update(overrides)

@@ -98,7 +98,7 @@ def new_request(name: str) -> dict[str, Any]:
         "name": name,
         "blueprint": "sandbox",
         "purpose": "demo",
-        "config": {**SANDBOX_CONFIG, "account_name": name},
+        "config": dict(SANDBOX_CONFIG),
     }
 
 

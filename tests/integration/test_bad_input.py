@@ -33,7 +33,7 @@ def request_body(**config: Any) -> dict[str, Any]:
         "name": "bad-input",
         "blueprint": "sandbox",
         "purpose": "demo",
-        "config": {**SANDBOX_CONFIG, "account_name": "bad-input", **config},
+        "config": {**SANDBOX_CONFIG, **config},
     }
 
 

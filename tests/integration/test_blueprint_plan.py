@@ -80,7 +80,7 @@ def test_bad_input_exits_2_saying_what_is_wrong(
     blueprints_root, tmp_path, args: tuple[str, ...], message: str
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"account_name": "demo-one", "instance_size": "huge"}))
+    bad.write_text(yaml.safe_dump({"instance_size": "huge"}))
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     files = {"BAD": str(bad), "EMPTY": str(empty)}
@@ -118,3 +118,34 @@ def test_service_platform_fails_with_terraforms_own_error_when_providers_are_unr
         assert "hashicorp/aws" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_providers_come_from_the_configured_cli_config(blueprints_root, tmp_path: Path) -> None:
+    """PORTAL_TERRAFORM_CLI_CONFIG: Terraform installs providers as that file says (here an
+    empty filesystem mirror, so the AWS provider is looked for there and nowhere else)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    cli_config = tmp_path / "terraform.tfrc"
+    cli_config.write_text(
+        "provider_installation {\n"
+        f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
+        '    include = ["registry.terraform.io/*/*"]\n  }\n}\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "blueprint_plan", "service-platform",
+         "--config", str(PLATFORM_EXAMPLE)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": "postgres://nobody@127.0.0.1:1/no_database",
+            "PORTAL_BLUEPRINTS_DIR": str(blueprints_root),
+            "PORTAL_TERRAFORM_CLI_CONFIG": str(cli_config),
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "hashicorp/aws" in result.stderr and str(mirror) in result.stderr

@@ -61,7 +61,6 @@ def test_blueprint_render_bad_config_lists_every_problem_and_writes_nothing(tmp_
     )
     assert code == 2
     assert err.splitlines() == [
-        "$: 'account_name' is a required property",
         "$.cidr: '10.0.0.0/99' does not match "
         "'^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
         "/([89]|1[0-9]|2[0-8])$'",

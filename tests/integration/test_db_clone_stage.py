@@ -74,7 +74,7 @@ def make_account(blueprint: str, moto_server: str) -> tuple[Any, Any, str]:
         name=name,
         blueprint=blueprint,
         cloud_account_id=cloud_id,
-        config={**SANDBOX_CONFIG, "account_name": name, "dns_zone": zone},
+        config={**SANDBOX_CONFIG, "dns_zone": zone},
         outputs={"private_zone_id": {"value": zone_id, "sensitive": False, "type": "string"}},
     )
     return account, session, zone_id

@@ -224,7 +224,6 @@ def test_a_demo_sandbox_of_the_local_production_has_masked_data_dns_and_parity(
         blueprint="sandbox",
         purpose=Purpose.DEMO,
         config={
-            "account_name": name,
             "cidr": "10.61.0.0/16",
             "dns_zone": zone,
             "services": [{"name": "web"}, {"name": "orders", "database": True}],

@@ -21,7 +21,7 @@ def test_a_provisioned_loadtest_clone_on_smaller_servers_is_out_of_parity(
     celery_worker, wait_for_run
 ) -> None:
     name = f"lt-{uuid.uuid4().hex[:8]}"
-    config = {**PROD_CONFIG, "account_name": name, "cidr": "10.50.0.0/16", "instance_size": "small"}
+    config = {**PROD_CONFIG, "cidr": "10.50.0.0/16", "instance_size": "small"}
     # The shipped sandbox's Terraform and parity rules, without its database (no source here).
     account = AccountFactory(
         name=name, blueprint="sandbox-infra", purpose=Purpose.LOADTEST, config=config

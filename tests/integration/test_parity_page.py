@@ -50,37 +50,51 @@ def test_no_production_reference_is_an_error_message_not_a_crash() -> None:
     assert "is not registered" in answer.content.decode()
 
 
+PLAN_OUTPUTS = {
+    "add": 1,
+    "change": 0,
+    "replace": 0,
+    "destroy": 0,
+    "has_changes": True,
+    "resources": [],
+    "parity": {
+        "production": "prod",
+        "checked": True,
+        "in_parity": False,
+        "enforce": "warn",
+        "checks": [
+            {
+                "path": "resource terraform_data.dns_zone",
+                "status": "differs",
+                "clone": "missing",
+                "production": "present",
+                "rule": "resources addresses",
+                "reason": "",
+            }
+        ],
+    },
+}
+
+
 def test_the_run_page_shows_the_plan_parity_result() -> None:
     account = AccountFactory()
     run = PipelineRunFactory(account=account)
-    outputs = {
-        "add": 1,
-        "change": 0,
-        "replace": 0,
-        "destroy": 0,
-        "has_changes": True,
-        "resources": [],
-        "parity": {
-            "production": "prod",
-            "checked": True,
-            "in_parity": False,
-            "enforce": "warn",
-            "checks": [
-                {
-                    "path": "resource terraform_data.dns_zone",
-                    "status": "differs",
-                    "clone": "missing",
-                    "production": "present",
-                    "rule": "resources addresses",
-                    "reason": "",
-                }
-            ],
-        },
-    }
-    StageRunFactory(run=run, position=0, kind="plan", status="succeeded", outputs=outputs)
+    StageRunFactory(run=run, position=0, kind="plan", status="succeeded", outputs=PLAN_OUTPUTS)
     page = client_for(account.owner).get(reverse("run-detail", args=[run.pk])).content.decode()
     assert "Parity with production prod" in page
     assert "resource terraform_data.dns_zone: missing (production present)" in page
+
+
+def test_the_plan_approval_page_shows_the_plan_parity_result() -> None:
+    run = PipelineRunFactory(account=AccountFactory(name="lt-plan"), status="waiting_approval")
+    StageRunFactory(run=run, position=0, kind="plan", status="succeeded", outputs=PLAN_OUTPUTS)
+    waiting = StageRunFactory(run=run, position=1, kind="approve_plan", status="waiting_approval")
+    approver = UserFactory(roles=["approvers"])
+    page = client_for(approver).get(reverse("approvals")).content.decode()
+    card = page[page.index(f'id="plan-{waiting.pk}"') :]
+    card = card[: card.index("</section>")]
+    assert "Parity with production prod" in card and "out of parity" in card
+    assert "resource terraform_data.dns_zone: missing (production present)" in card
 
 
 def test_the_dashboard_badges_parity_and_filters_out_of_parity() -> None:

@@ -17,7 +17,6 @@ from tests.integration.test_commands import run_command
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PROD_CONFIG = {
-    "account_name": "prod",
     "cidr": "10.0.0.0/16",
     "dns_zone": "prod.internal",
     "instance_size": "large",
@@ -63,7 +62,7 @@ def production():
 
 
 def clone(*, name: str, purpose: str, version: str = "1.0.0", **fields: object):
-    config = {**PROD_CONFIG, "account_name": name, "cidr": "10.30.0.0/16"}
+    config = {**PROD_CONFIG, "cidr": "10.30.0.0/16"}
     config.update(fields.pop("config", {}))
     account = AccountFactory(
         name=name,

@@ -37,7 +37,7 @@ def test_a_loadtest_on_a_smaller_database_class_fails_its_plan_naming_both_value
 ) -> None:
     production(found=resources())
     name = f"lt-{uuid.uuid4().hex[:8]}"
-    config = {**PROD_CONFIG, "account_name": name, "instance_size": "small"}
+    config = {**PROD_CONFIG, "instance_size": "small"}
     account = AccountFactory(name=name, purpose=Purpose.LOADTEST, config=config)
     run = wait_for_run(services.start_run(account, "provision").pk, timeout=180)
     assert run.status == RunStatus.FAILED

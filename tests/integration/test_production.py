@@ -25,7 +25,6 @@ from tests.integration.test_commands import run_command
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PROD_CONFIG = {
-    "account_name": "prod",
     "cidr": "10.0.0.0/16",
     "dns_zone": "prod.internal",
     "instance_size": "large",
@@ -167,6 +166,55 @@ def test_register_refuses_a_missing_file_another_blueprint_and_a_clone_name(
                                "render-only", *files(tmp_path, config={}))  # fmt: skip
     assert code == 2 and "exists with blueprint 'sandbox'" in err
     assert Account.objects.get().purpose == Purpose.QA
+
+
+@pytest.mark.django_db(transaction=True)
+def test_register_a_production_the_portal_built_reads_its_state_from_the_portal_backend(
+    tmp_path: Path, celery_worker: Any, wait_for_run: Any
+) -> None:
+    config = dict(PROD_CONFIG)
+    account = AccountFactory(
+        name="prod-built", blueprint="sandbox", purpose=Purpose.STANDBY, config=config
+    )
+    run = wait_for_run(start_run(account, RunKind.PROVISION).pk, timeout=180)
+    assert run.status == "succeeded", run.explanation
+    Account.objects.filter(pk=account.pk).update(resources=[])  # not from what apply recorded
+
+    code, _, err = run_command(
+        "account_register", "--name", "prod-built", "--blueprint", "sandbox",
+        *files(tmp_path, config=config, state=state_document()),
+    )  # fmt: skip
+    assert code == 2
+    assert err.strip() == (
+        "--state-file: account 'prod-built' was built by the portal: its state is read from "
+        "the portal's own backend, not from a file"
+    )
+
+    code, out, err = run_command(
+        "account_register", "--name", "prod-built", "--blueprint", "sandbox",
+        *files(tmp_path, config=config),
+    )  # fmt: skip
+    assert code == 0, err
+    account.refresh_from_db()
+    assert (account.purpose, account.protected, account.status) == (
+        Purpose.PRODUCTION,
+        True,
+        AccountStatus.READY,
+    )
+    assert [r["address"] for r in account.resources] == [
+        "terraform_data.account",
+        'terraform_data.database["orders"]',
+        "terraform_data.dns_zone",
+        "terraform_data.network",
+        'terraform_data.service["orders"]',
+        'terraform_data.service["web"]',
+    ]
+    # The state's values, known only after apply (a plan has no id yet).
+    assert all(r["values"]["id"] for r in account.resources)
+    database = account.resources[1]["values"]
+    assert database["input"]["instance_class"] == "db.r6g.large"
+    assert PipelineRun.objects.filter(account=account).count() == 1  # no run started
+    assert "registration updated: 6 resources" in err or "registered: 6 resources" in err
 
 
 def test_a_production_account_is_always_protected() -> None:

@@ -130,7 +130,6 @@ def make_world(moto_server: str) -> World:
         cloud_account_id=target,
         config={
             **SANDBOX_CONFIG,
-            "account_name": name,
             "dns_zone": zone,
             "orders_source": {"account_id": SOURCE, "region": REGION, "instance": prod_id},
         },

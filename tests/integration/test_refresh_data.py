@@ -51,7 +51,7 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     account = AccountFactory(
         name=name,
         blueprint="sandbox-data",
-        config={**SANDBOX_CONFIG, "account_name": name, "dns_zone": f"{name}.internal"},
+        config={**SANDBOX_CONFIG, "dns_zone": f"{name}.internal"},
     )
     provision = wait_for_run(services.start_run(account, RunKind.PROVISION).pk, timeout=240)
     assert provision.status == RunStatus.SUCCEEDED, explain(provision)

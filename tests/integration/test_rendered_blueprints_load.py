@@ -55,9 +55,7 @@ def example_config(blueprint: Blueprint, example: str) -> dict[str, Any]:
 
 
 def render(blueprint: Blueprint, config: dict[str, Any], out: Path, purpose: str = "qa") -> None:
-    context = template_context(
-        blueprint, config, account_name=config["account_name"], purpose=purpose
-    )
+    context = template_context(blueprint, config, account_name="example-one", purpose=purpose)
     render_blueprint(blueprint.terraform_dir, context, out)
 
 

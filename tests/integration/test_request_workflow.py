@@ -56,7 +56,7 @@ def ask(user: Any, name: str = "acme-demo", **overrides: Any) -> tuple[Account, 
         "name": name,
         "blueprint": "sandbox",
         "purpose": "demo",
-        "config": {**SANDBOX_CONFIG, "account_name": name},
+        "config": dict(SANDBOX_CONFIG),
         "reason": "demo for ACME",
     }
     values.update(overrides)

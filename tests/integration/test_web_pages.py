@@ -188,7 +188,7 @@ def test_request_form_is_generated_from_the_schema_and_policy(sales: Any) -> Non
     assert '<select id="id_c-instance_size" name="c.instance_size"' in text
     assert 'name="c.services.0.name" value="web"' in text
     assert 'name="add_row" value="c.services"' in text
-    assert 'name="c.account_name"' not in text  # filled from the account name
+    assert "account_name" not in text  # the account's name is its name field, asked once
     purposes = response.context["meta"].fields["purpose"].choices
     assert [value for value, _ in purposes] == ["demo", "qa", "loadtest", "standby"]
     default_expiry = timezone.localdate() + timedelta(days=14)  # demo's default_ttl_days
@@ -266,7 +266,7 @@ def test_submit_creates_a_pending_request_for_sales(sales: Any) -> None:
     assert response.status_code == 302
     assert response["Location"] == reverse("account-detail", args=[account.pk])
     assert account.owner == sales and account.status == AccountStatus.REQUESTED
-    assert account.config["account_name"] == "acme-demo"
+    assert "account_name" not in account.config  # the name is the account's own
     assert account.config["services"] == [
         {"name": "web", "database": False},
         {"name": "orders", "database": True},
@@ -287,6 +287,42 @@ def test_expiry_beyond_the_policy_is_refused_next_to_the_date(sales: Any) -> Non
 
     assert response.status_code == 400
     assert "at most 30 days" in " ".join(response.context["meta"].errors["expires_on"])
+
+
+def test_expiry_errors_appear_with_the_config_errors_and_in_preview(sales: Any) -> None:
+    too_late = (timezone.localdate() + timedelta(days=40)).isoformat()
+    client = client_for(sales)
+    url = reverse("request-form", args=["sandbox"])
+
+    both = client.post(url, sandbox_post(expires_on=too_late, **{"c.cidr": "10.1.0.0/99"}))
+    assert both.status_code == 400
+    assert "at most 30 days" in " ".join(both.context["meta"].errors["expires_on"])
+    assert both.context["config_form"].node_at("$.cidr").errors  # shown together
+    assert not Account.objects.exists()
+
+    preview = client.post(url, sandbox_post(expires_on=too_late, submit=None, preview="1"))
+    assert preview.context["preview"]  # the files are shown
+    assert "at most 30 days" in " ".join(preview.context["meta"].errors["expires_on"])
+    page = preview.content.decode()
+    assert "at most 30 days from now for demo accounts" in page
+
+
+def test_field_errors_and_limits_are_in_words_never_a_regular_expression(sales: Any) -> None:
+    url = reverse("request-form", args=["sandbox"])
+    page = client_for(sales).get(url).content.decode()
+    # Limits are shown before they are broken: in the help text and as maxlength.
+    assert "A lower-case letter, then 1 to 30 lower-case letters, digits or underscores" in page
+    assert 'name="c.services.0.name" value="web" maxlength="31"' in page
+    assert "At most 20 services." in page
+    assert 'id="id_name" maxlength="40"' in page or 'maxlength="40"' in page
+
+    bad = client_for(sales).post(url, sandbox_post(**{"c.services.1.name": "Orders!"}))
+    errors = bad.context["config_form"].node_at("$.services[1].name").errors
+    assert errors == [
+        "Not in the expected format: a lower-case letter, then 1 to 30 lower-case letters, "
+        "digits or underscores."
+    ]
+    assert "[a-z" not in bad.content.decode()
 
 
 def test_quota_is_refused_with_the_numbers(sales: Any) -> None:
@@ -635,3 +671,11 @@ def test_a_waiting_plan_shows_approve_and_reject_to_approvers_only(
         reverse("run-live", args=[run.pk]), {"deciding": ""}, HTTP_HX_REQUEST="true"
     )
     assert live["HX-Refresh"] == "true"
+
+
+def test_the_request_fields_show_their_limits_before_they_are_broken(sales: Any) -> None:
+    page = client_for(sales).get(reverse("request-form", args=["sandbox"])).content.decode()
+    assert 'name="reason"' in page and 'maxlength="2000"' in page
+    assert "At most 2000 characters." in page
+    assert 'name="name" maxlength="40"' in page
+    assert "3 to 40 characters: lower-case letters, digits and dashes; a letter first." in page

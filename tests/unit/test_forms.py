@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.http import QueryDict
 
+from accounts_app.field_words import pattern_in_words
 from accounts_app.forms import (
     ArrayGroup,
     ScalarField,
@@ -179,7 +180,8 @@ def test_each_error_is_attached_to_its_field_and_values_are_kept() -> None:
 
     assert not form.is_valid(extra={"account_name": "acme-demo"})
     nodes = by_name(form)
-    # The description is the hint; a field without one shows its pattern.
+    # In words, never the regular expression: the description for a pattern with groups,
+    # the pattern put in words for a simple one.
     assert nodes["c.cidr"].errors == ["Not in the expected format. The account's IPv4 range."]
     assert nodes["c.cidr"].value == "10.1.0.300/99"
     assert nodes["c.replicas"].errors == ["Must be at most 5."]
@@ -188,8 +190,9 @@ def test_each_error_is_attached_to_its_field_and_values_are_kept() -> None:
     # Row 3 is the second service in the config (the blank row 2 is dropped).
     assert nodes["c.services.2.name"].path == "$.services[1].name"
     assert nodes["c.services.2.name"].errors == [
-        "Not in the expected format (it must match ^[a-z]+$)."
+        "Not in the expected format: one or more lower-case letters."
     ]
+    assert not any("[a-z" in e or "^" in e for node in form.field_errors() for e in node.errors)
     assert nodes["c.services.0.name"].errors == []
     assert form.non_field_errors == []
 
@@ -294,10 +297,53 @@ def test_the_sandbox_blueprint_schema_renders_and_parses(settings: Any) -> None:
         c__services__1__name="orders",
         c__services__1__database="on",
     )
-    form = SchemaForm(sandbox.parameters, data=data, exclude=("account_name",))
+    form = SchemaForm(sandbox.parameters, data=data)
 
-    assert form.is_valid(extra={"account_name": "acme-demo"})
+    assert form.is_valid()
     assert sandbox.validate_config(form.config)["services"][1] == {
         "name": "orders",
         "database": True,
     }
+
+
+def test_limits_and_patterns_are_shown_in_words_before_a_value_is_typed() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]{2,39}$", "maxLength": 40},
+            "zone": {"type": "string", "maxLength": 253, "description": "A DNS zone."},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 5},
+            "services": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+            },
+        },
+    }
+    nodes = by_name(SchemaForm(schema))
+    assert nodes["c.name"].rules == (
+        "A lower-case letter, then 2 to 39 lower-case letters, digits or dashes; "
+        "at most 40 characters."
+    )
+    assert nodes["c.name"].attrs["maxlength"] == "40"
+    assert nodes["c.zone"].rules == "At most 253 characters."
+    assert nodes["c.replicas"].rules == "From 1 to 5."
+    assert nodes["c.services"].rules == "At most 20 services."
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        (
+            "^[a-z][a-z0-9_]{1,30}$",
+            "a lower-case letter, then 1 to 30 lower-case letters, digits or underscores",
+        ),
+        (r"^[0-9]{12}\Z", "12 digits"),
+        ("^[A-Z][a-z]*$", "a capital letter, then any number of lower-case letters"),
+        ("^[a-z0-9.-]{1,63}$", "1 to 63 lower-case letters, digits, dots or dashes"),
+        ("^(a|b)$", None),  # groups and alternatives are not put in words
+        (r"^\d+$", None),
+    ],
+)
+def test_patterns_in_words(pattern: str, words: str | None) -> None:
+    assert pattern_in_words(pattern) == words

@@ -105,7 +105,6 @@ def _set(*path: str | int) -> Setter:
 
 
 FIELDS: dict[str, Setter] = {
-    "config.account_name": _set("config", "account_name"),
     "config.cidr": _set("config", "cidr"),
     "config.dns_zone": _set("config", "dns_zone"),
     "config.instance_size": _set("config", "instance_size"),
@@ -125,7 +124,7 @@ def sandbox() -> tuple[Path, dict[str, Any]]:
     config = blueprint.validate_config(example)
     context = {
         "config": config,
-        "account": {"name": config["account_name"], "purpose": "demo", "id": "123456789012"},
+        "account": {"name": "acme-demo", "purpose": "demo", "id": "123456789012"},
         "blueprint": {"name": blueprint.name, "version": blueprint.version},
     }
     return blueprint.terraform_dir, context
@@ -312,7 +311,7 @@ def test_the_checks_catch_a_naive_renderer(
     """The checks above are not vacuous: with weaker escaping they fail."""
     monkeypatch.setattr(rendering, "hcl_string", naive)
     with pytest.raises(AssertionError):
-        render_and_check(sandbox, benign, "config.account_name", hostile, tmp_path)
+        render_and_check(sandbox, benign, "account.name", hostile, tmp_path)
 
 
 def _get(context: dict[str, Any], field: str) -> Any:

@@ -16,11 +16,10 @@ from django.core.management.base import CommandParser
 
 from accounts_app.models import CLONE_PURPOSES, Purpose
 from accounts_app.production import system_user
-from accounts_app.services import create_or_reuse_account
+from accounts_app.services import ParityRefused, provision_account
 from pipelines.blueprints import BlueprintError, ConfigInvalid
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run, read_config_file
-from pipelines.models import RunKind, RunStatus
-from pipelines.services import start_run
+from pipelines.models import RunStatus
 from portal.errors import PortalError
 
 
@@ -48,16 +47,17 @@ class Command(PortalCommand):
         if owner is None:
             raise BadInput(f"--owner: no user named {options['owner']!r}")
         try:
-            account, created = create_or_reuse_account(
+            done = provision_account(
                 name=options["name"],
                 blueprint=options["blueprint"],
                 config=config,
                 purpose=options["purpose"],
                 owner=owner,
             )
-            run = start_run(account, RunKind.PROVISION, user=owner)
         except ConfigInvalid as exc:
             raise BadInput("\n".join(str(problem) for problem in exc.problems)) from exc
+        except ParityRefused as exc:
+            raise BadInput("\n".join(exc.problems)) from exc
         except ValidationError as exc:
             raise BadInput(
                 "\n".join(
@@ -66,9 +66,12 @@ class Command(PortalCommand):
             ) from exc
         except (BlueprintError, PortalError) as exc:
             raise BadInput(str(exc)) from exc
-        verb = "created" if created else "reused"
-        self.stderr.write(f"account {account.name} {verb}; provision run started")
-        self.stdout.write(str(run.pk))
+        for warning in done.parity_warnings:
+            self.stderr.write(f"warning: differs from production: {warning}")
+        verb = "created" if done.created else "reused"
+        self.stderr.write(f"account {done.account.name} {verb}; provision run started")
+        self.stdout.write(str(done.run.pk))
+        run = done.run
         if options["wait"]:
             status = follow_run(run_id=run.pk, poll=options["poll"], write=self.stderr.write)
             if status != RunStatus.SUCCEEDED:

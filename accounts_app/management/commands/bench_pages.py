@@ -136,7 +136,7 @@ def build(sizes: Sizes) -> None:
                 cloud_account_id, outputs, endpoints, resources, registered_version, status,
                 expires_at, protected, created_at, updated_at)
             SELECT 'bench-' || lpad(n::text, 8, '0'), 'sandbox',
-                jsonb_build_object('account_name', 'bench-' || n, 'cidr', '10.20.0.0/16'),
+                jsonb_build_object('cidr', '10.20.0.0/16'),
                 (ARRAY['qa','demo','loadtest','standby'])[1 + n %% 4],
                 (SELECT min(id) FROM auth_user) + (n - 1) %% %(owners)s, '', '{}', '{}', '[]', '',
                 (ARRAY['ready','ready','ready','failed','torn_down'])[1 + n %% 5],

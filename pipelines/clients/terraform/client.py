@@ -192,6 +192,13 @@ class TerraformClient:
         args = ["apply", "-input=false", "-no-color", f"-lock-timeout={self.lock_timeout}"]
         self._checked(command="apply", args=[*args, str(plan_path)])
 
+    def show_state(self) -> dict[str, Any]:
+        """The backend's current state as ``show -json`` prints it (after ``init``).
+
+        Needs no configuration: the backend file alone, and the providers the state names.
+        """
+        return self._json(command="show", args=["show", "-json", "-no-color"])
+
     def output_json(self) -> dict[str, dict[str, Any]]:
         """Root outputs: name -> {"value", "sensitive", "type"}. Sensitive values included."""
         data = self._json(command="output", args=["output", "-json", "-no-color"])

@@ -290,7 +290,7 @@ class Command(PortalCommand):
             account, _ = create_or_reuse_account(
                 name=name,
                 blueprint="sandbox",
-                config={**config, "account_name": name},
+                config=dict(config),
                 purpose=Purpose.QA,
                 owner=system_user(),
             )

@@ -26,6 +26,7 @@ from pipelines.clients.terraform import (
     TerraformError,
 )
 from pipelines.rendering import RenderError, render_blueprint
+from pipelines.stages.terraform_support import terraform_cli_config
 
 SYMBOLS = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "read": "<="}
 
@@ -65,6 +66,7 @@ class Command(PortalCommand):
                 client = TerraformClient(
                     workdir=directory,
                     terraform_bin=settings.TERRAFORM_BIN or None,
+                    cli_config_file=terraform_cli_config(),
                     backend=LocalBackend(Path(temp) / "state" / "terraform.tfstate"),
                     on_line=on_line,
                 )
