@@ -265,7 +265,7 @@ def _clone(
         if not pg.try_advisory_lock(conn=admin, key=f"portal-clone:{database}"):
             raise CloneError(f"another clone into {database} is running", retryable=True)
         state = pg.clone_state(conn=admin, database=database, role=role)
-        _check_ownership(state=state, database=database, role=role)
+        check_ownership(state=state, database=database, role=role)
         if state.database_exists and state.database_comment == DB_COMPLETE:
             return _reuse_complete(
                 admin=admin,
@@ -368,7 +368,7 @@ def _clone(
         )
 
 
-def _check_ownership(*, state: pg.CloneState, database: str, role: str) -> None:
+def check_ownership(*, state: pg.CloneState, database: str, role: str) -> None:
     marker = ROLE_MARKER.format(database=database)
     if state.role_exists and state.role_comment != marker:
         raise CloneError(
@@ -419,7 +419,7 @@ def drop_clone(*, url: str, database: str, role: str) -> None:
     try:
         with pg.connect(url, autocommit=True, secrets=secrets_) as admin:
             state = pg.clone_state(conn=admin, database=database, role=role)
-            _check_ownership(state=state, database=database, role=role)
+            check_ownership(state=state, database=database, role=role)
             pg.drop_database(conn=admin, database=database)
             pg.drop_role(conn=admin, role=role)
     except pg.PostgresError as exc:
