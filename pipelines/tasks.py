@@ -6,6 +6,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
 from pipelines import engine, outbox, reaper, services
+from pipelines.dbclone import golden_store
 from pipelines.outbox import PortalTask
 
 
@@ -22,6 +23,12 @@ def reap() -> dict[str, int]:
 @shared_task(base=PortalTask)
 def expire_accounts() -> list[int]:
     return [run.pk for run in services.expire_accounts()]
+
+
+@shared_task(base=PortalTask)
+def refresh_golden_copies() -> list[int]:
+    """Rebuild every golden copy past half its maximum age (Celery beat)."""
+    return [copy.pk for copy in golden_store.refresh_due()]
 
 
 # A broker that restarted empty lost the queued stages' messages: send them again.

@@ -200,6 +200,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pipelines.tasks.expire_accounts",
         "schedule": timedelta(seconds=env_int("PORTAL_EXPIRY_SECONDS", 600)),
     },
+    # Golden copies past half their max age rebuilt (blueprint databases with golden:).
+    "refresh-golden-copies": {
+        "task": "pipelines.tasks.refresh_golden_copies",
+        "schedule": timedelta(seconds=env_int("PORTAL_GOLDEN_CHECK_SECONDS", 900)),
+    },
     # Every clone against its production: daily by default.
     "check-parity": {
         "task": "accounts_app.tasks.check_parity",

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
+from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from accounts_app.parity import data_taken_at
+from pipelines.blueprints import BlueprintError, load_blueprint
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import golden, logical, table_copy
+from pipelines.dbclone import golden, golden_store, logical, table_copy
 from pipelines.dbclone.golden import GoldenRef
 from pipelines.dbclone.logical import CloneError, LogicalCloneSpec
+from pipelines.models import GoldenCopy, GoldenStatus, RunKind
+from pipelines.stages import db_clone
+from pipelines.stages.base import StageError
+from tests.factories import AccountFactory
+from tests.integration.stage_context import stage_context
 from tests.integration.test_logical_clone import ADMIN_URL, MASKING, SOURCE_SQL, Recorder, q
 
 MASKED_COLUMNS = (
@@ -40,7 +54,7 @@ def golden_source() -> Iterator[str]:
 
 
 @pytest.fixture
-def blueprint(golden_source: str, settings: Settings) -> Iterator[str]:
+def blueprint(golden_source: str, settings: Settings, blueprints_root: Path) -> Iterator[str]:
     """A blueprint name of this test only; its golden copies and clones dropped after it."""
     settings.PORTAL_CONNECTIONS = {
         **settings.PORTAL_CONNECTIONS,
@@ -49,6 +63,7 @@ def blueprint(golden_source: str, settings: Settings) -> Iterator[str]:
     }
     name = f"gt{secrets.token_hex(3)}"
     yield name
+    shutil.rmtree(blueprints_root / name, ignore_errors=True)  # no schedule builds it later
     for (datname,) in q(
         ADMIN_URL, "SELECT datname FROM pg_database WHERE datname LIKE %s", f"%{name}%"
     ):
@@ -237,3 +252,139 @@ def test_a_failed_scrub_drops_the_golden(blueprint: str) -> None:
         )
     name = golden.golden_database_name(blueprint=blueprint, service="orders", build=2)
     assert not q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname = %s", name)
+
+
+# --- the golden copy of a blueprint database, as db_clone uses it ---------------------------
+
+
+def _golden_blueprint(root: Path, name: str, golden_setting: Any) -> None:
+    folder = root / name
+    (folder / "scrub").mkdir(parents=True, exist_ok=True)
+    # Scrub SQL runs once, on the golden copy: every copy has it applied.
+    (folder / "scrub" / "orders.sql").write_text("UPDATE orders SET total = 0 WHERE id = 1;\n")
+    spec = {
+        "name": name,
+        "title": "golden",
+        "version": "1",
+        "stages": ["db_clone"],
+        "parameters": {"type": "object"},
+        "databases": [
+            {
+                "service": "orders",
+                "driver": "postgres_logical",
+                "source": "GSRC",
+                "target": "GTGT",
+                "masking": MASKING,
+                "scrub_sql": ["scrub/orders.sql"],
+                "golden": golden_setting,
+            }
+        ],
+    }
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump(spec))
+
+
+def _clone_stage(account: Any, run_id: int, kind: RunKind) -> tuple[dict[str, Any], list[str]]:
+    lines: list[str] = []
+    ctx = replace(
+        stage_context(
+            account=account, run_id=run_id, kind="db_clone", previous={}, log=lines.append
+        ),
+        run_kind=kind,
+    )
+    outputs = db_clone.execute(ctx)["services"]["orders"]
+    account.endpoints = {"orders": outputs["endpoint"]}
+    account.save(update_fields=["endpoints"])
+    return outputs, lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accounts_share_one_masking_pass_and_record_its_age(
+    blueprint: str, blueprints_root: Path
+) -> None:
+    _golden_blueprint(blueprints_root, blueprint, {"max_age_hours": 24})
+    first = AccountFactory(name=f"{blueprint}-a", blueprint=blueprint, config={})
+    second = AccountFactory(name=f"{blueprint}-b", blueprint=blueprint, config={})
+
+    out_a, lines_a = _clone_stage(first, 101, RunKind.PROVISION)
+    out_b, lines_b = _clone_stage(second, 102, RunKind.PROVISION)
+    made = GoldenCopy.objects.get(blueprint=blueprint)
+    assert made.status == GoldenStatus.READY and made.taken_at is not None
+    assert out_a["golden"] == out_b["golden"] == made.database
+    assert any("building one" in line for line in lines_a)
+    assert not any("building" in line for line in lines_b)  # no second masking pass
+    assert out_a["endpoint"]["data_taken_at"] == made.taken_at.isoformat()
+    assert out_a["scrubbed"] == ["scrub/orders.sql"]
+    for out in (out_a, out_b):
+        url = pg.with_dbname(ADMIN_URL, out["database"])
+        assert q(url, "SELECT total FROM orders WHERE id = 1") == [(0,)]
+        assert q(url, "SELECT count(*) FROM users WHERE email LIKE '%corp.example.com'") == [(0,)]
+        assert out["row_counts"] == made.table_counts
+    # The parity report's data age counts from the golden copy's snapshot, not the copy.
+    GoldenCopy.objects.filter(pk=made.pk).update(taken_at=timezone.now() - timedelta(hours=5))
+    made.refresh_from_db()
+    _clone_stage(second, 103, RunKind.PROVISION)  # within 24 h: the same golden copy
+    second.refresh_from_db()
+    assert second.endpoints["orders"]["golden"] == made.database
+    assert data_taken_at(second) == made.taken_at
+
+    # A refresh wants data at most an hour old: a new golden copy, the old one dropped.
+    out_r, lines_r = _clone_stage(first, 104, RunKind.REFRESH_DATA)
+    fresh = GoldenCopy.objects.get(blueprint=blueprint, status=GoldenStatus.READY)
+    assert out_r["golden"] == fresh.database != made.database
+    made.refresh_from_db()
+    assert made.status == GoldenStatus.RETIRED
+    assert not q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname = %s", made.database)
+    assert q(pg.with_dbname(ADMIN_URL, out_b["database"]), "SELECT count(*) FROM users") == [
+        (302,)
+    ]  # copies outlive the golden copy they came from
+
+    # The schedule rebuilds it once half its maximum age has passed, and not before.
+    assert [c for c in golden_store.refresh_due() if c.blueprint == blueprint] == []
+    GoldenCopy.objects.filter(pk=fresh.pk).update(taken_at=timezone.now() - timedelta(hours=13))
+    rebuilt = [c for c in golden_store.refresh_due() if c.blueprint == blueprint]
+    assert [c.status for c in rebuilt] == [GoldenStatus.READY] and rebuilt[0].pk != fresh.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_golden_copy_is_never_served_under_changed_rules(
+    blueprint: str, blueprints_root: Path
+) -> None:
+    _golden_blueprint(blueprints_root, blueprint, True)
+    account = AccountFactory(name=f"{blueprint}-a", blueprint=blueprint, config={})
+    first, _ = _clone_stage(account, 201, RunKind.PROVISION)
+    (blueprints_root / blueprint / "scrub" / "orders.sql").write_text(
+        "UPDATE orders SET total = 1 WHERE id = 1;\n"
+    )
+    second, lines = _clone_stage(account, 202, RunKind.PROVISION)
+    assert first["golden"] != second["golden"] and any("building one" in x for x in lines)
+    url = pg.with_dbname(ADMIN_URL, second["database"])
+    assert q(url, "SELECT total FROM orders WHERE id = 1") == [(1,)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_build_is_recorded_and_nothing_is_copied(
+    blueprint: str, blueprints_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _golden_blueprint(blueprints_root, blueprint, True)
+    (blueprints_root / blueprint / "scrub" / "orders.sql").write_text("UPDATE nowhere SET x = 1;")
+    account = AccountFactory(name=f"{blueprint}-a", blueprint=blueprint, config={})
+    with pytest.raises(StageError, match="nowhere"):
+        _clone_stage(account, 301, RunKind.PROVISION)
+    failed = GoldenCopy.objects.get(blueprint=blueprint)
+    assert failed.status == GoldenStatus.FAILED and "nowhere" in failed.error
+    assert not q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname LIKE %s", f"%{blueprint}%")
+
+
+def test_golden_settings_are_checked(blueprint: str, blueprints_root: Path) -> None:
+    for setting, message in (
+        ("yes", "golden must be true, false or a mapping"),
+        ({"max_age_hours": 0}, "golden.max_age_hours must be a number of hours"),
+        ({"max_age_hours": True}, "golden.max_age_hours must be a number of hours"),
+        ({"ttl": 1}, "golden: unknown setting(s) ttl"),
+    ):
+        _golden_blueprint(blueprints_root, blueprint, setting)
+        with pytest.raises(BlueprintError, match=re.escape(message)):
+            load_blueprint(blueprint)
+    _golden_blueprint(blueprints_root, blueprint, {"refresh_max_age_hours": 2})
+    (entry,) = load_blueprint(blueprint).databases
+    assert entry["golden"] == {"max_age_hours": 24.0, "refresh_max_age_hours": 2.0}
