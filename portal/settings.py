@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -239,6 +240,11 @@ PORTAL_CONNECTIONS: dict[str, str] = {
     if name.startswith(CONNECTION_PREFIX) and value.strip()
 }
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
+# How a database is copied from its golden copy: WAL_LOG (no checkpoint: steadier on a
+# busy server) or FILE_COPY (two checkpoints, then a file copy: faster on a quiet one).
+PORTAL_GOLDEN_COPY_STRATEGY = (os.environ.get("PORTAL_GOLDEN_COPY_STRATEGY") or "WAL_LOG").upper()
+if PORTAL_GOLDEN_COPY_STRATEGY not in ("WAL_LOG", "FILE_COPY"):
+    raise ImproperlyConfigured("PORTAL_GOLDEN_COPY_STRATEGY must be WAL_LOG or FILE_COPY")
 PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)
 PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") or 300)
 # Class path of what turns a restored RDS instance's endpoint into the scrub step's URL.

@@ -10,6 +10,7 @@ environment, never argv.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import shutil
@@ -439,17 +440,28 @@ def create_database(
         conn.execute(query)
 
 
+class CopyStrategy(enum.StrEnum):
+    """How CREATE DATABASE copies its template (PostgreSQL 15+; older ones copy files)."""
+
+    WAL_LOG = "WAL_LOG"  # block by block through the WAL: no checkpoint
+    FILE_COPY = "FILE_COPY"  # a checkpoint, the files copied, another checkpoint
+
+
 def create_database_from_template(
-    *, conn: psycopg.Connection[Any], database: str, owner: str, template: str
+    *,
+    conn: psycopg.Connection[Any],
+    database: str,
+    owner: str,
+    template: str,
+    strategy: CopyStrategy,
 ) -> None:
-    """``CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY``: the template's files copied
-    (faster than WAL-logging every block, PostgreSQL 15+; older servers copy files anyway).
-    The template must have no other connections meanwhile."""
+    """``CREATE DATABASE ... TEMPLATE ... STRATEGY ...``; the template must have no other
+    connections meanwhile."""
     query = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
         sql.Identifier(database), sql.Identifier(owner), sql.Identifier(template)
     )
     if conn.info.server_version >= 150000:
-        query += sql.SQL(" STRATEGY FILE_COPY")
+        query += sql.SQL(" STRATEGY {}").format(sql.SQL(CopyStrategy(strategy).value))
     with guarded():
         conn.execute(query)
 

@@ -155,6 +155,7 @@ def copy_golden(
     database: str,
     log: Callable[[str], None],
     add_secret: Callable[[str], None],
+    strategy: pg.CopyStrategy = pg.CopyStrategy.WAL_LOG,
 ) -> CloneResult:
     """A new database ``database`` (with its own login role and password) copied from
     ``golden``; idempotent like ``logical.clone_logical``. ``target``: the connection
@@ -206,7 +207,11 @@ def copy_golden(
                 t0 = time.monotonic()
                 pg.terminate_connections(conn=admin, database=golden.database)
                 pg.create_database_from_template(
-                    conn=admin, database=database, owner=role, template=golden.database
+                    conn=admin,
+                    database=database,
+                    owner=role,
+                    template=golden.database,
+                    strategy=strategy,
                 )
                 copy_s = time.monotonic() - t0
             finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
+
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import endpoints, golden, golden_store, logical, scrub
 from pipelines.dbclone.clone_plan import plan_clone
@@ -92,6 +94,7 @@ def _copy_of_golden(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) 
         database=database,
         log=log,
         add_secret=ctx.add_secret,
+        strategy=pg.CopyStrategy(settings.PORTAL_GOLDEN_COPY_STRATEGY),
     )
     name = _store_password(ctx=ctx, service=entry["service"], result=result, log=log)
     assert made.database and made.taken_at  # a ready golden copy has both

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import yaml
+from django.core.management import call_command
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
@@ -186,7 +189,10 @@ def test_one_masking_pass_three_databases_each_with_its_own_owner(
     ]
 
 
-def test_a_copy_ends_a_stray_session_on_the_golden(blueprint: str) -> None:
+@pytest.mark.parametrize("strategy", list(pg.CopyStrategy))
+def test_a_copy_ends_a_stray_session_on_the_golden(
+    blueprint: str, strategy: pg.CopyStrategy
+) -> None:
     made = build(blueprint, Recorder())
     with pg.connect(ADMIN_URL, autocommit=True) as admin:  # as if someone re-opened it
         pg.set_template(conn=admin, database=made.database, template=False)
@@ -199,6 +205,7 @@ def test_a_copy_ends_a_stray_session_on_the_golden(blueprint: str) -> None:
             database=database,
             log=Recorder().log,
             add_secret=lambda _: None,
+            strategy=strategy,
         )
         assert q(pg.with_dbname(ADMIN_URL, result.database), "SELECT count(*) FROM users") == [
             (302,)
@@ -388,3 +395,20 @@ def test_golden_settings_are_checked(blueprint: str, blueprints_root: Path) -> N
     _golden_blueprint(blueprints_root, blueprint, {"refresh_max_age_hours": 2})
     (entry,) = load_blueprint(blueprint).databases
     assert entry["golden"] == {"max_age_hours": 24.0, "refresh_max_age_hours": 2.0}
+
+
+def test_bench_clone_golden_prints_copy_times_and_cleans_up() -> None:
+    def bench_objects() -> set[str]:
+        like = "SELECT {0} FROM {1} WHERE {0} LIKE 'bench\\_%' OR {0} LIKE 'golden\\_bench\\_%'"
+        dbs = q(ADMIN_URL, like.format("datname", "pg_database"))
+        return {r[0] for r in dbs + q(ADMIN_URL, like.format("rolname", "pg_roles"))}
+
+    before = bench_objects()  # another benchmark may be running on this server
+    out, err = StringIO(), StringIO()
+    call_command("bench_clone", rows=2000, golden=3, dsn=ADMIN_URL, stdout=out, stderr=err)
+    figures = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert list(figures) == ["rows", "copies", "copy_s_median", "copy_s_max"]
+    assert figures["rows"] == 2000 and figures["copies"] == 3
+    assert 0 < figures["copy_s_median"] <= figures["copy_s_max"]
+    assert err.getvalue().count("database from the golden copy:") == 3
+    assert bench_objects() <= before  # everything it created is gone
