@@ -112,6 +112,14 @@ def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 
 
+def with_settings(url: str, settings: Mapping[str, str]) -> str:
+    """``url`` whose sessions start with these settings (libpq ``options``, kept with
+    any the URL has), for psycopg and the command-line tools alike."""
+    current = str(conninfo_to_dict(url).get("options") or "")
+    extra = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return make_conninfo(url, options=f"{current} {extra}".strip())
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str

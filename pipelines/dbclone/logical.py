@@ -227,7 +227,13 @@ def _clone(
     target = _CloneTarget(
         database=database,
         role=clone_role_name(database),
-        url=pg.with_dbname(target_admin_url, database),
+        # A clone's sessions commit without waiting for the WAL flush: the marker
+        # "complete" is committed synchronously (admin session) at the end, and that
+        # flushes all the WAL before it, so a crash can never leave a complete clone
+        # with a copy missing.
+        url=pg.with_settings(
+            pg.with_dbname(target_admin_url, database), {"synchronous_commit": "off"}
+        ),
         where=pg.endpoint(target_admin_url),
     )
     role = target.role
