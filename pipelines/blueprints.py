@@ -436,6 +436,8 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
 #       instance_class: db.t4g.medium   # optional; default: the snapshot's
 #       target_region: eu-west-1        # optional; default: the source's
 #       timeout_minutes: 240
+#       golden: true                    # clone a masked golden snapshot made (and scrubbed)
+#                                       # in the data-preparation account, as above
 
 DB_COMMON_KEYS = frozenset({"service", "driver", "scrub_sql", "dns"})
 DB_DRIVER_KEYS = {
@@ -450,6 +452,7 @@ DB_DRIVER_KEYS = {
             "instance_class",
             "target_region",
             "timeout_minutes",
+            "golden",
         }
     ),
 }
@@ -617,6 +620,7 @@ def _parse_rds_database(entry: dict[str, Any], where: str, fail: Any) -> dict[st
         parsed[key] = value
     timeout = entry.get("timeout_minutes", 240)
     parsed["timeout_minutes"] = _positive_number(timeout, f"{where}.timeout_minutes", fail)
+    parsed["golden"] = _parse_golden(entry.get("golden", False), where, fail)
     return parsed
 
 

@@ -260,6 +260,15 @@ AWS_DEFAULT_REGION = os.environ.get("AWS_DEFAULT_REGION", "") or "us-east-1"
 PORTAL_AWS_ADMIN_ROLE = (
     os.environ.get("PORTAL_AWS_ADMIN_ROLE", "") or "OrganizationAccountAccessRole"
 )
+# RDS golden snapshots: production is restored and scrubbed in this data-preparation
+# account (default: the builder account), in this subnet group and security groups.
+PORTAL_RDS_PREP_ACCOUNT_ID = os.environ.get("PORTAL_RDS_PREP_ACCOUNT_ID", "").strip()
+PORTAL_RDS_PREP_SUBNET_GROUP = os.environ.get("PORTAL_RDS_PREP_SUBNET_GROUP", "").strip()
+PORTAL_RDS_PREP_SECURITY_GROUP_IDS = [
+    group.strip()
+    for group in os.environ.get("PORTAL_RDS_PREP_SECURITY_GROUP_IDS", "").split(",")
+    if group.strip()
+]
 # Read only so that they are redacted from logs (boto3 reads its credentials itself).
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
 AWS_SESSION_TOKEN = os.environ.get("AWS_SESSION_TOKEN", "")

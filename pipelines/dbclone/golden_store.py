@@ -21,13 +21,17 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from pipelines.blueprints import Blueprint, BlueprintError, blueprint_names, load_blueprint
+from pipelines.clients import aws
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import golden, scrub
+from pipelines.clients.aws import AwsError
+from pipelines.dbclone import golden, rds, rds_golden, scrub
 from pipelines.dbclone.golden import GoldenRef
 from pipelines.dbclone.logical import CloneError, LogicalCloneSpec
+from pipelines.dbclone.rds_golden import GoldenSnapshot
 from pipelines.models import GoldenCopy, GoldenStatus
 
 logger = logging.getLogger(__name__)
@@ -235,3 +239,134 @@ def refresh_due(*, now: datetime | None = None) -> list[GoldenCopy]:
             except (CloneError, pg.PostgresError) as exc:
                 logger.warning("%s failed: %s", where, exc)
     return built
+
+
+# --- RDS: masked golden snapshots in the data-preparation account --------------------------
+
+
+def prep_target(*, region: str) -> rds.TargetSpec:
+    """Where RDS golden snapshots are prepared: ``PORTAL_RDS_PREP_*`` (the account
+    defaults to the builder's own)."""
+    if not settings.PORTAL_RDS_PREP_SUBNET_GROUP:
+        raise AwsError(
+            "golden RDS snapshots need PORTAL_RDS_PREP_SUBNET_GROUP: the subnet group of "
+            "the data-preparation account that production is restored into",
+            retryable=False,
+        )
+    return rds.TargetSpec(
+        account_id=settings.PORTAL_RDS_PREP_ACCOUNT_ID or aws.builder_account_id(),
+        subnet_group_name=settings.PORTAL_RDS_PREP_SUBNET_GROUP,
+        security_group_ids=tuple(settings.PORTAL_RDS_PREP_SECURITY_GROUP_IDS),
+        region=region,
+    )
+
+
+def rds_rules_digest(
+    *, blueprint: Blueprint, entry: Mapping[str, Any], source: rds.SourceSpec, prep: str
+) -> str:
+    scrub_files = [
+        [name, hashlib.sha256(blueprint.resolve_file(name).read_bytes()).hexdigest()]
+        for name in entry.get("scrub_sql") or []
+    ]
+    basis = {
+        "source": [source.account_id, source.region, source.instance_id],
+        "automated": source.use_automated_snapshot,
+        "prep": prep,
+        "database": entry.get("database_name") or "postgres",
+        "scrub_sql": scrub_files,
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
+def golden_snapshot(copy: GoldenCopy, *, region: str, instance_id: str) -> GoldenSnapshot:
+    assert copy.database  # ready copies have one
+    return GoldenSnapshot(
+        account_id=copy.target,
+        region=region,
+        snapshot_id=copy.database,
+        snapshot_arn="",
+        instance_id=instance_id,
+    )
+
+
+def rds_golden_for_clone(
+    *,
+    blueprint: Blueprint,
+    entry: Mapping[str, Any],
+    source: rds.SourceSpec,
+    refresh: bool,
+    log: Callable[[str], None],
+    add_secret: Callable[[str], None],
+) -> GoldenCopy:
+    """The masked golden snapshot an RDS clone is made from, built first if none is fresh
+    enough. An unfinished build of the same source is resumed (every step of
+    ``rds_golden`` looks before it creates), not started anew."""
+    limits = entry["golden"]
+    max_age = float(limits["refresh_max_age_hours" if refresh else "max_age_hours"])
+    prep = prep_target(region=source.region)
+    service = entry["service"]
+    digest = rds_rules_digest(blueprint=blueprint, entry=entry, source=source, prep=prep.account_id)
+    current = newest_ready(blueprint=blueprint.name, service=service, digest=digest)
+    if current is not None and _age_hours(current, timezone.now()) <= max_age:
+        log(f"golden snapshot {current.database}: {_age_hours(current, timezone.now()):.1f} h old")
+        return current
+    row = (
+        GoldenCopy.objects.filter(
+            blueprint=blueprint.name,
+            service=service,
+            rules_digest=digest,
+            status=GoldenStatus.BUILDING,
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if row is None:
+        row = GoldenCopy.objects.create(
+            blueprint=blueprint.name,
+            service=service,
+            target=prep.account_id,
+            rules_digest=digest,
+            taken_at=timezone.now(),  # before production's snapshot: the age errs older
+        )
+    log(f"golden snapshot of {blueprint.name}/{service}: building #{row.pk} in {prep.account_id}")
+    database = str(entry.get("database_name") or "postgres")
+    files = list(entry.get("scrub_sql") or [])
+
+    def scrub_prepared(clone: rds.CloneResult) -> list[str]:
+        url = scrub.rds_clone_url(
+            cloud_account_id=prep.account_id,
+            run_id=row.pk,
+            clone=clone,
+            database=database,
+            add_secret=add_secret,
+            resolver=scrub.endpoint_resolver(),
+        )
+        return scrub.run_scrub(blueprint=blueprint, files=files, url=url, log=log)
+
+    try:
+        made = rds_golden.build_golden_snapshot(
+            source=source,
+            prep=prep,
+            build=row.pk,
+            scrub=scrub_prepared,
+            log=log,
+            add_secret=add_secret,
+            timeout_s=float(entry.get("timeout_minutes", 240)) * 60,
+            poll_s=float(settings.PORTAL_RDS_POLL_SECONDS),
+        )
+    except (AwsError, pg.PostgresError) as exc:
+        row.error = str(exc)[:ERROR_MAX]  # still building: the next attempt resumes it
+        row.save(update_fields=["error"])
+        raise
+    row.status, row.database, row.ready_at = GoldenStatus.READY, made.snapshot_id, timezone.now()
+    row.save(update_fields=["status", "database", "ready_at"])
+    for old in GoldenCopy.objects.filter(
+        blueprint=blueprint.name, service=service, status=GoldenStatus.READY
+    ).exclude(pk=row.pk):
+        rds_golden.delete_golden_snapshot(
+            golden=golden_snapshot(old, region=source.region, instance_id=source.instance_id),
+            log=log,
+        )
+        old.status = GoldenStatus.RETIRED
+        old.save(update_fields=["status"])
+    return row

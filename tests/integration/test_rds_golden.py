@@ -9,13 +9,23 @@ comes from the preparation account and is a copy of the masked golden snapshot.
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from pytest_django.fixtures import Settings
 
 from pipelines.clients import aws
+from pipelines.clients import postgres as pg
 from pipelines.dbclone import rds, rds_golden
+from pipelines.models import GoldenCopy, GoldenStatus
+from pipelines.stages import db_clone
+from tests.clone_env import RDS_MASTER_USER, LocalRdsServer, use_clone_settings
+from tests.factories import AccountFactory
+from tests.integration.stage_context import stage_context
 from tests.integration.test_rds_clone import (
     REGION,
     SOURCE,
@@ -228,3 +238,131 @@ def test_the_preparation_account_is_not_production(aws_settings: aws.AwsSettings
             add_secret=lambda _: None,
             settings=w.settings,
         )
+
+
+# --- db_clone with golden: the stage side ------------------------------------------------------
+
+
+def _network(session: Any, cidr: int) -> tuple[str, str]:
+    """A VPC with a subnet group and a security group in the session's account."""
+    ec2 = session.boto.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock=f"10.{cidr}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.{cidr}.{i}.0/24", AvailabilityZone=f"{REGION}{z}"
+        )["Subnet"]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    sg = ec2.create_security_group(
+        GroupName=f"db-{uuid.uuid4().hex[:6]}", Description="db", VpcId=vpc
+    )["GroupId"]
+    group = f"db-{uuid.uuid4().hex[:8]}"
+    session.rds().create_db_subnet_group(
+        DBSubnetGroupName=group, DBSubnetGroupDescription="db", SubnetIds=subnets
+    )
+    return group, sg
+
+
+def _rds_blueprint(root: Path, name: str, prod_id: str) -> None:
+    folder = root / name
+    (folder / "scrub").mkdir(parents=True, exist_ok=True)
+    (folder / "scrub" / "orders.sql").write_text(
+        "UPDATE users SET active = false WHERE is_staff AND active;\n"
+    )
+    spec = {
+        "name": name,
+        "title": "golden rds",
+        "version": "1",
+        "stages": ["db_clone"],
+        "parameters": {"type": "object"},
+        "databases": [
+            {
+                "service": "orders",
+                "driver": "aws_rds_snapshot",
+                "source": {"account_id": SOURCE, "region": REGION, "instance": prod_id},
+                "database_name": "orders",
+                "scrub_sql": ["scrub/orders.sql"],
+                "golden": True,
+            }
+        ],
+    }
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump(spec))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_db_clone_of_two_sandboxes_from_one_golden_snapshot(
+    moto_server: str,
+    shared_snapshot_shim: None,
+    rds_scrub_db: str,
+    settings: Settings,
+    blueprints_root: Path,
+) -> None:
+    use_clone_settings(settings)
+    aws_settings = aws.AwsSettings(endpoint_url=moto_server, region=REGION)
+    settings.AWS_ENDPOINT_URL = moto_server
+    prep_group, prep_sg = _network(_session(aws_settings, PREP), 40)
+    settings.PORTAL_RDS_PREP_ACCOUNT_ID = PREP
+    settings.PORTAL_RDS_PREP_SUBNET_GROUP = prep_group
+    settings.PORTAL_RDS_PREP_SECURITY_GROUP_IDS = [prep_sg]
+    prod_id = f"orders-prod-{uuid.uuid4().hex[:8]}"
+    _session(aws_settings, SOURCE).rds().create_db_instance(
+        DBInstanceIdentifier=prod_id,
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername=RDS_MASTER_USER,
+        MasterUserPassword="prod-password-never-copied",
+    )
+    name = f"gr{uuid.uuid4().hex[:6]}"
+    _rds_blueprint(blueprints_root, name, prod_id)
+    LocalRdsServer.seen.clear()
+
+    outputs = []
+    for n in range(2):
+        account_id = _fresh_account()
+        group, sg = _network(_session(aws_settings, account_id), 50 + n)
+        account = AccountFactory(
+            name=f"{name}-{n}",
+            blueprint=name,
+            cloud_account_id=account_id,
+            config={},
+            outputs={
+                "db_subnet_group_name": {"value": group, "sensitive": False, "type": "string"},
+                "db_security_group_ids": {"value": [sg], "sensitive": False, "type": "list"},
+            },
+        )
+        lines: list[str] = []
+        ctx = stage_context(
+            account=account, run_id=500 + n, kind="db_clone", previous={}, log=lines.append
+        )
+        out = db_clone.execute(ctx)["services"]["orders"]
+        outputs.append((account_id, out, lines))
+        assert all(f":{PREP}:" in arn for arn in shared_with(aws_settings, account_id))
+        assert shared_with(aws_settings, account_id)
+
+    made = GoldenCopy.objects.get(blueprint=name)
+    assert made.status == GoldenStatus.READY and made.target == PREP
+    for account_id, out, _lines in outputs:
+        assert out["golden"] == made.database and out["scrubbed"] == ["scrub/orders.sql"]
+        assert out["endpoint"]["data_taken_at"] == made.taken_at.isoformat()
+        assert out["endpoint"]["source"]["account_id"] == PREP
+        assert out["endpoint"]["account_id"] == account_id
+    first_lines, second_lines = outputs[0][2], outputs[1][2]
+    assert any("building #" in line for line in first_lines)
+    assert not any("building" in line for line in second_lines)  # one scrub pass for both
+    # The scrub ran once, logged in to the preparation instance; the sandboxes' instances
+    # are only read for their row estimates.
+    assert [line for line in first_lines + second_lines if "] scrub " in line] == [
+        "[orders] scrub scrub/orders.sql: done"
+    ]
+    golden_ids = rds_golden.golden_identifiers(
+        source=rds.SourceSpec(SOURCE, REGION, prod_id), build=made.pk
+    )
+    assert any(
+        host.startswith(golden_ids.instance + ".")
+        for host in {endpoint.host for endpoint in LocalRdsServer.seen}
+    )
+    assert pg.fetch_all(rds_scrub_db, "SELECT count(*) FROM users WHERE is_staff AND active") == [
+        (0,)
+    ]
+    shutil.rmtree(blueprints_root / name, ignore_errors=True)
