@@ -44,7 +44,7 @@ from typing import Any
 import psycopg
 
 from pipelines.clients import postgres as pg
-from pipelines.dbclone.clone_checks import SourceFacts, finish_and_check
+from pipelines.dbclone.clone_checks import EarlyChecks, SourceFacts, finish_and_check
 from pipelines.dbclone.clone_plan import ClonePlan, plan_clone
 from pipelines.dbclone.masking import Masker, MaskingError, parse_rules
 from pipelines.dbclone.table_copy import CopyPool, PostData, copy_tables
@@ -322,6 +322,7 @@ def _clone(
                 snapshot=snapshot,
                 secrets_=url_secrets,
             )
+            early = EarlyChecks(pool=pool)
             try:
                 copied = copy_tables(
                     pool=pool,
@@ -330,11 +331,20 @@ def _clone(
                     post=post,
                     log=log,
                     text_only=frozenset(pg.binary_copy_unsupported(source)),
+                    on_copied=early.submit,
                 )
                 checks = finish_and_check(
-                    pool=pool, plan=plan, copied=copied, source=facts, post=post, log=log
+                    pool=pool,
+                    plan=plan,
+                    copied=copied,
+                    source=facts,
+                    post=post,
+                    log=log,
+                    early=early,
                 )
             finally:
+                pool.stop.set()  # checks not yet started are not wanted any more
+                early.close()
                 pool.close()
 
         if checks["leaks"]:
