@@ -2,8 +2,9 @@
 
 A golden copy is a ``postgres_logical`` clone of a production database (masked, leak
 scanned, scrubbed) kept on the target server as a template database. An account's
-database is then ``CREATE DATABASE ... TEMPLATE golden STRATEGY FILE_COPY``: a copy of
-files, no masking pass, with its own login role that owns every object in it.
+database is then ``CREATE DATABASE ... TEMPLATE golden STRATEGY WAL_LOG`` (or
+``FILE_COPY``): a block copy, no masking pass, with its own login role that owns every
+object in it.
 
 Fail closed: a golden database is frozen as a template (comment ``GOLDEN_READY``)
 only after the clone driver's checks passed (row counts, foreign keys, leak scan) and
