@@ -69,14 +69,21 @@ def built_version(account: Account) -> str | None:
 
 
 def data_taken_at(account: Account) -> datetime | None:
-    """When the account's data was cloned: its oldest current clone's db_clone stage.
+    """When the account's data was taken from production: its oldest current clone's.
 
-    The endpoint records name the run that made each clone; a record without one falls
-    back on the latest succeeded db_clone stage. None when the account has no data.
+    A clone copied from a golden copy records when that golden copy's data was taken
+    (``data_taken_at``); any other names the run that made it, whose db_clone stage
+    finished then; a record with neither falls back on the latest succeeded db_clone
+    stage. None when the account has no data.
     """
     records = [r for r in (account.endpoints or {}).values() if isinstance(r, dict)]
     if not records:
         return None
+    recorded = [_recorded_time(r.get("data_taken_at")) for r in records]
+    golden_times = [t for t in recorded if t is not None]
+    records = [r for r, t in zip(records, recorded, strict=True) if t is None]
+    if not records:
+        return min(golden_times)
     succeeded = StageRun.objects.filter(
         run__account=account, kind=DATA_STAGE, status=StageStatus.SUCCEEDED
     ).exclude(finished_at=None)
@@ -90,7 +97,18 @@ def data_taken_at(account: Account) -> datetime | None:
         latest = succeeded.order_by("-finished_at").first()
         if latest is not None and latest.finished_at is not None:
             times.append(latest.finished_at)
+    times += golden_times
     return min(times) if times else None
+
+
+def _recorded_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        taken = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return taken if timezone.is_aware(taken) else None
 
 
 def compute_report(*, account: Account, now: datetime | None = None) -> ParityReport:

@@ -238,12 +238,12 @@ def blueprints_dir() -> Path:
     return Path(settings.PORTAL_BLUEPRINTS_DIR).resolve()
 
 
-def list_blueprints() -> list[Blueprint]:
+def blueprint_names() -> list[str]:
     root = blueprints_dir()
     if not root.is_dir():
         return []
     return [
-        load_blueprint(entry.name)
+        entry.name
         for entry in sorted(root.iterdir())
         if entry.is_dir() and (entry / "blueprint.yaml").is_file()
     ]
@@ -282,6 +282,10 @@ def _read_from(blueprint: Blueprint, spec_file: Path) -> tuple[Path, ...]:
     scrub = [blueprint.path / file for entry in blueprint.databases for file in entry["scrub_sql"]]
     folders = [spec_file.parent / "hooks" / phase for phase in ("pre", "post")]
     return (spec_file, *folders, *hooks.pre_scripts, *hooks.post_scripts, *scrub)
+
+
+def list_blueprints() -> list[Blueprint]:
+    return [load_blueprint(name) for name in blueprint_names()]
 
 
 def load_blueprint(name: str) -> Blueprint:
@@ -512,6 +516,8 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
 #       masking: {users.email: email, users.note: {fixed: ""}}  # [schema.]table.column
 #       masking_strict: false           # true: unruled personal-looking columns are errors
 #       jobs: 2                         # tables copied at once (1-32)
+#       golden: true                    # or {max_age_hours: 24, refresh_max_age_hours: 1}:
+#                                       # mask once into a golden copy, copy it per account
 #       # aws_rds_snapshot only:
 #       source: {account_id: "111111111111", region: us-east-1, instance: orders-prod}
 #       # ...or source: {parameter: NAME}, a config parameter holding those three keys
@@ -520,10 +526,14 @@ def _parse_policy(raw: dict[str, Any], fail: Any) -> dict[str, Policy]:
 #       instance_class: db.t4g.medium   # optional; default: the snapshot's
 #       target_region: eu-west-1        # optional; default: the source's
 #       timeout_minutes: 240
+#       golden: true                    # clone a masked golden snapshot made (and scrubbed)
+#                                       # in the data-preparation account, as above
 
 DB_COMMON_KEYS = frozenset({"service", "driver", "scrub_sql", "dns"})
 DB_DRIVER_KEYS = {
-    "postgres_logical": frozenset({"source", "target", "masking", "masking_strict", "jobs"}),
+    "postgres_logical": frozenset(
+        {"source", "target", "masking", "masking_strict", "jobs", "golden"}
+    ),
     "aws_rds_snapshot": frozenset(
         {
             "source",
@@ -532,6 +542,7 @@ DB_DRIVER_KEYS = {
             "instance_class",
             "target_region",
             "timeout_minutes",
+            "golden",
         }
     ),
 }
@@ -547,6 +558,10 @@ AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 RDS_INSTANCE_ID = re.compile(r"[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)")
 DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 DB_JOBS_MAX = 32
+# Golden copies: a provision copies one taken within max_age_hours, a refresh-data one
+# taken within refresh_max_age_hours (else a new one is built first).
+GOLDEN_DEFAULTS = {"max_age_hours": 24.0, "refresh_max_age_hours": 1.0}
+GOLDEN_MAX_HOURS = 24.0 * 366
 RDS_SOURCE_KEYS = frozenset({"account_id", "region", "instance"})
 
 
@@ -633,7 +648,31 @@ def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dic
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= DB_JOBS_MAX:
         raise fail(f"{where}.jobs must be a whole number from 1 to {DB_JOBS_MAX}")
     parsed["jobs"] = jobs
+    parsed["golden"] = _parse_golden(entry.get("golden", False), where, fail)
     return parsed
+
+
+def _parse_golden(raw: Any, where: str, fail: Any) -> dict[str, float] | None:
+    """``golden: true`` or ``{max_age_hours, refresh_max_age_hours}``; None when off."""
+    if raw is False or raw is None:
+        return None
+    if raw is True:
+        return dict(GOLDEN_DEFAULTS)
+    if not isinstance(raw, dict):
+        raise fail(f"{where}.golden must be true, false or a mapping of max ages")
+    unknown = set(raw) - set(GOLDEN_DEFAULTS)
+    if unknown:
+        raise fail(f"{where}.golden: unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
+    golden = dict(GOLDEN_DEFAULTS)
+    for key, value in raw.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= GOLDEN_MAX_HOURS
+        ):
+            raise fail(f"{where}.golden.{key} must be a number of hours above 0, at most 8784")
+        golden[key] = float(value)
+    return golden
 
 
 def _parse_rds_database(entry: dict[str, Any], where: str, fail: Any) -> dict[str, Any]:
@@ -671,6 +710,7 @@ def _parse_rds_database(entry: dict[str, Any], where: str, fail: Any) -> dict[st
         parsed[key] = value
     timeout = entry.get("timeout_minutes", 240)
     parsed["timeout_minutes"] = _positive_number(timeout, f"{where}.timeout_minutes", fail)
+    parsed["golden"] = _parse_golden(entry.get("golden", False), where, fail)
     return parsed
 
 

@@ -206,3 +206,37 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{tuple(self.args)} ({'sent' if self.sent_at else 'unsent'})"
+
+
+class GoldenStatus(models.TextChoices):
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    RETIRED = "retired", "Retired"
+    FAILED = "failed", "Failed"
+
+
+class GoldenCopy(models.Model):
+    """A masked golden copy of one production database: a template database on the
+    target server that accounts' databases are copied from (pipelines.dbclone.golden).
+    Ready only after masking, the leak scan and the scrub passed."""
+
+    blueprint = models.CharField(max_length=64)
+    service = models.CharField(max_length=32)
+    target = models.CharField(max_length=63)  # connection name of the server holding it
+    rules_digest = models.CharField(max_length=64)  # source, masking and scrub it was built by
+    database = models.CharField(max_length=63, unique=True, null=True, blank=True)
+    role = models.CharField(max_length=63, blank=True)
+    status = models.CharField(
+        max_length=16, choices=GoldenStatus.choices, default=GoldenStatus.BUILDING
+    )
+    taken_at = models.DateTimeField(null=True, blank=True)  # its source snapshot's time
+    table_counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["blueprint", "service", "status", "-taken_at"])]
+
+    def __str__(self) -> str:
+        return f"golden {self.database or self.pk} ({self.blueprint}/{self.service}, {self.status})"

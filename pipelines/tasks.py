@@ -10,6 +10,7 @@ from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutd
 from django.db import close_old_connections
 
 from pipelines import engine, outbox, reaper, services
+from pipelines.dbclone import golden_store
 from pipelines.outbox import PortalTask
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ def bench_hop(remaining: int) -> None:
     logger.info("bench hop %d at %.6f", remaining, time.time())
     if remaining > 0:
         current_app.send_task(BENCH_HOP_TASK, args=[remaining - 1])
+
+
+@shared_task(base=PortalTask)
+def refresh_golden_copies() -> list[int]:
+    """Rebuild every golden copy past half its maximum age (Celery beat)."""
+    return [copy.pk for copy in golden_store.refresh_due()]
 
 
 # A broker that restarted empty lost the queued stages' messages: send them again.

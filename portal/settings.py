@@ -240,6 +240,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts_app.scheduled.check_drift",
         "schedule": timedelta(seconds=env_int("PORTAL_DRIFT_SWEEP_SECONDS", 600)),
     },
+    # Golden copies past half their max age rebuilt (blueprint databases with golden:).
+    "refresh-golden-copies": {
+        "task": "pipelines.tasks.refresh_golden_copies",
+        "schedule": timedelta(seconds=env_int("PORTAL_GOLDEN_CHECK_SECONDS", 900)),
+    },
     # Every clone against its production: daily by default.
     "check-parity": {
         "task": "accounts_app.tasks.check_parity",
@@ -310,6 +315,11 @@ PORTAL_CONNECTIONS.setdefault(
 # Rows of generated data in the local production's database (customers, orders, payments).
 PORTAL_DEMO_PRODUCTION_ROWS = env_int("PORTAL_DEMO_PRODUCTION_ROWS", 100_000)
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
+# How a database is copied from its golden copy: WAL_LOG (no checkpoint: steadier on a
+# busy server) or FILE_COPY (two checkpoints, then a file copy: faster on a quiet one).
+PORTAL_GOLDEN_COPY_STRATEGY = (os.environ.get("PORTAL_GOLDEN_COPY_STRATEGY") or "WAL_LOG").upper()
+if PORTAL_GOLDEN_COPY_STRATEGY not in ("WAL_LOG", "FILE_COPY"):
+    raise ImproperlyConfigured("PORTAL_GOLDEN_COPY_STRATEGY must be WAL_LOG or FILE_COPY")
 PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)
 PORTAL_DNS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_DNS_TIMEOUT_SECONDS") or 300)
 # Class path of what turns a restored RDS instance's endpoint into the scrub step's URL.
@@ -325,6 +335,15 @@ AWS_DEFAULT_REGION = os.environ.get("AWS_DEFAULT_REGION", "") or "us-east-1"
 PORTAL_AWS_ADMIN_ROLE = (
     os.environ.get("PORTAL_AWS_ADMIN_ROLE", "") or "OrganizationAccountAccessRole"
 )
+# RDS golden snapshots: production is restored and scrubbed in this data-preparation
+# account (default: the builder account), in this subnet group and security groups.
+PORTAL_RDS_PREP_ACCOUNT_ID = os.environ.get("PORTAL_RDS_PREP_ACCOUNT_ID", "").strip()
+PORTAL_RDS_PREP_SUBNET_GROUP = os.environ.get("PORTAL_RDS_PREP_SUBNET_GROUP", "").strip()
+PORTAL_RDS_PREP_SECURITY_GROUP_IDS = [
+    group.strip()
+    for group in os.environ.get("PORTAL_RDS_PREP_SECURITY_GROUP_IDS", "").split(",")
+    if group.strip()
+]
 # Read only so that they are redacted from logs (boto3 reads its credentials itself).
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
 AWS_SESSION_TOKEN = os.environ.get("AWS_SESSION_TOKEN", "")

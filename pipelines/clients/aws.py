@@ -300,6 +300,12 @@ def builder_session(*, settings: AwsSettings | None = None, region: str | None =
     return Session(boto=boto, endpoint_url=s.endpoint_url)
 
 
+def builder_account_id(*, settings: AwsSettings | None = None) -> str:
+    """The account of the builder's own credentials."""
+    with aws_call("reading the builder account's identity"):
+        return str(builder_session(settings=settings).sts().get_caller_identity()["Account"])
+
+
 def role_arn_for(*, account_id: str, role_name: str, region: str) -> str:
     return f"arn:{partition_for_region(region)}:iam::{account_id}:role/{role_name}"
 

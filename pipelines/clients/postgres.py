@@ -10,6 +10,7 @@ environment, never argv.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import shutil
@@ -109,6 +110,14 @@ def guarded(secrets: Iterable[str | None] = ()) -> Iterator[None]:
 
 def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
+
+
+def with_settings(url: str, settings: Mapping[str, str]) -> str:
+    """``url`` whose sessions start with these settings (libpq ``options``, kept with
+    any the URL has), for psycopg and the command-line tools alike."""
+    current = str(conninfo_to_dict(url).get("options") or "")
+    extra = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return make_conninfo(url, options=f"{current} {extra}".strip())
 
 
 @dataclass(frozen=True)
@@ -437,6 +446,104 @@ def create_database(
         )
     with guarded():
         conn.execute(query)
+
+
+class CopyStrategy(enum.StrEnum):
+    """How CREATE DATABASE copies its template (PostgreSQL 15+; older ones copy files)."""
+
+    WAL_LOG = "WAL_LOG"  # block by block through the WAL: no checkpoint
+    FILE_COPY = "FILE_COPY"  # a checkpoint, the files copied, another checkpoint
+
+
+def create_database_from_template(
+    *,
+    conn: psycopg.Connection[Any],
+    database: str,
+    owner: str,
+    template: str,
+    strategy: CopyStrategy,
+) -> None:
+    """``CREATE DATABASE ... TEMPLATE ... STRATEGY ...``; the template must have no other
+    connections meanwhile."""
+    query = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
+        sql.Identifier(database), sql.Identifier(owner), sql.Identifier(template)
+    )
+    if conn.info.server_version >= 150000:
+        query += sql.SQL(" STRATEGY {}").format(sql.SQL(CopyStrategy(strategy).value))
+    with guarded():
+        conn.execute(query)
+
+
+def set_template(*, conn: psycopg.Connection[Any], database: str, template: bool) -> None:
+    """A template takes no connections (so it can always be copied) and cannot be dropped."""
+    with guarded():
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(database), sql.Literal(template), sql.Literal(not template)
+            )
+        )
+
+
+def database_to_current_user(*, conn: psycopg.Connection[Any], database: str) -> None:
+    with guarded():
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(database))
+        )
+
+
+def disable_login(*, conn: psycopg.Connection[Any], role: str) -> None:
+    with guarded():
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(sql.Identifier(role)))
+
+
+def terminate_connections(*, conn: psycopg.Connection[Any], database: str) -> int:
+    """End every other session on ``database``; how many there were."""
+    with guarded():
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)
+
+
+def reassign_owned(*, conn: psycopg.Connection[Any], old: str, new: str) -> None:
+    """Objects of ``old`` in the connected database (and shared ones) now belong to ``new``."""
+    with guarded():
+        conn.execute(
+            sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(old), sql.Identifier(new))
+        )
+
+
+def advisory_lock(
+    *, conn: psycopg.Connection[Any], key: str, shared: bool, timeout_s: float
+) -> bool:
+    """Wait up to ``timeout_s`` for a session lock on ``key`` (shared: many holders at
+    once, exclusive: one, and no shared holder); False when the wait timed out."""
+    function = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
+    try:
+        with guarded(), conn.transaction():
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",)
+            )
+            conn.execute(
+                sql.SQL("SELECT {}(hashtextextended(%s, 0))").format(sql.Identifier(function)),
+                (key,),
+            )
+    except PostgresError as exc:
+        if exc.sqlstate == "55P03":  # lock_not_available: lock_timeout passed
+            return False
+        raise
+    return True
+
+
+def advisory_unlock(*, conn: psycopg.Connection[Any], key: str, shared: bool) -> None:
+    function = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+    with guarded():
+        conn.execute(
+            sql.SQL("SELECT {}(hashtextextended(%s, 0))").format(sql.Identifier(function)),
+            (key,),
+        )
 
 
 def comment_database(*, conn: psycopg.Connection[Any], database: str, comment: str) -> None:

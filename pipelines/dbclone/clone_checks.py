@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,39 @@ class SourceFacts:
     matviews: list[tuple[str, str, bool]]
 
 
+TableChecks = tuple[int, dict[str, int]]  # rows in the clone, leaked values per column
+
+
+class EarlyChecks:
+    """Each table's row count and leak scan, started as soon as its copy is done, on a
+    thread of its own (with its own connections to the source's snapshot and the clone),
+    while other tables still copy: they read only that table's rows, no index."""
+
+    def __init__(self, *, pool: CopyPool) -> None:
+        self.pool = pool
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-check")
+        self._futures: dict[str, Future[TableChecks]] = {}
+
+    def submit(self, table: TablePlan, collected: Collected) -> None:
+        self._futures[table.name] = self._executor.submit(self._check, table, collected)
+
+    def _check(self, table: TablePlan, collected: Collected) -> TableChecks:
+        if self.pool.stop.is_set():
+            raise pg.CopyCancelled("cancelled")
+        src, tgt = self.pool.connections()
+        return check_table(src=src, tgt=tgt, table=table, collected=collected)
+
+    def results(self, tables: list[TablePlan]) -> list[TableChecks]:
+        """The checks of ``tables``, in order (a table not submitted is checked now)."""
+        for table in tables:
+            if table.name not in self._futures:
+                self.submit(table, {})
+        return [self._futures[table.name].result() for table in tables]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
 def finish_and_check(
     *,
     pool: CopyPool,
@@ -44,13 +77,10 @@ def finish_and_check(
     source: SourceFacts,
     post: PostData,
     log: Callable[[str], None],
+    early: EarlyChecks,
 ) -> dict[str, Any]:
-    """Post-data (foreign keys, ...) restores in the background while the row counts
-    and the leak scan read the tables (they need no index); then the rest."""
-
-    def check(table: TablePlan) -> tuple[int, dict[str, int]]:
-        src, tgt = pool.connections()
-        return check_table(src=src, tgt=tgt, table=table, collected=copied.collected)
+    """Post-data (foreign keys, ...) restores while the last row counts and leak scans
+    finish (they need no index); then the rest."""
 
     def restore_rest() -> float:
         t = time.monotonic()
@@ -61,7 +91,8 @@ def finish_and_check(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-post") as background:
         rest = background.submit(restore_rest)
         try:
-            results = pool.run(items=plan.tables, work=check, log=log)
+            results = early.results(plan.tables)
+            pool.drain(log)
         finally:
             wait([rest])
         scan_s = time.monotonic() - t0

@@ -44,7 +44,7 @@ from typing import Any
 import psycopg
 
 from pipelines.clients import postgres as pg
-from pipelines.dbclone.clone_checks import SourceFacts, finish_and_check
+from pipelines.dbclone.clone_checks import EarlyChecks, SourceFacts, finish_and_check
 from pipelines.dbclone.clone_plan import ClonePlan, plan_clone
 from pipelines.dbclone.masking import Masker, MaskingError, parse_rules
 from pipelines.dbclone.table_copy import CopyPool, PostData, copy_tables
@@ -227,7 +227,13 @@ def _clone(
     target = _CloneTarget(
         database=database,
         role=clone_role_name(database),
-        url=pg.with_dbname(target_admin_url, database),
+        # A clone's sessions commit without waiting for the WAL flush: the marker
+        # "complete" is committed synchronously (admin session) at the end, and that
+        # flushes all the WAL before it, so a crash can never leave a complete clone
+        # with a copy missing.
+        url=pg.with_settings(
+            pg.with_dbname(target_admin_url, database), {"synchronous_commit": "off"}
+        ),
         where=pg.endpoint(target_admin_url),
     )
     role = target.role
@@ -265,7 +271,7 @@ def _clone(
         if not pg.try_advisory_lock(conn=admin, key=f"portal-clone:{database}"):
             raise CloneError(f"another clone into {database} is running", retryable=True)
         state = pg.clone_state(conn=admin, database=database, role=role)
-        _check_ownership(state=state, database=database, role=role)
+        check_ownership(state=state, database=database, role=role)
         if state.database_exists and state.database_comment == DB_COMPLETE:
             return _reuse_complete(
                 admin=admin,
@@ -316,6 +322,7 @@ def _clone(
                 snapshot=snapshot,
                 secrets_=url_secrets,
             )
+            early = EarlyChecks(pool=pool)
             try:
                 copied = copy_tables(
                     pool=pool,
@@ -324,11 +331,20 @@ def _clone(
                     post=post,
                     log=log,
                     text_only=frozenset(pg.binary_copy_unsupported(source)),
+                    on_copied=early.submit,
                 )
                 checks = finish_and_check(
-                    pool=pool, plan=plan, copied=copied, source=facts, post=post, log=log
+                    pool=pool,
+                    plan=plan,
+                    copied=copied,
+                    source=facts,
+                    post=post,
+                    log=log,
+                    early=early,
                 )
             finally:
+                pool.stop.set()  # checks not yet started are not wanted any more
+                early.close()
                 pool.close()
 
         if checks["leaks"]:
@@ -368,7 +384,7 @@ def _clone(
         )
 
 
-def _check_ownership(*, state: pg.CloneState, database: str, role: str) -> None:
+def check_ownership(*, state: pg.CloneState, database: str, role: str) -> None:
     marker = ROLE_MARKER.format(database=database)
     if state.role_exists and state.role_comment != marker:
         raise CloneError(
@@ -419,7 +435,7 @@ def drop_clone(*, url: str, database: str, role: str) -> None:
     try:
         with pg.connect(url, autocommit=True, secrets=secrets_) as admin:
             state = pg.clone_state(conn=admin, database=database, role=role)
-            _check_ownership(state=state, database=database, role=role)
+            check_ownership(state=state, database=database, role=role)
             pg.drop_database(conn=admin, database=database)
             pg.drop_role(conn=admin, role=role)
     except pg.PostgresError as exc:

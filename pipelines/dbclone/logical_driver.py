@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
+
 from pipelines.clients import postgres as pg
-from pipelines.dbclone import endpoints, logical, scrub
+from pipelines.dbclone import endpoints, golden, golden_store, logical, scrub
 from pipelines.dbclone.clone_plan import plan_clone
 from pipelines.dbclone.dns import record_name
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.dbclone.parallel import LogFn
+from pipelines.models import RunKind
 from pipelines.stages.base import StageContext, StageError
 
 
@@ -47,6 +50,8 @@ def check_rules(entry: Mapping[str, Any]) -> list[str]:
 def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[str, Any]:
     """Clone one database; the stage outputs of its service (no secrets)."""
     service = entry["service"]
+    if entry.get("golden"):
+        return _copy_of_golden(ctx=ctx, entry=entry, log=log)
     spec = logical.LogicalCloneSpec(
         source=entry["source"],
         target=entry["target"],
@@ -62,14 +67,69 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
         log=log,
         add_secret=ctx.add_secret,
     )
-    # The driver registered the password with add_secret; now keep it, encrypted.
-    name = endpoints.secret_name(service=service, database=result.database)
-    ctx.records.store_secret(name=name, value=result.password)
-    log(f"role password stored encrypted as {name}")
+    name = _store_password(ctx=ctx, service=service, result=result, log=log)
     clone_url = pg.with_dbname(pg.connection_url(entry["target"]), result.database)
     scrubbed = scrub.run_scrub(
         blueprint=ctx.blueprint, files=entry.get("scrub_sql") or [], url=clone_url, log=log
     )
+    return _outputs(ctx=ctx, entry=entry, result=result, secret=name, scrubbed=scrubbed)
+
+
+def _copy_of_golden(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[str, Any]:
+    """The account's database copied from the golden copy (masked, checked and scrubbed
+    once); the endpoint record says which golden copy and when its data was taken."""
+    made = golden_store.golden_for_clone(
+        blueprint=ctx.blueprint,
+        entry=entry,
+        refresh=ctx.run_kind == RunKind.REFRESH_DATA,
+        log=log,
+        add_secret=ctx.add_secret,
+    )
+    database = logical.clone_database_name(
+        account=ctx.account.name, service=entry["service"], run_id=ctx.run_id
+    )
+    result = golden.copy_golden(
+        target=entry["target"],
+        golden=golden_store.ref(made),
+        database=database,
+        log=log,
+        add_secret=ctx.add_secret,
+        strategy=pg.CopyStrategy(settings.PORTAL_GOLDEN_COPY_STRATEGY),
+    )
+    name = _store_password(ctx=ctx, service=entry["service"], result=result, log=log)
+    assert made.database and made.taken_at  # a ready golden copy has both
+    source = {"golden": made.database, "data_taken_at": made.taken_at.isoformat()}
+    return _outputs(
+        ctx=ctx,
+        entry=entry,
+        result=result,
+        secret=name,
+        scrubbed=list(entry.get("scrub_sql") or []),  # run on the golden copy
+        data_source=source,
+    )
+
+
+def _store_password(
+    *, ctx: StageContext, service: str, result: logical.CloneResult, log: LogFn
+) -> str:
+    """The driver registered the password with add_secret; now keep it, encrypted."""
+    name = endpoints.secret_name(service=service, database=result.database)
+    ctx.records.store_secret(name=name, value=result.password)
+    log(f"role password stored encrypted as {name}")
+    return name
+
+
+def _outputs(
+    *,
+    ctx: StageContext,
+    entry: Mapping[str, Any],
+    result: logical.CloneResult,
+    secret: str,
+    scrubbed: list[str],
+    data_source: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The stage outputs of one service (no secrets)."""
+    name = secret
     endpoint: endpoints.EndpointRecord = {
         "driver": endpoints.LOGICAL,
         "host": result.host,
@@ -80,6 +140,7 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
         "secret": name,
         "run_id": ctx.run_id,
         "dns": record_name(ctx=ctx, entry=entry),
+        **(data_source or {}),
     }
     return {
         "driver": endpoints.LOGICAL,
@@ -97,6 +158,7 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
         "scrubbed": scrubbed,
         "endpoint": endpoint,
         "delete_after_cutover": {"snapshots": {}},
+        **(data_source or {}),
     }
 
 

@@ -60,6 +60,10 @@ SNAPSHOT_PREFIX = "portal-"
 # "portal-" + stem + "-shared" is the longest name built from a stem.
 _STEM_MAX = RDS_ID_MAX - len(SNAPSHOT_PREFIX) - len("-shared")
 
+# Tag of a golden snapshot, set when it is made, after its instance was scrubbed.
+GOLDEN_TAG = "portal:golden"
+GOLDEN_MASKED = "masked"
+
 # Tag written on the instance once the password of this secret version is applied.
 PASSWORD_VERSION_TAG = "portal:master-secret-version"  # noqa: S105 (a tag name)
 
@@ -92,6 +96,9 @@ class SourceSpec:
     instance_id: str
     use_automated_snapshot: bool = False
     role_name: str | None = None  # default: the portal's admin role
+    # Clone this masked golden snapshot of the account (pipelines.dbclone.rds_golden)
+    # instead of a snapshot of the instance: it must carry GOLDEN_TAG = GOLDEN_MASKED.
+    golden_snapshot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -394,7 +401,10 @@ class _Clone:
 
     # step 2 -----------------------------------------------------------------
     def source_snapshot_id(self) -> str:
-        """The snapshot to copy: ours (made if missing) or the latest automated one."""
+        """The snapshot to copy: ours (made if missing), the latest automated one, or a
+        masked golden snapshot (refused unless it is tagged as one)."""
+        if self.spec.golden_snapshot:
+            return checked_golden(rds=self.src_rds, snapshot_id=self.spec.golden_snapshot)
         if not self.spec.use_automated_snapshot:
             snap_id = self.ids.source_snapshot
             if describe_snapshot(rds=self.src_rds, snapshot_id=snap_id) is None and _start(
@@ -646,11 +656,27 @@ def _sessions(
     return src, tgt
 
 
+def checked_golden(*, rds: RDSClient, snapshot_id: str) -> str:
+    """``snapshot_id`` if it is an available snapshot tagged masked (fail closed)."""
+    snap = describe_snapshot(rds=rds, snapshot_id=snapshot_id)
+    if snap is None or snap.get("Status") != "available":
+        raise AwsError(f"golden snapshot {snapshot_id} is not available", retryable=True)
+    with aws_call(f"reading the tags of snapshot {snapshot_id}"):
+        tags = rds.list_tags_for_resource(ResourceName=str(snap["DBSnapshotArn"]))["TagList"]
+    if {t.get("Key"): t.get("Value") for t in tags}.get(GOLDEN_TAG) != GOLDEN_MASKED:
+        raise AwsError(
+            f"snapshot {snapshot_id} is not a masked golden snapshot; refusing to share it",
+            retryable=False,
+        )
+    return snapshot_id
+
+
 def _intermediate_ids(
     *, spec: SourceSpec, ids: CloneIds
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    # The automated snapshot belongs to production's backups: never ours to delete.
-    if spec.use_automated_snapshot:
+    # The automated snapshot belongs to production's backups, the golden snapshot to
+    # every clone made from it: never one clone's to delete.
+    if spec.use_automated_snapshot or spec.golden_snapshot:
         return (ids.encrypted_copy,), (ids.target_copy,)
     return (ids.source_snapshot, ids.encrypted_copy), (ids.target_copy,)
 

@@ -5,16 +5,17 @@ blueprint entry and the account's Terraform outputs, the clone made
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
 from pipelines.blueprints import rds_source_problem
-from pipelines.dbclone import endpoints, rds, scrub
+from pipelines.dbclone import endpoints, golden_store, rds, scrub
 from pipelines.dbclone.dns import record_name
 from pipelines.dbclone.endpoints import output_value
 from pipelines.dbclone.parallel import LogFn
+from pipelines.models import RunKind
 from pipelines.stages.base import StageContext, StageError
 
 
@@ -90,6 +91,24 @@ def plan(*, ctx: StageContext, entry: Mapping[str, Any]) -> RdsPlan:
 def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[str, Any]:
     """Clone one instance and scrub it; the stage outputs of its service (no secrets)."""
     rds_plan = plan(ctx=ctx, entry=entry)
+    data_source: dict[str, str] = {}
+    if entry.get("golden"):
+        # Production was restored and scrubbed in the data-preparation account: this
+        # account gets only the masked golden snapshot, shared from there.
+        made = golden_store.rds_golden_for_clone(
+            blueprint=ctx.blueprint,
+            entry=entry,
+            source=rds_plan.source,
+            refresh=ctx.run_kind == RunKind.REFRESH_DATA,
+            log=log,
+            add_secret=ctx.add_secret,
+        )
+        assert made.database and made.taken_at  # a ready golden snapshot has both
+        golden = golden_store.golden_snapshot(
+            made, region=rds_plan.source.region, instance_id=rds_plan.source.instance_id
+        )
+        rds_plan = replace(rds_plan, source=golden.source())
+        data_source = {"golden": made.database, "data_taken_at": made.taken_at.isoformat()}
     result = rds.clone_rds(
         spec=rds_plan.source,
         target=rds_plan.target,
@@ -108,9 +127,12 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
         add_secret=ctx.add_secret,
         resolver=scrub.endpoint_resolver(),
     )
-    scrubbed = scrub.run_scrub(
-        blueprint=ctx.blueprint, files=entry.get("scrub_sql") or [], url=url, log=log
-    )
+    if data_source:
+        scrubbed = list(entry.get("scrub_sql") or [])  # run on the golden snapshot's instance
+    else:
+        scrubbed = scrub.run_scrub(
+            blueprint=ctx.blueprint, files=entry.get("scrub_sql") or [], url=url, log=log
+        )
     row_estimates = scrub.row_estimates(url)
     endpoint: endpoints.EndpointRecord = {
         "driver": endpoints.RDS,
@@ -129,6 +151,7 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
         },
         "run_id": ctx.run_id,
         "dns": record_name(ctx=ctx, entry=entry),
+        **data_source,
     }
     return {
         "driver": endpoints.RDS,
@@ -151,6 +174,7 @@ def clone(*, ctx: StageContext, entry: Mapping[str, Any], log: LogFn) -> dict[st
                 "target": list(result.target_snapshot_ids),
             }
         },
+        **data_source,
     }
 
 

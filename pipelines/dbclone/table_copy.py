@@ -178,8 +178,11 @@ def copy_tables(
     post: PostData,
     log: Callable[[str], None],
     text_only: frozenset[int] = frozenset(),
+    on_copied: Callable[[TablePlan, Collected], None] | None = None,
 ) -> Copied:
-    """Copy every table; ``text_only``: oids of tables with a type lacking binary I/O."""
+    """Copy every table; ``text_only``: oids of tables with a type lacking binary I/O.
+    ``on_copied`` is called with each table once its rows are in (its checks can start
+    while other tables copy)."""
     collected: Collected = {}
 
     def copy_one(table: TablePlan) -> int:
@@ -237,6 +240,8 @@ def copy_tables(
         pool.messages.put(
             f"copied {table.name}: {rows} rows in {time.monotonic() - t0:.1f}s ({how})"
         )
+        if on_copied is not None:
+            on_copied(table, collected)
         if post.early.get(table.table.oid):
             builds.append(builder.submit(build, table))
         return rows

@@ -8,12 +8,17 @@ run, drops every database it created, and prints one JSON line last:
 (ratio = masked / raw, floor_ratio = masked / floor). The floor is what no clone
 can beat by much: schema (pre-data), binary ``COPY ... TO STDOUT`` relayed into
 ``COPY ... FROM STDIN``, two tables at a time, then post-data.
+
+``--golden N`` instead builds one golden copy of the source (masked, checked, frozen)
+and times N account databases copied from it, each with its own role; last line:
+``{"rows", "copies", "copy_s_median", "copy_s_max"}``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.test.utils import override_settings
 
 from pipelines.clients import postgres as pg
+from pipelines.dbclone import golden
 from pipelines.dbclone.logical import (
     LogicalCloneSpec,
     clone_database_name,
@@ -261,6 +267,74 @@ def _time_masked(
         drop_clone(url=dsn, database=clone_db, role=clone_role_name(clone_db))
 
 
+def run_golden_benchmark(
+    *,
+    rows: int,
+    copies: int,
+    jobs: int,
+    dsn: str,
+    strategy: pg.CopyStrategy,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build the source and one golden copy of it, time ``copies`` databases made from
+    it (one after another), drop everything; return the figures."""
+    say = log or (lambda _: None)
+    tag = secrets.token_hex(4)
+    source_db = f"bench_src_{tag}"
+    source_url = pg.with_dbname(dsn, source_db)
+    spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
+    connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
+    made: golden.GoldenBuild | None = None
+    databases: list[str] = []
+    times: list[float] = []
+    try:
+        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
+        t0 = time.monotonic()
+        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
+        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+        with override_settings(PORTAL_CONNECTIONS=connections):
+            t0 = time.monotonic()
+            made = golden.build_golden(
+                spec=spec,
+                blueprint="bench",
+                service=tag,
+                build=1,
+                log=say,
+                add_secret=lambda _: None,
+                scrub=lambda url: [],
+            )
+            say(f"golden copy {made.database} built in {time.monotonic() - t0:.2f}s")
+            ref = golden.GoldenRef(
+                database=made.database, role=made.role, table_counts=made.table_counts
+            )
+            for n in range(1, copies + 1):
+                database = clone_database_name(account="bench", service=tag, run_id=n)
+                databases.append(database)
+                t0 = time.monotonic()
+                golden.copy_golden(
+                    target="BENCH_TGT",
+                    golden=ref,
+                    database=database,
+                    log=say,
+                    add_secret=lambda _: None,
+                    strategy=strategy,
+                )
+                times.append(time.monotonic() - t0)
+                say(f"[{n}/{copies}] database from the golden copy: {times[-1]:.3f}s")
+    finally:
+        for database in databases:
+            drop_clone(url=dsn, database=database, role=clone_role_name(database))
+        if made is not None:
+            golden.drop_golden(url=dsn, database=made.database, role=made.role)
+        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+    return {
+        "rows": rows,
+        "copies": copies,
+        "copy_s_median": round(statistics.median(times), 3),
+        "copy_s_max": round(max(times), 3),
+    }
+
+
 class Command(BaseCommand):
     help = (
         "Time a masked postgres_logical clone against pg_dump -Fc | pg_restore and the "
@@ -277,6 +351,18 @@ class Command(BaseCommand):
             help="time each copy this many times (alternating) and keep the fastest",
         )
         parser.add_argument(
+            "--golden",
+            type=int,
+            metavar="N",
+            help="time N databases copied from one golden copy instead",
+        )
+        parser.add_argument(
+            "--strategy",
+            choices=[s.value for s in pg.CopyStrategy],
+            help="with --golden: how databases are copied (default: "
+            "$PORTAL_GOLDEN_COPY_STRATEGY, WAL_LOG)",
+        )
+        parser.add_argument(
             "--dsn",
             default=settings.PORTAL_CONNECTIONS.get("BENCH") or DEFAULT_DSN,
             help="PostgreSQL server to use (default: $PORTAL_CONNECTION_BENCH or local)",
@@ -287,6 +373,22 @@ class Command(BaseCommand):
         if rows < 10:
             self.stderr.write("--rows must be at least 10")
             raise SystemExit(2)
+        if options["golden"] is not None:
+            if not 1 <= options["golden"] <= 100:
+                self.stderr.write("--golden must be from 1 to 100")
+                raise SystemExit(2)
+            golden_result = run_golden_benchmark(
+                rows=rows,
+                copies=options["golden"],
+                jobs=options["jobs"],
+                dsn=options["dsn"],
+                strategy=pg.CopyStrategy(
+                    options["strategy"] or settings.PORTAL_GOLDEN_COPY_STRATEGY
+                ),
+                log=self.stderr.write,
+            )
+            self.stdout.write(json.dumps(golden_result))
+            return
         result = run_benchmark(
             rows=rows,
             jobs=options["jobs"],
