@@ -174,7 +174,7 @@ def test_an_edit_that_breaks_a_parity_rule_is_refused_naming_path_rule_and_value
     assert answer.status_code == 400
     [message] = answer.json()["config"]
     assert message.startswith("$.size: must equal production's value large")
-    assert f"parity rule equal for qa, production {prod}" in message
+    assert f"(parity rule for qa: equal [size], production {prod})" in message
     bad = token_client(sally).patch(
         f"/api/v1/accounts/{account.pk}/", {"config": {"size": "huge"}}, format="json"
     )
