@@ -37,9 +37,10 @@ class AccountStatus(models.TextChoices):
 class Account(models.Model):
     """One environment, built from one blueprint with one config."""
 
+    # Unique among accounts not torn down (constraint below): a torn-down account is kept
+    # for the record and its name is free for a new one.
     name = models.CharField(
         max_length=40,
-        unique=True,
         validators=[RegexValidator(ACCOUNT_NAME_PATTERN, "lower-case letters, digits and dashes")],
     )
     blueprint = models.CharField(max_length=64)
@@ -65,12 +66,32 @@ class Account(models.Model):
     protected = models.BooleanField(
         default=False, help_text="Production: never torn down or written to."
     )
+    # Decommission, for the record: who asked for the teardown and why, when it ended.
+    teardown_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="teardowns_requested",
+    )
+    teardown_reason = models.TextField(blank=True)
+    torn_down_at = models.DateTimeField(null=True, blank=True)
+    # The cloud account's close was refused (Organizations' quota): closed later.
+    close_pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["status"]), models.Index(fields=["owner", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=~models.Q(status="torn_down"),
+                name="unique_live_account_name",
+                violation_error_message="an account with this name exists",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -13,10 +13,16 @@ from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Case, Model, OuterRef, Prefetch, QuerySet, Subquery, When
 
 from accounts_app import permissions
-from accounts_app.models import Account, AccountRequest, ParityReport, RequestStatus
+from accounts_app.models import (
+    Account,
+    AccountRequest,
+    AccountStatus,
+    ParityReport,
+    RequestStatus,
+)
 from pipelines.blueprints import (
     Blueprint,
     BlueprintError,
@@ -54,8 +60,13 @@ def visible_accounts(user: User) -> QuerySet[Account]:
 
 
 def account_named(name: str) -> Account | None:
-    """The account of that name (operators' commands see every account)."""
-    return Account.objects.filter(name=name).first()
+    """The account of that name (operators' commands see every account); of several, the
+    live one, else the latest torn down (its name can be reused)."""
+    return (
+        Account.objects.filter(name=name)
+        .order_by(Case(When(status=AccountStatus.TORN_DOWN, then=1), default=0), "-created_at")
+        .first()
+    )
 
 
 def visible_account(*, user: User, account_id: int) -> Account | None:

@@ -61,7 +61,9 @@ def create_or_reuse_account(
     problem), so an account never holds a config its blueprint refuses.
     """
     load_blueprint(blueprint).validate_config(config)
-    account = Account.objects.select_for_update().filter(name=name).first()
+    # A torn-down account keeps its record; a new account may take its name.
+    live = Account.objects.exclude(status=AccountStatus.TORN_DOWN)
+    account = live.select_for_update().filter(name=name).first()
     if account is None:
         account = Account(name=name, blueprint=blueprint, purpose=purpose, owner=owner)
         account.config = config
@@ -139,7 +141,7 @@ def check_request(
             "3 to 40 characters: a lower-case letter first, then lower-case letters, "
             "digits and dashes",
         )
-    elif Account.objects.filter(name=name).exists():
+    elif Account.objects.exclude(status=AccountStatus.TORN_DOWN).filter(name=name).exists():
         add("name", f"an account named {name!r} already exists; choose another name")
 
     loaded: Blueprint | None = None
@@ -274,7 +276,7 @@ def request_account(
             return account, req
     except IntegrityError:
         # Another request took the name between our check and our insert.
-        if Account.objects.filter(name=name).exists():
+        if Account.objects.exclude(status=AccountStatus.TORN_DOWN).filter(name=name).exists():
             raise RequestInvalid(
                 {"name": [f"an account named {name!r} already exists; choose another name"]}
             ) from None
@@ -401,6 +403,13 @@ def _check_life_start(account: Account) -> None:
         raise RequestRefused(
             f"account {account.name} cannot start again: {problem}", field="purpose"
         )
+    if (
+        account.status == AccountStatus.TORN_DOWN
+        and Account.objects.filter(name=account.name)
+        .exclude(status=AccountStatus.TORN_DOWN)
+        .exists()
+    ):
+        raise RequestRefused(f"the name {account.name} now belongs to another account")
     if account.expires_at is not None and account.expires_at <= timezone.now():
         raise RequestRefused(
             f"account {account.name} expired on {account.expires_at:%Y-%m-%d}: request a new one",

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import parity, permissions, selectors, services
+from accounts_app import decommission, parity, permissions, selectors, services
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -387,12 +387,17 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
     if not permissions.can_start_run(user=request.user, account=account):
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
-    if kind == RunKind.TEARDOWN and not request.POST.get("confirm"):
-        # Works without JavaScript: the form's checkbox is the confirmation.
-        messages.error(request, f"Tick the box to confirm that {account.name} is to be torn down.")
-        return redirect("account-detail", account_id=account.pk)
     try:
-        run = services.start_account_run(account=account, kind=kind, user=acting_user(request))
+        if kind == RunKind.TEARDOWN:
+            # The typed name is the confirmation (works without JavaScript).
+            run = decommission.request_teardown(
+                account=account,
+                user=acting_user(request),
+                confirm=request.POST.get("confirm", ""),
+                reason=request.POST.get("reason", ""),
+            )
+        else:
+            run = services.start_account_run(account=account, kind=kind, user=acting_user(request))
     except RunConflict as exc:
         show_error(request, exc)
         return redirect("run-detail", run_id=exc.holder_id)

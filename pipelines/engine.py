@@ -28,7 +28,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
-from accounts_app.records import AccountRecords, record_on_account, secret_values
+from accounts_app.records import (
+    AccountRecords,
+    record_on_account,
+    record_torn_down,
+    secret_values,
+)
 from pipelines import outbox
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
@@ -162,6 +167,7 @@ def _context(
             cloud_account_id=account.cloud_account_id,
             config=dict(run.config),
             outputs=dict(account.outputs),
+            protected=account.protected,
         ),
         run_id=run.pk,
         run_kind=RunKind(run.kind),
@@ -401,7 +407,9 @@ def finish_run(run: PipelineRun, *, status: RunStatus, explanation: str) -> None
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "explanation", "finished_at"])
     new_account_status = _account_status_after(kind=run.kind, run_status=status)
-    if new_account_status:
+    if new_account_status == AccountStatus.TORN_DOWN:
+        record_torn_down(run.account_id)
+    elif new_account_status:
         record_on_account(run.account_id, status=new_account_status)
     # In the transaction: what the receivers queue (notifications) commits with the run.
     run_finished.send(sender=PipelineRun, run=run)

@@ -63,9 +63,17 @@ def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
     if kind == RunKind.DRIFT_CHECK:
         return ["render", "plan"]
     if kind == RunKind.TEARDOWN:
-        # Clones go before the apply: an RDS clone sits in the network Terraform destroys.
-        data = ["db_teardown"] if blueprint.databases else []
-        return ["render", "plan", "approve_plan", *data, "apply"]
+        # Rails and dry run first; clones and the sweep before the apply (an RDS clone sits
+        # in the network Terraform destroys); the cloud account is closed last.
+        terraform = "render" in blueprint.stages
+        return [
+            "teardown_checks",
+            *(["render", "plan", "approve_plan"] if terraform else []),
+            *(["db_teardown"] if blueprint.databases else []),
+            "sweep",
+            *(["apply"] if terraform else []),
+            *(["close_account"] if blueprint.close_account else []),
+        ]
     raise RunRefused(f"run kind {kind!r} is not supported")
 
 

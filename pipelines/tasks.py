@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
-from pipelines import engine, outbox, reaper, services
+from pipelines import engine, outbox, reaper, services, sweep
 from pipelines.outbox import PortalTask
 
 
@@ -22,6 +22,12 @@ def reap() -> dict[str, int]:
 @shared_task(base=PortalTask)
 def expire_accounts() -> list[int]:
     return [run.pk for run in services.expire_accounts()]
+
+
+@shared_task(base=PortalTask)
+def close_pending_accounts() -> list[str]:
+    """Cloud accounts whose close AWS's quota refused: closed now if the quota allows."""
+    return sweep.close_pending_accounts()
 
 
 # A broker that restarted empty lost the queued stages' messages: send them again.

@@ -100,6 +100,9 @@ class RenderInput(serializers.Serializer):
 
 class RunInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(USER_RUN_KINDS))
+    # A teardown only: the account's name typed again, and why (kept with the account).
+    confirm = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class CommentInput(serializers.Serializer):

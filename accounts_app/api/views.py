@@ -26,13 +26,13 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from accounts_app import parity, permissions, production, selectors, services
+from accounts_app import decommission, parity, permissions, production, selectors, services
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest, Purpose
 from accounts_app.permissions import Who
 from pipelines import services as run_services
 from pipelines.blueprints import Blueprint
-from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, StageRun
+from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, RunKind, StageRun
 from pipelines.selectors import LOG_PAGE_SIZE, log_after, stage_in_run
 
 
@@ -240,16 +240,27 @@ class AccountParityView(PortalAPIView):
 class AccountRunsView(PortalAPIView):
     @extend_schema(request=s.RunInput, responses={201: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
-        """Start a provision or update run; 409 names the active run holding the account."""
+        """Start a run; 409 names the active run holding the account.
+
+        A teardown needs ``confirm``: the account's name typed again (400 naming it if not).
+        """
         account = selectors.visible_account(user=request.user, account_id=account_id)
         if account is None:
             raise Http404("no such account")
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         body = _valid(s.RunInput, request.data)
-        run = services.start_account_run(
-            account=account, kind=body["kind"], user=acting_user(request)
-        )
+        if body["kind"] == RunKind.TEARDOWN:
+            run = decommission.request_teardown(
+                account=account,
+                user=acting_user(request),
+                confirm=body["confirm"],
+                reason=body["reason"],
+            )
+        else:
+            run = services.start_account_run(
+                account=account, kind=body["kind"], user=acting_user(request)
+            )
         return _run_response(request, run.pk, status.HTTP_201_CREATED)
 
 
