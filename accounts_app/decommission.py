@@ -16,11 +16,11 @@ from django.db import transaction
 
 from accounts_app.models import Account, AccountStatus
 from accounts_app.services import RequestInvalid
-from pipelines.blueprints import BlueprintError, ConfigInvalid
+from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
 from pipelines.clients import aws
 from pipelines.models import PipelineRun, RunKind
 from pipelines.services import RunRefused, start_run
-from pipelines.teardown_rails import RailRefused, Subject, check_offline
+from pipelines.teardown_rails import RailRefused, Subject, check_offline, uses_aws
 from portal.errors import PortalError
 
 logger = logging.getLogger(__name__)
@@ -39,11 +39,18 @@ class TeardownRefused(PortalError):
 
 
 def subject_of(account: Account) -> Subject:
+    try:
+        blueprint_uses_aws = uses_aws(
+            cloud_account_id=account.cloud_account_id, blueprint=load_blueprint(account.blueprint)
+        )
+    except BlueprintError:
+        blueprint_uses_aws = True  # unknown: the stricter rails apply
     return Subject(
         name=account.name,
         purpose=account.purpose,
         protected=account.protected,
         cloud_account_id=account.cloud_account_id,
+        uses_aws=blueprint_uses_aws,
     )
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from pipelines.blueprints import Blueprint
 from pipelines.clients.aws import AwsSettings, OrgAccount
+from pipelines.dbclone.rds import DRIVER as RDS_DRIVER
 from portal.errors import PortalError
 
 LogFn = Callable[[str], None]
@@ -42,6 +44,14 @@ class Subject:
     purpose: str
     protected: bool
     cloud_account_id: str
+    # Whether the teardown calls AWS at all (a cloud account, or RDS clones' sources).
+    uses_aws: bool = True
+
+
+def uses_aws(*, cloud_account_id: str, blueprint: Blueprint) -> bool:
+    return bool(cloud_account_id) or any(
+        entry.get("driver") == RDS_DRIVER for entry in blueprint.databases
+    )
 
 
 def blocklist() -> frozenset[str]:
@@ -61,18 +71,20 @@ def check_offline(subject: Subject, *, log: LogFn, aws_settings: AwsSettings) ->
         raise RailRefused(f"account {subject.name} is protected (production is never torn down)")
     log(f"rail passed: {subject.name} is neither protected nor production")
     blocked = blocklist()
-    if not aws_settings.is_local and not blocked:
+    if subject.uses_aws and not aws_settings.is_local and not blocked:
         raise RailRefused(
             "the portal talks to real AWS (no local AWS_ENDPOINT_URL) and "
             "PORTAL_TEARDOWN_BLOCKLIST is empty: list production's cloud account ids there"
         )
-    log(f"rail passed: blocklist of {len(blocked)} cloud account id(s) in force")
+    if subject.uses_aws:
+        log(f"rail passed: blocklist of {len(blocked)} cloud account id(s) in force")
+    else:
+        log("rail passed: no cloud account and no RDS source: this teardown calls no AWS")
     if subject.cloud_account_id in blocked:
         raise RailRefused(
             f"cloud account {subject.cloud_account_id} of {subject.name} is on the blocklist"
         )
     log(f"rail passed: recorded cloud account {subject.cloud_account_id or '(none)'} not blocked")
-    log(f"rail passed: account name {subject.name} was given by the portal")
 
 
 def check_live(

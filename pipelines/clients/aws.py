@@ -572,8 +572,9 @@ def close_account(*, account_id: str, settings: AwsSettings | None = None) -> No
         message = str(exc.response.get("Error", {}).get("Message", ""))
         if code == "AccountAlreadyClosedException":
             _fail(f"AWS account {account_id} is already closed", code="ACCOUNT_ALREADY_CLOSED")
+        reason = str(exc.response.get("Reason", ""))
         if code == "ConstraintViolationException" and (
-            CLOSE_QUOTA_REASON in message or "quota" in message.lower()
+            CLOSE_QUOTA_REASON in (reason, message) or "quota" in message.lower()
         ):
             _fail(
                 f"AWS Organizations refused to close account {account_id}: its quota of "

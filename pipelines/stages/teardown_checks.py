@@ -29,6 +29,9 @@ def subject_of(ctx: StageContext) -> Subject:
         purpose=ctx.account.purpose,
         protected=ctx.account.protected,
         cloud_account_id=ctx.account.cloud_account_id,
+        uses_aws=teardown_rails.uses_aws(
+            cloud_account_id=ctx.account.cloud_account_id, blueprint=ctx.blueprint
+        ),
     )
 
 
