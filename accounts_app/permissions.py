@@ -97,7 +97,11 @@ def can_retry(*, user: Who, run: PipelineRun) -> bool:
 
 
 def can_cancel(*, user: Who, run: PipelineRun) -> bool:
-    return is_admin(user)
+    """Admins, and whoever started the run (requesters cancel their own runs)."""
+    if is_admin(user):
+        return True
+    started_it = user is not None and user.is_authenticated and run.created_by_id == user.pk
+    return started_it and not run.account.protected
 
 
 def roles_for_templates(user: Who) -> dict[str, bool]:

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Case, Model, OuterRef, Prefetch, QuerySet, Subquery, When
+from django.db.models import (
+    Case,
+    F,
+    Model,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+)
+from django.db.models.functions import Coalesce, Now
 
 from accounts_app import permissions
 from accounts_app.models import (
@@ -236,6 +248,58 @@ def visible_run(*, user: User, run_id: int) -> PipelineRun | None:
         .filter(pk=run_id)
         .first()
     )
+
+
+# Sort keys of run lists (web ?sort= and the API's ordering): a leading "-" is descending.
+RUN_SORTS = {
+    "started": "created_at",
+    "account": "account__name",
+    "kind": "kind",
+    "status": "status",
+    "duration": "duration",
+}
+
+
+def filter_runs(
+    runs: QuerySet[PipelineRun],
+    *,
+    account: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    search: str | None = None,
+    sort: str | None = None,
+) -> QuerySet[PipelineRun]:
+    """Runs of one account (its id or name), kind and status, started since a time, whose
+    account name or explanation contains ``search``; sorted by ``sort`` (RUN_SORTS)."""
+    if account:
+        runs = (
+            runs.filter(account_id=int(account))
+            if account.isdigit()
+            else runs.filter(account__name=account)
+        )
+    if kind:
+        runs = runs.filter(kind=kind)
+    if status:
+        runs = runs.filter(status=status)
+    if since:
+        runs = runs.filter(created_at__gte=since)
+    if search:
+        runs = runs.filter(Q(account__name__icontains=search) | Q(explanation__icontains=search))
+    key = (sort or "-started").lstrip("-")
+    if key not in RUN_SORTS:
+        key = "started"
+    field = RUN_SORTS[key]
+    if field == "duration":
+        runs = runs.annotate(duration=Coalesce("finished_at", Now()) - F("created_at"))
+    descending = (sort or "-started").startswith("-")
+    return runs.order_by(f"-{field}" if descending else field, "-id")
+
+
+def approvals_waiting_count() -> int:
+    """Requests and plans waiting for a decision (the navigation bar's number)."""
+    requests = AccountRequest.objects.filter(status=RequestStatus.PENDING).count()
+    return requests + StageRun.objects.filter(status=StageStatus.WAITING_APPROVAL).count()
 
 
 def latest_run(account: Account) -> PipelineRun | None:

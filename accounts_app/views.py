@@ -49,7 +49,10 @@ def page(
     request: HttpRequest, template: str, context: dict[str, Any], *, status: int = 200
 ) -> HttpResponse:
     """Render a page with the role flags the layout needs (navigation, buttons)."""
-    context = {**permissions.roles_for_templates(request.user), **context}
+    roles: dict[str, Any] = {**permissions.roles_for_templates(request.user)}
+    if roles["can_decide"]:
+        roles["approvals_waiting"] = selectors.approvals_waiting_count()
+    context = {**roles, **context}
     return render(request, template, context, status=status)
 
 

@@ -348,6 +348,12 @@ def _record_outcome(*, stage_id: int, attempt: int, outcome: Outcome, log: Stage
                 _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
                 cancel_remaining(run)
                 finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
+            case Failed() if run.cancel_requested:
+                # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
+                log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
+                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+                cancel_remaining(run)
+                finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
             case Failed():
                 stage.retryable = outcome.retryable
                 stage.retry_from = outcome.retry_from
@@ -396,12 +402,23 @@ def advance(run: PipelineRun, *, after: StageRun) -> None:
 
 
 def cancel_remaining(run: PipelineRun) -> None:
-    run.stages.filter(
-        status__in=[StageStatus.PENDING, StageStatus.QUEUED, StageStatus.WAITING_APPROVAL]
-    ).update(status=StageStatus.CANCELLED, finished_at=timezone.now())
+    """A queued stage or one waiting for a decision is cancelled; those after it are skipped."""
+    run.stages.filter(status__in=[StageStatus.QUEUED, StageStatus.WAITING_APPROVAL]).update(
+        status=StageStatus.CANCELLED, finished_at=timezone.now()
+    )
+    skip_remaining(run)
+
+
+def skip_remaining(run: PipelineRun) -> None:
+    """Stages that never ran because an earlier one failed or was cancelled."""
+    run.stages.filter(status=StageStatus.PENDING).update(
+        status=StageStatus.SKIPPED, finished_at=timezone.now()
+    )
 
 
 def finish_run(run: PipelineRun, *, status: RunStatus, explanation: str) -> None:
+    if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        skip_remaining(run)
     run.status = status
     run.explanation = explanation
     run.finished_at = timezone.now()

@@ -22,7 +22,9 @@ urlpatterns = [
         views.AccountParityView.as_view(),
         name="account-parity",
     ),
+    path("runs/", views.RunListView.as_view(), name="run-list"),
     path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
+    path("runs/<int:run_id>/resume/", views.RunResumeView.as_view(), name="run-resume"),
     path(
         "runs/<int:run_id>/stages/<int:stage_id>/log/",
         views.StageLogView.as_view(),

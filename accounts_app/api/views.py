@@ -345,6 +345,30 @@ class RequestRejectView(_RequestDecisionView):
 # --- runs ---------------------------------------------------------------------------------------
 
 
+class RunListView(PortalAPIView):
+    @extend_schema(
+        parameters=[s.RunFilter, s.PageQuery],
+        responses={200: s.PaginatedRuns, **LIST_ERRORS},
+        operation_id="runs_list",
+    )
+    def get(self, request: Request) -> Response:
+        """Runs across the accounts you may see, newest first."""
+        filters = _valid(s.RunFilter, request.query_params)
+        runs = selectors.filter_runs(selectors.visible_runs(request.user), **filters)
+        return self.paginate(request, items=runs, serializer=s.RunListSerializer)
+
+
+class RunResumeView(PortalAPIView):
+    @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
+    def post(self, request: Request, run_id: int) -> Response:
+        """Go on with a run stopped before a stage ran, from its first unfinished stage."""
+        run = _visible_run(request, run_id)
+        if not permissions.can_retry(user=request.user, run=run):
+            raise PermissionDenied("only admins may resume runs")
+        run_services.resume_run(run, user=acting_user(request))
+        return _run_response(request, run.pk)
+
+
 class RunDetailView(PortalAPIView):
     @extend_schema(responses={200: s.RunSerializer, 404: NOT_FOUND})
     def get(self, request: Request, run_id: int) -> Response:
@@ -382,7 +406,7 @@ class RunCancelView(PortalAPIView):
     def post(self, request: Request, run_id: int) -> Response:
         run = _visible_run(request, run_id)
         if not permissions.can_cancel(user=request.user, run=run):
-            raise PermissionDenied("only admins may cancel runs")
+            raise PermissionDenied("only admins and whoever started the run may cancel it")
         run_services.cancel_run(run, user=acting_user(request))
         return _run_response(request, run.pk)
 

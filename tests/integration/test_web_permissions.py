@@ -81,6 +81,8 @@ def world() -> World:
         "account-start-run": reverse("account-start-run", args=[ready.pk]),
         "stage-retry": reverse("stage-retry", args=[failed_run.pk, failed.pk]),
         "run-cancel": reverse("run-cancel", args=[active_run.pk]),
+        "run-list": reverse("run-list"),
+        "run-resume": reverse("run-resume", args=[failed_run.pk]),
         "stage-approve": reverse("stage-approve", args=[waiting_run.pk, waiting.pk]),
         "stage-reject": reverse("stage-reject", args=[waiting_run.pk, waiting.pk]),
     }
@@ -106,6 +108,8 @@ MATRIX: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "account-start-run": ("post", {"kind": "update"}, row(LOGIN, DONE, 404, 404, 403, DONE)),
     "stage-retry": ("post", {}, row(LOGIN, 403, 404, 404, 403, DONE)),
     "run-cancel": ("post", {}, row(LOGIN, 403, 404, 404, 403, DONE)),
+    "run-list": ("get", {}, row(LOGIN, OK, OK, OK, OK, OK)),
+    "run-resume": ("post", {}, row(LOGIN, 403, 404, 404, 403, DONE)),
     "stage-approve": ("post", {}, row(LOGIN, 403, 404, 404, DONE, DONE)),
     "stage-reject": ("post", {"comment": "no"}, row(LOGIN, 403, 404, 404, DONE, DONE)),
 }
