@@ -31,6 +31,7 @@ NOT_BUILT = {
     AccountStatus.REQUESTED: "waits for its request to be approved: withdraw the request instead",
     AccountStatus.REJECTED: "was rejected and never built: nothing to tear down",
     AccountStatus.TORN_DOWN: "is already torn down",
+    AccountStatus.WITHDRAWN: "was withdrawn and never built: nothing to tear down",
 }
 
 

@@ -32,13 +32,18 @@ class AccountStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     TEARING_DOWN = "tearing_down", "Tearing down"
     TORN_DOWN = "torn_down", "Torn down"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+# Accounts kept only for the record: their names are free for new accounts.
+RETIRED_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.WITHDRAWN)
 
 
 class Account(models.Model):
     """One environment, built from one blueprint with one config."""
 
-    # Unique among accounts not torn down (constraint below): a torn-down account is kept
-    # for the record and its name is free for a new one.
+    # Unique among accounts not retired (constraint below): a torn-down or withdrawn
+    # account is kept for the record and its name is free for a new one.
     name = models.CharField(
         max_length=40,
         validators=[RegexValidator(ACCOUNT_NAME_PATTERN, "lower-case letters, digits and dashes")],
@@ -87,7 +92,7 @@ class Account(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["name"],
-                condition=~models.Q(status="torn_down"),
+                condition=~models.Q(status__in=["torn_down", "withdrawn"]),
                 name="unique_live_account_name",
                 violation_error_message="an account with this name exists",
             )
@@ -111,6 +116,7 @@ class RequestStatus(models.TextChoices):
     APPROVED = "approved", "Approved"
     AUTO_APPROVED = "auto_approved", "Auto-approved"
     REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class AccountRequest(models.Model):

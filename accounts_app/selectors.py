@@ -29,9 +29,9 @@ from django.db.models.functions import Coalesce, Now
 
 from accounts_app import permissions
 from accounts_app.models import (
+    RETIRED_STATUSES,
     Account,
     AccountRequest,
-    AccountStatus,
     ParityReport,
     RequestStatus,
 )
@@ -76,7 +76,7 @@ def account_named(name: str) -> Account | None:
     live one, else the latest torn down (its name can be reused)."""
     return (
         Account.objects.filter(name=name)
-        .order_by(Case(When(status=AccountStatus.TORN_DOWN, then=1), default=0), "-created_at")
+        .order_by(Case(When(status__in=RETIRED_STATUSES, then=1), default=0), "-created_at")
         .first()
     )
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts_app import notification_queue, parity, permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
+    RETIRED_STATUSES,
     Account,
     AccountRequest,
     AccountStatus,
@@ -62,7 +63,7 @@ def create_or_reuse_account(
     """
     load_blueprint(blueprint).validate_config(config)
     # A torn-down account keeps its record; a new account may take its name.
-    live = Account.objects.exclude(status=AccountStatus.TORN_DOWN)
+    live = Account.objects.exclude(status__in=RETIRED_STATUSES)
     account = live.select_for_update().filter(name=name).first()
     if account is None:
         account = Account(name=name, blueprint=blueprint, purpose=purpose, owner=owner)
@@ -141,7 +142,7 @@ def check_request(
             "3 to 40 characters: a lower-case letter first, then lower-case letters, "
             "digits and dashes",
         )
-    elif Account.objects.exclude(status=AccountStatus.TORN_DOWN).filter(name=name).exists():
+    elif Account.objects.exclude(status__in=RETIRED_STATUSES).filter(name=name).exists():
         add("name", f"an account named {name!r} already exists; choose another name")
 
     loaded: Blueprint | None = None
@@ -276,7 +277,7 @@ def request_account(
             return account, req
     except IntegrityError:
         # Another request took the name between our check and our insert.
-        if Account.objects.exclude(status=AccountStatus.TORN_DOWN).filter(name=name).exists():
+        if Account.objects.exclude(status__in=RETIRED_STATUSES).filter(name=name).exists():
             raise RequestInvalid(
                 {"name": [f"an account named {name!r} already exists; choose another name"]}
             ) from None
@@ -405,9 +406,7 @@ def _check_life_start(account: Account) -> None:
         )
     if (
         account.status == AccountStatus.TORN_DOWN
-        and Account.objects.filter(name=account.name)
-        .exclude(status=AccountStatus.TORN_DOWN)
-        .exists()
+        and Account.objects.filter(name=account.name).exclude(status__in=RETIRED_STATUSES).exists()
     ):
         raise RequestRefused(f"the name {account.name} now belongs to another account")
     if account.expires_at is not None and account.expires_at <= timezone.now():

@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+import yaml
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -22,7 +23,14 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import decommission, parity, permissions, selectors, services
+from accounts_app import (
+    decommission,
+    parity,
+    permissions,
+    request_actions,
+    selectors,
+    services,
+)
 from accounts_app.forms import (
     ACCOUNT_NAME_KEY,
     SERVICE_FIELD_NAMES,
@@ -314,6 +322,53 @@ def request_reject(request: HttpRequest, request_id: int) -> HttpResponse:
     return _decide_request(request, request_id, approve=False)
 
 
+def _own_request(request: HttpRequest, request_id: int) -> AccountRequest:
+    req = selectors.visible_request(user=request.user, request_id=request_id)
+    if req is None:
+        raise Http404("no such request")
+    if not permissions.can_change_request(user=request.user, account_request=req):
+        raise PermissionDenied("only the requester may withdraw or send again a request")
+    return req
+
+
+@require_POST
+@login_required
+def request_withdraw(request: HttpRequest, request_id: int) -> HttpResponse:
+    req = _own_request(request, request_id)
+    attempt(
+        request,
+        action=lambda: request_actions.withdraw_request(
+            account_request=req, user=acting_user(request)
+        ),
+        success=lambda done: f"Withdrew the request for {done.account.name}.",
+    )
+    return redirect("account-detail", account_id=req.account_id)
+
+
+@require_POST
+@login_required
+def request_resubmit(request: HttpRequest, request_id: int) -> HttpResponse:
+    """Send a rejected request again; its config is edited with ``config`` (YAML or JSON)."""
+    req = _own_request(request, request_id)
+    text = request.POST.get("config", "").strip()
+
+    def resubmit() -> AccountRequest:
+        config = request_actions.config_from_text(text) if text else None
+        return request_actions.resubmit_request(
+            account_request=req,
+            user=acting_user(request),
+            config=config,
+            reason=request.POST.get("reason", ""),
+        )
+
+    attempt(
+        request,
+        action=resubmit,
+        success=lambda again: f"Sent the request for {again.account.name} again.",
+    )
+    return redirect("account-detail", account_id=req.account_id)
+
+
 # --- the account page ---------------------------------------------------------------------
 
 
@@ -341,6 +396,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
     ]
     active = next((r for r in runs if r.is_active), None)
     report = parity.latest_report(account)
+    requests = list(selectors.recent_requests(account=account, limit=ACCOUNT_REQUESTS_SHOWN))
     return page(
         request,
         "accounts/account.html",
@@ -350,7 +406,10 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "outputs": outputs,
             "endpoints": [(k, pretty(v)) for k, v in sorted((account.endpoints or {}).items())],
             "runs": runs,
-            "requests": selectors.recent_requests(account=account, limit=ACCOUNT_REQUESTS_SHOWN),
+            "requests": requests,
+            "resubmit_config": yaml.safe_dump(requests[0].config, sort_keys=True)
+            if requests
+            else "",
             "plan_stage": plan[0] if plan else None,
             "plan": plan[1] if plan else None,
             "active_run": active,

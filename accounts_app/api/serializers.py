@@ -136,6 +136,16 @@ class RunFilter(serializers.Serializer):
     )
 
 
+class ResubmitInput(serializers.Serializer):
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        allow_empty=True,
+        required=False,
+        help_text="The edited config (left out: the rejected request's).",
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
 class LogQuery(serializers.Serializer):
     after = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_INT)
 

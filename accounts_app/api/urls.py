@@ -57,6 +57,16 @@ urlpatterns = [
         views.RequestRejectView.as_view(),
         name="request-reject",
     ),
+    path(
+        "requests/<int:request_id>/withdraw/",
+        views.RequestWithdrawView.as_view(),
+        name="request-withdraw",
+    ),
+    path(
+        "requests/<int:request_id>/resubmit/",
+        views.RequestResubmitView.as_view(),
+        name="request-resubmit",
+    ),
     # Anything else under /api/v1/ answers a JSON 404, never the HTML page.
     re_path(r"^.*$", views.not_found, name="not-found"),
 ]

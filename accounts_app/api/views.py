@@ -26,7 +26,15 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from accounts_app import decommission, parity, permissions, production, selectors, services
+from accounts_app import (
+    decommission,
+    parity,
+    permissions,
+    production,
+    request_actions,
+    selectors,
+    services,
+)
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest, Purpose
 from accounts_app.permissions import Who
@@ -340,6 +348,41 @@ class RequestRejectView(_RequestDecisionView):
     def post(self, request: Request, request_id: int) -> Response:
         """Reject a pending request (a comment is required); the account is rejected."""
         return super().post(request, request_id)
+
+
+def _own_request(request: Request, request_id: int) -> AccountRequest:
+    req = selectors.visible_request(user=request.user, request_id=request_id)
+    if req is None:
+        raise Http404("no such request")
+    if not permissions.can_change_request(user=request.user, account_request=req):
+        raise PermissionDenied("only the requester may withdraw or send again a request")
+    return req
+
+
+class RequestWithdrawView(PortalAPIView):
+    @extend_schema(request=None, responses={200: s.RequestDecidedSerializer, **ACTION_ERRORS})
+    def post(self, request: Request, request_id: int) -> Response:
+        """Withdraw your pending request; its account, never built, is kept as withdrawn."""
+        req = _own_request(request, request_id)
+        request_actions.withdraw_request(account_request=req, user=acting_user(request))
+        return _request_response(request, req.pk)
+
+
+class RequestResubmitView(PortalAPIView):
+    @extend_schema(
+        request=s.ResubmitInput, responses={201: s.RequestDecidedSerializer, **ACTION_ERRORS}
+    )
+    def post(self, request: Request, request_id: int) -> Response:
+        """Send your rejected request again, its config edited: a new pending request."""
+        req = _own_request(request, request_id)
+        body = _valid(s.ResubmitInput, request.data)
+        again = request_actions.resubmit_request(
+            account_request=req,
+            user=acting_user(request),
+            config=body.get("config"),
+            reason=body["reason"],
+        )
+        return _request_response(request, again.pk, status.HTTP_201_CREATED)
 
 
 # --- runs ---------------------------------------------------------------------------------------

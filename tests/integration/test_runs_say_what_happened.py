@@ -200,3 +200,46 @@ def test_the_navigation_bar_counts_the_approvals_waiting(sally: Any, april: Any)
     assert (
         'id="approvals-waiting"' not in client_for(sally).get(reverse("dashboard")).content.decode()
     )
+
+
+def test_a_requester_withdraws_her_pending_request_and_the_name_is_free(sally: Any) -> None:
+    account = AccountFactory(name="not-needed", owner=sally, status=AccountStatus.REQUESTED)
+    req = AccountRequestFactory(account=account, status=RequestStatus.PENDING)
+    client = token_client(sally)
+
+    answer = client.post(f"/api/v1/requests/{req.pk}/withdraw/")
+
+    assert answer.status_code == 200, answer.json()
+    assert answer.json()["status"] == "withdrawn"
+    account.refresh_from_db()
+    assert account.status == AccountStatus.WITHDRAWN
+    again = client.post(f"/api/v1/requests/{req.pk}/withdraw/")
+    assert again.status_code == 409 and "only a pending request" in again.json()["detail"]
+    AccountFactory(name="not-needed")  # the name is free again
+
+
+def test_a_rejected_request_is_edited_and_sent_again(sally: Any) -> None:
+    account = AccountFactory(name="try-again", owner=sally, status=AccountStatus.REJECTED)
+    req = AccountRequestFactory(account=account, status=RequestStatus.REJECTED, reason="demo")
+    client = client_for(sally)
+    page = client.get(reverse("account-detail", args=[account.pk])).content.decode()
+    assert "Edit and send again" in page and "dns_zone: acme-demo.internal" in page
+
+    bad = client.post(
+        reverse("request-resubmit", args=[req.pk]), {"config": "cidr: [not, a, cidr]"}, follow=True
+    )
+    assert "cidr" in bad.content.decode()
+    assert account.requests.count() == 1
+    edited = {**account.config, "instance_size": "large"}
+    api = token_client(sally).post(
+        f"/api/v1/requests/{req.pk}/resubmit/",
+        {"config": edited, "reason": "smaller this time"},
+        format="json",
+    )
+
+    assert api.status_code == 201, api.json()
+    assert (api.json()["status"], api.json()["config"]["instance_size"]) == ("pending", "large")
+    account.refresh_from_db()
+    assert account.status == AccountStatus.REQUESTED
+    assert account.config["instance_size"] == "large"
+    assert account.requests.count() == 2  # the rejected one stays, for the record
