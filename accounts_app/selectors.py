@@ -112,6 +112,30 @@ def _filtered(
     return rows.filter(**{field: value for field, value in given.items() if value})
 
 
+# Sort keys of the accounts list (?sort=): a leading "-" is descending.
+ACCOUNT_SORTS = {
+    "name": "name",
+    "created": "created_at",
+    "expires": "expires_at",
+    "status": "status",
+}
+
+
+def searched_and_sorted(
+    accounts: QuerySet[Account], *, search: str | None = None, sort: str | None = None
+) -> QuerySet[Account]:
+    """Accounts whose name or blueprint contains ``search``, in ``sort`` order (by name)."""
+    if search:
+        accounts = accounts.filter(Q(name__icontains=search) | Q(blueprint__icontains=search))
+    wanted = sort or "name"
+    key = wanted.lstrip("-")
+    field = ACCOUNT_SORTS.get(key, "name")
+    descending = wanted.startswith("-") and key in ACCOUNT_SORTS
+    return accounts.order_by(
+        F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True), "name"
+    )
+
+
 def with_latest_run_id(accounts: QuerySet[Account]) -> QuerySet[Account]:
     """The accounts by name, each annotated with ``latest_run_id`` (None: no run yet)."""
     latest = PipelineRun.objects.filter(account=OuterRef("pk")).order_by("-created_at", "-id")

@@ -113,6 +113,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "purpose": request.GET.get("purpose", ""),
         "owner": request.GET.get("owner", ""),
         "parity": request.GET.get("parity", ""),
+        "q": request.GET.get("q", "").strip()[:100],
+        "sort": request.GET.get("sort", ""),
     }
     # Unknown values are ignored here (a page keeps working), where the API answers 400.
     accounts = selectors.filter_accounts(
@@ -122,9 +124,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         owner=filters["owner"] or None,
     )
     accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
-    page_obj = Paginator(selectors.with_latest_run_id(accounts), DASHBOARD_PAGE_SIZE).get_page(
-        request.GET.get("page")
+    accounts = selectors.searched_and_sorted(
+        selectors.with_latest_run_id(accounts), search=filters["q"], sort=filters["sort"]
     )
+    page_obj = Paginator(accounts, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page_obj.object_list)
     runs = selectors.latest_runs(rows)
     for account in rows:
@@ -141,6 +144,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filter_query": kept,
             "statuses": AccountStatus.choices,
             "purposes": Purpose.choices,
+            "sorts": [
+                ("", "Name"),
+                ("-created", "Newest"),
+                ("expires", "Expiring first"),
+                ("status", "Status"),
+            ],
             "owners": owners,
             "filtered": any(filters.values()),
         },

@@ -243,3 +243,18 @@ def test_a_rejected_request_is_edited_and_sent_again(sally: Any) -> None:
     assert account.status == AccountStatus.REQUESTED
     assert account.config["instance_size"] == "large"
     assert account.requests.count() == 2  # the rejected one stays, for the record
+
+
+def test_the_accounts_list_searches_and_sorts(sally: Any) -> None:
+    now = timezone.now()
+    AccountFactory(name="alpha-one", owner=sally, expires_at=now + timedelta(days=9))
+    AccountFactory(name="beta-two", owner=sally, expires_at=now + timedelta(days=1))
+    AccountFactory(name="gamma-three", owner=sally)
+    client = client_for(sally)
+
+    searched = client.get(reverse("dashboard") + "?q=two").content.decode()
+    assert "beta-two" in searched and "alpha-one" not in searched
+    by_expiry = client.get(reverse("dashboard") + "?sort=expires").content.decode()
+    assert (
+        by_expiry.index("beta-two") < by_expiry.index("alpha-one") < by_expiry.index("gamma-three")
+    )  # the soonest first, never-expiring last
