@@ -12,6 +12,7 @@ as the account's endpoint records name them (``dns_records``).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -24,8 +25,9 @@ from django.conf import settings
 from accounts_app.models import Account
 from pipelines.blueprints import Blueprint
 from pipelines.clients import aws
+from pipelines.clients import postgres as pg
 from pipelines.clients.aws import AwsError, Session, aws_call, error_code, translate_error
-from pipelines.dbclone import dns, endpoints, rds
+from pipelines.dbclone import dns, endpoints, logical, rds
 from pipelines.teardown_rails import blocklist
 
 ACCOUNT_TAG = "portal:account"
@@ -39,6 +41,7 @@ class Kind(StrEnum):
     SECRET = "secret"  # noqa: S105 - a kind of resource, not a password
     KMS_KEY = "kms-key"
     DNS_RECORD = "dns-record"
+    PG_DATABASE = "pg-database"  # a postgres_logical clone: ``where`` is its connection
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Item:
     type: str = ""
 
     def describe(self) -> str:
+        if self.kind == Kind.PG_DATABASE:
+            return f"PostgreSQL clone database {self.id} (connection {self.where})"
         extra = f" {self.type} in zone {self.zone}" if self.kind == Kind.DNS_RECORD else ""
         return f"{self.kind} {self.id}{extra} (account {self.where})"
 
@@ -147,6 +152,38 @@ def dns_records(*, endpoint_records: Mapping[str, Any], zone_id: object, where: 
     return sorted(set(items), key=lambda item: item.id)
 
 
+# What follows a clone's "<account>_<service>_" prefix: the short run id, nothing else (so
+# account "demo" never matches a clone of account "demo-orders").
+_RUN_SUFFIX = re.compile(r"[a-z0-9]{1,12}")
+
+
+def find_logical_clones(*, blueprint: Blueprint, name: str) -> list[Item]:
+    """Clone databases of the account's ``postgres_logical`` services on their target
+    servers, recorded or not (a clone a crashed stage left): each owned by a role carrying
+    the clone driver's marker for it, the PostgreSQL counterpart of a tag."""
+    found = []
+    for entry in blueprint.databases:
+        if entry.get("driver") != logical.DRIVER:
+            continue
+        target = str(entry["target"])
+        sample = logical.clone_database_name(
+            account=name, service=str(entry["service"]), run_id="0"
+        )
+        prefix = sample[:-1]
+        rows = pg.fetch_all(
+            pg.connection_url(target),
+            "SELECT d.datname, r.rolname, shobj_description(r.oid, 'pg_authid') "
+            "FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+            "WHERE starts_with(d.datname, %s) ORDER BY 1",
+            (prefix,),
+        )
+        for database, role, comment in rows:
+            ours = comment == logical.ROLE_MARKER.format(database=database)
+            if ours and _RUN_SUFFIX.fullmatch(database[len(prefix) :]):
+                found.append(Item(Kind.PG_DATABASE, database, target, type=role))
+    return found
+
+
 def source_accounts(*, blueprint: Blueprint, config: Mapping[str, Any]) -> dict[str, str]:
     """The production accounts RDS clones snapshot from: cloud account id -> region."""
     found: dict[str, str] = {}
@@ -168,8 +205,17 @@ def clone_endpoints(records: Mapping[str, Any]) -> Mapping[str, Any]:
 # --- deleting -----------------------------------------------------------------------------
 
 
-def still_tagged(*, session: Session, item: Item, name: str) -> bool:
-    """Whether the item still exists and still carries the account's tag."""
+def still_tagged(*, session: Session | None, item: Item, name: str) -> bool:
+    """Whether the item still exists and still carries the account's tag (no session: a
+    PostgreSQL clone, checked on its server)."""
+    if item.kind == Kind.PG_DATABASE:
+        rows = pg.fetch_all(
+            pg.connection_url(item.where),
+            "SELECT 1 FROM pg_database WHERE datname = %s",
+            (item.id,),
+        )
+        return bool(rows)
+    assert session is not None, "an AWS item needs its account's session"
     if item.kind == Kind.RDS_INSTANCE:
         instance = rds.describe_instance(rds=session.rds(), instance_id=item.id)
         if instance is None:
@@ -197,6 +243,16 @@ def still_tagged(*, session: Session, item: Item, name: str) -> bool:
 
 def _record_type(item: Item) -> Literal["A", "CNAME"]:
     return "A" if item.type == "A" else "CNAME"
+
+
+def drop_logical_clone(*, item: Item, log: LogFn) -> bool:
+    """Drop a listed PostgreSQL clone and its role (the driver checks its marker again)."""
+    if not still_tagged(session=None, item=item, name=""):
+        log(f"{item.describe()}: already gone")
+        return False
+    logical.drop_clone(url=pg.connection_url(item.where), database=item.id, role=item.type)
+    log(f"dropped {item.describe()} and its role {item.type}")
+    return True
 
 
 def delete_item(*, session: Session, item: Item, name: str, log: LogFn) -> bool:

@@ -11,11 +11,13 @@ from typing import Any
 
 from pipelines import sweep
 from pipelines.clients import aws
+from pipelines.dbclone.logical import CloneError
 from pipelines.stages.base import StageContext, StageError
 from pipelines.stages.teardown_checks import source_session, target_session
 
 # Instances before the snapshots and secrets they use, keys last (others were encrypted by them).
 ORDER = [
+    sweep.Kind.PG_DATABASE,
     sweep.Kind.RDS_INSTANCE,
     sweep.Kind.DNS_RECORD,
     sweep.Kind.RDS_SNAPSHOT,
@@ -50,11 +52,15 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         if ctx.is_cancelled():
             raise StageError("cancelled during the sweep; a retry goes on where it stopped")
         try:
-            if sweep.delete_item(
-                session=session_for(item.where), item=item, name=ctx.account.name, log=ctx.log
-            ):
-                deleted.append(item.describe())
-        except aws.AwsError as exc:
-            raise StageError(exc.explanation, retryable=exc.retryable) from None
+            if item.kind == sweep.Kind.PG_DATABASE:
+                gone = sweep.drop_logical_clone(item=item, log=ctx.log)
+            else:
+                gone = sweep.delete_item(
+                    session=session_for(item.where), item=item, name=ctx.account.name, log=ctx.log
+                )
+        except (aws.AwsError, CloneError) as exc:
+            raise StageError(exc.message, retryable=exc.retryable) from None
+        if gone:
+            deleted.append(item.describe())
     ctx.log(f"swept {len(deleted)} of {len(items)} listed resource(s)")
     return {"deleted": deleted}

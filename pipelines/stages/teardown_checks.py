@@ -4,7 +4,8 @@ The rails that need no AWS call come first (``teardown_rails.check_offline``); t
 an account with a cloud account, the admin role is assumed and STS, IAM and
 Organizations say which account it really is (``check_live``), before anything is
 listed. The dry run lists every resource the sweep would remove, found only by the
-account's tag (``pipelines.sweep``), plus the DNS records the portal wrote: the sweep
+account's tag (``pipelines.sweep``), plus the DNS records the portal wrote and the
+PostgreSQL clones whose role carries the clone driver's marker: the sweep
 removes nothing that is not on this list. Read-only, so safe to run again.
 """
 
@@ -17,6 +18,7 @@ from pipelines.clients import aws
 from pipelines.dbclone.endpoints import output_value
 from pipelines.stages.base import StageContext, StageError
 from pipelines.teardown_rails import RailRefused, Subject
+from portal.errors import PortalError
 
 # In a production (source) account only these are ever removed: the clone's snapshots
 # and the key shared for them (with its grants).
@@ -91,6 +93,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         session = source_session(ctx, account_id=source_id, region=region)
         found = sweep.find_tagged(session=session, where=source_id, name=ctx.account.name)
         items += [item for item in found if item.kind in SOURCE_KINDS]
+    try:
+        items += sweep.find_logical_clones(blueprint=ctx.blueprint, name=ctx.account.name)
+    except PortalError as exc:
+        raise StageError(f"listing the PostgreSQL clones: {exc.message}") from None
     ctx.log(f"dry run: the sweep would remove {len(items)} resource(s) tagged for this account")
     for item in items:
         ctx.log(f"  would remove {item.describe()}")

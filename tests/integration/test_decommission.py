@@ -26,11 +26,15 @@ from accounts_app.records import AccountRecords
 from pipelines import services, sweep
 from pipelines.blueprints import load_blueprint
 from pipelines.clients import aws
+from pipelines.clients import postgres as pg
+from pipelines.dbclone.logical import ROLE_MARKER, clone_database_name, clone_role_name
 from pipelines.models import RunKind, RunStatus, StageStatus
 from pipelines.stages import close_account, teardown_checks
+from pipelines.stages import sweep as sweep_stage
 from pipelines.stages.base import AccountInfo, StageContext, StageError
 from pipelines.stages.terraform_support import backend_for, state_resource_count
 from pipelines.teardown_rails import RailRefused
+from tests.clone_env import ADMIN_URL, use_clone_settings
 from tests.conftest import token_client
 from tests.factories import SANDBOX_CONFIG, AccountFactory
 from tests.integration.conftest import CloneSource, clone_databases, explain, unique_account_name
@@ -515,3 +519,44 @@ def test_a_torn_down_accounts_name_can_be_used_again(sally: Any) -> None:
         )
     with pytest.raises(IntegrityError), transaction.atomic():
         AccountFactory(name="reused-name")  # the database itself keeps live names unique
+
+
+@pytest.mark.django_db
+def test_a_clone_a_crashed_stage_left_unrecorded_is_listed_and_dropped(
+    local_aws: str, settings: Any, tmp_path: Path
+) -> None:
+    use_clone_settings(settings)
+    name = unique_account_name()
+    account = AccountFactory(
+        name=name,
+        blueprint="sandbox-data",
+        config={**SANDBOX_CONFIG, "account_name": name, "dns_zone": f"{name}.internal"},
+        status=AccountStatus.FAILED,
+    )
+    ours = clone_database_name(account=name, service="orders", run_id=4242)
+    # Another account whose name starts like this one's: its clone must not be listed.
+    theirs = clone_database_name(account=f"{name}-orders", service="orders", run_id=7)
+    for database in (ours, theirs):
+        role = clone_role_name(database)
+        marker = ROLE_MARKER.format(database=database)
+        pg.execute(ADMIN_URL, [
+            f'CREATE ROLE "{role}" LOGIN', f"COMMENT ON ROLE \"{role}\" IS '{marker}'",
+            f'CREATE DATABASE "{database}" OWNER "{role}"',
+        ])  # fmt: skip
+    try:
+        checks = teardown_checks.execute(
+            teardown_context(account, kind="teardown_checks", tmp_path=tmp_path)
+        )
+        assert [(i["kind"], i["id"]) for i in checks["sweep"]] == [("pg-database", ours)]
+
+        ctx = teardown_context(account, kind="sweep", tmp_path=tmp_path)
+        ctx.previous = {"teardown_checks": checks}
+        assert sweep_stage.execute(ctx)["deleted"] == [
+            f"PostgreSQL clone database {ours} (connection DBCLONE_TGT)"
+        ]
+        assert clone_databases(name) == [theirs]  # only the other account's is left
+        assert sweep_stage.execute(ctx)["deleted"] == []  # again: nothing, no error
+    finally:
+        for database in (ours, theirs):
+            pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            pg.execute(ADMIN_URL, f'DROP ROLE IF EXISTS "{clone_role_name(database)}"')
