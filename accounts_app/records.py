@@ -77,7 +77,9 @@ def record_on_account(account_id: int, **values: Any) -> None:
 
 def record_torn_down(account_id: int) -> None:
     """A teardown succeeded: the account is kept for the record, with nothing live on it
-    (no expiry, outputs, endpoints or resources) and its name free for a new account."""
+    (no expiry, outputs, endpoints, resources or secrets) and its name free for a new one."""
+    # Its stored secrets (generated passwords) belonged to what is gone.
+    AccountSecret.objects.filter(account_id=account_id).delete()
     Account.objects.filter(pk=account_id).update(
         status=AccountStatus.TORN_DOWN,
         outputs={},

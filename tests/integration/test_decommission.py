@@ -440,6 +440,7 @@ def test_teardown_of_a_ready_account_drops_its_clone_database(
     assert provision.status == RunStatus.SUCCEEDED, explain(provision)
     assert len(clone_databases(name)) == 1
     assert state_resource_count(backend_for(name)) > 0
+    assert account.secrets.exists()  # the clone's password, stored encrypted
 
     run = decommission.request_teardown(account=account, user=sally, confirm=name)
     _approve(run.pk, wait_for_run=wait_for_run, approver=april)
@@ -450,6 +451,7 @@ def test_teardown_of_a_ready_account_drops_its_clone_database(
     assert state_resource_count(backend_for(name)) == 0
     account.refresh_from_db()
     assert (account.status, account.outputs, account.endpoints) == (AccountStatus.TORN_DOWN, {}, {})
+    assert not account.secrets.exists()
 
 
 @pytest.mark.django_db(transaction=True)

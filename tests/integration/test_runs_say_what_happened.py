@@ -13,8 +13,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts_app.models import AccountStatus, RequestStatus
-from pipelines import services
+from pipelines import engine, services
+from pipelines.logs import StageLog
 from pipelines.models import RunKind, RunStatus, StageStatus
+from pipelines.outcomes import Failed
+from pipelines.redaction import Redactor
 from tests.conftest import token_client
 from tests.factories import (
     AccountFactory,
@@ -258,3 +261,22 @@ def test_the_accounts_list_searches_and_sorts(sally: Any) -> None:
     assert (
         by_expiry.index("beta-two") < by_expiry.index("alpha-one") < by_expiry.index("gamma-three")
     )  # the soonest first, never-expiring last
+
+
+def test_a_stage_that_fails_on_its_way_out_of_a_cancel_is_cancelled(sally: Any) -> None:
+    account = AccountFactory(owner=sally, status=AccountStatus.PROVISIONING)
+    run = PipelineRunFactory(account=account, status=RunStatus.RUNNING, cancel_requested=True)
+    hook = StageRunFactory(run=run, position=1, kind="pre_hooks", status=StageStatus.RUNNING)
+    StageRunFactory(run=run, position=2, kind="render", status=StageStatus.PENDING, attempt=0)
+
+    # The hook was killed by the cancel and reported a failure, as a killed process does.
+    engine._record_outcome(
+        stage_id=hook.pk,
+        attempt=hook.attempt,
+        outcome=Failed(explanation="hook 10-slow.sh was killed (signal 15)"),
+        log=StageLog(hook.pk, hook.attempt, Redactor()),
+    )
+
+    run.refresh_from_db()
+    assert (run.status, run.explanation) == (RunStatus.CANCELLED, "cancelled by a user")
+    assert statuses(run) == [StageStatus.CANCELLED, StageStatus.SKIPPED]
