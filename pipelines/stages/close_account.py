@@ -23,8 +23,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     if not cloud_id:
         ctx.log("no cloud account on record: nothing to close")
         return {"closed": False}
-    target_session(ctx)  # the live rails, once more, before the one call that cannot be undone
     try:
+        target_session(ctx)  # the live rails once more, before the one call not to be undone
         aws.close_account(account_id=cloud_id)
     except aws.AwsError as exc:
         if exc.code == "ACCOUNT_ALREADY_CLOSED":

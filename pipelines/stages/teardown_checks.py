@@ -73,6 +73,22 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         )
     except RailRefused as exc:
         raise StageError(str(exc), retryable=False) from None
+    try:
+        items = _dry_run(ctx)
+    except aws.AwsError as exc:
+        raise StageError(exc.explanation, retryable=exc.retryable) from None
+    ctx.log(f"dry run: the sweep would remove {len(items)} resource(s) tagged for this account")
+    for item in items:
+        ctx.log(f"  would remove {item.describe()}")
+    return {
+        "rails": "passed",
+        "sweep": [item.as_dict() for item in items],
+        "sweep_list": [item.describe() for item in items],
+    }
+
+
+def _dry_run(ctx: StageContext) -> list[sweep.Item]:
+    """Everything the sweep would remove, in the account and in its production sources."""
     items: list[sweep.Item] = []
     cloud_id = ctx.account.cloud_account_id
     if cloud_id:
@@ -97,11 +113,4 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         items += sweep.find_logical_clones(blueprint=ctx.blueprint, name=ctx.account.name)
     except PortalError as exc:
         raise StageError(f"listing the PostgreSQL clones: {exc.message}") from None
-    ctx.log(f"dry run: the sweep would remove {len(items)} resource(s) tagged for this account")
-    for item in items:
-        ctx.log(f"  would remove {item.describe()}")
-    return {
-        "rails": "passed",
-        "sweep": [item.as_dict() for item in items],
-        "sweep_list": [item.describe() for item in items],
-    }
+    return items
