@@ -32,14 +32,20 @@ class AccountStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     TEARING_DOWN = "tearing_down", "Tearing down"
     TORN_DOWN = "torn_down", "Torn down"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+# Accounts kept only for the record: their names are free for new accounts.
+RETIRED_STATUSES = (AccountStatus.TORN_DOWN, AccountStatus.WITHDRAWN)
 
 
 class Account(models.Model):
     """One environment, built from one blueprint with one config."""
 
+    # Unique among accounts not retired (constraint below): a torn-down or withdrawn
+    # account is kept for the record and its name is free for a new one.
     name = models.CharField(
         max_length=40,
-        unique=True,
         validators=[RegexValidator(ACCOUNT_NAME_PATTERN, "lower-case letters, digits and dashes")],
     )
     blueprint = models.CharField(max_length=64)
@@ -70,12 +76,32 @@ class Account(models.Model):
     follow_problem = models.TextField(blank=True)
     # Set by an admin: the account never expires (no reminders, no expiry teardown).
     expiry_exempt = models.BooleanField(default=False)
+    # Decommission, for the record: who asked for the teardown and why, when it ended.
+    teardown_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="teardowns_requested",
+    )
+    teardown_reason = models.TextField(blank=True)
+    torn_down_at = models.DateTimeField(null=True, blank=True)
+    # The cloud account's close was refused (Organizations' quota): closed later.
+    close_pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["status"]), models.Index(fields=["owner", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=~models.Q(status__in=["torn_down", "withdrawn"]),
+                name="unique_live_account_name",
+                violation_error_message="an account with this name exists",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -95,6 +121,7 @@ class RequestStatus(models.TextChoices):
     APPROVED = "approved", "Approved"
     AUTO_APPROVED = "auto_approved", "Auto-approved"
     REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class AccountRequest(models.Model):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from accounts_app.models import Account
+from accounts_app.models import Account, AccountRequest
 from accounts_app.roles import ADMINS, APPROVERS, REQUESTERS
 from pipelines.models import PipelineRun
 
@@ -109,7 +109,18 @@ def can_retry(*, user: Who, run: PipelineRun) -> bool:
 
 
 def can_cancel(*, user: Who, run: PipelineRun) -> bool:
-    return is_admin(user)
+    """Admins, and whoever started the run (requesters cancel their own runs)."""
+    if is_admin(user):
+        return True
+    started_it = user is not None and user.is_authenticated and run.created_by_id == user.pk
+    return started_it and not run.account.protected
+
+
+def can_change_request(*, user: Who, account_request: AccountRequest) -> bool:
+    """Withdraw or send again: the requester only."""
+    return bool(
+        user is not None and user.is_authenticated and account_request.requested_by_id == user.pk
+    )
 
 
 def roles_for_templates(user: Who) -> dict[str, bool]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts_app import crypto
-from accounts_app.models import Account, AccountSecret, Purpose
+from accounts_app.models import Account, AccountSecret, AccountStatus, Purpose
 
-RECORDABLE = frozenset({"cloud_account_id", "outputs", "endpoints", "status", "resources"})
+RECORDABLE = frozenset(
+    {"cloud_account_id", "outputs", "endpoints", "status", "resources", "close_pending"}
+)
 
 
 def store_secret(*, account_id: int, name: str, value: str) -> None:
@@ -70,6 +73,22 @@ def record_on_account(account_id: int, **values: Any) -> None:
         for key, value in values.items():
             setattr(account, key, value)
         account.save(update_fields=[*values, "updated_at"])
+
+
+def record_torn_down(account_id: int) -> None:
+    """A teardown succeeded: the account is kept for the record, with nothing live on it
+    (no expiry, outputs, endpoints, resources or secrets) and its name free for a new one."""
+    # Its stored secrets (generated passwords) belonged to what is gone.
+    AccountSecret.objects.filter(account_id=account_id).delete()
+    Account.objects.filter(pk=account_id).update(
+        status=AccountStatus.TORN_DOWN,
+        outputs={},
+        endpoints={},
+        resources=[],
+        expires_at=None,
+        torn_down_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
 
 
 class AccountRecords:

@@ -9,14 +9,33 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    Model,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+)
+from django.db.models.functions import Coalesce, Now
 
 from accounts_app import permissions
-from accounts_app.models import Account, AccountRequest, ParityReport, RequestStatus
+from accounts_app.models import (
+    RETIRED_STATUSES,
+    Account,
+    AccountRequest,
+    ParityReport,
+    RequestStatus,
+)
 from pipelines.blueprints import (
     Blueprint,
     BlueprintError,
@@ -60,8 +79,13 @@ def visible_accounts(user: User) -> QuerySet[Account]:
 
 
 def account_named(name: str) -> Account | None:
-    """The account of that name (operators' commands see every account)."""
-    return Account.objects.filter(name=name).first()
+    """The account of that name (operators' commands see every account); of several, the
+    live one, else the latest torn down (its name can be reused)."""
+    return (
+        Account.objects.filter(name=name)
+        .order_by(Case(When(status__in=RETIRED_STATUSES, then=1), default=0), "-created_at")
+        .first()
+    )
 
 
 def visible_account(*, user: User, account_id: int) -> Account | None:
@@ -93,6 +117,30 @@ def _filtered(
     """The rows with each filter that has a value (the others left out)."""
     given = {"status": status, "purpose": purpose, owner_field: owner}
     return rows.filter(**{field: value for field, value in given.items() if value})
+
+
+# Sort keys of the accounts list (?sort=): a leading "-" is descending.
+ACCOUNT_SORTS = {
+    "name": "name",
+    "created": "created_at",
+    "expires": "expires_at",
+    "status": "status",
+}
+
+
+def searched_and_sorted(
+    accounts: QuerySet[Account], *, search: str | None = None, sort: str | None = None
+) -> QuerySet[Account]:
+    """Accounts whose name or blueprint contains ``search``, in ``sort`` order (by name)."""
+    if search:
+        accounts = accounts.filter(Q(name__icontains=search) | Q(blueprint__icontains=search))
+    wanted = sort or "name"
+    key = wanted.lstrip("-")
+    field = ACCOUNT_SORTS.get(key, "name")
+    descending = wanted.startswith("-") and key in ACCOUNT_SORTS
+    return accounts.order_by(
+        F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True), "name"
+    )
 
 
 def _latest_run_of_row() -> Subquery:
@@ -245,6 +293,58 @@ def visible_run(*, user: User, run_id: int) -> PipelineRun | None:
         .filter(pk=run_id)
         .first()
     )
+
+
+# Sort keys of run lists (web ?sort= and the API's ordering): a leading "-" is descending.
+RUN_SORTS = {
+    "started": "created_at",
+    "account": "account__name",
+    "kind": "kind",
+    "status": "status",
+    "duration": "duration",
+}
+
+
+def filter_runs(
+    runs: QuerySet[PipelineRun],
+    *,
+    account: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    search: str | None = None,
+    sort: str | None = None,
+) -> QuerySet[PipelineRun]:
+    """Runs of one account (its id or name), kind and status, started since a time, whose
+    account name or explanation contains ``search``; sorted by ``sort`` (RUN_SORTS)."""
+    if account:
+        runs = (
+            runs.filter(account_id=int(account))
+            if account.isdigit()
+            else runs.filter(account__name=account)
+        )
+    if kind:
+        runs = runs.filter(kind=kind)
+    if status:
+        runs = runs.filter(status=status)
+    if since:
+        runs = runs.filter(created_at__gte=since)
+    if search:
+        runs = runs.filter(Q(account__name__icontains=search) | Q(explanation__icontains=search))
+    key = (sort or "-started").lstrip("-")
+    if key not in RUN_SORTS:
+        key = "started"
+    field = RUN_SORTS[key]
+    if field == "duration":
+        runs = runs.annotate(duration=Coalesce("finished_at", Now()) - F("created_at"))
+    descending = (sort or "-started").startswith("-")
+    return runs.order_by(f"-{field}" if descending else field, "-id")
+
+
+def approvals_waiting_count() -> int:
+    """Requests and plans waiting for a decision (the navigation bar's number)."""
+    requests = AccountRequest.objects.filter(status=RequestStatus.PENDING).count()
+    return requests + StageRun.objects.filter(status=StageStatus.WAITING_APPROVAL).count()
 
 
 def latest_run(account: Account) -> PipelineRun | None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts_app import notification_queue, parity, permissions, policies
 from accounts_app.models import (
     ACCOUNT_NAME_PATTERN,
+    RETIRED_STATUSES,
     Account,
     AccountRequest,
     AccountStatus,
@@ -136,7 +137,9 @@ def _create_or_reuse_account(
     owner: User,
 ) -> tuple[Account, bool]:
     """The account with this name, created or (same blueprint) given this (checked) config."""
-    account = Account.objects.select_for_update().filter(name=name).first()
+    # A torn-down account keeps its record; a new account may take its name.
+    live = Account.objects.exclude(status__in=RETIRED_STATUSES)
+    account = live.select_for_update().filter(name=name).first()
     if account is None:
         account = Account(name=name, blueprint=blueprint, purpose=purpose, owner=owner)
         account.config = config
@@ -214,7 +217,7 @@ def check_request(
             "3 to 40 characters: a lower-case letter first, then lower-case letters, "
             "digits and dashes",
         )
-    elif Account.objects.filter(name=name).exists():
+    elif Account.objects.exclude(status__in=RETIRED_STATUSES).filter(name=name).exists():
         add("name", f"an account named {name!r} already exists; choose another name")
 
     loaded: Blueprint | None = None
@@ -350,7 +353,7 @@ def request_account(
             return account, req
     except IntegrityError:
         # Another request took the name between our check and our insert.
-        if Account.objects.filter(name=name).exists():
+        if Account.objects.exclude(status__in=RETIRED_STATUSES).filter(name=name).exists():
             raise RequestInvalid(
                 {"name": [f"an account named {name!r} already exists; choose another name"]}
             ) from None
@@ -489,6 +492,11 @@ def _check_life_start(account: Account) -> None:
         raise RequestRefused(
             f"account {account.name} cannot start again: {problem}", field="purpose"
         )
+    if (
+        account.status == AccountStatus.TORN_DOWN
+        and Account.objects.filter(name=account.name).exclude(status__in=RETIRED_STATUSES).exists()
+    ):
+        raise RequestRefused(f"the name {account.name} now belongs to another account")
     if account.expires_at is not None and account.expires_at <= timezone.now():
         raise RequestRefused(
             f"account {account.name} expired on {account.expires_at:%Y-%m-%d}: request a new one",

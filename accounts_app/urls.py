@@ -15,6 +15,8 @@ urlpatterns = [
     path(
         "approvals/requests/<int:request_id>/reject/", views.request_reject, name="request-reject"
     ),
+    path("requests/<int:request_id>/withdraw/", views.request_withdraw, name="request-withdraw"),
+    path("requests/<int:request_id>/resubmit/", views.request_resubmit, name="request-resubmit"),
     path("accounts/<int:account_id>/", views.account_detail, name="account-detail"),
     path("accounts/<int:account_id>/runs/", views.account_start_run, name="account-start-run"),
     path("accounts/<int:account_id>/edit/", views.account_edit, name="account-edit"),

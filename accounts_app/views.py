@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import yaml
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -23,7 +24,18 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts_app import drift, expiry, lifecycle, parity, permissions, selectors, services, updates
+from accounts_app import (
+    decommission,
+    drift,
+    expiry,
+    lifecycle,
+    parity,
+    permissions,
+    request_actions,
+    selectors,
+    services,
+    updates,
+)
 from accounts_app.forms import (
     PURPOSE_CHANGED,
     SERVICE_FIELD_NAMES,
@@ -54,7 +66,10 @@ def page(
     request: HttpRequest, template: str, context: dict[str, Any], *, status: int = 200
 ) -> HttpResponse:
     """Render a page with the role flags the layout needs (navigation, buttons)."""
-    context = {**permissions.roles_for_templates(request.user), **context}
+    roles: dict[str, Any] = {**permissions.roles_for_templates(request.user)}
+    if roles["can_decide"]:
+        roles["approvals_waiting"] = selectors.approvals_waiting_count()
+    context = {**roles, **context}
     return render(request, template, context, status=status)
 
 
@@ -107,6 +122,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "purpose": request.GET.get("purpose", ""),
         "owner": request.GET.get("owner", ""),
         "parity": request.GET.get("parity", ""),
+        "q": request.GET.get("q", "").strip()[:100],
+        "sort": request.GET.get("sort", ""),
     }
     # Unknown values are ignored here (a page keeps working), where the API answers 400.
     accounts = selectors.filter_accounts(
@@ -116,9 +133,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         owner=filters["owner"] or None,
     )
     accounts = selectors.with_parity(accounts, out_of_parity=filters["parity"] == "out")
-    page_obj = Paginator(accounts.order_by("name"), DASHBOARD_PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    accounts = selectors.searched_and_sorted(accounts, search=filters["q"], sort=filters["sort"])
+    page_obj = Paginator(accounts, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page_obj.object_list)
     runs = selectors.latest_runs(rows)
     in_parity = selectors.latest_parity(rows)
@@ -139,6 +155,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filter_query": kept,
             "statuses": AccountStatus.choices,
             "purposes": Purpose.choices,
+            "sorts": [
+                ("", "Name"),
+                ("-created", "Newest"),
+                ("expires", "Expiring first"),
+                ("status", "Status"),
+            ],
             "owners": owners,
             "filtered": any(filters.values()),
         },
@@ -390,6 +412,53 @@ def request_reject(request: HttpRequest, request_id: int) -> HttpResponse:
     return _decide_request(request, request_id, approve=False)
 
 
+def _own_request(request: HttpRequest, request_id: int) -> AccountRequest:
+    req = selectors.visible_request(user=request.user, request_id=request_id)
+    if req is None:
+        raise Http404("no such request")
+    if not permissions.can_change_request(user=request.user, account_request=req):
+        raise PermissionDenied("only the requester may withdraw or send again a request")
+    return req
+
+
+@require_POST
+@login_required
+def request_withdraw(request: HttpRequest, request_id: int) -> HttpResponse:
+    req = _own_request(request, request_id)
+    attempt(
+        request,
+        action=lambda: request_actions.withdraw_request(
+            account_request=req, user=acting_user(request)
+        ),
+        success=lambda done: f"Withdrew the request for {done.account.name}.",
+    )
+    return redirect("account-detail", account_id=req.account_id)
+
+
+@require_POST
+@login_required
+def request_resubmit(request: HttpRequest, request_id: int) -> HttpResponse:
+    """Send a rejected request again; its config is edited with ``config`` (YAML or JSON)."""
+    req = _own_request(request, request_id)
+    text = request.POST.get("config", "").strip()
+
+    def resubmit() -> AccountRequest:
+        config = request_actions.config_from_text(text) if text else None
+        return request_actions.resubmit_request(
+            account_request=req,
+            user=acting_user(request),
+            config=config,
+            reason=request.POST.get("reason", ""),
+        )
+
+    attempt(
+        request,
+        action=resubmit,
+        success=lambda again: f"Sent the request for {again.account.name} again.",
+    )
+    return redirect("account-detail", account_id=req.account_id)
+
+
 # --- the account page ---------------------------------------------------------------------
 
 
@@ -417,6 +486,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
     ]
     active = next((r for r in runs if r.is_active), None)
     report = parity.latest_report(account)
+    requests = list(selectors.recent_requests(account=account, limit=ACCOUNT_REQUESTS_SHOWN))
     return page(
         request,
         "accounts/account.html",
@@ -426,7 +496,10 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "outputs": outputs,
             "endpoints": [(k, pretty(v)) for k, v in sorted((account.endpoints or {}).items())],
             "runs": runs,
-            "requests": selectors.recent_requests(account=account, limit=ACCOUNT_REQUESTS_SHOWN),
+            "requests": requests,
+            "resubmit_config": yaml.safe_dump(requests[0].config, sort_keys=True)
+            if requests
+            else "",
             "plan_stage": plan[0] if plan else None,
             "plan": plan[1] if plan else None,
             "active_run": active,
@@ -472,12 +545,17 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
     if not permissions.can_start_run(user=request.user, account=account):
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
-    if kind == RunKind.TEARDOWN and not request.POST.get("confirm"):
-        # Works without JavaScript: the form's checkbox is the confirmation.
-        messages.error(request, f"Tick the box to confirm that {account.name} is to be torn down.")
-        return redirect("account-detail", account_id=account.pk)
     try:
-        run = services.start_account_run(account=account, kind=kind, user=acting_user(request))
+        if kind == RunKind.TEARDOWN:
+            # The typed name is the confirmation (works without JavaScript).
+            run = decommission.request_teardown(
+                account=account,
+                user=acting_user(request),
+                confirm=request.POST.get("confirm", ""),
+                reason=request.POST.get("reason", ""),
+            )
+        else:
+            run = services.start_account_run(account=account, kind=kind, user=acting_user(request))
     except RunConflict as exc:
         show_error(request, exc)
         return redirect("run-detail", run_id=exc.holder_id)

@@ -25,7 +25,7 @@ from pipelines import schema_patterns
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.input_limits import InputLimits, limit_problems, nul_problems
 from pipelines.parity_rules import Parity, parse_parity
-from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS
+from pipelines.stages import BUILTIN_HOOKS, STAGE_KINDS, TEARDOWN_ONLY_STAGES
 from pipelines.yaml_input import YamlInputError, load_yaml
 
 # Every name pattern of this module is used with fullmatch: the whole string, no "$" quirk.
@@ -134,6 +134,8 @@ class Blueprint:
     databases: tuple[dict[str, Any], ...] = ()
     limits: InputLimits = field(default_factory=InputLimits)
     parity: Parity | None = None
+    # teardown.close_account: a teardown closes the cloud account (Organizations) at its end.
+    close_account: bool = False
 
     @property
     def terraform_dir(self) -> Path:
@@ -348,8 +350,9 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
     if not isinstance(stages, list) or not stages:
         raise fail("stages must be a non-empty list of stage kinds")
     for kind in stages:
-        if kind not in STAGE_KINDS:
-            raise fail(f"unknown stage kind {kind!r} (known: {', '.join(sorted(STAGE_KINDS))})")
+        if kind not in STAGE_KINDS or kind in TEARDOWN_ONLY_STAGES:
+            known = ", ".join(sorted(set(STAGE_KINDS) - TEARDOWN_ONLY_STAGES))
+            raise fail(f"unknown stage kind {kind!r} (known: {known})")
     if len(set(stages)) != len(stages):
         raise fail("a stage kind appears twice in stages")
 
@@ -364,6 +367,10 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
     )
 
     policy = _parse_policy(raw.get("policy") or {}, fail)
+    teardown = raw.get("teardown") or {}
+    if not isinstance(teardown, dict):
+        raise fail("teardown must be a mapping (close_account: true or false)")
+    close_account = _flag(teardown.get("close_account", False), "teardown.close_account", fail)
     return Blueprint(
         name=name,
         title=str(raw["title"]),
@@ -382,6 +389,7 @@ def _parse(name: str, folder: Path, raw: dict[str, Any]) -> Blueprint:
         parity=parse_parity(
             raw.get("parity"), parameters=parameters, purposes=tuple(policy) or PURPOSES, fail=fail
         ),
+        close_account=close_account,
     )
 
 

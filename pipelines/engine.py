@@ -29,7 +29,12 @@ from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus
-from accounts_app.records import AccountRecords, record_on_account, secret_values
+from accounts_app.records import (
+    AccountRecords,
+    record_on_account,
+    record_torn_down,
+    secret_values,
+)
 from pipelines import outbox
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
@@ -197,6 +202,7 @@ def _context(
             cloud_account_id=account.cloud_account_id,
             config=dict(run.config),
             outputs=dict(account.outputs),
+            protected=account.protected,
         ),
         run_id=run.pk,
         run_kind=RunKind(run.kind),
@@ -396,6 +402,12 @@ def _record_outcome(*, stage_id: int, attempt: int, outcome: Outcome, log: Stage
                 _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
                 cancel_remaining(run)
                 finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
+            case Failed() if run.cancel_requested:
+                # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
+                log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
+                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+                cancel_remaining(run)
+                finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
             case Failed():
                 stage.retryable = outcome.retryable
                 stage.retry_from = outcome.retry_from
@@ -444,18 +456,31 @@ def advance(run: PipelineRun, *, after: StageRun) -> None:
 
 
 def cancel_remaining(run: PipelineRun) -> None:
-    run.stages.filter(
-        status__in=[StageStatus.PENDING, StageStatus.QUEUED, StageStatus.WAITING_APPROVAL]
-    ).update(status=StageStatus.CANCELLED, finished_at=timezone.now())
+    """A queued stage or one waiting for a decision is cancelled; those after it are skipped."""
+    run.stages.filter(status__in=[StageStatus.QUEUED, StageStatus.WAITING_APPROVAL]).update(
+        status=StageStatus.CANCELLED, finished_at=timezone.now()
+    )
+    skip_remaining(run)
+
+
+def skip_remaining(run: PipelineRun) -> None:
+    """Stages that never ran because an earlier one failed or was cancelled."""
+    run.stages.filter(status=StageStatus.PENDING).update(
+        status=StageStatus.SKIPPED, finished_at=timezone.now()
+    )
 
 
 def finish_run(run: PipelineRun, *, status: RunStatus, explanation: str) -> None:
+    if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        skip_remaining(run)
     run.status = status
     run.explanation = explanation
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "explanation", "finished_at"])
     new_account_status = _account_status_after(kind=run.kind, run_status=status)
-    if new_account_status:
+    if new_account_status == AccountStatus.TORN_DOWN:
+        record_torn_down(run.account_id)
+    elif new_account_status:
         record_on_account(run.account_id, status=new_account_status)
     # In the transaction: what the receivers queue (notifications) commits with the run.
     run_finished.send(sender=PipelineRun, run=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from accounts_app.models import Account
 
@@ -99,6 +100,11 @@ class PipelineRun(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
 
+    @property
+    def duration_seconds(self) -> float:
+        """From its start to its end (now, while it runs)."""
+        return ((self.finished_at or timezone.now()) - self.created_at).total_seconds()
+
 
 class StageRun(models.Model):
     run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages")
@@ -143,6 +149,14 @@ class StageRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} (run #{self.run_id}, attempt {self.attempt})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Of its latest attempt, from its start to its end (now, while it runs); None if
+        it never started."""
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
 
 
 class LogLine(models.Model):

@@ -65,9 +65,17 @@ def stages_for(*, blueprint: Blueprint, kind: RunKind) -> list[str]:
         # Never an apply: the account is held only while it renders and plans.
         return ["render", "drift_plan"]
     if kind == RunKind.TEARDOWN:
-        # Clones go before the apply: an RDS clone sits in the network Terraform destroys.
-        data = ["db_teardown"] if blueprint.databases else []
-        return ["render", "plan", "approve_plan", *data, "apply"]
+        # Rails and dry run first; clones and the sweep before the apply (an RDS clone sits
+        # in the network Terraform destroys); the cloud account is closed last.
+        terraform = "render" in blueprint.stages
+        return [
+            "teardown_checks",
+            *(["render", "plan", "approve_plan"] if terraform else []),
+            *(["db_teardown"] if blueprint.databases else []),
+            "sweep",
+            *(["apply"] if terraform else []),
+            *(["close_account"] if blueprint.close_account else []),
+        ]
     raise RunRefused(f"run kind {kind!r} is not supported")
 
 
@@ -200,7 +208,10 @@ def applied_config(account: Account) -> dict[str, Any] | None:
 
 
 def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
-    """A new attempt of a failed (or cancelled) stage; the chain goes on from there."""
+    """A new attempt of a failed (or cancelled) stage; the chain goes on from there.
+
+    Refused for a failure a retry cannot help (``retryable`` false): its explanation says
+    what to change instead."""
     try:
         with transaction.atomic():
             # The one lock order: account, run, stage (engine.lock_stage).
@@ -208,47 +219,85 @@ def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:
             if locked is None:
                 raise RunRefused(f"stage #{stage.pk} no longer exists")
             stage = locked
-            run = stage.run
             if stage.status not in (StageStatus.FAILED, StageStatus.CANCELLED):
                 raise RunRefused(
                     f"stage {stage.kind} is {stage.status}; only a failed stage is retried"
                 )
-            if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-                raise RunRefused(f"run #{run.pk} is {run.status}")
-            if run.account.protected:
-                raise RunRefused(f"account {run.account.name} is protected: it is never written to")
-            newer = run.account.runs.filter(created_at__gt=run.created_at).first()
-            if newer is not None:
-                raise RunRefused(f"run #{newer.pk} is newer; retry that one")
-            holder = engine.active_run_for(run.account_id)
-            if holder is not None:
-                raise RunConflict(account_name=run.account.name, holder_id=holder.pk)
+            if stage.status == StageStatus.FAILED and not stage.retryable:
+                raise RunRefused(
+                    f"a retry of {stage.kind} cannot help: {stage.explanation}", field="stage"
+                )
             first = stage
             if stage.retry_from:
-                first = run.stages.filter(kind=stage.retry_from).first() or stage
-            run.status = RunStatus.RUNNING
-            run.cancel_requested = False
-            run.explanation = ""
-            run.finished_at = None
-            run.trigger = Trigger.RETRY
-            run.save()
-            # Everything from the first stage to re-run on goes back to pending.
-            run.stages.filter(position__gt=first.position).exclude(
-                status=StageStatus.SKIPPED
-            ).update(status=StageStatus.PENDING, finished_at=None, explanation="")
-            first.refresh_from_db()
-            who = getattr(user, "username", "") or "the portal"
-            StageLog(first.pk, first.attempt + 1, Redactor())(f"--- retry requested by {who} ---")
-            engine.queue_stage(first)
-            new_status = RUN_START_STATUS.get(run.kind)
-            if new_status:
-                Account.objects.filter(pk=run.account_id).update(status=new_status)
-            return first
+                first = stage.run.stages.filter(kind=stage.retry_from).first() or stage
+            return _restart(run=stage.run, first=first, user=user, verb="retry")
     except IntegrityError:
         holder = engine.active_run_for(stage.run.account_id)
         raise RunConflict(
             account_name=stage.run.account.name, holder_id=holder.pk if holder else 0
         ) from None
+
+
+def resume_run(run: PipelineRun, *, user: User | None = None) -> StageRun:
+    """Go on with a run stopped before a stage ran (cancelled while it waited, say): from
+    its first stage that has not succeeded, with the outputs already recorded."""
+    try:
+        with transaction.atomic():
+            run = engine.lock_run(run.pk)
+            first = run.stages.exclude(status=StageStatus.SUCCEEDED).order_by("position").first()
+            if first is None or first.status == StageStatus.FAILED:
+                what = "every stage succeeded" if first is None else f"{first.kind} failed"
+                raise RunRefused(f"run #{run.pk} cannot resume: {what}")
+            if first.status not in (StageStatus.CANCELLED, StageStatus.SKIPPED):
+                raise RunRefused(f"run #{run.pk} cannot resume: {first.kind} is {first.status}")
+            return _restart(run=run, first=first, user=user, verb="resume")
+    except IntegrityError:
+        holder = engine.active_run_for(run.account_id)
+        raise RunConflict(
+            account_name=run.account.name, holder_id=holder.pk if holder else 0
+        ) from None
+
+
+def resumable_stage(run: PipelineRun) -> StageRun | None:
+    """The stage a Resume starts from: the run stopped before it ran (None: no resume)."""
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return None
+    first = next((s for s in run.stages.all() if s.status != StageStatus.SUCCEEDED), None)
+    if first is None or first.status not in (StageStatus.CANCELLED, StageStatus.SKIPPED):
+        return None
+    return first
+
+
+def _restart(*, run: PipelineRun, first: StageRun, user: User | None, verb: str) -> StageRun:
+    """Run ``run`` again from ``first`` (locked by the caller); every later stage pending."""
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunRefused(f"run #{run.pk} is {run.status}")
+    if run.account.protected:
+        raise RunRefused(f"account {run.account.name} is protected: it is never written to")
+    newer = run.account.runs.filter(created_at__gt=run.created_at).first()
+    if newer is not None:
+        raise RunRefused(f"run #{newer.pk} is newer; {verb} that one")
+    holder = engine.active_run_for(run.account_id)
+    if holder is not None:
+        raise RunConflict(account_name=run.account.name, holder_id=holder.pk)
+    run.status = RunStatus.RUNNING
+    run.cancel_requested = False
+    run.explanation = ""
+    run.finished_at = None
+    run.trigger = Trigger.RETRY
+    run.save()
+    # Everything after the first stage to run again goes back to pending.
+    run.stages.filter(position__gt=first.position).update(
+        status=StageStatus.PENDING, finished_at=None, explanation=""
+    )
+    first.refresh_from_db()
+    who = getattr(user, "username", "") or "the portal"
+    StageLog(first.pk, first.attempt + 1, Redactor())(f"--- {verb} requested by {who} ---")
+    engine.queue_stage(first)
+    new_status = RUN_START_STATUS.get(run.kind)
+    if new_status:
+        Account.objects.filter(pk=run.account_id).update(status=new_status)
+    return first
 
 
 def cancel_run(run: PipelineRun, *, user: User | None = None) -> PipelineRun:

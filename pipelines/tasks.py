@@ -9,7 +9,7 @@ from celery import Task, current_app, shared_task
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 from django.db import close_old_connections
 
-from pipelines import engine, outbox, reaper, services
+from pipelines import engine, outbox, reaper, services, sweep
 from pipelines.dbclone import golden_store
 from pipelines.outbox import PortalTask
 
@@ -46,6 +46,12 @@ def bench_hop(remaining: int) -> None:
 def refresh_golden_copies() -> list[int]:
     """Rebuild every golden copy past half its maximum age (Celery beat)."""
     return [copy.pk for copy in golden_store.refresh_due()]
+
+
+@shared_task(base=PortalTask)
+def close_pending_accounts() -> list[str]:
+    """Cloud accounts whose close AWS's quota refused: closed now if the quota allows."""
+    return sweep.close_pending_accounts()
 
 
 # A broker that restarted empty lost the queued stages' messages: send them again.

@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -28,6 +30,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import permissions
+from accounts_app import selectors as account_selectors
 from accounts_app.selectors import visible_run
 from accounts_app.views import acting_user, page, safe_next
 from pipelines import selectors, services
@@ -36,6 +39,8 @@ from pipelines.models import (
     FINISHED_STAGE_STATUSES,
     LogLine,
     PipelineRun,
+    RunKind,
+    RunStatus,
     StageRun,
     StageStatus,
 )
@@ -111,9 +116,13 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         StageRow(
             stage=stage,
             finished=_is_finished(stage),
+            # Only where it can help: a failure a retry may fix, or a cancelled stage.
             show_retry=can_retry
-            and stage.status in (StageStatus.FAILED, StageStatus.CANCELLED)
-            and not run.is_active,
+            and not run.is_active
+            and (
+                (stage.status == StageStatus.FAILED and stage.retryable)
+                or (stage.status == StageStatus.CANCELLED and stage.started_at is not None)
+            ),
             show_decide=can_decide and stage.status == StageStatus.WAITING_APPROVAL,
             summary=summary if stage.kind == summary_kind else None,
         )
@@ -127,8 +136,51 @@ def _run_context(request: HttpRequest, run: PipelineRun) -> dict[str, Any]:
         "duration": format_duration(((run.finished_at or now) - run.created_at).total_seconds()),
         "explanation": explanation.splitlines()[0] if explanation else "",
         "show_cancel": run.is_active and permissions.can_cancel(user=user, run=run),
+        "resume_stage": services.resumable_stage(run) if can_retry else None,
+        "explanation_label": "Cancelled" if run.status == RunStatus.CANCELLED else "Failed",
         "run_finished": not run.is_active,
     }
+
+
+RUNS_PAGE_SIZE = 50
+
+
+@require_GET
+@login_required
+def runs_list(request: HttpRequest) -> HttpResponse:
+    """Runs across the accounts the user may see: filtered, searched, sorted, paged."""
+    query = {key: request.GET.get(key, "").strip()[:100] for key in RUN_FILTERS}
+    runs = account_selectors.filter_runs(
+        account_selectors.visible_runs(request.user),
+        account=query["account"] or None,
+        kind=query["kind"] if query["kind"] in RunKind.values else None,
+        status=query["status"] if query["status"] in RunStatus.values else None,
+        search=query["q"] or None,
+        sort=query["sort"] or None,
+    )
+    runs_page = Paginator(runs, RUNS_PAGE_SIZE).get_page(request.GET.get("page"))
+    return page(
+        request,
+        "pipelines/runs.html",
+        {
+            "runs_page": runs_page,
+            "query": query,
+            "kinds": RunKind.choices,
+            "statuses": RunStatus.choices,
+            "sorts": [
+                ("-started", "Newest"),
+                ("started", "Oldest"),
+                ("-duration", "Longest"),
+                ("account", "Account"),
+                ("status", "Status"),
+                ("kind", "Kind"),
+            ],
+            "keep": urlencode({k: v for k, v in query.items() if v}),
+        },
+    )
+
+
+RUN_FILTERS = ("account", "kind", "status", "q", "sort")
 
 
 def _initial_logs(stages: list[StageRun]) -> dict[int, list[LogLine]]:
@@ -236,6 +288,20 @@ def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
         request,
         action=lambda: services.retry_stage(stage, user=acting_user(request)),
         success=lambda first: f"Retrying {first.kind}.",
+    )
+    return redirect("run-detail", run_id=run.pk)
+
+
+@require_POST
+@login_required
+def resume(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _visible_run(request, run_id)
+    if not permissions.can_retry(user=request.user, run=run):
+        raise PermissionDenied("you may not resume this run")
+    attempt(
+        request,
+        action=lambda: services.resume_run(run, user=acting_user(request)),
+        success=lambda first: f"Resuming from {first.kind}.",
     )
     return redirect("run-detail", run_id=run.pk)
 

@@ -246,6 +246,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=env_int("PORTAL_GOLDEN_CHECK_SECONDS", 900)),
     },
     # Every clone against its production: daily by default.
+    # Cloud accounts whose close Organizations refused (its quota): tried again daily.
+    "close-pending-accounts": {
+        "task": "pipelines.tasks.close_pending_accounts",
+        "schedule": timedelta(seconds=env_int("PORTAL_CLOSE_RETRY_SECONDS", 86400)),
+    },
     "check-parity": {
         "task": "accounts_app.tasks.check_parity",
         "schedule": timedelta(seconds=env_int("PORTAL_PARITY_CHECK_SECONDS", 86400)),
@@ -348,6 +353,15 @@ PORTAL_RDS_PREP_SECURITY_GROUP_IDS = [
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
 AWS_SESSION_TOKEN = os.environ.get("AWS_SESSION_TOKEN", "")
 PORTAL_AWS_EMAIL_DOMAIN = os.environ.get("PORTAL_AWS_EMAIL_DOMAIN", "") or "example.com"
+# Cloud account ids no teardown may ever touch (production's), comma-separated. Required,
+# non-empty, when the portal talks to real AWS (pipelines/teardown_rails.py).
+PORTAL_TEARDOWN_BLOCKLIST = tuple(
+    part.strip()
+    for part in os.environ.get("PORTAL_TEARDOWN_BLOCKLIST", "").split(",")
+    if part.strip()
+)
+# How long a teardown waits for a swept RDS instance to be gone.
+PORTAL_RDS_TIMEOUT_SECONDS = float(os.environ.get("PORTAL_RDS_TIMEOUT_SECONDS") or 3600)
 # Key material for secrets stored in the database (default: SECRET_KEY).
 PORTAL_ENCRYPTION_KEY = os.environ.get("PORTAL_ENCRYPTION_KEY", "")
 

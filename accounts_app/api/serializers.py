@@ -15,7 +15,7 @@ from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose,
 from accounts_app.services import USER_RUN_KINDS
 from accounts_app.updates import FileChange
 from pipelines.blueprints import Blueprint
-from pipelines.models import PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
 from pipelines.selectors import latest_plan
 
 # The whole name, as the request service matches it (re.fullmatch).
@@ -102,6 +102,9 @@ class RenderInput(serializers.Serializer):
 
 class RunInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(USER_RUN_KINDS))
+    # A teardown only: the account's name typed again, and why (kept with the account).
+    confirm = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class CommentInput(serializers.Serializer):
@@ -122,6 +125,27 @@ class RequestFilter(serializers.Serializer):
     status = serializers.ChoiceField(choices=RequestStatus.choices, required=False)
     purpose = serializers.ChoiceField(choices=Purpose.choices, required=False)
     owner = serializers.CharField(required=False, max_length=150, help_text="A username.")
+
+
+class RunFilter(serializers.Serializer):
+    account = serializers.CharField(
+        required=False, max_length=40, help_text="An account's id or name."
+    )
+    kind = serializers.ChoiceField(choices=RunKind.choices, required=False)
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    since = serializers.DateTimeField(
+        required=False, help_text="Runs started at or after this time (ISO 8601)."
+    )
+
+
+class ResubmitInput(serializers.Serializer):
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        allow_empty=True,
+        required=False,
+        help_text="The edited config (left out: the rejected request's).",
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
 
 
 class LogQuery(serializers.Serializer):
@@ -302,7 +326,10 @@ class StageSerializer(serializers.ModelSerializer):
             "outputs",
             "retryable",
             "approval_deadline",
+            "duration_seconds",
         ]
+
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -322,7 +349,36 @@ class RunSerializer(serializers.ModelSerializer):
             "explanation",
             "created_at",
             "finished_at",
+            "duration_seconds",
             "stages",
+        ]
+
+    duration_seconds = serializers.FloatField(read_only=True)
+
+
+class RunListSerializer(serializers.ModelSerializer):
+    """A run in a list: no stages, with its account's name and who started it."""
+
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    account = serializers.IntegerField(source="account_id")
+    account_name = serializers.CharField(source="account.name")
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+    duration_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = PipelineRun
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "trigger",
+            "account",
+            "account_name",
+            "created_by",
+            "explanation",
+            "created_at",
+            "finished_at",
+            "duration_seconds",
         ]
 
 
@@ -404,6 +460,7 @@ def paginated(item: type[serializers.Serializer]) -> type[serializers.Serializer
 PaginatedBlueprints = paginated(BlueprintSerializer)
 PaginatedAccounts = paginated(AccountSerializer)
 PaginatedRequests = paginated(RequestSerializer)
+PaginatedRuns = paginated(RunListSerializer)
 
 
 # --- production registration and parity reports ----------------------------------------------

@@ -64,7 +64,9 @@ urlpatterns = [
         lifecycle.ExtensionRejectView.as_view(),
         name="extension-reject",
     ),
+    path("runs/", views.RunListView.as_view(), name="run-list"),
     path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
+    path("runs/<int:run_id>/resume/", views.RunResumeView.as_view(), name="run-resume"),
     path(
         "runs/<int:run_id>/stages/<int:stage_id>/log/",
         views.StageLogView.as_view(),
@@ -96,6 +98,16 @@ urlpatterns = [
         "requests/<int:request_id>/reject/",
         views.RequestRejectView.as_view(),
         name="request-reject",
+    ),
+    path(
+        "requests/<int:request_id>/withdraw/",
+        views.RequestWithdrawView.as_view(),
+        name="request-withdraw",
+    ),
+    path(
+        "requests/<int:request_id>/resubmit/",
+        views.RequestResubmitView.as_view(),
+        name="request-resubmit",
     ),
     # Anything else under /api/v1/ answers a JSON 404, never the HTML page.
     re_path(r"^.*$", views.not_found, name="not-found"),

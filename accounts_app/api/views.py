@@ -26,13 +26,22 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from accounts_app import parity, permissions, production, selectors, services, updates
+from accounts_app import (
+    decommission,
+    parity,
+    permissions,
+    production,
+    request_actions,
+    selectors,
+    services,
+    updates,
+)
 from accounts_app.api import serializers as s
 from accounts_app.models import Account, AccountRequest, Purpose
 from accounts_app.permissions import Who
 from pipelines import services as run_services
 from pipelines.blueprints import Blueprint
-from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, StageRun
+from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, RunKind, StageRun
 from pipelines.selectors import LOG_PAGE_SIZE, log_after, stage_in_run
 
 
@@ -325,16 +334,27 @@ class AccountParityView(PortalAPIView):
 class AccountRunsView(PortalAPIView):
     @extend_schema(request=s.RunInput, responses={201: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
-        """Start a provision or update run; 409 names the active run holding the account."""
+        """Start a run; 409 names the active run holding the account.
+
+        A teardown needs ``confirm``: the account's name typed again (400 naming it if not).
+        """
         account = selectors.visible_account(user=request.user, account_id=account_id)
         if account is None:
             raise Http404("no such account")
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         body = _valid(s.RunInput, request.data)
-        run = services.start_account_run(
-            account=account, kind=body["kind"], user=acting_user(request)
-        )
+        if body["kind"] == RunKind.TEARDOWN:
+            run = decommission.request_teardown(
+                account=account,
+                user=acting_user(request),
+                confirm=body["confirm"],
+                reason=body["reason"],
+            )
+        else:
+            run = services.start_account_run(
+                account=account, kind=body["kind"], user=acting_user(request)
+            )
         return _run_response(request, run.pk, status.HTTP_201_CREATED)
 
 
@@ -416,7 +436,66 @@ class RequestRejectView(_RequestDecisionView):
         return super().post(request, request_id)
 
 
+def _own_request(request: Request, request_id: int) -> AccountRequest:
+    req = selectors.visible_request(user=request.user, request_id=request_id)
+    if req is None:
+        raise Http404("no such request")
+    if not permissions.can_change_request(user=request.user, account_request=req):
+        raise PermissionDenied("only the requester may withdraw or send again a request")
+    return req
+
+
+class RequestWithdrawView(PortalAPIView):
+    @extend_schema(request=None, responses={200: s.RequestDecidedSerializer, **ACTION_ERRORS})
+    def post(self, request: Request, request_id: int) -> Response:
+        """Withdraw your pending request; its account, never built, is kept as withdrawn."""
+        req = _own_request(request, request_id)
+        request_actions.withdraw_request(account_request=req, user=acting_user(request))
+        return _request_response(request, req.pk)
+
+
+class RequestResubmitView(PortalAPIView):
+    @extend_schema(
+        request=s.ResubmitInput, responses={201: s.RequestDecidedSerializer, **ACTION_ERRORS}
+    )
+    def post(self, request: Request, request_id: int) -> Response:
+        """Send your rejected request again, its config edited: a new pending request."""
+        req = _own_request(request, request_id)
+        body = _valid(s.ResubmitInput, request.data)
+        again = request_actions.resubmit_request(
+            account_request=req,
+            user=acting_user(request),
+            config=body.get("config"),
+            reason=body["reason"],
+        )
+        return _request_response(request, again.pk, status.HTTP_201_CREATED)
+
+
 # --- runs ---------------------------------------------------------------------------------------
+
+
+class RunListView(PortalAPIView):
+    @extend_schema(
+        parameters=[s.RunFilter, s.PageQuery],
+        responses={200: s.PaginatedRuns, **LIST_ERRORS},
+        operation_id="runs_list",
+    )
+    def get(self, request: Request) -> Response:
+        """Runs across the accounts you may see, newest first."""
+        filters = _valid(s.RunFilter, request.query_params)
+        runs = selectors.filter_runs(selectors.visible_runs(request.user), **filters)
+        return self.paginate(request, items=runs, serializer=s.RunListSerializer)
+
+
+class RunResumeView(PortalAPIView):
+    @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
+    def post(self, request: Request, run_id: int) -> Response:
+        """Go on with a run stopped before a stage ran, from its first unfinished stage."""
+        run = _visible_run(request, run_id)
+        if not permissions.can_retry(user=request.user, run=run):
+            raise PermissionDenied("only admins may resume runs")
+        run_services.resume_run(run, user=acting_user(request))
+        return _run_response(request, run.pk)
 
 
 class RunDetailView(PortalAPIView):
@@ -456,7 +535,7 @@ class RunCancelView(PortalAPIView):
     def post(self, request: Request, run_id: int) -> Response:
         run = _visible_run(request, run_id)
         if not permissions.can_cancel(user=request.user, run=run):
-            raise PermissionDenied("only admins may cancel runs")
+            raise PermissionDenied("only admins and whoever started the run may cancel it")
         run_services.cancel_run(run, user=acting_user(request))
         return _run_response(request, run.pk)
 

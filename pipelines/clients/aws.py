@@ -44,6 +44,7 @@ from django.conf import settings as django_settings
 from portal.errors import PortalError
 
 if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
     from mypy_boto3_kms import KMSClient
     from mypy_boto3_organizations import OrganizationsClient
     from mypy_boto3_organizations.type_defs import CreateAccountRequestTypeDef
@@ -258,6 +259,9 @@ class Session:
 
     def kms(self) -> KMSClient:
         return self.boto.client("kms", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+
+    def iam(self) -> IAMClient:
+        return self.boto.client("iam", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
 
     def sts(self) -> STSClient:
         return self.boto.client("sts", endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
@@ -512,6 +516,81 @@ def account_email(*, account_name: str, email_domain: str) -> str:
     """Deterministic root e-mail for a portal account: aws+<name>@<domain>."""
     local = re.sub(r"[^a-z0-9.-]+", "-", account_name.lower()).strip("-.") or "account"
     return f"aws+{local}@{email_domain}"
+
+
+def caller_account_id(session: Session) -> str:
+    """The account the session's credentials act in, as STS GetCallerIdentity says."""
+    with aws_call("checking the caller identity"):
+        return str(session.sts().get_caller_identity()["Account"])
+
+
+def account_aliases(session: Session) -> list[str]:
+    """The IAM account aliases of the session's account (at most one in AWS)."""
+    with aws_call("listing the account aliases"):
+        return list(session.iam().list_account_aliases().get("AccountAliases", []))
+
+
+@dataclass(frozen=True)
+class OrgAccount:
+    id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+
+
+def organization_account(
+    *, account_id: str, settings: AwsSettings | None = None
+) -> OrgAccount | None:
+    """The organization's account with this id (name, status, tags), or None if not a member."""
+    org = _org_client(_settings(settings))
+    try:
+        account = org.describe_account(AccountId=check_account_id(account_id))["Account"]
+        tags = org.list_tags_for_resource(ResourceId=account_id).get("Tags", [])
+    except ClientError as exc:
+        if _client_error_code(exc) in {
+            "AccountNotFoundException",
+            "AWSOrganizationsNotInUseException",
+        }:
+            return None
+        raise translate_error(exc=exc, what=f"describing AWS account {account_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc=exc, what=f"describing AWS account {account_id}") from None
+    return OrgAccount(
+        id=account_id,
+        name=str(account.get("Name", "")),
+        status=str(account.get("Status", "")),
+        tags={str(t["Key"]): str(t["Value"]) for t in tags},
+    )
+
+
+# Organizations refuses a close past its quota (10 % of the accounts per 30 days).
+CLOSE_QUOTA_REASON = "CLOSE_ACCOUNT_QUOTA_EXCEEDED"
+
+
+def close_account(*, account_id: str, settings: AwsSettings | None = None) -> None:
+    """Organizations CloseAccount. AwsError code ``CLOSE_ACCOUNT_QUOTA_EXCEEDED`` when
+    the quota refuses it, ``ACCOUNT_ALREADY_CLOSED`` when it is closed already."""
+    org = _org_client(_settings(settings))
+    try:
+        org.close_account(AccountId=check_account_id(account_id))
+    except ClientError as exc:
+        code = _client_error_code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if code == "AccountAlreadyClosedException":
+            _fail(f"AWS account {account_id} is already closed", code="ACCOUNT_ALREADY_CLOSED")
+        reason = str(exc.response.get("Reason", ""))
+        if code == "ConstraintViolationException" and (
+            CLOSE_QUOTA_REASON in (reason, message) or "quota" in message.lower()
+        ):
+            _fail(
+                f"AWS Organizations refused to close account {account_id}: its quota of "
+                "10 % of the organization's accounts per 30 days is used up",
+                retryable=True,
+                code=CLOSE_QUOTA_REASON,
+            )
+        raise translate_error(exc=exc, what=f"closing AWS account {account_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc=exc, what=f"closing AWS account {account_id}") from None
 
 
 # --------------------------------------------------------------------------- built-in hooks

@@ -21,7 +21,13 @@ STAGE_KINDS: dict[str, str] = {
     "dns_cutover": "pipelines.stages.dns_cutover",
     "db_teardown": "pipelines.stages.db_teardown",
     "drift_plan": "pipelines.stages.drift",
+    # Teardown runs only (pipelines.services.stages_for), never a blueprint's stages.
+    "teardown_checks": "pipelines.stages.teardown_checks",
+    "sweep": "pipelines.stages.sweep",
+    "close_account": "pipelines.stages.close_account",
 }
+
+TEARDOWN_ONLY_STAGES: frozenset[str] = frozenset({"teardown_checks", "sweep", "close_account"})
 
 # Built-in hooks a blueprint may name under hooks.pre / hooks.post.
 BUILTIN_HOOKS: frozenset[str] = frozenset(

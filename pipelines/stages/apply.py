@@ -29,6 +29,10 @@ from pipelines.stages.terraform_support import (
 
 def execute(ctx: StageContext) -> dict[str, Any]:
     plan = ctx.previous.get("plan")
+    if plan and plan.get("empty_state"):
+        ctx.log("the destroy plan found an empty Terraform state: nothing to apply")
+        ctx.records.record(outputs={}, resources=[])
+        return {"applied_plan_sha256": "", "outputs": [], "sensitive_outputs": []}
     if not plan or not plan.get("plan_sha256") or not plan.get("plan_artifact"):
         raise StageError(
             "apply needs the outputs of a plan stage earlier in the run", retryable=False

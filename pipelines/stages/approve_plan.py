@@ -27,13 +27,15 @@ SUMMARY_KEYS = (
 
 
 def approval_needed(
-    mode: str, plan: dict[str, Any], *, expiry_teardown: bool = False
+    mode: str, plan: dict[str, Any], *, expiry_teardown: bool = False, swept: int = 0
 ) -> tuple[bool, str]:
-    """Whether this plan needs a human, and why (one line for the stage's outputs)."""
+    """Whether this plan needs a human, and why (one line for the stage's outputs).
+
+    ``swept``: what a teardown removes besides the plan (its dry run's list)."""
     if expiry_teardown:
         # The policy's TTL, approved with the request, already decided this destroy.
         return False, "the account expired: its teardown was approved with its expiry date"
-    destructive = int(plan.get("destroy", 0)) + int(plan.get("replace", 0))
+    destructive = int(plan.get("destroy", 0)) + int(plan.get("replace", 0)) + swept
     if mode == "always":
         return True, "the blueprint asks for approval of every plan (approval.plan: always)"
     if mode == "never":
@@ -53,13 +55,17 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         )
     mode = ctx.blueprint.approval_plan
     expiry_teardown = ctx.run_kind == RunKind.TEARDOWN and ctx.trigger == Trigger.EXPIRED
-    needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown)
+    # A teardown's approver sees what its sweep removes (the dry run), not just the plan.
+    sweep = list(ctx.previous.get("teardown_checks", {}).get("sweep_list", []))
+    needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown, swept=len(sweep))
     if ctx.approval_reason and plan.get("has_changes", True):
         # The workflow's word (an update the purpose's policy does not auto-approve).
         reason = f"{ctx.approval_reason}; {reason}" if needed else ctx.approval_reason
         needed = True
     summary = {key: plan[key] for key in SUMMARY_KEYS if key in plan}
     outputs = {**summary, "approval_mode": mode, "approval_required": needed, "reason": reason}
+    if sweep:
+        outputs["sweep"] = sweep
     ctx.log(
         f"plan {plan['plan_sha256'][:12]}: {plan.get('add', 0)} to add, "
         f"{plan.get('change', 0)} to change, {plan.get('replace', 0)} to replace, "

@@ -72,6 +72,7 @@ class AccountInfo:
     cloud_account_id: str
     config: dict[str, Any]
     outputs: dict[str, Any]
+    protected: bool = False
 
 
 def _unchanged(text: str) -> str:

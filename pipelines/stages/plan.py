@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.clients.terraform import TerraformError
+from pipelines.clients.terraform import Backend, TerraformError
 from pipelines.models import RunKind
 from pipelines.stages.base import StageContext
 from pipelines.stages.plan_parity import check_plan
@@ -27,6 +27,7 @@ from pipelines.stages.terraform_support import (
     register_secret_value,
     sensitive_values,
     stage_error,
+    state_resource_count,
 )
 
 # A destroy plan for these run kinds (teardown), a normal plan for every other one.
@@ -36,6 +37,11 @@ DESTROY_RUN_KINDS = frozenset({RunKind.TEARDOWN})
 def execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
+    if ctx.run_kind in DESTROY_RUN_KINDS and state_resource_count(backend) == 0:
+        # A teardown destroys what the state holds; with nothing there (a provision that
+        # failed before apply) Terraform is not even initialised, so no provider is needed.
+        ctx.log("the Terraform state holds no resources: nothing to destroy")
+        return empty_destroy_plan(backend)
     directory = lay_out_terraform(ctx)
     client = make_client(ctx=ctx, directory=directory, backend=backend)
     plan_file = ctx.workdir / "plan.bin"
@@ -85,4 +91,24 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         "backend": describe_backend(backend),
         # Where this stage worked: apply works elsewhere, from the stored files.
         "workdir": str(directory),
+    }
+
+
+def empty_destroy_plan(backend: Backend) -> dict[str, Any]:
+    """The outputs of a destroy plan of an empty state: apply has nothing to do."""
+    return {
+        "add": 0,
+        "change": 0,
+        "replace": 0,
+        "destroy": 0,
+        "has_changes": False,
+        "destroy_plan": True,
+        "empty_state": True,
+        "resources": [],
+        "unchanged": 0,
+        "output_changes": [],
+        "plan_artifact": "",
+        "plan_sha256": "",
+        "plan_size": 0,
+        "backend": describe_backend(backend),
     }

@@ -191,6 +191,32 @@ def stage_error(exc: TerraformError, *, backend: Backend | None = None) -> Stage
     return StageError(exc.explanation, retryable=exc.retryable, detail=detail)
 
 
+def state_resource_count(backend: Backend) -> int:
+    """How many resources the account's Terraform state holds now (0: none, or no state).
+
+    Read from the backend itself, with no ``init``: a teardown of an account whose
+    providers cannot be installed (it failed at plan) still knows its state is empty.
+    """
+    if isinstance(backend, PgBackend):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s)", [f"{backend.schema_name}.states"])
+            if cursor.fetchone() == (None,):
+                return 0
+            # The identifier is safe: state_schema() only makes [a-z0-9_] names.
+            cursor.execute(
+                f"SELECT data FROM {backend.schema_name}.states WHERE name = 'default'"  # noqa: S608
+            )
+            row = cursor.fetchone()
+        text = row[0] if row else ""
+    else:
+        path = Path(backend.path)
+        text = path.read_text() if path.is_file() else ""
+    if not text:
+        return 0
+    resources = json.loads(text).get("resources") or []
+    return sum(len(r.get("instances") or []) for r in resources if r.get("mode") == "managed")
+
+
 def pg_lock_holder(schema: str) -> str:
     """Which PostgreSQL session holds the advisory lock on the account's state, in words."""
     try:

@@ -197,6 +197,12 @@ MATRIX: list[tuple[str, str, str, Any, tuple[int, int, int, int, int]]] = [
     ("stage log", "get", "runs/{run}/stages/{stage}/log/", None, (401, 200, 404, 200, 200)),
     ("stage retry", "post", "runs/{run}/stages/{stage}/retry/", None, (401, 403, 404, 403, 200)),
     ("run cancel", "post", "runs/{live_run}/cancel/", None, (401, 403, 404, 403, 200)),
+    # Everyone lists the runs they may see; the failed run resumes by a retry, not here (409).
+    ("runs list", "get", "runs/", None, (401, 200, 200, 200, 200)),
+    # Only the requester withdraws or sends again her request; a pending one is not resent.
+    ("request withdraw", "post", "requests/{request}/withdraw/", None, (401, 200, 404, 403, 403)),
+    ("request resubmit", "post", "requests/{request}/resubmit/", {}, (401, 409, 404, 403, 403)),
+    ("run resume", "post", "runs/{run}/resume/", None, (401, 403, 404, 403, 409)),
     ("requests list", "get", "requests/", None, (401, 200, 200, 200, 200)),
     ("request create", "post", "requests/", new_request("new-two"), (401, 201, 201, 201, 201)),
     (

@@ -102,7 +102,7 @@ def test_refresh_data_on_a_provisioned_sandbox_account(
     teardown = services.start_run(account, RunKind.TEARDOWN)
     waiting = wait_for_run(teardown.pk, statuses=(RunStatus.WAITING_APPROVAL,), timeout=120)
     assert [s.kind for s in waiting.stages.all()] == [
-        "render", "plan", "approve_plan", "db_teardown", "apply",
+        "teardown_checks", "render", "plan", "approve_plan", "db_teardown", "sweep", "apply",
     ]  # fmt: skip
     services.decide_stage(waiting.stages.get(kind="approve_plan"), user=account.owner, approve=True)
     teardown = wait_for_run(teardown.pk, timeout=120)

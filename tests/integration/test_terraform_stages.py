@@ -163,7 +163,7 @@ def test_sandbox_provision_update_replace_reject_then_approve(
     assert waiting.status == StageStatus.FAILED
     assert "not during the demo" in waiting.explanation
     assert (waiting.decided_by, waiting.decision_comment) == (approver, "not during the demo")
-    assert _stage(third, "apply").status == StageStatus.PENDING  # never applied
+    assert _stage(third, "apply").status == StageStatus.SKIPPED  # never applied
 
     # 4. Asked again and approved: the replace is applied.
     fourth = wait_for_run(

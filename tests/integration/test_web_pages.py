@@ -485,20 +485,20 @@ def test_starting_an_update_run_from_the_account_page(sales: Any) -> None:
     assert response["Location"] == reverse("run-detail", args=[run.pk])
 
 
-def test_teardown_needs_its_confirmation_box(sales: Any) -> None:
+def test_teardown_needs_the_accounts_name_typed(sales: Any) -> None:
     account = AccountFactory(name="acme-gone", owner=sales, status="ready")
     client = client_for(sales)
     url = reverse("account-start-run", args=[account.pk])
 
-    assert (
-        'value="teardown"'
-        in client.get(reverse("account-detail", args=[account.pk])).content.decode()
-    )
-    unconfirmed = client.post(url, {"kind": "teardown"})
-    assert unconfirmed["Location"] == reverse("account-detail", args=[account.pk])
+    page = client.get(reverse("account-detail", args=[account.pk])).content.decode()
+    assert 'value="teardown"' in page and "Type <strong>acme-gone</strong> to confirm" in page
+    for typed in ("", "1", "on", "acme-gon"):
+        unconfirmed = client.post(url, {"kind": "teardown", "confirm": typed}, follow=True)
+        assert unconfirmed.redirect_chain[-1][0] == reverse("account-detail", args=[account.pk])
+        assert "type the account&#x27;s name, acme-gone" in unconfirmed.content.decode()
     assert not PipelineRun.objects.filter(account=account).exists()
 
-    confirmed = client.post(url, {"kind": "teardown", "confirm": "1"})
+    confirmed = client.post(url, {"kind": "teardown", "confirm": "acme-gone"})
     run = PipelineRun.objects.get(account=account)
     assert run.kind == "teardown"
     assert confirmed["Location"] == reverse("run-detail", args=[run.pk])

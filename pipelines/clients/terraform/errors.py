@@ -115,6 +115,11 @@ _CONFIG_ERRORS = (
     "Variables not allowed",
 )
 
+# `init` could not fetch a provider: no retry of the same machine's set-up can help.
+_PROVIDER_DOWNLOAD = re.compile(
+    r"(?:Failed to query available provider packages|Failed to install provider)"
+    r".*?provider (?P<provider>[\w.-]+/[\w.-]+(?:/[\w.-]+)?)"
+)
 _ERROR_LINE = re.compile(r"^[│|╷\s]*Error:\s*(?P<summary>.+?)\s*\Z")
 _LOCATION_LINE = re.compile(r"^[│|\s]*on (?P<file>\S+) line (?P<line>\d+)")
 _LOCK_ID_LINE = re.compile(r"^[│|\s]*ID:\s*(?P<id>\S+)\s*\Z")
@@ -159,6 +164,17 @@ def classify_failure(
     if "plan files cannot be transferred between different Terraform versions" in text:
         return error(
             "the saved plan was made by a different Terraform version; make a new plan",
+            kind="failed",
+            retryable=False,
+        )
+
+    provider = _PROVIDER_DOWNLOAD.search(text)
+    if provider or "Failed to query available provider packages" in text:
+        name = provider.group("provider") if provider else "a provider"
+        return error(
+            f"Terraform cannot download {name}: its registry cannot be reached from here; "
+            "configure a provider mirror (provider_installation in the file TF_CLI_CONFIG_FILE "
+            "names) or install the providers with the terraform binary (TERRAFORM_BIN)",
             kind="failed",
             retryable=False,
         )
