@@ -110,7 +110,12 @@ def latest_report(account: Account) -> DriftReport | None:
 
 def current_drift(account: Account) -> DriftReport | None:
     """The drift the account has now: its latest report, when drifted and not since rebuilt."""
-    report = latest_report(account)
+    return drift_now(account=account, latest=latest_report(account))
+
+
+def drift_now(*, account: Account, latest: DriftReport | None) -> DriftReport | None:
+    """``current_drift`` for a caller that has read the latest report already."""
+    report = latest
     if report is None or not report.drifted:
         return None
     if _built_since(account=account, since=report.checked_at):

@@ -22,7 +22,7 @@ def account_page_facts(
     """Expiry and drift facts for the account page (a fixed number of queries)."""
     now = now or timezone.now()
     latest = drift.latest_report(account)
-    current = drift.current_drift(account)
+    current = drift.drift_now(account=account, latest=latest)
     shown = current or latest
     limit = expiry.extension_limit(account)
     extensions = expiry.extensions_of(account, limit=EXTENSIONS_SHOWN)

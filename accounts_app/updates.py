@@ -41,8 +41,6 @@ from pipelines.stages.render import TERRAFORM_PREFIX, template_context
 UPDATABLE_STATUSES = (AccountStatus.READY, AccountStatus.FAILED)
 BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 MAX_DIFF_LINES_PER_FILE = 5000
-# A config key some blueprints still have for the account's name (it must be the name).
-ACCOUNT_NAME_KEY = "account_name"
 
 
 class FileChange(StrEnum):
@@ -231,7 +229,8 @@ def plan_update(*, account: Account, config: Any = None) -> UpdatePlan:
         raise RequestRefused(f"account {account.name} cannot be updated: {exc}") from exc
     given = account.config if config is None else config
     try:
-        filled = blueprint.validate_config(given)
+        # The account's name is the one source of its name: an edit cannot rename it.
+        filled = blueprint.validate_config(blueprint.config_for_account(given, name=account.name))
     except ConfigInvalid as exc:
         by_path: dict[str, list[str]] = {}
         for problem in exc.problems:
@@ -239,14 +238,6 @@ def plan_update(*, account: Account, config: Any = None) -> UpdatePlan:
         raise RequestInvalid(
             {"config": [str(problem) for problem in exc.problems]}, errors_by_path=by_path
         ) from None
-    named = filled.get(ACCOUNT_NAME_KEY)
-    if named is not None and named != account.name:
-        # The account's name is the one source of its name: an edit cannot rename it.
-        message = f"must be the account's name {account.name!r}; an edit cannot rename it"
-        raise RequestInvalid(
-            {"config": [f"$.{ACCOUNT_NAME_KEY}: {message}"]},
-            errors_by_path={f"$.{ACCOUNT_NAME_KEY}": [message]},
-        )
     warnings: list[str] = []
     if account.purpose != Purpose.PRODUCTION:
         refusals, warnings = parity.request_problems(

@@ -297,7 +297,8 @@ def test_an_edit_cannot_rename_the_account(sally: Any) -> None:
     assert answer.status_code == 400
     assert answer.json() == {
         "config": [
-            f"$.account_name: must be the account's name {account.name!r}; an edit cannot rename it"
+            f"$.account_name: must be the account's name {account.name!r} or left out: an "
+            "account's name is the one source of its name"
         ]
     }
     assert not PipelineRun.objects.exists()

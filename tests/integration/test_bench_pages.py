@@ -41,7 +41,7 @@ def test_bench_pages_prints_every_page_and_drops_its_database() -> None:
     for name, page in figures["pages"].items():
         assert list(page) == ["median_ms", "p95_ms", "queries"], name
         assert 0 < page["median_ms"] <= page["p95_ms"] <= figures["p95_max_ms"], name
-        assert 0 < page["queries"] <= 12, name
+        assert 0 < page["queries"] <= 14, name  # as test_query_counts
     assert figures["p95_max_ms"] == max(page["p95_ms"] for page in figures["pages"].values())
     assert lines[0].startswith("built 20 accounts, 100 requests, 100 runs, 1000 stages")
     # Its data lived in a database of its own, dropped at the end; this one is untouched.

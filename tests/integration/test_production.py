@@ -174,14 +174,14 @@ def test_register_a_production_the_portal_built_reads_its_state_from_the_portal_
 ) -> None:
     config = dict(PROD_CONFIG)
     account = AccountFactory(
-        name="prod-built", blueprint="sandbox", purpose=Purpose.STANDBY, config=config
+        name="prod-built", blueprint="sandbox-infra", purpose=Purpose.STANDBY, config=config
     )
     run = wait_for_run(start_run(account, RunKind.PROVISION).pk, timeout=180)
     assert run.status == "succeeded", run.explanation
     Account.objects.filter(pk=account.pk).update(resources=[])  # not from what apply recorded
 
     code, _, err = run_command(
-        "account_register", "--name", "prod-built", "--blueprint", "sandbox",
+        "account_register", "--name", "prod-built", "--blueprint", "sandbox-infra",
         *files(tmp_path, config=config, state=state_document()),
     )  # fmt: skip
     assert code == 2
@@ -191,7 +191,7 @@ def test_register_a_production_the_portal_built_reads_its_state_from_the_portal_
     )
 
     code, out, err = run_command(
-        "account_register", "--name", "prod-built", "--blueprint", "sandbox",
+        "account_register", "--name", "prod-built", "--blueprint", "sandbox-infra",
         *files(tmp_path, config=config),
     )  # fmt: skip
     assert code == 0, err

@@ -49,7 +49,8 @@ def test_a_run_cancelled_before_its_stage_ran_is_cancelled_skips_the_rest_and_re
 
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
-    assert statuses(run) == [StageStatus.CANCELLED] + [StageStatus.SKIPPED] * 5
+    later = run.stages.count() - 1
+    assert statuses(run) == [StageStatus.CANCELLED] + [StageStatus.SKIPPED] * later
     page = client_for(sally).get(reverse("run-detail", args=[run.pk])).content.decode()
     assert "<strong>Cancelled:</strong>" in page and "Failed" not in page
     assert "Resume from" not in page  # sally may not resume; admins do
@@ -61,7 +62,7 @@ def test_a_run_cancelled_before_its_stage_ran_is_cancelled_skips_the_rest_and_re
 
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
-    assert statuses(run) == [StageStatus.QUEUED] + [StageStatus.PENDING] * 5
+    assert statuses(run) == [StageStatus.QUEUED] + [StageStatus.PENDING] * later
     assert run.stages.get(position=1).attempt == 2
 
 
