@@ -93,7 +93,12 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["owner", "status"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["owner", "status"]),
+            # The lists' order and lookups by name: the unique index below is partial.
+            models.Index(fields=["name", "id"], name="account_name"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["name"],
