@@ -22,15 +22,13 @@ from accounts_app.models import Account, AccountStatus, DriftReport, Purpose
 from accounts_app.notifications import DRIFT_DETECTED
 from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import PipelineRun, RunKind, RunStatus, StageStatus, Trigger
+from pipelines.models import BUILDING_KINDS, PipelineRun, RunKind, RunStatus, StageStatus, Trigger
 from pipelines.selectors import plan_summary_from
 from pipelines.services import RunRefused, start_run
 
 logger = logging.getLogger(__name__)
 
 DRIFT_STAGE = "drift_plan"
-# Runs after which the account is built from its code again: earlier drift is gone.
-BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 
 
 # --- recording what a check found ----------------------------------------------------------

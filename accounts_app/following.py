@@ -26,7 +26,7 @@ from accounts_app.services import RequestInvalid, RequestRefused
 from pipelines import parity as parity_checks
 from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
 from pipelines.engine import active_run_for
-from pipelines.models import PipelineRun, RunKind, RunStatus, Trigger
+from pipelines.models import BUILDING_KINDS, PipelineRun, RunKind, RunStatus, Trigger
 from pipelines.services import RunConflict, RunRefused
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def on_run_finished(sender: object, *, run: PipelineRun | None = None, **_: obje
     updates.record_finished_update(run)
     account = Account.objects.get(pk=run.account_id)
     if account.purpose == Purpose.PRODUCTION:
-        if run.kind in updates.BUILDING_KINDS and run.status == RunStatus.SUCCEEDED:
+        if run.kind in BUILDING_KINDS and run.status == RunStatus.SUCCEEDED:
             change = (
                 f"production {account.name}: {run.kind} run #{run.pk} applied "
                 f"(blueprint {run.blueprint_version})"

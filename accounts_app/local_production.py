@@ -65,7 +65,7 @@ class LocalProduction:
         return self.data.written or self.data.created_database or self.built_now
 
 
-def production_config(name: str) -> dict[str, Any]:
+def production_config() -> dict[str, Any]:
     return dict(CONFIG)
 
 
@@ -87,7 +87,7 @@ def seed_production(*, rows: int, log: LogFn, poll_s: float = 0.5) -> LocalProdu
     if blueprint.parity is None:
         raise LocalProductionError(f"blueprint {BLUEPRINT} names no production (parity:)")
     name = blueprint.parity.production
-    config = blueprint.validate_config(production_config(name))
+    config = blueprint.validate_config(production_config())
     service, connection = source_connection(blueprint, config)
     try:
         url = pg.connection_url(connection)

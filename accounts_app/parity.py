@@ -17,12 +17,10 @@ from django.utils import timezone
 from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
 from pipelines import parity
 from pipelines.blueprints import Blueprint, BlueprintError, load_blueprint
-from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
+from pipelines.models import BUILDING_KINDS, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.parity_rules import Enforce
 from portal.errors import PortalError
 
-# Runs that build what an account is: their blueprint version is the account's.
-BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 DATA_STAGE = "db_clone"
 
 

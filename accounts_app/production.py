@@ -17,15 +17,14 @@ from django.db import transaction
 
 from accounts_app.events import production_changed
 from accounts_app.models import ACCOUNT_NAME_PATTERN, Account, AccountStatus, Purpose
+from pipelines import selectors as run_selectors
 from pipelines.blueprints import BlueprintError, ConfigInvalid, load_blueprint
-from pipelines.models import ACTIVE_RUN_STATUSES, PipelineRun, RunKind, RunStatus
+from pipelines.models import ACTIVE_RUN_STATUSES, PipelineRun
 from pipelines.parity import StateInvalid, resources_from_state
 from pipelines.state_reader import StateUnreadable, portal_state_resources
 from portal.errors import PortalError
 
 SYSTEM_USERNAME = "portal-system"
-# Runs that build an account: one that succeeded means the portal built it.
-BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 CLOUD_ACCOUNT_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
@@ -104,9 +103,7 @@ def check_registration(
 
 def built_by_portal(account: Account) -> bool:
     """Whether the portal built the account: a provision or update of it succeeded."""
-    return PipelineRun.objects.filter(
-        account=account, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
-    ).exists()
+    return run_selectors.last_applied_run(account.pk) is not None
 
 
 def register_production(

@@ -25,12 +25,12 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F
 
 from accounts_app import parity, permissions, policies
 from accounts_app.models import Account, AccountStatus, Purpose
 from accounts_app.production import RegistrationInvalid, register_production
 from accounts_app.services import RequestInvalid, RequestRefused
+from pipelines import selectors as run_selectors
 from pipelines.blueprints import Blueprint, BlueprintError, ConfigInvalid, load_blueprint
 from pipelines.models import Artifact, PipelineRun, RunKind, RunStatus, Trigger
 from pipelines.rendering import RenderError, render_blueprint
@@ -39,7 +39,6 @@ from pipelines.stages.render import TERRAFORM_PREFIX, template_context
 
 # Accounts an edit or upgrade may update (a failed one too: its config may be the fault).
 UPDATABLE_STATUSES = (AccountStatus.READY, AccountStatus.FAILED)
-BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 MAX_DIFF_LINES_PER_FILE = 5000
 
 
@@ -141,17 +140,6 @@ def upgrade_available(account: Account) -> str | None:
 # --- the diff --------------------------------------------------------------------------------
 
 
-def last_applied_run(account: Account) -> PipelineRun | None:
-    """The latest succeeded provision or update: its stored render is what is applied."""
-    return (
-        PipelineRun.objects.filter(
-            account=account, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
-        )
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-        .first()
-    )
-
-
 def _stored_render(run: PipelineRun | None) -> dict[str, bytes]:
     if run is None:
         return {}
@@ -248,7 +236,7 @@ def plan_update(*, account: Account, config: Any = None) -> UpdatePlan:
                 {"config": [f"{path}: {message}" for path, message in refusals.items()]},
                 errors_by_path={path: [message] for path, message in refusals.items()},
             )
-    base = last_applied_run(account)
+    base = run_selectors.last_applied_run(account.pk)
     new = _render(blueprint=blueprint, account=account, config=filled)
     return UpdatePlan(
         account=account,

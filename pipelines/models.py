@@ -36,6 +36,8 @@ class RunStatus(models.TextChoices):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+# The runs that build an account: the latest succeeded one is what is applied.
+BUILDING_KINDS = (RunKind.PROVISION, RunKind.UPDATE)
 
 
 class StageStatus(models.TextChoices):

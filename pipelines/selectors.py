@@ -9,7 +9,14 @@ from typing import Any
 from django.db.models import F, Prefetch, QuerySet
 
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
+from pipelines.models import (
+    BUILDING_KINDS,
+    LogLine,
+    PipelineRun,
+    RunStatus,
+    StageRun,
+    StageStatus,
+)
 
 LOG_PAGE_SIZE = 500
 PLAN_COUNTS = ("add", "change", "replace", "destroy")
@@ -132,3 +139,14 @@ def plans_of_runs(run_ids: Iterable[int]) -> dict[int, RunPlan]:
                 RunPlan(summary=summary, parity=parity if isinstance(parity, dict) else None),
             )
     return found
+
+
+def last_applied_run(account_id: int) -> PipelineRun | None:
+    """The account's latest succeeded provision or update: what its infrastructure is."""
+    return (
+        PipelineRun.objects.filter(
+            account_id=account_id, kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
+        )
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .first()
+    )

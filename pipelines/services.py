@@ -12,11 +12,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus, Purpose
-from pipelines import engine
+from pipelines import engine, selectors
 from pipelines.blueprints import Blueprint, load_blueprint
 from pipelines.logs import StageLog
 from pipelines.models import (
@@ -195,15 +194,7 @@ def _create_run(
 
 def applied_config(account: Account) -> dict[str, Any] | None:
     """The config of the account's latest succeeded provision or update, or None."""
-    run = (
-        PipelineRun.objects.filter(
-            account=account,
-            kind__in=(RunKind.PROVISION, RunKind.UPDATE),
-            status=RunStatus.SUCCEEDED,
-        )
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-        .first()
-    )
+    run = selectors.last_applied_run(account.pk)
     return dict(run.config) if run is not None else None
 
 

@@ -149,7 +149,7 @@ def test_a_killed_build_is_finished_by_the_next_call(moto_server: str) -> None:
         blueprint="sandbox",
         purpose=Purpose.PRODUCTION,
         owner=system_user(),
-        config=load_blueprint("sandbox").validate_config(production_config("prod")),
+        config=load_blueprint("sandbox").validate_config(production_config()),
         status=AccountStatus.PROVISIONING,
     )
     run = services.start_production_build(prod)

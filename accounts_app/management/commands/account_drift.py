@@ -12,7 +12,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from accounts_app import drift, selectors
+from accounts_app import drift
+from accounts_app.management.commands._arguments import named_account
 from accounts_app.production import system_user
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run
 from pipelines.models import PipelineRun, RunStatus
@@ -33,9 +34,7 @@ class Command(PortalCommand):
         parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        account = selectors.account_named(options["name"])
-        if account is None:
-            raise BadInput(f"no account named {options['name']!r}")
+        account = named_account(options["name"])
         try:
             if options["reconcile"]:
                 run = drift.reconcile(account=account, user=system_user())

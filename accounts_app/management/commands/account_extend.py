@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandParser
 
-from accounts_app import expiry, selectors
+from accounts_app import expiry
+from accounts_app.management.commands._arguments import named_account, named_user
 from accounts_app.models import RequestStatus
-from accounts_app.production import system_user
 from pipelines.cli import BadInput, PortalCommand
 from portal.errors import PortalError
 
@@ -43,16 +42,8 @@ class Command(PortalCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        account = selectors.account_named(options["name"])
-        if account is None:
-            raise BadInput(f"no account named {options['name']!r}")
-        user = (
-            get_user_model().objects.filter(username=options["as_user"]).first()
-            if options["as_user"]
-            else system_user()
-        )
-        if user is None:
-            raise BadInput(f"--as: no user named {options['as_user']!r}")
+        account = named_account(options["name"])
+        user = named_user(options["as_user"], flag="--as")
         try:
             extension = expiry.extend(
                 account=account,

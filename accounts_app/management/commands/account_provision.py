@@ -10,12 +10,11 @@ import argparse
 import sys
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
 
+from accounts_app.management.commands._arguments import named_user
 from accounts_app.models import CLONE_PURPOSES, Purpose
-from accounts_app.production import system_user
 from accounts_app.services import ParityRefused, provision_account
 from pipelines.blueprints import BlueprintError, ConfigInvalid
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run, read_config_file
@@ -39,13 +38,7 @@ class Command(PortalCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = read_config_file(options["config"])
-        owner = (
-            get_user_model().objects.filter(username=options["owner"]).first()
-            if options["owner"]
-            else system_user()
-        )
-        if owner is None:
-            raise BadInput(f"--owner: no user named {options['owner']!r}")
+        owner = named_user(options["owner"], flag="--owner")
         try:
             done = provision_account(
                 name=options["name"],

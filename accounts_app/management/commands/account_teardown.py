@@ -11,11 +11,10 @@ import argparse
 import sys
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandParser
 
-from accounts_app import decommission, selectors
-from accounts_app.production import system_user
+from accounts_app import decommission
+from accounts_app.management.commands._arguments import named_account, named_user
 from accounts_app.services import RequestInvalid
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run
 from pipelines.models import RunStatus
@@ -38,16 +37,8 @@ class Command(PortalCommand):
         parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        account = selectors.account_named(options["name"])
-        if account is None:
-            raise BadInput(f"NAME: no account named {options['name']!r}")
-        user = (
-            get_user_model().objects.filter(username=options["user"]).first()
-            if options["user"]
-            else system_user()
-        )
-        if user is None:
-            raise BadInput(f"--user: no user named {options['user']!r}")
+        account = named_account(options["name"])
+        user = named_user(options["user"], flag="--user")
         try:
             run = decommission.request_teardown(
                 account=account, user=user, confirm=options["confirm"], reason=options["reason"]

@@ -1,0 +1,31 @@
+"""What the account commands' arguments name: an account, and the user who asks.
+
+(A leading underscore: Django lists no command for this module.)
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+
+from accounts_app import selectors
+from accounts_app.models import Account
+from accounts_app.production import system_user
+from pipelines.cli import BadInput
+
+
+def named_account(name: str) -> Account:
+    account = selectors.account_named(name)
+    if account is None:
+        raise BadInput(f"no account named {name!r}")
+    return account
+
+
+def named_user(username: str, *, flag: str) -> User:
+    """The user ``flag`` names; the portal's system user when it names none."""
+    if not username:
+        return system_user()
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise BadInput(f"{flag}: no user named {username!r}")
+    return user
