@@ -173,9 +173,18 @@ def worker_env(
 class WorkerProcess:
     """A real `celery worker` process on the test database and broker."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        name: str = "test-worker",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.env = env
         self.log_path = log_path
+        self.name = name  # two workers at once need two node names
+        self.extra_args = extra_args  # e.g. ("--beat", "--schedule", path)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -194,9 +203,10 @@ class WorkerProcess:
                 "--loglevel=INFO",
                 "--concurrency=2",
                 "--pool=prefork",
-                f"--hostname=test-worker-{os.getpid()}@%h",
+                f"--hostname={self.name}-{os.getpid()}@%h",
                 "--without-gossip",
                 "--without-mingle",
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=self.env,

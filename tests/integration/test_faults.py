@@ -3,6 +3,7 @@ killed mid-stage, a graceful restart, and parallel retries, approvals and cancel
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -18,11 +19,13 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts_app import notifications
 from accounts_app.models import AccountStatus
 from accounts_app.tasks import notify
-from pipelines import services
+from pipelines import engine, services
 from pipelines.models import (
     LogLine,
     OutboxMessage,
@@ -158,7 +161,9 @@ def test_a_broker_outage_answers_no_500_and_loses_nothing(outage_broker) -> None
             timeout=30,
             what=f"run {run.pk} to finish after the broker came back",
         )
-    assert time.monotonic() - back < 30
+    finished = time.monotonic() - back
+    print(f"\nFIGURE broker outage: runs finished {finished:.1f} s after Redis came back")
+    assert finished < 30
     # The runs' own notifications, written as they finished, are sent within seconds too.
     wait_until(
         lambda: not OutboxMessage.objects.filter(sent_at__isnull=True).exists(),
@@ -280,6 +285,104 @@ def test_the_worker_keeps_its_connection_and_reopens_one_killed_meanwhile(
     ]
 
 
+# --- a worker killed outright: the reaper -------------------------------------------------
+
+REAPER_VARIABLES = (
+    "PORTAL_HEARTBEAT_SECONDS",
+    "PORTAL_HEARTBEAT_STALE_SECONDS",
+    "PORTAL_REAPER_SECONDS",
+)
+# README's fast setting: "worker lost" at most stale + reaper = 15 s after the crash.
+FAST_REAPER = {
+    "PORTAL_HEARTBEAT_SECONDS": "2",
+    "PORTAL_HEARTBEAT_STALE_SECONDS": "10",
+    "PORTAL_REAPER_SECONDS": "5",
+}
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("reaper_env", "bound"),
+    [
+        pytest.param(FAST_REAPER, 15, id="fast-setting"),
+        # The product's defaults (heartbeat 5 s, stale 30 s, reaper every 10 s): ~40 s.
+        pytest.param({}, 60, id="defaults", marks=pytest.mark.slow),
+    ],
+)
+def test_a_worker_killed_outright_is_reaped_as_worker_lost_in_time(
+    reaper_env: dict[str, str],
+    bound: float,
+    celery_worker: WorkerProcess,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of a whole worker (a lost machine, the OOM killer on the main process): its
+    message is never redelivered (Redis's visibility timeout is hours), so the reaper of
+    another worker's beat fails the stage as "worker lost"; the hook died with its worker."""
+    celery_worker.stop()  # the stage must go to the worker that is killed
+    env = {k: v for k, v in worker_env.items() if k not in REAPER_VARIABLES} | reaper_env
+    doomed = WorkerProcess(env, tmp_path / "doomed.log", name="doomed")
+    survivor = WorkerProcess(
+        env,
+        tmp_path / "survivor.log",
+        name="survivor",
+        extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")),
+    )
+    try:
+        doomed.start()
+        account = AccountFactory(blueprint="slow-hook", config={})
+        run = services.start_run(account, "provision")
+        stage = run.stages.get(kind="pre_hooks")
+        wait_until(lambda: logged(stage, "attempt 1 for"), timeout=60, what="the hook to start")
+        survivor.start()  # after the claim: the stage's message is the doomed worker's
+        wait_until(
+            lambda: " ready." in survivor.log_path.read_text(), timeout=60, what="the survivor"
+        )
+        stage.refresh_from_db()
+        assert stage.status == StageStatus.RUNNING and stage.process_group
+        assert doomed.proc is not None
+
+        os.killpg(doomed.proc.pid, signal.SIGKILL)
+        killed_at = timezone.now()
+        doomed.proc.wait(timeout=10)
+        doomed.proc = None
+
+        wait_until(
+            lambda: StageRun.objects.get(pk=stage.pk).status != StageStatus.RUNNING,
+            timeout=bound + 30,
+            what="the reaper",
+        )
+        stage.refresh_from_db()
+        assert stage.finished_at is not None
+        took = (stage.finished_at - killed_at).total_seconds()
+        print(f"\nFIGURE worker lost {took:.1f} s after SIGKILL ({reaper_env or 'defaults'})")
+        assert (stage.status, stage.explanation) == (StageStatus.FAILED, engine.WORKER_LOST)
+        assert took <= bound, f"worker lost after {took:.1f} s"
+        assert logged(stage, f"{engine.WORKER_LOST}: no heartbeat from {stage.worker}")
+        # No orphan: the hook's process group went with its worker.
+        assert not group_alive(stage.process_group)
+        # Retry: attempt 2 runs on the survivor and the run finishes.
+        services.retry_stage(stage)
+        wait_until(
+            lambda: PipelineRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED,
+            timeout=60,
+            what="the retried run",
+        )
+        stage.refresh_from_db()
+        assert (stage.attempt, stage.outputs["slow_hook"]) == (2, "done")
+    finally:
+        doomed.stop()
+        survivor.stop()
+        celery_worker.start()
+
+
 # --- a graceful restart -------------------------------------------------------------------
 
 
@@ -304,13 +407,47 @@ def test_sigterm_to_the_worker_group_lets_the_running_stage_finish(
     assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
 
 
+def test_sigterm_to_the_worker_group_lets_a_running_apply_finish(
+    celery_worker: WorkerProcess, wait_for_run
+) -> None:
+    """Terraform leads a process group of its own, so the group SIGTERM does not reach it:
+    the apply finishes, its outputs are recorded, and the next plan has nothing to do."""
+    account = AccountFactory(
+        name=f"sigterm-{os.getpid()}-{time.monotonic_ns() % 10**6}",
+        blueprint="tf-slow-apply",
+        config={"sleep_seconds": 6},
+    )
+    run = services.start_run(account, "provision")
+    apply = run.stages.get(kind="apply")
+    wait_until(lambda: logged(apply, "Executing:"), timeout=120, what="the apply's sleep")
+    assert celery_worker.proc is not None
+
+    os.killpg(celery_worker.proc.pid, signal.SIGTERM)
+    celery_worker.proc.wait(timeout=60)
+    celery_worker.proc = None
+
+    apply.refresh_from_db()
+    assert (apply.status, apply.attempt) == (StageStatus.SUCCEEDED, 1), apply.explanation
+    celery_worker.start()
+    assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+    account.refresh_from_db()
+    assert account.outputs["slept"]["value"] == 6
+    # Nothing was lost between Terraform and its state: an update plans no change.
+    update = wait_for_run(services.start_run(account, "update").pk, timeout=120)
+    assert update.status == RunStatus.SUCCEEDED, update.explanation
+    plan = update.stages.get(kind="plan").outputs
+    assert (plan["add"], plan["change"], plan["destroy"]) == (0, 0, 0), plan
+
+
 # --- one lock order -----------------------------------------------------------------------
 
 
 def test_parallel_retries_approvals_and_cancels_never_deadlock(celery_worker) -> None:
-    """Retry, approve and cancel clicks at one run from several threads while the worker
-    claims and records its stages: no error but a refusal, and nothing left queued."""
-    account = AccountFactory(blueprint="hook-fails", config={})
+    """Retry, approve and cancel clicks at one run through the API from several threads
+    while the worker claims and records its stages: no answer but a success or a refusal
+    (never a 500), and nothing left queued."""
+    admin = UserFactory(username="adam", roles=["admins"])
+    account = AccountFactory(owner=admin, blueprint="hook-fails", config={})
     run = PipelineRun.objects.create(account=account, kind="provision", status=RunStatus.RUNNING)
     plan = {"plan_sha256": "ab" * 32, "add": 0, "change": 0, "replace": 0, "destroy": 1}
     StageRun.objects.create(
@@ -321,27 +458,32 @@ def test_parallel_retries_approvals_and_cancels_never_deadlock(celery_worker) ->
     )
     StageRun.objects.create(run=run, position=3, kind="pre_hooks")  # fails at once, every time
     approver = UserFactory(username="april", roles=["approvers"])
+    answers: collections.Counter[tuple[str, int]] = collections.Counter()
     errors: list[BaseException] = []
     log_start = celery_worker.log_path.stat().st_size
     deadline = time.monotonic() + 12
 
-    def retry() -> None:
+    def retry(client: APIClient) -> tuple[str, int] | None:
         stage = run.stages.filter(status__in=[StageStatus.FAILED, StageStatus.CANCELLED]).first()
-        if stage is not None:
-            services.retry_stage(stage)
+        if stage is None:
+            return None
+        return "retry", client.post(f"{API}runs/{run.pk}/stages/{stage.pk}/retry/").status_code
 
-    def approve() -> None:
-        services.decide_stage(approval, user=approver, approve=True)
+    def approve(client: APIClient) -> tuple[str, int]:
+        url = f"{API}runs/{run.pk}/stages/{approval.pk}/approve/"
+        return "approve", client.post(url, {"comment": "ok"}, format="json").status_code
 
-    def cancel() -> None:
-        services.cancel_run(PipelineRun.objects.get(pk=run.pk))
+    def cancel(client: APIClient) -> tuple[str, int]:
+        return "cancel", client.post(f"{API}runs/{run.pk}/cancel/").status_code
 
-    def click(action: Callable[[], None]) -> None:
+    def click(action: Callable[[APIClient], tuple[str, int] | None], user: Any) -> None:
+        client = token_client(user)
+        client.raise_request_exception = False  # a server error is an answer: a 500
         try:
             while time.monotonic() < deadline:
-                # A refusal is the click not fitting the run's state at that moment: a 409.
-                with contextlib.suppress(services.RunRefused):
-                    action()
+                answer = action(client)
+                if answer is not None:
+                    answers[answer] += 1
                 time.sleep(0.02)
         except BaseException as exc:
             errors.append(exc)
@@ -349,18 +491,32 @@ def test_parallel_retries_approvals_and_cancels_never_deadlock(celery_worker) ->
             connection.close()
 
     threads = [
-        threading.Thread(target=click, args=(action,))
-        for action in (retry, retry, retry, approve, approve, cancel)
+        threading.Thread(target=click, args=(action, user))
+        for action, user in (
+            (retry, admin),
+            (retry, admin),
+            (retry, admin),
+            (approve, approver),
+            (approve, approver),
+            (cancel, admin),
+        )
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
+    server_errors = sum(n for (_, code), n in answers.items() if code >= 500)
+    print(f"\nFIGURE parallel clicks: {server_errors} 500s in {dict(answers)}")
     assert errors == []
+    # A refusal (409) is the click not fitting the run's state at that moment.
+    assert {code for _, code in answers} <= {200, 201, 409}, answers
+    assert server_errors == 0
     # The worker lost no deadlock either: every stage it was given ends, none stays queued.
-    if PipelineRun.objects.get(pk=run.pk).is_active:
-        services.cancel_run(run)
+    # The worker may end the run between the check and the cancel: a refusal then.
+    with contextlib.suppress(services.RunRefused):
+        if PipelineRun.objects.get(pk=run.pk).is_active:
+            services.cancel_run(run)
     wait_until(
         lambda: (
             not PipelineRun.objects.get(pk=run.pk).is_active

@@ -11,11 +11,12 @@ import time
 import uuid
 
 import pytest
+from django.test import Client
 
 from pipelines import services
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from tests.conftest import token_client
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -172,6 +173,22 @@ def test_a_hook_that_copies_a_sensitive_output_publishes_only_redacted_text(
     assert response.status_code == 200
     shown = response.content.decode() + _log(post)
     assert "the token is [redacted]" in _log(post)
+    # The pages, the admin and the worker's own log show it no more than the API.
+    owner = Client()
+    owner.force_login(account.owner)
+    admin = Client()
+    admin.force_login(UserFactory(username=_unique("staff"), is_staff=True, is_superuser=True))
+    for client, url in (
+        (owner, f"/runs/{run.pk}/"),
+        (owner, f"/runs/{run.pk}/stages/{post.pk}/log/"),
+        (admin, f"/admin/pipelines/stagerun/{post.pk}/change/"),
+        (admin, f"/admin/pipelines/pipelinerun/{run.pk}/change/"),
+        (admin, f"/admin/accounts_app/account/{account.pk}/change/"),
+    ):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        shown += page.content.decode()
+    shown += celery_worker.log_path.read_text(errors="replace")
     for form in _secret_forms():
         assert form not in shown
 
