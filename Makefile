@@ -9,7 +9,7 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 # Local data; the secret key of local runs is made once and kept there (settings read it).
 VAR_DIR ?= $(or $(PORTAL_VAR_DIR),var)
 
-.PHONY: install up test test-fast lint format chromium bench-clone bench-pipeline bench-pages clean
+.PHONY: install up test test-fast test-slow lint format chromium bench-clone bench-pipeline bench-pages clean
 
 install: $(VENV)/.installed
 
@@ -43,16 +43,22 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Everything but the chaos tests that wait out the product's default timings (make test-slow).
 test: install chromium lint
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
+	$(PY) -m pytest -m slow
 
 # The fast loop: every test that needs no worker, Terraform or moto (the database only).
 test-fast: install
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration and not slow"
 
 bench-clone: install
 	$(PY) manage.py bench_clone --rows 1000000
