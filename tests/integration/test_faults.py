@@ -386,6 +386,14 @@ def test_a_worker_killed_outright_is_reaped_as_worker_lost_in_time(
 # --- a graceful restart -------------------------------------------------------------------
 
 
+def stop_like_systemd(worker: WorkerProcess) -> None:
+    """As systemd's stop does: SIGTERM to every process of the worker's group; wait."""
+    assert worker.proc is not None
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    worker.proc.wait(timeout=60)
+    worker.proc = None
+
+
 def test_sigterm_to_the_worker_group_lets_the_running_stage_finish(
     celery_worker: WorkerProcess, wait_for_run
 ) -> None:
@@ -393,12 +401,7 @@ def test_sigterm_to_the_worker_group_lets_the_running_stage_finish(
     run = services.start_run(account, "provision")
     stage = run.stages.get()
     wait_until(lambda: logged(stage, "second 1"), timeout=30, what="the hook to run")
-    assert celery_worker.proc is not None
-
-    # As systemd's stop does: SIGTERM to every process of the worker's group.
-    os.killpg(celery_worker.proc.pid, signal.SIGTERM)
-    celery_worker.proc.wait(timeout=60)
-    celery_worker.proc = None
+    stop_like_systemd(celery_worker)
 
     stage.refresh_from_db()
     assert (stage.status, stage.attempt) == (StageStatus.SUCCEEDED, 1), stage.explanation
@@ -420,11 +423,7 @@ def test_sigterm_to_the_worker_group_lets_a_running_apply_finish(
     run = services.start_run(account, "provision")
     apply = run.stages.get(kind="apply")
     wait_until(lambda: logged(apply, "Executing:"), timeout=120, what="the apply's sleep")
-    assert celery_worker.proc is not None
-
-    os.killpg(celery_worker.proc.pid, signal.SIGTERM)
-    celery_worker.proc.wait(timeout=60)
-    celery_worker.proc = None
+    stop_like_systemd(celery_worker)
 
     apply.refresh_from_db()
     assert (apply.status, apply.attempt) == (StageStatus.SUCCEEDED, 1), apply.explanation
