@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -117,9 +117,7 @@ def account_reconcile(request: HttpRequest, account_id: int) -> HttpResponse:
 
 def _decide_extension(request: HttpRequest, extension_id: int, *, approve: bool) -> HttpResponse:
     user = acting_user(request)
-    extension = expiry.visible_extension(user=user, extension_id=extension_id)
-    if extension is None:
-        raise Http404("no such extension")
+    extension = lookups.visible_extension(user=user, extension_id=extension_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide extensions")
     comment = request.POST.get("comment", "")

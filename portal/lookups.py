@@ -9,11 +9,12 @@ the same message.
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User as DjangoUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from accounts_app import permissions, selectors
-from accounts_app.models import Account, AccountRequest
+from accounts_app import expiry, permissions, selectors
+from accounts_app.models import Account, AccountRequest, ExtensionRequest
 from accounts_app.selectors import User
 from pipelines.models import PipelineRun, StageRun
 from pipelines.selectors import stage_in_run
@@ -46,6 +47,14 @@ def own_request(*, user: User, request_id: int) -> AccountRequest:
     if not permissions.can_change_request(user=user, account_request=req):
         raise PermissionDenied("only the requester may withdraw or send again a request")
     return req
+
+
+def visible_extension(*, user: DjangoUser, extension_id: int) -> ExtensionRequest:
+    """An extension of an account the (signed-in) user may see."""
+    extension = expiry.visible_extension(user=user, extension_id=extension_id)
+    if extension is None:
+        raise Http404("no such extension")
+    return extension
 
 
 def visible_run(*, user: User, run_id: int) -> PipelineRun:

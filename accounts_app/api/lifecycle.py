@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
@@ -31,13 +30,6 @@ from accounts_app.api.views import (
 )
 from accounts_app.models import ExtensionRequest, RequestStatus
 from portal import lookups
-
-
-def _extension(request: Request, extension_id: int) -> ExtensionRequest:
-    extension = expiry.visible_extension(user=acting_user(request), extension_id=extension_id)
-    if extension is None:
-        raise Http404("no such extension")
-    return extension
 
 
 def _extension_response(extension_id: int, code: int = status.HTTP_200_OK) -> Response:
@@ -103,7 +95,7 @@ class _ExtensionDecisionView(PortalAPIView):
     input_serializer: type[s.CommentInput] | type[s.RejectInput] = s.CommentInput
 
     def post(self, request: Request, extension_id: int) -> Response:
-        extension = _extension(request, extension_id)
+        extension = lookups.visible_extension(user=acting_user(request), extension_id=extension_id)
         if not permissions.can_decide(request.user):
             raise PermissionDenied("only approvers may decide extensions")
         body = _valid(self.input_serializer, request.data)
