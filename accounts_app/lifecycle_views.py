@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -17,8 +17,9 @@ from django.views.decorators.http import require_POST
 from accounts_app import drift, expiry, permissions
 from accounts_app.forms import expiry_datetime
 from accounts_app.models import Account, RequestStatus
-from accounts_app.views import acting_user, safe_next, visible_account
+from accounts_app.views import acting_user, safe_next
 from pipelines.services import RunConflict
+from portal import lookups
 from portal.errors import PortalError
 from portal.web_errors import attempt, show_error
 
@@ -33,7 +34,7 @@ class ExtendForm(forms.Form):
 @require_POST
 @login_required
 def account_extend(request: HttpRequest, account_id: int) -> HttpResponse:
-    account = visible_account(request, account_id)
+    account = lookups.visible_account(user=request.user, account_id=account_id)
     if not permissions.can_start_run(user=request.user, account=account):
         raise PermissionDenied("only the owner or an admin may extend this account")
     form = ExtendForm(request.POST)
@@ -63,7 +64,7 @@ def account_extend(request: HttpRequest, account_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def account_exempt(request: HttpRequest, account_id: int) -> HttpResponse:
-    account = visible_account(request, account_id)
+    account = lookups.visible_account(user=request.user, account_id=account_id)
     if not permissions.is_admin(request.user):
         raise PermissionDenied("only admins may exempt accounts from expiry")
     exempt = request.POST.get("exempt") == "1"
@@ -101,20 +102,22 @@ def _start(request: HttpRequest, account: Account, *, reconcile: bool) -> HttpRe
 @require_POST
 @login_required
 def account_drift_check(request: HttpRequest, account_id: int) -> HttpResponse:
-    return _start(request, visible_account(request, account_id), reconcile=False)
+    return _start(
+        request, lookups.visible_account(user=request.user, account_id=account_id), reconcile=False
+    )
 
 
 @require_POST
 @login_required
 def account_reconcile(request: HttpRequest, account_id: int) -> HttpResponse:
-    return _start(request, visible_account(request, account_id), reconcile=True)
+    return _start(
+        request, lookups.visible_account(user=request.user, account_id=account_id), reconcile=True
+    )
 
 
 def _decide_extension(request: HttpRequest, extension_id: int, *, approve: bool) -> HttpResponse:
     user = acting_user(request)
-    extension = expiry.visible_extension(user=user, extension_id=extension_id)
-    if extension is None:
-        raise Http404("no such extension")
+    extension = lookups.visible_extension(user=user, extension_id=extension_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide extensions")
     comment = request.POST.get("comment", "")

@@ -52,6 +52,7 @@ from pipelines.blueprints import ACCOUNT_NAME_KEY, Blueprint
 from pipelines.models import PipelineRun, RunKind
 from pipelines.selectors import latest_plan
 from pipelines.services import RunConflict
+from portal import lookups
 from portal.errors import PortalError
 from portal.web_errors import attempt, show_error
 
@@ -376,9 +377,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
 
 
 def _decidable_request(request: HttpRequest, request_id: int) -> AccountRequest:
-    req = selectors.visible_request(user=request.user, request_id=request_id)
-    if req is None:
-        raise Http404("no such request")
+    req = lookups.visible_request(user=request.user, request_id=request_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide requests")
     return req
@@ -416,19 +415,10 @@ def request_reject(request: HttpRequest, request_id: int) -> HttpResponse:
     return _decide_request(request, request_id, approve=False)
 
 
-def _own_request(request: HttpRequest, request_id: int) -> AccountRequest:
-    req = selectors.visible_request(user=request.user, request_id=request_id)
-    if req is None:
-        raise Http404("no such request")
-    if not permissions.can_change_request(user=request.user, account_request=req):
-        raise PermissionDenied("only the requester may withdraw or send again a request")
-    return req
-
-
 @require_POST
 @login_required
 def request_withdraw(request: HttpRequest, request_id: int) -> HttpResponse:
-    req = _own_request(request, request_id)
+    req = lookups.own_request(user=request.user, request_id=request_id)
     attempt(
         request,
         action=lambda: request_actions.withdraw_request(
@@ -443,7 +433,7 @@ def request_withdraw(request: HttpRequest, request_id: int) -> HttpResponse:
 @login_required
 def request_resubmit(request: HttpRequest, request_id: int) -> HttpResponse:
     """Send a rejected request again; its config is edited with ``config`` (YAML or JSON)."""
-    req = _own_request(request, request_id)
+    req = lookups.own_request(user=request.user, request_id=request_id)
     text = request.POST.get("config", "").strip()
 
     def resubmit() -> AccountRequest:
@@ -466,18 +456,10 @@ def request_resubmit(request: HttpRequest, request_id: int) -> HttpResponse:
 # --- the account page ---------------------------------------------------------------------
 
 
-def visible_account(request: HttpRequest, account_id: int) -> Account:
-    """The account, or 404 for anyone who may not see it (no hint that it exists)."""
-    account = selectors.visible_account(user=request.user, account_id=account_id)
-    if account is None:
-        raise Http404("no such account")
-    return account
-
-
 @require_GET
 @login_required
 def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
-    account = visible_account(request, account_id)
+    account = lookups.visible_account(user=request.user, account_id=account_id)
     runs = selectors.recent_runs(account=account, limit=ACCOUNT_RUNS_SHOWN)
     plan = latest_plan(account.pk)
     outputs = [
@@ -531,7 +513,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
 @login_required
 def account_parity_check(request: HttpRequest, account_id: int) -> HttpResponse:
     """Compare the account with its production now (whoever may see it may ask)."""
-    account = visible_account(request, account_id)
+    account = lookups.visible_account(user=request.user, account_id=account_id)
     try:
         report = parity.compute_report(account=account)
     except PortalError as exc:
@@ -545,7 +527,7 @@ def account_parity_check(request: HttpRequest, account_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
-    account = visible_account(request, account_id)
+    account = lookups.visible_account(user=request.user, account_id=account_id)
     if not permissions.can_start_run(user=request.user, account=account):
         raise PermissionDenied("you may not start runs on this account")
     kind = request.POST.get("kind", RunKind.UPDATE)
@@ -571,13 +553,6 @@ def account_start_run(request: HttpRequest, account_id: int) -> HttpResponse:
 
 
 # --- editing and upgrading ----------------------------------------------------------------------
-
-
-def _editable_account(request: HttpRequest, account_id: int) -> Account:
-    account = visible_account(request, account_id)
-    if not permissions.can_edit(user=request.user, account=account):
-        raise PermissionDenied("only the owner or an admin edits this account")
-    return account
 
 
 def diff_rows(plan: updates.UpdatePlan) -> list[dict[str, Any]]:
@@ -608,7 +583,7 @@ def _update_context(plan: updates.UpdatePlan) -> dict[str, Any]:
 @login_required
 def account_edit(request: HttpRequest, account_id: int) -> HttpResponse:
     """The request form, pre-filled: review the diff, then start the update run."""
-    account = _editable_account(request, account_id)
+    account = lookups.editable_account(user=request.user, account_id=account_id)
     loaded = selectors.blueprint_named(account.blueprint)
     if loaded is None:
         raise Http404("the account's blueprint is gone")
@@ -683,7 +658,7 @@ def _start_update(
 @login_required
 def account_upgrade(request: HttpRequest, account_id: int) -> HttpResponse:
     """The diff of an upgrade to the blueprint's newer version, then the update run."""
-    account = _editable_account(request, account_id)
+    account = lookups.editable_account(user=request.user, account_id=account_id)
     if request.method not in ("GET", "POST"):
         return HttpResponse(status=405, headers={"Allow": "GET, POST"})
     version = updates.upgrade_available(account)

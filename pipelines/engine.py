@@ -195,15 +195,7 @@ def _context(
     workdir.mkdir(parents=True)
     log(f"--- {stage.kind}, attempt {stage.attempt}, on {stage.worker} ---")
     return StageContext(
-        account=AccountInfo(
-            pk=account.pk,
-            name=account.name,
-            purpose=account.purpose,
-            cloud_account_id=account.cloud_account_id,
-            config=dict(run.config),
-            outputs=dict(account.outputs),
-            protected=account.protected,
-        ),
+        account=AccountInfo.of(account, config=run.config),
         run_id=run.pk,
         run_kind=RunKind(run.kind),
         stage_id=stage.pk,

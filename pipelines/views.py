@@ -13,8 +13,9 @@ Without JavaScript the page is complete at load time and the forms still post.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -22,7 +23,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -31,7 +32,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import permissions
 from accounts_app import selectors as account_selectors
-from accounts_app.selectors import visible_run
 from accounts_app.views import acting_user, page, safe_next
 from pipelines import selectors, services
 from pipelines.clients.terraform import PlanSummary
@@ -45,30 +45,13 @@ from pipelines.models import (
     StageStatus,
 )
 from pipelines.timeline import build_timeline, format_duration
+from portal import lookups
 from portal.web_errors import attempt
 
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
 HTMX_STOP_POLLING = 286
-
-
-def _visible_run(request: HttpRequest, run_id: int) -> PipelineRun:
-    """The run with its account and stages, or 404 for anyone who may not see it."""
-    run = visible_run(user=request.user, run_id=run_id)
-    if run is None:
-        raise Http404("no such run")
-    return run
-
-
-def _visible_stage(
-    request: HttpRequest, run_id: int, stage_id: int
-) -> tuple[PipelineRun, StageRun]:
-    """The run and its stage, or 404 for anyone who may not see the run."""
-    run = _visible_run(request, run_id)
-    stage = selectors.stage_in_run(run=run, stage_id=stage_id)
-    if stage is None:
-        raise Http404("no such stage")
-    return run, stage
+T = TypeVar("T")
 
 
 def _is_finished(stage: StageRun) -> bool:
@@ -202,7 +185,7 @@ def _initial_logs(stages: list[StageRun]) -> dict[int, list[LogLine]]:
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _visible_run(request, run_id)
+    run = lookups.visible_run(user=request.user, run_id=run_id)
     context = _run_context(request, run)
     rows: list[StageRow] = context["rows"]
     logs = _initial_logs([row.stage for row in rows])
@@ -224,7 +207,7 @@ def _ids(text: str) -> set[int]:
 @login_required
 def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     """The run summary plus every stage head (out of band), for htmx polling."""
-    run = _visible_run(request, run_id)
+    run = lookups.visible_run(user=request.user, run_id=run_id)
     context = _run_context(request, run)
     unwatched = _ids(request.GET.get("unwatched", ""))
     deciding = _ids(request.GET.get("deciding", ""))
@@ -247,7 +230,7 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     """Lines after ``?after=N``: an htmx fragment (with the next poller), or plain text."""
-    run, stage = _visible_stage(request, run_id, stage_id)
+    run, stage = lookups.visible_stage(user=request.user, run_id=run_id, stage_id=stage_id)
     try:
         after = max(0, int(request.GET.get("after", "0") or 0))
     except ValueError:
@@ -278,50 +261,66 @@ def stage_log(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
     return response
 
 
+def _act(
+    request: HttpRequest,
+    *,
+    run: PipelineRun,
+    allowed: bool,
+    forbidden: str,
+    action: Callable[[], T],
+    success: Callable[[T], str],
+) -> HttpResponse:
+    """A run's action button: refused (403) unless allowed, its outcome on the run page."""
+    if not allowed:
+        raise PermissionDenied(forbidden)
+    attempt(request, action=action, success=success)
+    return redirect("run-detail", run_id=run.pk)
+
+
 @require_POST
 @login_required
 def retry(request: HttpRequest, run_id: int, stage_id: int) -> HttpResponse:
-    run, stage = _visible_stage(request, run_id, stage_id)
-    if not permissions.can_retry(user=request.user, run=run):
-        raise PermissionDenied("you may not retry stages of this run")
-    attempt(
+    run, stage = lookups.visible_stage(user=request.user, run_id=run_id, stage_id=stage_id)
+    return _act(
         request,
+        run=run,
+        allowed=permissions.can_retry(user=request.user, run=run),
+        forbidden="you may not retry stages of this run",
         action=lambda: services.retry_stage(stage, user=acting_user(request)),
         success=lambda first: f"Retrying {first.kind}.",
     )
-    return redirect("run-detail", run_id=run.pk)
 
 
 @require_POST
 @login_required
 def resume(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    if not permissions.can_retry(user=request.user, run=run):
-        raise PermissionDenied("you may not resume this run")
-    attempt(
+    run = lookups.visible_run(user=request.user, run_id=run_id)
+    return _act(
         request,
+        run=run,
+        allowed=permissions.can_retry(user=request.user, run=run),
+        forbidden="you may not resume this run",
         action=lambda: services.resume_run(run, user=acting_user(request)),
         success=lambda first: f"Resuming from {first.kind}.",
     )
-    return redirect("run-detail", run_id=run.pk)
 
 
 @require_POST
 @login_required
 def cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _visible_run(request, run_id)
-    if not permissions.can_cancel(user=request.user, run=run):
-        raise PermissionDenied("you may not cancel this run")
-    attempt(
+    run = lookups.visible_run(user=request.user, run_id=run_id)
+    return _act(
         request,
+        run=run,
+        allowed=permissions.can_cancel(user=request.user, run=run),
+        forbidden="you may not cancel this run",
         action=lambda: services.cancel_run(run, user=acting_user(request)),
         success=lambda _: "Cancel requested: the running stage stops at its next check.",
     )
-    return redirect("run-detail", run_id=run.pk)
 
 
 def _decide(request: HttpRequest, run_id: int, stage_id: int, *, approve: bool) -> HttpResponse:
-    run, stage = _visible_stage(request, run_id, stage_id)
+    run, stage = lookups.visible_stage(user=request.user, run_id=run_id, stage_id=stage_id)
     if not permissions.can_decide(request.user):
         raise PermissionDenied("only approvers decide plans")
     verb = "Approved" if approve else "Rejected"

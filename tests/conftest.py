@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import TransactionTestCase
 from rest_framework.authtoken.models import Token
@@ -61,6 +63,17 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str =
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
     return value
+
+
+def run_command(*args: str) -> tuple[int, str, str]:
+    """A management command's exit code, stdout and stderr (a ``SystemExit`` is its code)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(*args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return code, out.getvalue(), err.getvalue()
 
 
 def token_client(user: Any) -> APIClient:

@@ -6,40 +6,30 @@ comes from ``accounts_app.permissions`` (not visible: 404; visible, not allowed:
 
 from __future__ import annotations
 
-from django.http import Http404
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts_app import drift, expiry, permissions, selectors
+from accounts_app import drift, expiry, permissions
 from accounts_app.api import lifecycle_serializers as ls
 from accounts_app.api import serializers as s
 from accounts_app.api.views import (
     ACTION_ERRORS,
-    LIST_ERRORS,
     NOT_FOUND,
+    ListAPIView,
     PortalAPIView,
     _run_response,
     _valid,
     acting_user,
+    listed,
 )
-from accounts_app.models import Account, ExtensionRequest, RequestStatus
-
-
-def _account(request: Request, account_id: int) -> Account:
-    account = selectors.visible_account(user=request.user, account_id=account_id)
-    if account is None:
-        raise Http404("no such account")
-    return account
-
-
-def _extension(request: Request, extension_id: int) -> ExtensionRequest:
-    extension = expiry.visible_extension(user=acting_user(request), extension_id=extension_id)
-    if extension is None:
-        raise Http404("no such extension")
-    return extension
+from accounts_app.models import ExtensionRequest, RequestStatus
+from portal import lookups
 
 
 def _extension_response(extension_id: int, code: int = status.HTTP_200_OK) -> Response:
@@ -62,7 +52,7 @@ class AccountExtendView(PortalAPIView):
     )
     def post(self, request: Request, account_id: int) -> Response:
         """Extend the account's expiry (owner or admin)."""
-        account = _account(request, account_id)
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("only the owner or an admin may extend this account")
         body = _valid(ls.ExtendInput, request.data)
@@ -79,7 +69,7 @@ class AccountExemptView(PortalAPIView):
     @extend_schema(request=ls.ExemptInput, responses={200: s.AccountSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
         """Exempt the account from expiry, or end the exemption (admins)."""
-        account = _account(request, account_id)
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         if not permissions.is_admin(request.user):
             raise PermissionDenied("only admins may exempt accounts from expiry")
         body = _valid(ls.ExemptInput, request.data)
@@ -88,17 +78,16 @@ class AccountExemptView(PortalAPIView):
         )
 
 
-class ExtensionListView(PortalAPIView):
-    @extend_schema(
-        parameters=[ls.ExtensionFilter, s.PageQuery],
-        responses={200: ls.PaginatedExtensions, **LIST_ERRORS},
-        operation_id="extensions_list",
-    )
-    def get(self, request: Request) -> Response:
-        """Extensions of the accounts you may see, newest first."""
-        filters = _valid(ls.ExtensionFilter, request.query_params)
-        items = expiry.visible_extensions(user=acting_user(request), **filters)
-        return self.paginate(request, items=items, serializer=ls.ExtensionSerializer)
+@listed(
+    page=ls.PaginatedExtensions,
+    operation_id="extensions_list",
+    description="Extensions of the accounts you may see, newest first.",
+)
+class ExtensionListView(ListAPIView):
+    query, rows = ls.ExtensionFilter, ls.ExtensionSerializer
+
+    def items(self, *, request: Request, filters: dict[str, Any]) -> QuerySet[Any]:
+        return expiry.visible_extensions(user=acting_user(request), **filters)
 
 
 class _ExtensionDecisionView(PortalAPIView):
@@ -106,7 +95,7 @@ class _ExtensionDecisionView(PortalAPIView):
     input_serializer: type[s.CommentInput] | type[s.RejectInput] = s.CommentInput
 
     def post(self, request: Request, extension_id: int) -> Response:
-        extension = _extension(request, extension_id)
+        extension = lookups.visible_extension(user=acting_user(request), extension_id=extension_id)
         if not permissions.can_decide(request.user):
             raise PermissionDenied("only approvers may decide extensions")
         body = _valid(self.input_serializer, request.data)
@@ -143,7 +132,7 @@ class AccountDriftView(PortalAPIView):
     @extend_schema(responses={200: ls.DriftStatusSerializer, 404: NOT_FOUND})
     def get(self, request: Request, account_id: int) -> Response:
         """Whether the account has drifted, and its latest drift check."""
-        account = _account(request, account_id)
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         latest = drift.latest_report(account)
         data = {"drifted": drift.current_drift(account) is not None, "latest": latest}
         return Response(ls.DriftStatusSerializer(data).data)
@@ -151,7 +140,7 @@ class AccountDriftView(PortalAPIView):
     @extend_schema(request=None, responses={201: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
         """Check the account for drift now (a drift-check run: render and plan, no apply)."""
-        account = _account(request, account_id)
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         run = drift.start_check(account=account, user=acting_user(request))
@@ -162,7 +151,7 @@ class AccountReconcileView(PortalAPIView):
     @extend_schema(request=None, responses={201: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
         """Reconcile a drifted account: an update run, its plan under the approval policy."""
-        account = _account(request, account_id)
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         run = drift.reconcile(account=account, user=acting_user(request))

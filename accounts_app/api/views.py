@@ -9,12 +9,13 @@ responses in one place, ``portal.api_errors``.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
@@ -42,7 +43,8 @@ from accounts_app.permissions import Who
 from pipelines import services as run_services
 from pipelines.blueprints import Blueprint
 from pipelines.models import FINISHED_STAGE_STATUSES, PipelineRun, RunKind, StageRun
-from pipelines.selectors import LOG_PAGE_SIZE, log_after, stage_in_run
+from pipelines.selectors import LOG_PAGE_SIZE, log_after
+from portal import lookups
 
 
 class Pagination(LimitOffsetPagination):
@@ -72,6 +74,42 @@ class PortalAPIView(APIView):
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
+# A filtered page of what the caller may see (GET): subclasses name the filter (``query``),
+# the rows' shape and how to select them; ``listed`` gives the schema. No docstring here:
+# REST framework's schema would show it as every list's description.
+class ListAPIView(PortalAPIView):
+    query: type[Serializer]
+    rows: type[Serializer]
+
+    def items(self, *, request: Request, filters: dict[str, Any]) -> QuerySet[Any]:
+        raise NotImplementedError
+
+    def get(self, request: Request) -> Response:
+        filters = _valid(self.query, request.query_params)
+        items = self.items(request=request, filters=filters)
+        return self.paginate(request, items=items, serializer=self.rows)
+
+
+ListView = TypeVar("ListView", bound=type[ListAPIView])
+
+
+def listed(
+    *, page: type[Serializer], operation_id: str, description: str | None = None
+) -> Callable[[ListView], ListView]:
+    """The schema of a list view's GET: its filter and page parameters, its page shape."""
+
+    def decorate(view: ListView) -> ListView:
+        schema = extend_schema(
+            parameters=[view.query, s.PageQuery],
+            responses={200: page, **LIST_ERRORS},
+            operation_id=operation_id,
+            description=description,
+        )
+        return extend_schema_view(get=schema)(view)
+
+    return decorate
+
+
 def acting_user(request: Request) -> User:
     """The authenticated user (every view but ``not_found`` requires one)."""
     user = request.user
@@ -92,23 +130,10 @@ def _blueprint_or_404(name: str) -> Blueprint:
     return blueprint
 
 
-def _visible_run(request: Request, run_id: int) -> PipelineRun:
-    run = selectors.visible_run(user=request.user, run_id=run_id)
-    if run is None:
-        raise Http404("no such run")
-    return run
-
-
-def _visible_stage(request: Request, run_id: int, stage_id: int) -> tuple[PipelineRun, StageRun]:
-    run = _visible_run(request, run_id)
-    stage = stage_in_run(run=run, stage_id=stage_id)
-    if stage is None:
-        raise Http404("no such stage in this run")
-    return run, stage
-
-
 def _run_response(request: Request, run_id: int, code: int = status.HTTP_200_OK) -> Response:
-    return Response(s.RunSerializer(_visible_run(request, run_id)).data, status=code)
+    return Response(
+        s.RunSerializer(lookups.visible_run(user=request.user, run_id=run_id)).data, status=code
+    )
 
 
 BAD_INPUT = OpenApiResponse(description="Invalid: the body of the answer names each field.")
@@ -183,16 +208,12 @@ def _create_request(request: Request) -> tuple[Account, AccountRequest]:
     return services.request_account(user=acting_user(request), **body)
 
 
-class AccountListView(PortalAPIView):
-    @extend_schema(
-        parameters=[s.AccountFilter, s.PageQuery],
-        responses={200: s.PaginatedAccounts, **LIST_ERRORS},
-        operation_id="accounts_list",
-    )
-    def get(self, request: Request) -> Response:
-        filters = _valid(s.AccountFilter, request.query_params)
-        accounts = selectors.filter_accounts(selectors.visible_accounts(request.user), **filters)
-        return self.paginate(request, items=accounts, serializer=s.AccountSerializer)
+@listed(page=s.PaginatedAccounts, operation_id="accounts_list")
+class AccountListView(ListAPIView):
+    query, rows = s.AccountFilter, s.AccountSerializer
+
+    def items(self, *, request: Request, filters: dict[str, Any]) -> QuerySet[Any]:
+        return selectors.filter_accounts(selectors.visible_accounts(request.user), **filters)
 
     @extend_schema(
         request=s.AccountRequestInput,
@@ -241,7 +262,7 @@ class AccountDetailView(PortalAPIView):
         """Edit the account's config: answers the diff and the update run started (render,
         plan, approval per policy, apply). Production (admins): its registration is updated
         and its followers follow; no run (200)."""
-        account = _editable_account(request, account_id)
+        account = lookups.editable_account(user=request.user, account_id=account_id)
         body = _valid(s.UpdateInput, request.data)
         plan, run = updates.update_account(
             account=account, user=acting_user(request), config=body["config"]
@@ -249,21 +270,14 @@ class AccountDetailView(PortalAPIView):
         return _update_response(request, plan=plan, run=run)
 
 
-def _editable_account(request: Request, account_id: int) -> Account:
-    account = selectors.visible_account(user=request.user, account_id=account_id)
-    if account is None:
-        raise Http404("no such account")
-    if not permissions.can_edit(user=request.user, account=account):
-        raise PermissionDenied("only the owner or an admin edits this account")
-    return account
-
-
 def _update_response(
     request: Request, *, plan: updates.UpdatePlan, run: PipelineRun | None
 ) -> Response:
     data = {
         "diff": plan.as_dict(),
-        "run": s.RunSerializer(_visible_run(request, run.pk)).data if run else None,
+        "run": s.RunSerializer(lookups.visible_run(user=request.user, run_id=run.pk)).data
+        if run
+        else None,
     }
     code = status.HTTP_201_CREATED if run else status.HTTP_200_OK
     return Response(data, status=code)
@@ -274,7 +288,7 @@ class AccountDiffView(PortalAPIView):
     def get(self, request: Request, account_id: int) -> Response:
         """The diff an edit (``?config=<JSON>`` or a body ``{"config": ...}``) or, with no
         config, an upgrade would make, file by file; nothing is started."""
-        account = _editable_account(request, account_id)
+        account = lookups.editable_account(user=request.user, account_id=account_id)
         config = _valid(s.DiffQuery, request.query_params).get("config")
         if config is None and isinstance(request.data, dict) and "config" in request.data:
             config = _valid(s.UpdateInput, request.data)["config"]
@@ -286,7 +300,7 @@ class AccountUpgradeView(PortalAPIView):
     @extend_schema(request=None, responses={201: s.UpdateOutput, **ACTION_ERRORS})
     def post(self, request: Request, account_id: int) -> Response:
         """Upgrade the account to its blueprint's newer version: the diff and the update run."""
-        account = _editable_account(request, account_id)
+        account = lookups.editable_account(user=request.user, account_id=account_id)
         plan, run = updates.upgrade_account(account=account, user=acting_user(request))
         return _update_response(request, plan=plan, run=run)
 
@@ -323,9 +337,7 @@ class AccountParityView(PortalAPIView):
     def get(self, request: Request, account_id: int) -> Response:
         """The account's latest parity report (``?recompute=1``: computed now); 409 when the
         account has no production reference."""
-        account = selectors.visible_account(user=request.user, account_id=account_id)
-        if account is None:
-            raise Http404("no such account")
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         query = _valid(s.ParityQuery, request.query_params)
         report = parity.report_for(account=account, recompute=query["recompute"])
         return Response(report.report)
@@ -338,9 +350,7 @@ class AccountRunsView(PortalAPIView):
 
         A teardown needs ``confirm``: the account's name typed again (400 naming it if not).
         """
-        account = selectors.visible_account(user=request.user, account_id=account_id)
-        if account is None:
-            raise Http404("no such account")
+        account = lookups.visible_account(user=request.user, account_id=account_id)
         if not permissions.can_start_run(user=request.user, account=account):
             raise PermissionDenied("you may not start runs on this account")
         body = _valid(s.RunInput, request.data)
@@ -358,16 +368,12 @@ class AccountRunsView(PortalAPIView):
         return _run_response(request, run.pk, status.HTTP_201_CREATED)
 
 
-class RequestListView(PortalAPIView):
-    @extend_schema(
-        parameters=[s.RequestFilter, s.PageQuery],
-        responses={200: s.PaginatedRequests, **LIST_ERRORS},
-        operation_id="requests_list",
-    )
-    def get(self, request: Request) -> Response:
-        filters = _valid(s.RequestFilter, request.query_params)
-        requests = selectors.filter_requests(selectors.visible_requests(request.user), **filters)
-        return self.paginate(request, items=requests, serializer=s.RequestSerializer)
+@listed(page=s.PaginatedRequests, operation_id="requests_list")
+class RequestListView(ListAPIView):
+    query, rows = s.RequestFilter, s.RequestSerializer
+
+    def items(self, *, request: Request, filters: dict[str, Any]) -> QuerySet[Any]:
+        return selectors.filter_requests(selectors.visible_requests(request.user), **filters)
 
     @extend_schema(
         request=s.AccountRequestInput,
@@ -398,9 +404,7 @@ class _RequestDecisionView(PortalAPIView):
         raise NotImplementedError
 
     def post(self, request: Request, request_id: int) -> Response:
-        req = selectors.visible_request(user=request.user, request_id=request_id)
-        if req is None:
-            raise Http404("no such request")
+        req = lookups.visible_request(user=request.user, request_id=request_id)
         if not permissions.can_decide(request.user):
             raise PermissionDenied("only approvers may decide requests")
         body = _valid(self.input_serializer, request.data)
@@ -436,20 +440,11 @@ class RequestRejectView(_RequestDecisionView):
         return super().post(request, request_id)
 
 
-def _own_request(request: Request, request_id: int) -> AccountRequest:
-    req = selectors.visible_request(user=request.user, request_id=request_id)
-    if req is None:
-        raise Http404("no such request")
-    if not permissions.can_change_request(user=request.user, account_request=req):
-        raise PermissionDenied("only the requester may withdraw or send again a request")
-    return req
-
-
 class RequestWithdrawView(PortalAPIView):
     @extend_schema(request=None, responses={200: s.RequestDecidedSerializer, **ACTION_ERRORS})
     def post(self, request: Request, request_id: int) -> Response:
         """Withdraw your pending request; its account, never built, is kept as withdrawn."""
-        req = _own_request(request, request_id)
+        req = lookups.own_request(user=request.user, request_id=request_id)
         request_actions.withdraw_request(account_request=req, user=acting_user(request))
         return _request_response(request, req.pk)
 
@@ -460,7 +455,7 @@ class RequestResubmitView(PortalAPIView):
     )
     def post(self, request: Request, request_id: int) -> Response:
         """Send your rejected request again, its config edited: a new pending request."""
-        req = _own_request(request, request_id)
+        req = lookups.own_request(user=request.user, request_id=request_id)
         body = _valid(s.ResubmitInput, request.data)
         again = request_actions.resubmit_request(
             account_request=req,
@@ -474,24 +469,23 @@ class RequestResubmitView(PortalAPIView):
 # --- runs ---------------------------------------------------------------------------------------
 
 
-class RunListView(PortalAPIView):
-    @extend_schema(
-        parameters=[s.RunFilter, s.PageQuery],
-        responses={200: s.PaginatedRuns, **LIST_ERRORS},
-        operation_id="runs_list",
-    )
-    def get(self, request: Request) -> Response:
-        """Runs across the accounts you may see, newest first."""
-        filters = _valid(s.RunFilter, request.query_params)
-        runs = selectors.filter_runs(selectors.visible_runs(request.user), **filters)
-        return self.paginate(request, items=runs, serializer=s.RunListSerializer)
+@listed(
+    page=s.PaginatedRuns,
+    operation_id="runs_list",
+    description="Runs across the accounts you may see, newest first.",
+)
+class RunListView(ListAPIView):
+    query, rows = s.RunFilter, s.RunListSerializer
+
+    def items(self, *, request: Request, filters: dict[str, Any]) -> QuerySet[Any]:
+        return selectors.filter_runs(selectors.visible_runs(request.user), **filters)
 
 
 class RunResumeView(PortalAPIView):
     @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int) -> Response:
         """Go on with a run stopped before a stage ran, from its first unfinished stage."""
-        run = _visible_run(request, run_id)
+        run = lookups.visible_run(user=request.user, run_id=run_id)
         if not permissions.can_retry(user=request.user, run=run):
             raise PermissionDenied("only admins may resume runs")
         run_services.resume_run(run, user=acting_user(request))
@@ -515,7 +509,7 @@ class StageLogView(PortalAPIView):
     )
     def get(self, request: Request, run_id: int, stage_id: int) -> Response:
         """The stage's log lines numbered above ``after`` (at most 500 at a time)."""
-        _run, stage = _visible_stage(request, run_id, stage_id)
+        _run, stage = lookups.visible_stage(user=request.user, run_id=run_id, stage_id=stage_id)
         after = _valid(s.LogQuery, request.query_params)["after"]
         # The status first: lines written before a final status are then all there.
         final = stage.status in FINISHED_STAGE_STATUSES
@@ -533,7 +527,7 @@ class StageLogView(PortalAPIView):
 class RunCancelView(PortalAPIView):
     @extend_schema(request=None, responses={200: s.RunSerializer, **ACTION_ERRORS})
     def post(self, request: Request, run_id: int) -> Response:
-        run = _visible_run(request, run_id)
+        run = lookups.visible_run(user=request.user, run_id=run_id)
         if not permissions.can_cancel(user=request.user, run=run):
             raise PermissionDenied("only admins and whoever started the run may cancel it")
         run_services.cancel_run(run, user=acting_user(request))
@@ -553,7 +547,7 @@ class _StageActionView(PortalAPIView):
         raise NotImplementedError
 
     def post(self, request: Request, run_id: int, stage_id: int) -> Response:
-        run, stage = _visible_stage(request, run_id, stage_id)
+        run, stage = lookups.visible_stage(user=request.user, run_id=run_id, stage_id=stage_id)
         if not self.allowed(user=request.user, run=run):
             raise PermissionDenied(self.forbidden)
         body = _valid(self.input_serializer, request.data) if self.input_serializer else {}

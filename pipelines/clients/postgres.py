@@ -932,7 +932,7 @@ def _run_tool(*, args: list[str], url: str, what: str) -> None:
         raise PostgresError(f"{what} failed (exit {done.returncode}): {tail}")
 
 
-def dump_schema(url: str, path: Path, snapshot: str | None = None) -> None:
+def dump_schema(*, url: str, path: Path, snapshot: str | None = None) -> None:
     """``pg_dump --schema-only -Fc`` (pre-data and post-data) into ``path``."""
     args = ["pg_dump", "--schema-only", "--format=custom", "--no-owner", "--no-privileges"]
     if snapshot:
@@ -940,7 +940,7 @@ def dump_schema(url: str, path: Path, snapshot: str | None = None) -> None:
     _run_tool(args=[*args, f"--file={path}", "--dbname={conninfo}"], url=url, what="pg_dump")
 
 
-def restore_section(url: str, path: Path, section: str, role: str | None, jobs: int = 1) -> None:
+def restore_section(*, url: str, path: Path, section: str, role: str | None, jobs: int = 1) -> None:
     """``pg_restore --section=SECTION`` of a custom-format archive into ``url``."""
     args = [
         "pg_restore",
@@ -1008,7 +1008,7 @@ def table_objects(conn: psycopg.Connection[Any]) -> dict[tuple[int, int], int]:
 
 
 def restore_entries(
-    url: str, path: Path, entries: Sequence[TocEntry], role: str | None, jobs: int = 1
+    *, url: str, path: Path, entries: Sequence[TocEntry], role: str | None, jobs: int = 1
 ) -> None:
     """``pg_restore --use-list``: only the given entries of the archive."""
     list_file = path.with_name(f"{path.stem}-{threading.get_ident()}-{len(entries)}.list")

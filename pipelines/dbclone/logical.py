@@ -305,8 +305,8 @@ def _clone(
         )
         with tempfile.TemporaryDirectory(prefix="portal-clone-") as tmp:
             archive = Path(tmp) / "schema.dump"
-            pg.dump_schema(source_url, archive, snapshot)
-            pg.restore_section(target.url, archive, "pre-data", role)
+            pg.dump_schema(url=source_url, path=archive, snapshot=snapshot)
+            pg.restore_section(url=target.url, path=archive, section="pre-data", role=role)
             log("schema restored (pre-data)")
             post = PostData.plan(
                 archive=archive,

@@ -247,6 +247,17 @@ class _Waits:
             self._last[what] = state
             self.log(f"{what}: {state}")
 
+    def until(self, *, what: str, look: Callable[[], tuple[T | None, str]]) -> T:
+        """Poll ``look`` (the awaited thing or None, and the state now) until it has the
+        thing; past the deadline, a retryable timeout naming the last state."""
+        while True:
+            found, state = look()
+            if found is not None:
+                return found
+            if self.expired():
+                raise self.timeout(what=what, state=state)
+            aws._sleep(self.poll_s)
+
 
 def _rds_tags(tags: Mapping[str, str]) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -290,15 +301,14 @@ def _wait_snapshot(
 ) -> DBSnapshotTypeDef:
     """Wait until the snapshot is available; a failed one is deleted so a retry redoes it."""
     what = f"snapshot {snapshot_id} ({where})"
-    while True:
+
+    def look() -> tuple[DBSnapshotTypeDef | None, str]:
         snap = describe_snapshot(rds=rds, snapshot_id=snapshot_id)
         if snap is None:
             raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
         state = str(snap.get("Status", ""))
         progress = snap.get("PercentProgress")
         waits.progress(what=what, state=f"{state} {progress}%" if progress is not None else state)
-        if state == "available":
-            return snap
         if state in {"failed", "incompatible-restore", "incompatible-parameters"}:
             with aws_call(f"deleting failed {what}"):
                 rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
@@ -306,9 +316,9 @@ def _wait_snapshot(
                 f"{what} ended in status {state}; it was deleted so a retry makes it again",
                 retryable=True,
             )
-        if waits.expired():
-            raise waits.timeout(what=what, state=state)
-        aws._sleep(waits.poll_s)
+        return (snap if state == "available" else None), state
+
+    return waits.until(what=what, look=look)
 
 
 _INSTANCE_FAILED = {
@@ -325,22 +335,21 @@ _INSTANCE_FAILED = {
 
 def _wait_instance(*, rds: RDSClient, instance_id: str, waits: _Waits) -> DBInstanceTypeDef:
     what = f"instance {instance_id}"
-    while True:
+
+    def look() -> tuple[DBInstanceTypeDef | None, str]:
         inst = describe_instance(rds=rds, instance_id=instance_id)
         if inst is None:
             raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
         state = str(inst.get("DBInstanceStatus", ""))
         waits.progress(what=what, state=state)
-        if state == "available":
-            return inst
         if state in _INSTANCE_FAILED:
             raise AwsError(
                 f"{what} is in status {state}; delete it (delete_clone) before retrying",
                 retryable=False,
             )
-        if waits.expired():
-            raise waits.timeout(what=what, state=state)
-        aws._sleep(waits.poll_s)
+        return (inst if state == "available" else None), state
+
+    return waits.until(what=what, look=look)
 
 
 def _start(*, call: Callable[[], object], what: str) -> bool:
@@ -852,8 +861,12 @@ def _delete_instance(*, rds: RDSClient, instance_id: str, log: LogFn, waits: _Wa
         # InvalidDBInstanceState: most likely already deleting; wait below.
         if exc.code not in {"InvalidDBInstanceState", "InvalidDBInstanceStateFault"}:
             raise
-    while (inst := describe_instance(rds=rds, instance_id=instance_id)) is not None:
+
+    def gone() -> tuple[bool | None, str]:
+        inst = describe_instance(rds=rds, instance_id=instance_id)
+        if inst is None:
+            return True, "deleted"
         waits.progress(what=f"instance {instance_id}", state=str(inst.get("DBInstanceStatus")))
-        if waits.expired():
-            raise waits.timeout(what=f"deletion of instance {instance_id}", state="deleting")
-        aws._sleep(waits.poll_s)
+        return None, "deleting"
+
+    waits.until(what=f"deletion of instance {instance_id}", look=gone)

@@ -162,12 +162,20 @@ class PostData:
     def restore_table(self, table_oid: int) -> int:
         entries = self.early.get(table_oid, [])
         if entries:
-            pg.restore_entries(self.target_url, self.archive, entries, self.role)
+            pg.restore_entries(
+                url=self.target_url, path=self.archive, entries=entries, role=self.role
+            )
         return len(entries)
 
     def restore_rest(self, jobs: int) -> None:
         if self.rest:
-            pg.restore_entries(self.target_url, self.archive, self.rest, self.role, jobs)
+            pg.restore_entries(
+                url=self.target_url,
+                path=self.archive,
+                entries=self.rest,
+                role=self.role,
+                jobs=jobs,
+            )
 
 
 def copy_tables(

@@ -17,13 +17,12 @@ from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
     backend_for,
-    init_terraform,
     lay_out_terraform,
-    make_client,
     register_account_secrets,
+    register_plan_secrets,
     register_secret_value,
-    sensitive_values,
     stage_error,
+    terraform_client,
 )
 
 
@@ -58,14 +57,12 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         (directory / LOCK_FILE).write_bytes(ctx.artifacts.get(LOCK_ARTIFACT))
     plan_file = ctx.workdir / "plan.bin"
     plan_file.write_bytes(data)
-    client = make_client(ctx=ctx, directory=directory, backend=backend)
-    init_terraform(ctx=ctx, client=client, backend=backend)
+    client = terraform_client(ctx=ctx, directory=directory, backend=backend)
     try:
         # Not shown anywhere: read to know which values to redact before applying, and
         # which resources the account has once applied (parity compares them).
         shown = client.show_plan(plan_file).raw
-        for value in sensitive_values(shown):
-            register_secret_value(ctx=ctx, value=value)
+        register_plan_secrets(ctx=ctx, plan=shown)
         client.apply(plan_file)
         outputs = client.output_json()
     except TerraformError as exc:

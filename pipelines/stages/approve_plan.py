@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.clients.terraform import PlanSummary
 from pipelines.models import RunKind, Trigger
+from pipelines.selectors import plan_summary_from
 from pipelines.stages.base import StageContext, StageError, StageWaiting
 
+NO_CHANGES = PlanSummary(add=0, change=0, replace=0, destroy=0, resources=[], output_changes=[])
 SUMMARY_KEYS = (
     "add",
     "change",
@@ -27,7 +30,7 @@ SUMMARY_KEYS = (
 
 
 def approval_needed(
-    mode: str, plan: dict[str, Any], *, expiry_teardown: bool = False, swept: int = 0
+    *, mode: str, plan: PlanSummary, expiry_teardown: bool = False, swept: int = 0
 ) -> tuple[bool, str]:
     """Whether this plan needs a human, and why (one line for the stage's outputs).
 
@@ -35,7 +38,7 @@ def approval_needed(
     if expiry_teardown:
         # The policy's TTL, approved with the request, already decided this destroy.
         return False, "the account expired: its teardown was approved with its expiry date"
-    destructive = int(plan.get("destroy", 0)) + int(plan.get("replace", 0)) + swept
+    destructive = plan.destroy + plan.replace + swept
     if mode == "always":
         return True, "the blueprint asks for approval of every plan (approval.plan: always)"
     if mode == "never":
@@ -57,7 +60,11 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     expiry_teardown = ctx.run_kind == RunKind.TEARDOWN and ctx.trigger == Trigger.EXPIRED
     # A teardown's approver sees what its sweep removes (the dry run), not just the plan.
     sweep = list(ctx.previous.get("teardown_checks", {}).get("sweep_list", []))
-    needed, reason = approval_needed(mode, plan, expiry_teardown=expiry_teardown, swept=len(sweep))
+    # The plan stage's outputs read as the one plan summary type (counts missing: 0).
+    counts = plan_summary_from(plan) or NO_CHANGES
+    needed, reason = approval_needed(
+        mode=mode, plan=counts, expiry_teardown=expiry_teardown, swept=len(sweep)
+    )
     if ctx.approval_reason and plan.get("has_changes", True):
         # The workflow's word (an update the purpose's policy does not auto-approve).
         reason = f"{ctx.approval_reason}; {reason}" if needed else ctx.approval_reason
@@ -67,9 +74,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     if sweep:
         outputs["sweep"] = sweep
     ctx.log(
-        f"plan {plan['plan_sha256'][:12]}: {plan.get('add', 0)} to add, "
-        f"{plan.get('change', 0)} to change, {plan.get('replace', 0)} to replace, "
-        f"{plan.get('destroy', 0)} to destroy"
+        f"plan {plan['plan_sha256'][:12]}: {counts.add} to add, {counts.change} to change, "
+        f"{counts.replace} to replace, {counts.destroy} to destroy"
     )
     if needed:
         ctx.log(f"approval required: {reason}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pipelines.models import RunKind, Trigger
 
 if TYPE_CHECKING:
+    from accounts_app.models import Account
     from pipelines.blueprints import Blueprint
 
 
@@ -73,6 +74,19 @@ class AccountInfo:
     config: dict[str, Any]
     outputs: dict[str, Any]
     protected: bool = False
+
+    @classmethod
+    def of(cls, account: Account, *, config: Mapping[str, Any]) -> AccountInfo:
+        """The account row as a stage sees it, with the run's config."""
+        return cls(
+            pk=account.pk,
+            name=account.name,
+            purpose=account.purpose,
+            cloud_account_id=account.cloud_account_id,
+            config=dict(config),
+            outputs=dict(account.outputs),
+            protected=account.protected,
+        )
 
 
 def _unchanged(text: str) -> str:

@@ -15,13 +15,12 @@ from pipelines.stages.base import StageContext
 from pipelines.stages.terraform_support import (
     backend_for,
     describe_backend,
-    init_terraform,
     lay_out_terraform,
-    make_client,
+    log_plan,
     register_account_secrets,
-    register_secret_value,
-    sensitive_values,
+    register_plan_secrets,
     stage_error,
+    terraform_client,
 )
 
 
@@ -29,23 +28,21 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
-    client = make_client(ctx=ctx, directory=directory, backend=backend)
-    init_terraform(ctx=ctx, client=client, backend=backend)
+    client = terraform_client(ctx=ctx, directory=directory, backend=backend)
     try:
         summary, drifted = client.drift_plan(ctx.workdir / "drift.bin")
     except TerraformError as exc:
         raise stage_error(exc, backend=backend) from exc
-    for value in sensitive_values(summary.raw):
-        register_secret_value(ctx=ctx, value=value)
+    register_plan_secrets(ctx=ctx, plan=summary.raw)
     changed = [r for r in summary.resources if r.action != "no-op"]
     if drifted:
-        ctx.log(
-            f"drift: {summary.add} to add, {summary.change} to change, "
-            f"{summary.replace} to replace, {summary.destroy} to destroy"
-            + (f", outputs {', '.join(summary.output_changes)}" if summary.output_changes else "")
+        outputs = summary.output_changes
+        log_plan(
+            ctx=ctx,
+            summary=summary,
+            head="drift",
+            tail=f", outputs {', '.join(outputs)}" if outputs else "",
         )
-        for resource in changed:
-            ctx.log(f"  {resource.action:<8} {resource.address}")
     else:
         ctx.log(f"no drift: the live state matches the code ({len(summary.resources)} resources)")
     data = summary.to_dict()

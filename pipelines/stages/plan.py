@@ -20,14 +20,13 @@ from pipelines.stages.terraform_support import (
     PLAN_PREFIX,
     backend_for,
     describe_backend,
-    init_terraform,
     lay_out_terraform,
-    make_client,
+    log_plan,
     register_account_secrets,
-    register_secret_value,
-    sensitive_values,
+    register_plan_secrets,
     stage_error,
     state_resource_count,
+    terraform_client,
 )
 
 # A destroy plan for these run kinds (teardown), a normal plan for every other one.
@@ -43,17 +42,14 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         ctx.log("the Terraform state holds no resources: nothing to destroy")
         return empty_destroy_plan(backend)
     directory = lay_out_terraform(ctx)
-    client = make_client(ctx=ctx, directory=directory, backend=backend)
+    client = terraform_client(ctx=ctx, directory=directory, backend=backend)
     plan_file = ctx.workdir / "plan.bin"
     destroy = ctx.run_kind in DESTROY_RUN_KINDS
-    init_terraform(ctx=ctx, client=client, backend=backend)
     try:
         summary = client.plan(plan_file, destroy=destroy)
     except TerraformError as exc:
         raise stage_error(exc, backend=backend) from exc
-    # Known sensitive values stay out of every later line of this stage's log.
-    for value in sensitive_values(summary.raw):
-        register_secret_value(ctx=ctx, value=value)
+    register_plan_secrets(ctx=ctx, plan=summary.raw)
 
     # A new plan replaces whatever an earlier attempt stored: apply takes only this one.
     ctx.artifacts.delete_prefix(PLAN_PREFIX)
@@ -63,14 +59,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     if lock_file.is_file():
         ctx.artifacts.put(LOCK_ARTIFACT, lock_file.read_bytes())
 
-    changed = [r for r in summary.resources if r.action != "no-op"]
-    unchanged = len(summary.resources) - len(changed)
-    ctx.log(
-        f"plan: {summary.add} to add, {summary.change} to change, "
-        f"{summary.replace} to replace, {summary.destroy} to destroy ({unchanged} unchanged)"
-    )
-    for resource in changed:
-        ctx.log(f"  {resource.action:<8} {resource.address}")
+    unchanged = sum(1 for r in summary.resources if r.action == "no-op")
+    changed = log_plan(ctx=ctx, summary=summary, head="plan", tail=f" ({unchanged} unchanged)")
     ctx.log(f"saved plan {PLAN_ARTIFACT}: sha256 {digest}, {len(data)} bytes")
     # A teardown is not held to production's shape.
     checked = None if destroy else check_plan(ctx=ctx, plan=summary.raw)

@@ -21,6 +21,8 @@ from accounts_app.names import ACCOUNT_NAME_RULE, is_account_name
 from pipelines.clients.terraform import (
     Backend,
     PgBackend,
+    PlanSummary,
+    ResourceChange,
     TerraformClient,
     TerraformError,
 )
@@ -113,7 +115,7 @@ def lay_out_terraform(ctx: StageContext) -> Path:
     """Write the run's rendered files into this stage's own work dir.
 
     From the stored artifacts, not from another stage's folder: the previous stage may
-    have run on another machine. The backend file is written by ``init_terraform``.
+    have run on another machine. The backend file is written by ``terraform_client``.
     """
     directory = ctx.workdir / "terraform"
     directory.mkdir(parents=True, exist_ok=True)
@@ -134,14 +136,17 @@ def terraform_cli_config() -> Path | None:
     return Path(configured) if configured else None
 
 
-def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
-    """A client that streams every line into the stage log and polls for cancel.
+def terraform_client(*, ctx: StageContext, directory: Path, backend: Backend) -> TerraformClient:
+    """A client of the stage, ``init`` done with the portal's backend.
 
-    Its redactor starts with the backend's conn string; every line then goes through
-    the stage log, which redacts with every secret the run knows.
+    It streams every line into the stage log and polls for cancel. Its redactor starts
+    with the backend's conn string; every line then goes through the stage log, which
+    redacts with every secret the run knows. A rendered ``backend``/``cloud`` block is
+    refused at init (``TerraformClient.init`` writes our backend file and checks for one
+    first).
     """
     try:
-        return TerraformClient(
+        client = TerraformClient(
             workdir=directory,
             terraform_bin=settings.TERRAFORM_BIN or None,
             cli_config_file=terraform_cli_config(),
@@ -155,17 +160,27 @@ def make_client(*, ctx: StageContext, directory: Path, backend: Backend) -> Terr
         )
     except TerraformError as exc:
         raise stage_error(exc) from exc
-
-
-def init_terraform(*, ctx: StageContext, client: TerraformClient, backend: Backend) -> None:
-    """``init`` with the portal's backend. A rendered ``backend``/``cloud`` block is refused
-    here (``TerraformClient.init`` writes our backend file and checks for one first)."""
     where = describe_backend(backend)
     ctx.log(f"state: {where['type']} backend ({where.get('schema') or where.get('path')})")
     try:
         client.init()
     except TerraformError as exc:
         raise stage_error(exc, backend=backend) from exc
+    return client
+
+
+def log_plan(
+    *, ctx: StageContext, summary: PlanSummary, head: str, tail: str = ""
+) -> list[ResourceChange]:
+    """Log "<head>: N to add, ... to destroy<tail>", then each changed resource (returned)."""
+    changed = [r for r in summary.resources if r.action != "no-op"]
+    ctx.log(
+        f"{head}: {summary.add} to add, {summary.change} to change, "
+        f"{summary.replace} to replace, {summary.destroy} to destroy{tail}"
+    )
+    for resource in changed:
+        ctx.log(f"  {resource.action:<8} {resource.address}")
+    return changed
 
 
 def stage_error(exc: TerraformError, *, backend: Backend | None = None) -> StageError:
@@ -265,6 +280,12 @@ def register_secret_value(*, ctx: StageContext, value: Any) -> None:
     ctx.add_secret(json.dumps(value))
     ctx.add_secret(json.dumps(value, sort_keys=True))
     ctx.add_secret(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+def register_plan_secrets(*, ctx: StageContext, plan: Mapping[str, Any]) -> None:
+    """Known sensitive values of a ``show -json`` plan stay out of every later log line."""
+    for value in sensitive_values(plan):
+        register_secret_value(ctx=ctx, value=value)
 
 
 def register_account_secrets(ctx: StageContext) -> None:

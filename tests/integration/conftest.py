@@ -15,6 +15,7 @@ and every database and role the clone tests of this session make (names start wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -101,17 +102,30 @@ class CloneSource:
     admin_url: str  # the target server (PORTAL_CONNECTION_DBCLONE_TGT)
 
 
+def q(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return pg.fetch_all(url, query, params)
+
+
+@contextlib.contextmanager
+def scratch_database(*, name: str, sql: str) -> Iterator[str]:
+    """Database ``name`` on the test server, made afresh and filled by ``sql``; dropped after."""
+    pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    try:
+        url = pg.with_dbname(ADMIN_URL, name)
+        pg.execute(url, sql)
+        yield url
+    finally:
+        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def clone_source() -> Iterator[CloneSource]:
     """The generated source database; this session's clone databases and roles dropped after."""
-    url = pg.with_dbname(ADMIN_URL, SOURCE_DB)
-    pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
-    pg.execute(ADMIN_URL, f'CREATE DATABASE "{SOURCE_DB}"')
     try:
-        pg.execute(url, SOURCE_SQL)
-        yield CloneSource(url=url, admin_url=ADMIN_URL)
+        with scratch_database(name=SOURCE_DB, sql=SOURCE_SQL) as url:
+            yield CloneSource(url=url, admin_url=ADMIN_URL)
     finally:
-        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
         drop_test_clones()
 
 

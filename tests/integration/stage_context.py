@@ -20,30 +20,26 @@ def stage_context(
     previous: dict[str, Any],
     log: Callable[[str], None],
     add_secret: Callable[[str], None] = lambda value: None,
+    run_kind: RunKind = RunKind.REFRESH_DATA,
+    workdir: Path = Path("/nonexistent"),
 ) -> StageContext:
-    """The context of stage ``kind`` of refresh-data run ``run_id`` of ``account`` (a model)."""
+    """The context of stage ``kind`` of run ``run_id`` (refresh-data unless ``run_kind`` says
+    otherwise) of ``account`` (a model)."""
     account.refresh_from_db()
     return StageContext(
-        account=AccountInfo(
-            pk=account.pk,
-            name=account.name,
-            purpose=account.purpose,
-            cloud_account_id=account.cloud_account_id,
-            config=dict(account.config),
-            outputs=dict(account.outputs),
-        ),
+        account=AccountInfo.of(account, config=account.config),
         run_id=run_id,
-        run_kind=RunKind.REFRESH_DATA,
+        run_kind=run_kind,
         stage_id=0,
         stage_kind=kind,
         attempt=1,
         blueprint=load_blueprint(account.blueprint),
         config=dict(account.config),
         previous=previous,
-        workdir=Path("/nonexistent"),
+        workdir=workdir,
         log=log,
         add_secret=add_secret,
         is_cancelled=lambda: False,
-        artifacts=None,  # type: ignore[arg-type]  # the data stages store no files
+        artifacts=None,  # type: ignore[arg-type]  # these stages store no files
         records=AccountRecords(account.pk),
     )

@@ -4,21 +4,19 @@ Terraform (``terraform_data`` only)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from django.core.management import call_command
 from django.test import Client
 
 from accounts_app.models import Account, Purpose
 from accounts_app.production import register_production
 from pipelines import services as run_services
 from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun
-from tests.conftest import token_client
+from tests.conftest import run_command, token_client
 from tests.factories import AccountFactory, UserFactory
 from tests.integration.update_blueprints import unique, write_blueprint
 
@@ -30,16 +28,6 @@ WAITING_OR_FINAL = (
     RunStatus.FAILED,
     RunStatus.CANCELLED,
 )
-
-
-def run_command(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def explain(run: PipelineRun) -> str:

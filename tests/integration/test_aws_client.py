@@ -245,14 +245,19 @@ def _account(account_id: str, email: str) -> dict:
     return {"Accounts": [{"Id": account_id, "Email": email, "Name": "qa", "Status": "ACTIVE"}]}
 
 
-def test_email_already_exists_race_returns_the_winner(
-    stubbed_org: Stubber, aws_settings: aws.AwsSettings
-) -> None:
-    email = "aws+qa@corp.test"
+def _expect_a_new_account_request(stubbed_org: Stubber) -> None:
+    """The organization is there, no account or request has the e-mail: one is created."""
     stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
     stubbed_org.add_response("list_accounts", {"Accounts": []})
     stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
     stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+
+
+def test_email_already_exists_race_returns_the_winner(
+    stubbed_org: Stubber, aws_settings: aws.AwsSettings
+) -> None:
+    email = "aws+qa@corp.test"
+    _expect_a_new_account_request(stubbed_org)
     stubbed_org.add_response(
         "describe_create_account_status", _status("FAILED", FailureReason="EMAIL_ALREADY_EXISTS")
     )
@@ -267,10 +272,7 @@ def test_email_already_exists_race_returns_the_winner(
 def test_email_used_outside_the_organization_is_not_retryable(
     stubbed_org: Stubber, aws_settings: aws.AwsSettings
 ) -> None:
-    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
-    stubbed_org.add_response("list_accounts", {"Accounts": []})
-    stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
-    stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+    _expect_a_new_account_request(stubbed_org)
     stubbed_org.add_response(
         "describe_create_account_status", _status("FAILED", FailureReason="EMAIL_ALREADY_EXISTS")
     )
@@ -313,10 +315,7 @@ def test_in_progress_request_is_resumed_not_duplicated(
 def test_failed_request_reports_the_failure_reason(
     stubbed_org: Stubber, aws_settings: aws.AwsSettings
 ) -> None:
-    stubbed_org.add_response("describe_organization", {"Organization": {"Id": "o-abcdefghij"}})
-    stubbed_org.add_response("list_accounts", {"Accounts": []})
-    stubbed_org.add_response("list_create_account_status", {"CreateAccountStatuses": []})
-    stubbed_org.add_response("create_account", _status("IN_PROGRESS"))
+    _expect_a_new_account_request(stubbed_org)
     stubbed_org.add_response(
         "describe_create_account_status", _status("FAILED", FailureReason="ACCOUNT_LIMIT_EXCEEDED")
     )

@@ -6,17 +6,15 @@ YAML bombs (issue 9, "Bad input").
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
 
 from accounts_app.models import Account
-from tests.conftest import token_client
+from tests.conftest import run_command, token_client
 from tests.factories import SANDBOX_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -35,16 +33,6 @@ def request_body(**config: Any) -> dict[str, Any]:
         "purpose": "demo",
         "config": {**SANDBOX_CONFIG, **config},
     }
-
-
-def run_command(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def deep(levels: int) -> Any:

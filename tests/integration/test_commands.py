@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 
 from accounts_app.models import Account
 from accounts_app.production import SYSTEM_USERNAME
 from pipelines.models import PipelineRun, RunStatus
+from tests.conftest import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_EXAMPLE = ROOT / "blueprints" / "sandbox" / "examples" / "demo.yaml"
-
-
-def run_command(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_blueprint_list_shows_name_version_title() -> None:

@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     clone_databases,
     explain,
     kill_reap_retry,
+    q,
     stage_log,
     unique_account_name,
     wait_until,
@@ -45,10 +46,6 @@ pytestmark = pytest.mark.integration
 transactional = pytest.mark.django_db(transaction=True)
 
 SERVICES = ("billing", "orders")
-
-
-def q(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    return pg.fetch_all(url, query, params)
 
 
 def one(url: str, query: str, *params: Any) -> Any:

@@ -22,22 +22,21 @@ from moto.organizations.models import OrganizationsBackend
 from accounts_app import decommission
 from accounts_app import services as account_services
 from accounts_app.models import Account, AccountStatus
-from accounts_app.records import AccountRecords
 from pipelines import services, sweep
-from pipelines.blueprints import load_blueprint
 from pipelines.clients import aws
 from pipelines.clients import postgres as pg
 from pipelines.dbclone.logical import ROLE_MARKER, clone_database_name, clone_role_name
 from pipelines.models import RunKind, RunStatus, StageStatus
 from pipelines.stages import close_account, teardown_checks
 from pipelines.stages import sweep as sweep_stage
-from pipelines.stages.base import AccountInfo, StageContext, StageError
+from pipelines.stages.base import StageContext, StageError
 from pipelines.stages.terraform_support import backend_for, state_resource_count
 from pipelines.teardown_rails import RailRefused
 from tests.clone_env import ADMIN_URL, use_clone_settings
 from tests.conftest import token_client
 from tests.factories import SANDBOX_CONFIG, AccountFactory
 from tests.integration.conftest import CloneSource, clone_databases, explain, unique_account_name
+from tests.integration.stage_context import stage_context
 
 pytestmark = [pytest.mark.integration]
 
@@ -122,32 +121,14 @@ def still_there(session: aws.Session, planted: dict[str, str]) -> dict[str, bool
 
 def teardown_context(account: Account, *, kind: str, tmp_path: Path) -> StageContext:
     """The context of stage ``kind`` of a teardown run of ``account``, in this process."""
-    account.refresh_from_db()
-    info = AccountInfo(
-        pk=account.pk,
-        name=account.name,
-        purpose=account.purpose,
-        cloud_account_id=account.cloud_account_id,
-        config=dict(account.config),
-        outputs=dict(account.outputs),
-        protected=account.protected,
-    )
-    return StageContext(
-        account=info,
+    return stage_context(
+        account=account,
         run_id=1,
-        run_kind=RunKind.TEARDOWN,
-        stage_id=0,
-        stage_kind=kind,
-        attempt=1,
-        blueprint=load_blueprint(account.blueprint),
-        config=dict(account.config),
+        kind=kind,
         previous={},
-        workdir=tmp_path,
         log=lambda line: None,
-        add_secret=lambda value: None,
-        is_cancelled=lambda: False,
-        artifacts=None,  # type: ignore[arg-type]  # these stages store no files
-        records=AccountRecords(account.pk),
+        run_kind=RunKind.TEARDOWN,
+        workdir=tmp_path,
     )
 
 

@@ -30,8 +30,9 @@ from pipelines.models import GoldenCopy, GoldenStatus, RunKind
 from pipelines.stages import db_clone
 from pipelines.stages.base import StageError
 from tests.factories import AccountFactory
+from tests.integration.conftest import q, scratch_database
 from tests.integration.stage_context import stage_context
-from tests.integration.test_logical_clone import ADMIN_URL, MASKING, SOURCE_SQL, Recorder, q
+from tests.integration.test_logical_clone import ADMIN_URL, MASKING, SOURCE_SQL, Recorder
 
 MASKED_COLUMNS = (
     ("users", "email"),
@@ -46,14 +47,8 @@ MASKED_COLUMNS = (
 
 @pytest.fixture(scope="module")
 def golden_source() -> Iterator[str]:
-    name = f"itest_gsrc_{secrets.token_hex(4)}"
-    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
-    url = pg.with_dbname(ADMIN_URL, name)
-    try:
-        pg.execute(url, SOURCE_SQL)
+    with scratch_database(name=f"itest_gsrc_{secrets.token_hex(4)}", sql=SOURCE_SQL) as url:
         yield url
-    finally:
-        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

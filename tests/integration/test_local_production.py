@@ -32,10 +32,10 @@ from pipelines.dbclone import production_data
 from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageStatus
 from pipelines.stages.terraform_support import state_schema
 from tests.clone_env import ADMIN_URL, PRODUCTION_DB
+from tests.conftest import run_command
 from tests.factories import AccountFactory
 from tests.integration.conftest import clone_databases, drop_test_clones, explain
 from tests.integration.conftest import unique_account_name as unique_name
-from tests.integration.test_commands import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

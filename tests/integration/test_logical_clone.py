@@ -33,6 +33,7 @@ from pipelines.dbclone.logical import (
     drop_clone,
 )
 from pipelines.redaction import Redactor
+from tests.integration.conftest import q, scratch_database
 
 ADMIN_URL = os.environ.get("PORTAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,10 +161,6 @@ class Env:
         return database, clone_role_name(database)
 
 
-def q(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    return pg.fetch_all(url, query, params)
-
-
 def exists(database: str, role: str) -> tuple[bool, bool]:
     db = q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname = %s", database)
     rl = q(ADMIN_URL, "SELECT 1 FROM pg_roles WHERE rolname = %s", role)
@@ -172,14 +169,8 @@ def exists(database: str, role: str) -> tuple[bool, bool]:
 
 @pytest.fixture(scope="module")
 def source_db() -> Iterator[str]:
-    name = f"itest_src_{secrets.token_hex(4)}"
-    pg.execute(ADMIN_URL, f'CREATE DATABASE "{name}"')
-    url = pg.with_dbname(ADMIN_URL, name)
-    try:
-        pg.execute(url, SOURCE_SQL)
+    with scratch_database(name=f"itest_src_{secrets.token_hex(4)}", sql=SOURCE_SQL) as url:
         yield url
-    finally:
-        pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from accounts_app.services import preview_files
 from pipelines.blueprints import ConfigInvalid, load_blueprint
 from pipelines.models import PipelineRun
 from pipelines.services import start_run
-from tests.conftest import token_client
+from tests.conftest import run_command, token_client
 from tests.factories import SANDBOX_CONFIG, AccountFactory, UserFactory
 from tests.integration.test_api import API, request_body
-from tests.integration.test_commands import run_command
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import pytest
 from accounts_app.models import AccountStatus, Purpose
 from pipelines import services
 from pipelines.models import RunStatus
+from tests.conftest import run_command
 from tests.factories import AccountFactory
-from tests.integration.test_commands import run_command
 from tests.integration.test_parity_report import PROD_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -7,24 +7,22 @@ import pytest
 from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
 from pipelines.models import PipelineRun
 from tests.conftest import token_client
-from tests.factories import AccountFactory, UserFactory
+from tests.factories import UserFactory
 from tests.integration.test_api import API
-from tests.integration.test_parity_report import PROD_CONFIG, REPORT_KEYS, clone, resources
+from tests.integration.test_parity_report import (
+    PROD_CONFIG,
+    REPORT_KEYS,
+    clone,
+    production_account,
+)
 from tests.integration.test_production import state_document
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def production():
-    return AccountFactory(
-        name="prod",
-        purpose=Purpose.PRODUCTION,
-        status=AccountStatus.READY,
-        config=PROD_CONFIG,
-        resources=resources(),
-        registered_version="1.0.0",
-    )
+def production() -> Account:
+    return production_account()
 
 
 def test_the_owner_gets_the_report_and_recomputes_it(production) -> None:

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts_app.models import AccountStatus, ParityReport, Purpose
+from accounts_app.models import Account, AccountStatus, ParityReport, Purpose
 from pipelines.models import RunKind, RunStatus, StageStatus
 from pipelines.parity import digest
+from tests.conftest import run_command
 from tests.factories import AccountFactory, PipelineRunFactory, StageRunFactory
-from tests.integration.test_commands import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -49,8 +49,8 @@ def resources(*, instance_class: str = "db.r6g.large", zone: bool = True) -> lis
     return found
 
 
-@pytest.fixture
-def production():
+def production_account() -> Account:
+    """Production of the sandbox blueprint: ready, registered at 1.0.0, its resources known."""
     return AccountFactory(
         name="prod",
         purpose=Purpose.PRODUCTION,
@@ -59,6 +59,11 @@ def production():
         resources=resources(),
         registered_version="1.0.0",
     )
+
+
+@pytest.fixture
+def production() -> Account:
+    return production_account()
 
 
 def clone(*, name: str, purpose: str, version: str = "1.0.0", **fields: object):

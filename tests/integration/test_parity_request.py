@@ -13,10 +13,9 @@ from django.urls import reverse
 from accounts_app.models import Account, AccountRequest, AccountStatus, Purpose
 from accounts_app.services import RequestInvalid, request_account
 from pipelines.models import PipelineRun
-from tests.conftest import token_client
+from tests.conftest import run_command, token_client
 from tests.factories import AccountFactory, UserFactory
 from tests.integration.test_api import API
-from tests.integration.test_commands import run_command
 from tests.integration.test_parity_report import PROD_CONFIG
 from tests.integration.test_web_pages import client_for, sandbox_post
 

@@ -19,8 +19,8 @@ from accounts_app.services import RequestInvalid, request_account
 from pipelines.models import PipelineRun, RunKind
 from pipelines.parity import SENSITIVE_KEY
 from pipelines.services import RunRefused, expire_accounts, start_run
+from tests.conftest import run_command
 from tests.factories import AccountFactory, UserFactory
-from tests.integration.test_commands import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -44,6 +44,7 @@ INTERFACE_MODULES = {
     "accounts_app.lifecycle_views",  # extend, exempt, drift check and reconcile pages
     "pipelines.cli",  # the management commands' base class and input readers
     "portal.api_errors",
+    "portal.lookups",  # the objects web pages and the API act on (404/403)
     "portal.metrics",
     "portal.middleware",
     "portal.urls",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.clients.process import run_process
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -26,15 +27,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def _wait_until(predicate, *, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_lines_arrive_in_the_callers_thread_as_they_are_printed(tmp_path: Path) -> None:
@@ -114,7 +106,7 @@ def test_timeout_interrupts_the_group_and_leaves_nothing_running(tmp_path: Path)
     assert time.monotonic() - started < 5
     assert "never" not in lines
     background = int(next(line for line in lines if line.startswith("bg ")).split()[1])
-    assert _wait_until(lambda: not _alive(background), timeout=3), "background job survived"
+    wait_until(lambda: not _alive(background), timeout=3, what="the background job to end")
 
 
 def test_cancel_gives_a_grace_period_then_kills(tmp_path: Path) -> None:
@@ -191,7 +183,7 @@ def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
         os.kill(parent.pid, signal.SIGKILL)  # what the OOM killer or `kill -9` does
         parent.wait(5)
 
-        assert _wait_until(lambda: not _alive(child), timeout=5), "the child outlived its parent"
+        wait_until(lambda: not _alive(child), timeout=5, what="the child to die with its parent")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -224,7 +216,11 @@ def test_what_the_child_started_dies_with_the_killed_parent_too() -> None:
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
 
-        assert _wait_until(lambda: not _alive(shell) and not _alive(grandchild), timeout=5)
+        wait_until(
+            lambda: not _alive(shell) and not _alive(grandchild),
+            timeout=5,
+            what="the shell and its grandchild to end",
+        )
     finally:
         if parent.poll() is None:
             parent.kill()

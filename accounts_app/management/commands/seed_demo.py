@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from django.contrib.auth.models import Group, User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from accounts_app.roles import ADMINS, APPROVERS, REQUESTERS, ROLES
@@ -28,7 +28,7 @@ DEMO_USERS = (
 class Command(BaseCommand):
     help = "Create the roles and the demo users (sales, qa, approver, admin)."
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--reset-passwords", action="store_true", help="give every demo user a new password"
         )

@@ -211,8 +211,8 @@ def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float
         with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
             t0 = time.monotonic()
             archive = Path(tmp) / "schema.dump"
-            pg.dump_schema(source_url, archive)
-            pg.restore_section(target_url, archive, "pre-data", None)
+            pg.dump_schema(url=source_url, path=archive)
+            pg.restore_section(url=target_url, path=archive, section="pre-data", role=None)
             with pg.connect(source_url, autocommit=True) as conn:
                 tables = [t for t in pg.list_tables(conn) if t.kind == "r"]
 
@@ -231,7 +231,9 @@ def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float
 
             with ThreadPoolExecutor(max_workers=FLOOR_JOBS) as pool:
                 copied = sum(pool.map(relay, sorted(tables, key=lambda t: -t.size)))
-            pg.restore_section(target_url, archive, "post-data", None, FLOOR_JOBS)
+            pg.restore_section(
+                url=target_url, path=archive, section="post-data", role=None, jobs=FLOOR_JOBS
+            )
             elapsed = time.monotonic() - t0
         if copied != rows:
             raise RuntimeError(f"the floor copy holds {copied} rows, expected {rows}")
