@@ -9,6 +9,8 @@ the same message.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django.contrib.auth.models import User as DjangoUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -19,12 +21,18 @@ from accounts_app.selectors import User
 from pipelines.models import PipelineRun, StageRun
 from pipelines.selectors import stage_in_run
 
+T = TypeVar("T")
+
+
+def _found(found: T | None, *, what: str) -> T:
+    """What a selector found, or a 404 saying there is no such thing."""
+    if found is None:
+        raise Http404(f"no such {what}")
+    return found
+
 
 def visible_account(*, user: User, account_id: int) -> Account:
-    account = selectors.visible_account(user=user, account_id=account_id)
-    if account is None:
-        raise Http404("no such account")
-    return account
+    return _found(selectors.visible_account(user=user, account_id=account_id), what="account")
 
 
 def editable_account(*, user: User, account_id: int) -> Account:
@@ -35,10 +43,7 @@ def editable_account(*, user: User, account_id: int) -> Account:
 
 
 def visible_request(*, user: User, request_id: int) -> AccountRequest:
-    req = selectors.visible_request(user=user, request_id=request_id)
-    if req is None:
-        raise Http404("no such request")
-    return req
+    return _found(selectors.visible_request(user=user, request_id=request_id), what="request")
 
 
 def own_request(*, user: User, request_id: int) -> AccountRequest:
@@ -51,24 +56,15 @@ def own_request(*, user: User, request_id: int) -> AccountRequest:
 
 def visible_extension(*, user: DjangoUser, extension_id: int) -> ExtensionRequest:
     """An extension of an account the (signed-in) user may see."""
-    extension = expiry.visible_extension(user=user, extension_id=extension_id)
-    if extension is None:
-        raise Http404("no such extension")
-    return extension
+    return _found(expiry.visible_extension(user=user, extension_id=extension_id), what="extension")
 
 
 def visible_run(*, user: User, run_id: int) -> PipelineRun:
     """The run with its account and stages."""
-    run = selectors.visible_run(user=user, run_id=run_id)
-    if run is None:
-        raise Http404("no such run")
-    return run
+    return _found(selectors.visible_run(user=user, run_id=run_id), what="run")
 
 
 def visible_stage(*, user: User, run_id: int, stage_id: int) -> tuple[PipelineRun, StageRun]:
     """The run and its stage."""
     run = visible_run(user=user, run_id=run_id)
-    stage = stage_in_run(run=run, stage_id=stage_id)
-    if stage is None:
-        raise Http404("no such stage in this run")
-    return run, stage
+    return run, _found(stage_in_run(run=run, stage_id=stage_id), what="stage in this run")

@@ -273,12 +273,8 @@ class AccountDetailView(PortalAPIView):
 def _update_response(
     request: Request, *, plan: updates.UpdatePlan, run: PipelineRun | None
 ) -> Response:
-    data = {
-        "diff": plan.as_dict(),
-        "run": s.RunSerializer(lookups.visible_run(user=request.user, run_id=run.pk)).data
-        if run
-        else None,
-    }
+    shown = lookups.visible_run(user=request.user, run_id=run.pk) if run else None
+    data = {"diff": plan.as_dict(), "run": s.RunSerializer(shown).data if shown else None}
     code = status.HTTP_201_CREATED if run else status.HTTP_200_OK
     return Response(data, status=code)
 
