@@ -6,7 +6,9 @@ clone resource carries, ``pipelines.dbclone.rds.CloneIds.tags``); the dry run of
 teardown lists them before anything is removed. ``delete_item`` removes one listed
 item after reading its tag again: nothing without the account's tag is ever touched.
 DNS records have no tags: the sweep deletes only the records the portal wrote itself,
-as the account's endpoint records name them (``dns_records``).
+as the account's endpoint records name them (``dns_records``), and the private zone the
+``aws.private_zone`` hook made, known by its caller reference (``private_zones``), once
+nothing but its own SOA and NS records is left in it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from pipelines.dbclone import dns, endpoints, logical, rds
 from pipelines.teardown_rails import blocklist
 
 ACCOUNT_TAG = "portal:account"
+# ``Item.where`` of what lives in the builder's own account: the private zone (and its
+# records) of an account that has no cloud account of its own.
+BUILDER = "builder"
 logger = logging.getLogger(__name__)
 LogFn = Callable[[str], None]
 
@@ -41,6 +46,7 @@ class Kind(StrEnum):
     SECRET = "secret"  # noqa: S105 - a kind of resource, not a password
     KMS_KEY = "kms-key"
     DNS_RECORD = "dns-record"
+    DNS_ZONE = "dns-zone"  # ``id`` the zone's id, ``zone`` its name
     PG_DATABASE = "pg-database"  # a postgres_logical clone: ``where`` is its connection
 
 
@@ -59,7 +65,10 @@ class Item:
         if self.kind == Kind.PG_DATABASE:
             return f"PostgreSQL clone database {self.id} (connection {self.where})"
         extra = f" {self.type} in zone {self.zone}" if self.kind == Kind.DNS_RECORD else ""
-        return f"{self.kind} {self.id}{extra} (account {self.where})"
+        if self.kind == Kind.DNS_ZONE:
+            extra = f" ({self.zone})"
+        where = "the builder's account" if self.where == BUILDER else f"account {self.where}"
+        return f"{self.kind} {self.id}{extra} ({where})"
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -152,6 +161,15 @@ def dns_records(*, endpoint_records: Mapping[str, Any], zone_id: object, where: 
     return sorted(set(items), key=lambda item: item.id)
 
 
+def private_zones(*, session: Session, where: str, account: str, zone: str) -> list[Item]:
+    """The private zone ``zone`` the ``aws.private_zone`` hook made for ``account``, if any."""
+    if not zone:
+        return []
+    reference = aws.private_zone_reference(account=account, zone=zone)
+    zone_id = aws.find_private_zone(session=session, name=zone, caller_reference=reference)
+    return [] if zone_id is None else [Item(Kind.DNS_ZONE, zone_id, where, zone.rstrip("."))]
+
+
 # What follows a clone's "<account>_<service>_" prefix: the short run id, nothing else (so
 # account "demo" never matches a clone of account "demo-orders").
 _RUN_SUFFIX = re.compile(r"[a-z0-9]{1,12}")
@@ -238,6 +256,9 @@ def still_tagged(*, session: Session | None, item: Item, name: str) -> bool:
             session=session, zone_id=item.zone, name=item.id, type=_record_type(item)
         )
         return found is not None
+    if item.kind == Kind.DNS_ZONE:
+        reference = aws.zone_caller_reference(session=session, zone_id=item.id)
+        return reference == aws.private_zone_reference(account=name, zone=item.zone)
     return False
 
 
@@ -275,6 +296,18 @@ def delete_item(*, session: Session, item: Item, name: str, log: LogFn) -> bool:
         _retire_key(session=session, key_id=item.id, log=log)
     elif item.kind == Kind.DNS_RECORD:
         aws.delete_record(session=session, zone_id=item.zone, name=item.id, type=_record_type(item))
+    elif item.kind == Kind.DNS_ZONE:
+        # Only once the portal's records are gone: a record someone else put in the zone
+        # (Terraform's, removed by the destroy that follows) is not the sweep's to delete.
+        others = aws.zone_records(session=session, zone_id=item.id, name=item.zone)
+        if others:
+            listed = ", ".join(f"{record} {kind}" for record, kind in others[:5])
+            log(f"{item.describe()} left in place: it still holds {len(others)} record(s) "
+                f"the portal did not write ({listed})")  # fmt: skip
+            return False
+        if not aws.delete_zone(session=session, zone_id=item.id):
+            log(f"{item.describe()}: already gone")
+            return False
     log(f"deleted {item.describe()}")
     return True
 

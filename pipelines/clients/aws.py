@@ -638,29 +638,83 @@ def _fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
 
+def private_zone_reference(*, account: str, zone: str) -> str:
+    """The caller reference of the private zone the portal makes for ``account``: what
+    tells our zone from other zones of the same name (Route 53 zones carry no tag)."""
+    return f"portal:{account}:{zone.rstrip('.')}"
+
+
+def find_private_zone(*, session: Session, name: str, caller_reference: str) -> str | None:
+    """The id of the private hosted zone ``name`` made with ``caller_reference``, or None."""
+    fqdn = _fqdn(name)
+    with aws_call(f"looking up the private zone {name}"):
+        listed = session.route53().list_hosted_zones_by_name(DNSName=fqdn, MaxItems="100")
+    for zone in listed.get("HostedZones", []):
+        if _fqdn(str(zone["Name"])) == fqdn and zone.get("CallerReference") == caller_reference:
+            return str(zone["Id"])
+    return None
+
+
 def ensure_private_zone(
     *, session: Session, name: str, caller_reference: str, log: LogFn = _noop_log
 ) -> str:
     """The id of the private hosted zone ``name`` made with ``caller_reference``, created
     once: Route 53 keeps several zones of one name (one per network), and the caller
     reference says which is ours, so the lookup comes first (a retry makes no second)."""
-    fqdn = _fqdn(name)
-    client = session.route53()
-    with aws_call(f"looking up the private zone {name}"):
-        listed = client.list_hosted_zones_by_name(DNSName=fqdn, MaxItems="100")
-    for zone in listed.get("HostedZones", []):
-        if _fqdn(str(zone["Name"])) == fqdn and zone.get("CallerReference") == caller_reference:
-            log(f"private zone {name} exists: {zone['Id']}")
-            return str(zone["Id"])
+    found = find_private_zone(session=session, name=name, caller_reference=caller_reference)
+    if found is not None:
+        log(f"private zone {name} exists: {found}")
+        return found
     with aws_call(f"creating the private zone {name}"):
-        created = client.create_hosted_zone(
-            Name=fqdn,
+        created = session.route53().create_hosted_zone(
+            Name=_fqdn(name),
             CallerReference=caller_reference,
             HostedZoneConfig={"Comment": "made by the portal", "PrivateZone": True},
         )
     zone_id = str(created["HostedZone"]["Id"])
     log(f"private zone {name} created: {zone_id}")
     return zone_id
+
+
+def zone_caller_reference(*, session: Session, zone_id: str) -> str | None:
+    """The caller reference of hosted zone ``zone_id``, or None when it is gone."""
+    try:
+        zone = session.route53().get_hosted_zone(Id=zone_id)
+    except ClientError as exc:
+        if _client_error_code(exc) == "NoSuchHostedZone":
+            return None
+        raise translate_error(exc=exc, what=f"reading the hosted zone {zone_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc=exc, what=f"reading the hosted zone {zone_id}") from None
+    return str(zone["HostedZone"].get("CallerReference", ""))
+
+
+def zone_records(*, session: Session, zone_id: str, name: str) -> list[tuple[str, str]]:
+    """(name, type) of every record set in zone ``name`` except its own SOA and NS
+    records, which Route 53 made with the zone and removes with it."""
+    with aws_call(f"listing the records of the zone {name}"):
+        paginator = session.route53().get_paginator("list_resource_record_sets")
+        pages = paginator.paginate(HostedZoneId=zone_id)
+        records = [r for page in pages for r in page.get("ResourceRecordSets", [])]
+    apex = _fqdn(name)
+    return [
+        (str(r["Name"]), str(r["Type"]))
+        for r in records
+        if not (_fqdn(str(r["Name"])) == apex and r["Type"] in ("SOA", "NS"))
+    ]
+
+
+def delete_zone(*, session: Session, zone_id: str) -> bool:
+    """Delete an (empty) hosted zone; False when it was gone already."""
+    try:
+        session.route53().delete_hosted_zone(Id=zone_id)
+    except ClientError as exc:
+        if _client_error_code(exc) == "NoSuchHostedZone":
+            return False
+        raise translate_error(exc=exc, what=f"deleting the hosted zone {zone_id}") from None
+    except BotoCoreError as exc:
+        raise translate_error(exc=exc, what=f"deleting the hosted zone {zone_id}") from None
+    return True
 
 
 def upsert_record(

@@ -12,6 +12,7 @@ from pipelines.stages.base import StageContext, StageError
 # Terraform had made the zone (a blueprint whose Terraform makes it outputs the same).
 ZONE_ID_OUTPUT = "private_zone_id"
 ZONE_NAME_OUTPUT = "private_zone_name"
+PRIVATE_ZONE_HOOK = "aws.private_zone"
 
 
 def run_builtin_hook(*, name: str, ctx: StageContext) -> dict[str, str]:
@@ -30,7 +31,7 @@ def run_builtin_hook(*, name: str, ctx: StageContext) -> dict[str, str]:
                     retryable=False,
                 )
             return aws.hook_assume_role(cloud_account_id=ctx.account.cloud_account_id, log=ctx.log)
-        if name == "aws.private_zone":
+        if name == PRIVATE_ZONE_HOOK:
             return _private_zone(ctx)
     except aws.AwsError as exc:
         raise StageError(f"{name}: {exc.explanation}", retryable=exc.retryable) from exc
@@ -49,7 +50,7 @@ def _private_zone(ctx: StageContext) -> dict[str, str]:
     zone_id = aws.ensure_private_zone(
         session=session_for(ctx),
         name=zone,
-        caller_reference=f"portal:{ctx.account.name}:{zone}",
+        caller_reference=aws.private_zone_reference(account=ctx.account.name, zone=zone),
         log=ctx.log,
     )
     recorded = {

@@ -15,11 +15,13 @@ from pipelines.dbclone.logical import CloneError
 from pipelines.stages.base import StageContext, StageError
 from pipelines.stages.teardown_checks import source_session, target_session
 
-# Instances before the snapshots and secrets they use, keys last (others were encrypted by them).
+# Instances before the snapshots and secrets they use, DNS records before their zone, keys
+# last (others were encrypted by them).
 ORDER = [
     sweep.Kind.PG_DATABASE,
     sweep.Kind.RDS_INSTANCE,
     sweep.Kind.DNS_RECORD,
+    sweep.Kind.DNS_ZONE,
     sweep.Kind.RDS_SNAPSHOT,
     sweep.Kind.SECRET,
     sweep.Kind.KMS_KEY,
@@ -39,7 +41,9 @@ def execute(ctx: StageContext) -> dict[str, Any]:
 
     def session_for(where: str) -> aws.Session:
         if where not in sessions:
-            if where == ctx.account.cloud_account_id:
+            if where == sweep.BUILDER:
+                sessions[where] = aws.builder_session()
+            elif where == ctx.account.cloud_account_id:
                 sessions[where] = target_session(ctx)
             else:
                 sessions[where] = source_session(

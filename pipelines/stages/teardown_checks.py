@@ -17,6 +17,7 @@ from pipelines import sweep, teardown_rails
 from pipelines.clients import aws
 from pipelines.dbclone.endpoints import output_value
 from pipelines.stages.base import StageContext, StageError
+from pipelines.stages.builtin_hooks import PRIVATE_ZONE_HOOK, ZONE_ID_OUTPUT, ZONE_NAME_OUTPUT
 from pipelines.teardown_rails import RailRefused, Subject
 from portal.errors import PortalError
 
@@ -94,11 +95,10 @@ def _dry_run(ctx: StageContext) -> list[sweep.Item]:
     if cloud_id:
         session = target_session(ctx)
         items += sweep.find_tagged(session=session, where=cloud_id, name=ctx.account.name)
-        items += sweep.dns_records(
-            endpoint_records=sweep.clone_endpoints(ctx.records.endpoints()),
-            zone_id=output_value(ctx=ctx, name="private_zone_id"),
-            where=cloud_id,
-        )
+        items += _dns(ctx, session=session, where=cloud_id)
+    elif _hook_zone(ctx) or _dns_records(ctx, where=sweep.BUILDER):
+        # The hook made the zone, and dns_cutover wrote into it, in the builder's account.
+        items += _dns(ctx, session=aws.builder_session(), where=sweep.BUILDER)
     else:
         ctx.log("no cloud account on record: nothing of this account to sweep in AWS")
     for source_id, region in sweep.source_accounts(
@@ -114,3 +114,30 @@ def _dry_run(ctx: StageContext) -> list[sweep.Item]:
     except PortalError as exc:
         raise StageError(f"listing the PostgreSQL clones: {exc.message}") from None
     return items
+
+
+def _dns_records(ctx: StageContext, *, where: str) -> list[sweep.Item]:
+    return sweep.dns_records(
+        endpoint_records=sweep.clone_endpoints(ctx.records.endpoints()),
+        zone_id=output_value(ctx=ctx, name=ZONE_ID_OUTPUT),
+        where=where,
+    )
+
+
+def _hook_zone(ctx: StageContext) -> str:
+    """The zone the ``aws.private_zone`` hook made (or may have made, in a run that
+    crashed before recording it) for the account, else ''."""
+    hooks = ctx.blueprint.hooks
+    recorded = output_value(ctx=ctx, name=ZONE_NAME_OUTPUT)
+    if PRIVATE_ZONE_HOOK not in (*hooks.pre, *hooks.post) and not recorded:
+        return ""
+    return str(recorded or ctx.config.get("dns_zone") or "").rstrip(".")
+
+
+def _dns(ctx: StageContext, *, session: aws.Session, where: str) -> list[sweep.Item]:
+    """The portal's DNS records of the account's databases, and the hook's private zone
+    (deleted after them)."""
+    zone = sweep.private_zones(
+        session=session, where=where, account=ctx.account.name, zone=_hook_zone(ctx)
+    )
+    return _dns_records(ctx, where=where) + zone

@@ -543,3 +543,54 @@ def test_a_clone_a_crashed_stage_left_unrecorded_is_listed_and_dropped(
         for database in (ours, theirs):
             pg.execute(ADMIN_URL, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             pg.execute(ADMIN_URL, f'DROP ROLE IF EXISTS "{clone_role_name(database)}"')
+
+
+@pytest.mark.django_db
+def test_the_hooks_private_zone_is_swept_once_only_its_own_records_are_left(
+    local_aws: str, tmp_path: Path
+) -> None:
+    # A sandbox whose post hook made its zone in the builder's account and then crashed
+    # before recording it; another zone of the same name is someone else's.
+    name = unique_account_name()
+    zone = f"{name}.internal"
+    account = AccountFactory(
+        name=name,
+        blueprint="sandbox",
+        config={**SANDBOX_CONFIG, "account_name": name, "dns_zone": zone},
+        status=AccountStatus.FAILED,
+    )
+    builder = aws.builder_session()
+    reference = aws.private_zone_reference(account=name, zone=zone)
+    ours = aws.ensure_private_zone(session=builder, name=zone, caller_reference=reference)
+    theirs = aws.ensure_private_zone(session=builder, name=zone, caller_reference="someone-else")
+    aws.upsert_record(session=builder, zone_id=ours, name=f"app.{zone}", type="A", value="10.0.0.9")
+
+    checks = teardown_checks.execute(
+        teardown_context(account, kind="teardown_checks", tmp_path=tmp_path)
+    )
+    assert [(i["kind"], i["id"], i["where"]) for i in checks["sweep"]] == [
+        ("dns-zone", ours, sweep.BUILDER)
+    ]
+    lines: list[str] = []
+    ctx = stage_context(
+        account=account,
+        run_id=1,
+        kind="sweep",
+        previous={"teardown_checks": checks},
+        log=lines.append,
+        run_kind=RunKind.TEARDOWN,
+        workdir=tmp_path,
+    )
+
+    # A record the portal did not write keeps the zone (and the record) in place.
+    assert sweep_stage.execute(ctx)["deleted"] == []
+    assert any("left in place: it still holds 1 record(s)" in line for line in lines), lines
+    assert aws.zone_caller_reference(session=builder, zone_id=ours) == reference
+
+    aws.delete_record(session=builder, zone_id=ours, name=f"app.{zone}", type="A")
+    assert sweep_stage.execute(ctx)["deleted"] == [
+        f"dns-zone {ours} ({zone}) (the builder's account)"
+    ]
+    assert aws.zone_caller_reference(session=builder, zone_id=ours) is None
+    assert aws.zone_caller_reference(session=builder, zone_id=theirs) == "someone-else"
+    assert sweep_stage.execute(ctx)["deleted"] == []  # a retry: already gone

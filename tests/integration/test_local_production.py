@@ -21,6 +21,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from accounts_app import decommission
 from accounts_app.local_production import production_config
 from accounts_app.models import Account, AccountStatus, Purpose
 from accounts_app.production import system_user
@@ -33,7 +34,7 @@ from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun, StageSta
 from pipelines.stages.terraform_support import state_schema
 from tests.clone_env import ADMIN_URL, PRODUCTION_DB
 from tests.conftest import run_command
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, UserFactory
 from tests.integration.conftest import clone_databases, drop_test_clones, explain
 from tests.integration.conftest import unique_account_name as unique_name
 
@@ -280,3 +281,22 @@ def test_a_demo_sandbox_of_the_local_production_has_masked_data_dns_and_parity(
     assert account.endpoints["orders"]["dns"] == f"orders-db.{zone}"
     query = "SELECT count(*) FROM customers WHERE email LIKE '%example.com'"
     assert rows_of(pg.with_dbname(ADMIN_URL, second), query) == [(0,)]
+
+    # Teardown: the clone, its DNS record and the private zone the hook made all go
+    # (the zone is in the builder's account: the sandbox has no cloud account).
+    teardown = decommission.request_teardown(account=account, user=account.owner, confirm=name)
+    waiting = wait_for_run(teardown.pk, statuses=(RunStatus.WAITING_APPROVAL, RunStatus.FAILED))
+    assert waiting.status == RunStatus.WAITING_APPROVAL, explain(waiting)
+    services.decide_stage(
+        waiting.stages.get(kind="approve_plan"),
+        user=UserFactory(roles=["approvers"]),
+        approve=True,
+        comment="demo over",
+    )
+    done = wait_for_run(teardown.pk, timeout=240)
+    assert done.status == RunStatus.SUCCEEDED, explain(done)
+    assert clone_databases(name) == []
+    deleted = done.stages.get(kind="sweep").outputs["deleted"]
+    assert [line.split(" ", 1)[0] for line in deleted] == ["dns-record", "dns-zone"], deleted
+    listed = route53(moto_server).list_hosted_zones_by_name(DNSName=zone + ".")["HostedZones"]
+    assert [z for z in listed if z["CallerReference"] == f"portal:{name}:{zone}"] == []
