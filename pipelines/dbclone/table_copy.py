@@ -215,15 +215,16 @@ def copy_tables(
         if binary:
             masked = masked_select(plan=table, masker=masker) if transform else None
             rows = pg.copy_table_binary(
-                source=src,
-                target=tgt,
+                source_url=pool.source_url,
+                target_url=pool.target_url,
                 schema=schema,
                 table=name,
                 columns=columns,
+                snapshot=pool.snapshot,
                 select=masked.query if masked else None,
                 session=masked.session if masked else None,
-                stop=pool.stop,
-                progress=progress,
+                should_cancel=pool.stop.is_set,
+                secrets=pool.secrets,
             )
             if masked:
                 sets.clear()  # nothing seen here: the leak scan reads the source's values
@@ -267,7 +268,7 @@ def copy_tables(
     # workers go straight on to the next table.
     builds: list[Future[None]] = []
     t0 = time.monotonic()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-index") as builder:
+    with ThreadPoolExecutor(max_workers=pool.jobs, thread_name_prefix="clone-index") as builder:
         counts = pool.run(items=plan.tables, work=copy_one, log=log)  # sets pool.stop on error
         while not all(b.done() for b in builds):
             wait(builds, timeout=0.2)
