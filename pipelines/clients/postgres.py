@@ -626,10 +626,30 @@ class ConstantCheck:
     null_ok: bool = False
 
 
+@dataclass(frozen=True)
+class ShapeCheck:
+    """Rows whose ``value`` (a text expression of a column) is not NULL and for which the
+    condition ``producible`` is not true: the candidates of a leak."""
+
+    value: sql.Composable
+    producible: sql.Composable
+
+    def outside(self) -> sql.Composed:
+        return sql.SQL("{v} IS NOT NULL AND ({ok}) IS NOT TRUE").format(
+            v=self.value, ok=self.producible
+        )
+
+
 def table_checks(
-    *, conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
-) -> tuple[int, list[int]]:
-    """(row count, rows violating each check) in one scan of the table."""
+    *,
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    checks: Sequence[ConstantCheck],
+    shapes: Sequence[ShapeCheck] = (),
+) -> tuple[int, list[int], list[int]]:
+    """(row count, rows violating each check, rows outside each shape) in one scan of
+    the table."""
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
     for check in checks:
         col = sql.Identifier(check.column)
@@ -642,13 +662,16 @@ def table_checks(
             if check.null_ok:
                 cond = sql.SQL("{} IS NOT NULL AND {}").format(col, cond)
         parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(cond))
+    for shape in shapes:
+        parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(shape.outside()))
     query = sql.SQL("SELECT {} FROM ONLY {}").format(
         sql.SQL(", ").join(parts), sql.Identifier(schema, table)
     )
     with guarded():
         row = conn.execute(query).fetchone()
     assert row is not None
-    return int(row[0]), [int(n) for n in row[1:]]
+    counts = [int(n) for n in row[1:]]
+    return int(row[0]), counts[: len(checks)], counts[len(checks) :]
 
 
 def values_present(
@@ -663,19 +686,15 @@ def values_present(
 
 
 def values_outside(
-    *,
-    conn: psycopg.Connection[Any],
-    schema: str,
-    table: str,
-    value: sql.Composable,
-    producible: sql.Composable,
-    limit: int,
+    *, conn: psycopg.Connection[Any], schema: str, table: str, shape: ShapeCheck, limit: int
 ) -> list[str]:
-    """Up to ``limit`` distinct non-NULL ``value`` (a text expression of a column) for
-    which the condition ``producible`` is not true."""
-    query = sql.SQL(
-        "SELECT DISTINCT {v} FROM ONLY {t} WHERE {v} IS NOT NULL AND ({ok}) IS NOT TRUE LIMIT {n}"
-    ).format(v=value, t=sql.Identifier(schema, table), ok=producible, n=sql.Literal(limit))
+    """Up to ``limit`` distinct values outside ``shape``."""
+    query = sql.SQL("SELECT DISTINCT {v} FROM ONLY {t} WHERE {outside} LIMIT {n}").format(
+        v=shape.value,
+        t=sql.Identifier(schema, table),
+        outside=shape.outside(),
+        n=sql.Literal(limit),
+    )
     with guarded():
         return [row[0] for row in conn.execute(query)]
 

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
+from pipelines.clients.process import Program
 from pipelines.dbclone import logical, table_copy
 from pipelines.dbclone.clone_plan import TablePlan
 from pipelines.dbclone.logical import (
@@ -32,6 +33,7 @@ from pipelines.dbclone.logical import (
     clone_role_name,
     drop_clone,
 )
+from pipelines.dbclone.masking import Masker
 from pipelines.redaction import Redactor
 from tests.integration.conftest import q, scratch_database
 
@@ -366,6 +368,47 @@ def test_masked_in_the_source_or_in_python_the_clone_is_the_same(
     for table in ("users", "orders", "billing.cards", "events"):
         query = f"SELECT * FROM {table} ORDER BY 1, 2"
         assert q(sql_url, query) == q(py_url, query), table
+
+
+def test_the_masking_key_reaches_the_source_psql_only_in_its_environment(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets.token_bytes(32)
+    blocks = [
+        b.hex()
+        for kind in ("email", "name", "phone", "hash")
+        for b in Masker(key).hmac_blocks(kind)
+    ]
+    runs: list[tuple[list[Program], bytes | None]] = []
+    real = pg.run_pipeline
+
+    def spy(*, programs: list[Program], stdin_data: bytes | None = None, **kwargs: Any) -> Any:
+        runs.append((list(programs), stdin_data))
+        return real(programs=programs, stdin_data=stdin_data, **kwargs)
+
+    monkeypatch.setattr(pg, "run_pipeline", spy)
+    rec = Recorder()
+    env.created_runs.append("121")
+    clone_logical(
+        spec=env.spec(),
+        account=env.account,
+        service="orders",
+        run_id="121",
+        log=rec.log,
+        add_secret=rec.add_secret,
+        masking_key=key,
+    )
+    copies = [(programs, data) for programs, data in runs if "psql" in programs[0].argv[0]]
+    assert copies, "no table was relayed by psql"
+    used = set()
+    for programs, stdin_data in copies:
+        visible = " ".join(a for p in programs for a in p.argv) + (stdin_data or b"").decode()
+        assert not any(block in visible for block in blocks)  # not in argv, not in the SQL
+        target_env = " ".join(programs[1].env.values())
+        assert not any(block in target_env for block in blocks)
+        used.update(b for b in blocks if b in programs[0].env.get("PGOPTIONS", ""))
+    assert used, "the masked tables' key blocks went in the source psql's PGOPTIONS"
+    assert not any(block in line for block in blocks for line in rec.lines)
 
 
 def test_rerun_of_a_complete_clone_only_rotates_the_password(env: Env) -> None:
