@@ -37,6 +37,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,15 +307,23 @@ def _clone(
         with tempfile.TemporaryDirectory(prefix="portal-clone-") as tmp:
             archive = Path(tmp) / "schema.dump"
             pg.dump_schema(url=source_url, path=archive, snapshot=snapshot)
-            pg.restore_section(url=target.url, path=archive, section="pre-data", role=role)
+            # Post-data is read from the archive while pre-data restores (two programs).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-pre") as pre:
+                restored = pre.submit(
+                    pg.restore_section, url=target.url, path=archive, section="pre-data", role=role
+                )
+                try:
+                    post = PostData.plan(
+                        archive=archive,
+                        target_url=target.url,
+                        role=role,
+                        plan=plan,
+                        owners=pg.table_objects(source),
+                    )
+                finally:
+                    wait([restored])
+                restored.result()
             log("schema restored (pre-data)")
-            post = PostData.plan(
-                archive=archive,
-                target_url=target.url,
-                role=role,
-                plan=plan,
-                owners=pg.table_objects(source),
-            )
             pool = CopyPool(
                 jobs=spec.jobs,
                 source_url=source_url,

@@ -194,12 +194,16 @@ def producible(*, rule: Rule, col: ColumnType, value: sql.Composable) -> sql.Com
     v = value
 
     def only(text: sql.Composable, digits: str) -> sql.Composable:
-        return sql.SQL("translate({}, {}, '') = ''").format(text, sql.Literal(digits))
+        return sql.SQL("ltrim({}, {}) = ''").format(text, sql.Literal(digits))
+
+    # octet_length, not length (which walks the characters): each shape is ASCII only,
+    # so where the other conditions hold, bytes and characters are the same count.
 
     if kind == "email":
         suffix = "@" + EMAIL_DOMAIN
         return sql.SQL(
-            "(length({v}) = {n} AND left({v}, 2) = 'u_' AND right({v}, {s}) = {suffix} AND {hex})"
+            "(octet_length({v}) = {n} AND left({v}, 2) = 'u_' AND right({v}, {s}) = {suffix}"
+            " AND {hex})"
         ).format(
             v=v,
             n=sql.Literal(2 + EMAIL_HEX + len(suffix)),
@@ -208,7 +212,9 @@ def producible(*, rule: Rule, col: ColumnType, value: sql.Composable) -> sql.Com
             hex=only(sql.SQL("substr({}, 3, {})").format(v, sql.Literal(EMAIL_HEX)), HEX_DIGITS),
         )
     if kind == "phone":
-        return sql.SQL("(length({v}) = {n} AND left({v}, {p}) = {prefix} AND {digits})").format(
+        return sql.SQL(
+            "(octet_length({v}) = {n} AND left({v}, {p}) = {prefix} AND {digits})"
+        ).format(
             v=v,
             n=sql.Literal(PHONE_LENGTH),
             p=sql.Literal(len(PHONE_PREFIX)),
@@ -220,18 +226,18 @@ def producible(*, rule: Rule, col: ColumnType, value: sql.Composable) -> sql.Com
         )
     if kind == "hash":
         lo, hi = sql.Literal(HASH_HEX_MIN), sql.Literal(HASH_HEX_MAX)
-        plain = sql.SQL("(length({v}) BETWEEN {lo} AND {hi} AND {hex})").format(
+        plain = sql.SQL("(octet_length({v}) BETWEEN {lo} AND {hi} AND {hex})").format(
             v=v, lo=lo, hi=hi, hex=only(v, HEX_DIGITS)
         )
         rest = sql.SQL("substr({}, 3)").format(v)
         bytea = sql.SQL(
-            "(left({v}, 2) = {bs} AND length({r}) BETWEEN {lo} AND {hi} AND {hex})"
+            "(left({v}, 2) = {bs} AND octet_length({r}) BETWEEN {lo} AND {hi} AND {hex})"
         ).format(v=v, bs=sql.Literal("\\x"), r=rest, lo=lo, hi=hi, hex=only(rest, HEX_DIGITS))
         dashes = sql.SQL(" AND ").join(
             sql.SQL("substr({}, {}, 1) = '-'").format(v, sql.Literal(i)) for i in (9, 14, 19, 24)
         )
         uuid = sql.SQL(
-            "(length({v}) = 36 AND {dashes} AND translate({v}, {h}, '') = '----')"
+            "(octet_length({v}) = 36 AND {dashes} AND translate({v}, {h}, '') = '----')"
         ).format(v=v, dashes=dashes, h=sql.Literal(HEX_DIGITS))
         return sql.SQL("({} OR {} OR {})").format(plain, bytea, uuid)
     if kind == "name":
