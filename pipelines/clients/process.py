@@ -194,7 +194,11 @@ def start(argv, env, stdin, stdout):
     return pid
 
 # A pipeline: each program's stdout is the next one's stdin; the first reads our stdin.
+# We keep a copy of each link's write end, so a program sees the end of its input only
+# once the program before it has succeeded: after a failure it is killed first (a COPY
+# FROM STDIN that saw the end would commit the rows it got).
 stdin = None
+holds = {}
 for i, argv in enumerate(programs):
     last = i == len(programs) - 1
     link_read, link_write = (None, pipes[1][1]) if last else os.pipe()
@@ -202,7 +206,7 @@ for i, argv in enumerate(programs):
     if stdin is not None:
         os.close(stdin)
     if not last:
-        os.close(link_write)
+        holds[pids[-1]] = link_write
     stdin = link_read
 
 def interrupt(*_):
@@ -236,14 +240,15 @@ while len(codes) < len(pids):
         continue
     codes[pid] = os.waitstatus_to_exitcode(status)
     if codes[pid] != 0:
-        # What the later programs read is incomplete: they must not finish with it
-        # (a COPY FROM STDIN would commit the rows it got).
+        # What the later programs read is incomplete: they must not finish with it.
         for later in pids[pids.index(pid) + 1:]:
             if later not in codes:
                 try:
                     os.kill(later, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+    if pid in holds:
+        os.close(holds.pop(pid))  # the next program may now see the end of its input
 for pump in pumps:
     pump.join(1.0)  # what the programs left running may hold a pipe open: not for long
 ordered = [codes[pid] for pid in pids]
@@ -365,8 +370,9 @@ def run_pipeline(
     through this process); ``stdin_data`` goes to the first, the last one's stdout and
     every program's stderr are the output. All of them share one guard, process
     group, stop, timeout and parent-death; ``result.returncodes`` has each one's exit
-    status and ``returncode`` the last non-zero of them. When a program fails, the
-    programs after it are killed (what they read is incomplete).
+    status and ``returncode`` the last non-zero of them. A program sees the end of its
+    input only once the one before it has succeeded: when one fails, the programs after
+    it are killed first (what they read is incomplete, and must not be taken as whole).
     """
     if not programs:
         raise ValueError("a pipeline needs at least one program")
