@@ -252,7 +252,10 @@ while len(codes) < len(pids):
 for pump in pumps:
     pump.join(1.0)  # what the programs left running may hold a pipe open: not for long
 ordered = [codes[pid] for pid in pids]
-os.write(status_fd, " ".join(map(str, ordered)).encode())
+try:
+    os.write(status_fd, " ".join(map(str, ordered)).encode())
+except OSError:
+    pass  # the worker that would read it is gone
 if was_orphaned:
     kill_group()  # nobody waits for us: leave nothing of the group behind
 code = next((c for c in reversed(ordered) if c != 0), 0)  # like a shell's pipefail

@@ -9,9 +9,9 @@ Steps (each safe to rerun; the clone's names are derived from the run id):
    client-side) and a new database owned by it. A leftover from a killed
    attempt of the same run is dropped first.
 3. Pre-data schema (``pg_dump --schema-only``, restored section by section),
-   then the data: one binary COPY stream per table, relayed without parsing rows,
-   ``jobs`` tables at once (threads, a source and a target connection each), every
-   reader in the same exported snapshot. Masked columns are computed by the
+   then the data: one binary COPY stream per table, piped from a source ``psql`` to a
+   target ``psql`` (the bytes never pass through this process), ``jobs`` tables at
+   once, every reader in the same exported snapshot. Masked columns are computed by the
    source's server (``COPY (SELECT masked ...)``, see ``sql_masking``), so only
    masked values leave it; the Python transformers rewrite a COPY text stream
    instead when a session is not UTF-8 or a type has no binary input/output. A

@@ -416,3 +416,41 @@ def test_every_program_of_a_pipeline_dies_with_its_killed_parent() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+# As for Terraform: the program alone is interrupted, then what it left behind is killed.
+PROGRAM_ONLY = """
+from pathlib import Path
+from pipelines.clients.process import run_process
+run_process(
+    argv=["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"],
+    cwd=Path("."),
+    env={"PATH": "/usr/bin:/bin"},
+    on_line=lambda line: print(line, flush=True),
+    interrupt_group=False,
+    grace_s=3.0,  # longer than the guard waits for its pipes: it must kill them itself
+)
+"""
+
+
+def test_a_program_interrupted_alone_leaves_nothing_when_its_parent_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM_ONLY], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
+        assert _alive(shell) and _alive(grandchild)
+
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+
+        wait_until(
+            lambda: not _alive(shell) and not _alive(grandchild),
+            timeout=5,
+            what="the program and what it left behind to end",
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
