@@ -14,7 +14,6 @@ import enum
 import os
 import re
 import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import scalar_row
 from psycopg.types.string import ByteaBinaryLoader
 
-from pipelines.clients.process import die_with_parent_hook, run_process
+from pipelines.clients.process import ProcessResult, Program, run_pipeline, run_process
 from pipelines.redaction import Redactor
 from portal.errors import PortalError
 
@@ -627,10 +626,30 @@ class ConstantCheck:
     null_ok: bool = False
 
 
+@dataclass(frozen=True)
+class ShapeCheck:
+    """Rows whose ``value`` (a text expression of a column) is not NULL and for which the
+    condition ``producible`` is not true: the candidates of a leak."""
+
+    value: sql.Composable
+    producible: sql.Composable
+
+    def outside(self) -> sql.Composed:
+        return sql.SQL("{v} IS NOT NULL AND ({ok}) IS NOT TRUE").format(
+            v=self.value, ok=self.producible
+        )
+
+
 def table_checks(
-    *, conn: psycopg.Connection[Any], schema: str, table: str, checks: Sequence[ConstantCheck]
-) -> tuple[int, list[int]]:
-    """(row count, rows violating each check) in one scan of the table."""
+    *,
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    checks: Sequence[ConstantCheck],
+    shapes: Sequence[ShapeCheck] = (),
+) -> tuple[int, list[int], list[int]]:
+    """(row count, rows violating each check, rows outside each shape) in one scan of
+    the table."""
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
     for check in checks:
         col = sql.Identifier(check.column)
@@ -643,13 +662,16 @@ def table_checks(
             if check.null_ok:
                 cond = sql.SQL("{} IS NOT NULL AND {}").format(col, cond)
         parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(cond))
+    for shape in shapes:
+        parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(shape.outside()))
     query = sql.SQL("SELECT {} FROM ONLY {}").format(
         sql.SQL(", ").join(parts), sql.Identifier(schema, table)
     )
     with guarded():
         row = conn.execute(query).fetchone()
     assert row is not None
-    return int(row[0]), [int(n) for n in row[1:]]
+    counts = [int(n) for n in row[1:]]
+    return int(row[0]), counts[: len(checks)], counts[len(checks) :]
 
 
 def values_present(
@@ -664,19 +686,15 @@ def values_present(
 
 
 def values_outside(
-    *,
-    conn: psycopg.Connection[Any],
-    schema: str,
-    table: str,
-    value: sql.Composable,
-    producible: sql.Composable,
-    limit: int,
+    *, conn: psycopg.Connection[Any], schema: str, table: str, shape: ShapeCheck, limit: int
 ) -> list[str]:
-    """Up to ``limit`` distinct non-NULL ``value`` (a text expression of a column) for
-    which the condition ``producible`` is not true."""
-    query = sql.SQL(
-        "SELECT DISTINCT {v} FROM ONLY {t} WHERE {v} IS NOT NULL AND ({ok}) IS NOT TRUE LIMIT {n}"
-    ).format(v=value, t=sql.Identifier(schema, table), ok=producible, n=sql.Literal(limit))
+    """Up to ``limit`` distinct values outside ``shape``."""
+    query = sql.SQL("SELECT DISTINCT {v} FROM ONLY {t} WHERE {outside} LIMIT {n}").format(
+        v=shape.value,
+        t=sql.Identifier(schema, table),
+        outside=shape.outside(),
+        n=sql.Literal(limit),
+    )
     with guarded():
         return [row[0] for row in conn.execute(query)]
 
@@ -803,26 +821,36 @@ def _relay(
     return count
 
 
+_COPY_TAG = re.compile(r"COPY (\d+)")
+_TAKEN_TAG = re.compile(r"portal-copy-taken (\d+)")
+
+
 def copy_table_binary(
     *,
-    source: psycopg.Connection[Any],
-    target: psycopg.Connection[Any],
+    source_url: str,
+    target_url: str,
     schema: str,
     table: str,
     columns: Sequence[str],
+    snapshot: str | None = None,
     select: sql.Composable | None = None,
     session: Mapping[str, str] | None = None,
-    stop: threading.Event | None = None,
-    progress: Callable[[int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    secrets: Iterable[str | None] = (),
 ) -> int:
-    """Relay one table as binary COPY bytes: rows are never parsed here.
+    """Relay one table as binary COPY bytes from one ``psql`` to another: the rows are
+    never parsed, and the bytes never pass through this process (nor its GIL).
 
     ``select`` (a query giving ``columns`` in order, with the columns' exact types)
     replaces ``COPY table (columns) TO STDOUT``: masking done by the source's server.
     ``session`` holds settings the query reads with ``current_setting`` (a masking
-    key: sent as bound parameters, never in a statement's text), set on the source
-    for the copy only. The target side is as in ``copy_table``. Returns the rows the
-    source sent, checked equal to the rows the target took.
+    key): they reach the source's psql in its environment (``PGOPTIONS``, so the
+    server gets them in the connection's startup packet), never in argv or in a
+    statement's text; ``/proc/PID/environ`` is readable only by the same user (and
+    root), like the ``PGPASSWORD`` the tools already get. The source reads in
+    ``snapshot``. The target truncates and copies in one transaction with FREEZE
+    (rows are written frozen; an interrupted copy leaves the table empty). Returns
+    the rows the source sent, checked equal to the rows the target took.
     """
     name = sql.Identifier(schema, table)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -831,42 +859,54 @@ def copy_table_binary(
         if select is None
         else sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
     )
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary, FREEZE)").format(name, cols)
-    settings = dict(session or {})
-    with guarded():
-        try:
-            for key, value in settings.items():
-                source.execute("SELECT set_config(%s, %s, false)", (key, value))
-            with target.transaction():
-                target.execute(sql.SQL("TRUNCATE ONLY {}").format(name))
-                with (
-                    source.cursor() as scur,
-                    target.cursor() as tcur,
-                    scur.copy(copy_out) as out,
-                ):
-                    with tcur.copy(copy_in) as into:
-                        tags: list[int] = []
-                        _relay(
-                            lines=_copy_rows(conn=source, out=out, tags=tags),
-                            into=into,
-                            stop=stop,
-                            progress=progress,
-                            what=f"{schema}.{table}",
-                        )
-                    # What the source sent and what the target took, from COPY's tags.
-                    rows = tags[0] if tags else scur.rowcount
-                    if rows != tcur.rowcount or rows < 0:
-                        raise PostgresError(
-                            f"copy of {schema}.{table}: the source sent {rows} rows, "
-                            f"the target took {tcur.rowcount}"
-                        )
-        finally:
-            # The key does not outlive the copy on the session (after an error the
-            # transaction's rollback undoes the settings).
-            usable = source.info.transaction_status != pq.TransactionStatus.INERROR
-            for key in settings if usable and not source.closed else ():
-                source.execute("SELECT set_config(%s, '', false)", (key,))
-    return int(rows)
+    # The source's script goes on its stdin. "-o /dev/stderr": its command tags
+    # (COPY n) become output lines, while "\g /dev/stdout" sends the data down the pipe.
+    begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+    if snapshot:
+        begin += sql.SQL("SET TRANSACTION SNAPSHOT {};\n").format(sql.Literal(snapshot)).as_string()
+    script = f"{begin}{copy_out.as_string()} \\g /dev/stdout\nCOMMIT;\n"
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(name, cols)
+    truncate = sql.SQL("TRUNCATE ONLY {}").format(name)
+    what = f"copy of {schema}.{table}"
+    src_info, src_env = _tool_env(source_url, session=session)
+    tgt_info, tgt_env = _tool_env(target_url)
+    for env in (src_env, tgt_env):
+        env["PGCLIENTENCODING"] = "UTF8"  # the caller checked both servers store UTF-8
+    psql = ["psql", "--no-psqlrc", "--set=ON_ERROR_STOP=1"]
+    lines: list[str] = []
+    _run_tools(
+        programs=[
+            Program(
+                argv=_located([*psql, "--output=/dev/stderr", "--file=-", f"--dbname={src_info}"]),
+                env=src_env,
+            ),
+            Program(
+                argv=_located(
+                    [
+                        *psql,
+                        "--quiet",
+                        "--single-transaction",
+                        f"--dbname={tgt_info}",
+                        f"--command={truncate.as_string()}",
+                        f"--command={copy_in.as_string()}",
+                        "--command=\\echo portal-copy-taken :ROW_COUNT",
+                    ]
+                ),
+                env=tgt_env,
+            ),
+        ],
+        urls=[source_url, target_url],
+        secrets=[*secrets, *(session or {}).values()],
+        what=what,
+        stdin_data=script.encode(),
+        on_line=lines.append,
+        should_cancel=should_cancel,
+    )
+    sent = [int(m.group(1)) for line in lines if (m := _COPY_TAG.fullmatch(line))]
+    taken = [int(m.group(1)) for line in lines if (m := _TAKEN_TAG.fullmatch(line))]
+    if len(sent) != 1 or sent != taken:
+        raise PostgresError(f"{what}: the source sent {sent} rows, the target took {taken}")
+    return sent[0]
 
 
 def binary_copy_unsupported(conn: psycopg.Connection[Any]) -> set[int]:
@@ -893,13 +933,21 @@ def utf8_session(conn: psycopg.Connection[Any]) -> bool:
 # --- pg_dump / pg_restore ---------------------------------------------------------------
 
 
-def _tool_env(url: str) -> tuple[str, dict[str, str]]:
-    """(connection string without password, minimal environment carrying the password)."""
+def _tool_env(url: str, *, session: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """(connection string without password or options, minimal environment carrying the
+    password and the options: ``session`` settings are added to them, never to argv)."""
     info = conninfo_to_dict(url)
     password = info.pop("password", None)
+    options = [str(info.pop("options", None) or "")]
+    for setting, value in (session or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", setting + value):
+            raise ValueError(f"setting {setting}: only letters, digits, '_' and '.' can be passed")
+        options.append(f"-c {setting}={value}")
     env = dict(_TOOL_ENV)
     if password:
         env["PGPASSWORD"] = str(password)
+    if " ".join(options).strip():
+        env["PGOPTIONS"] = " ".join(options).strip()  # libpq's options, from the environment
     return make_conninfo("", **info), env
 
 
@@ -911,25 +959,47 @@ def _located(args: list[str]) -> list[str]:
     return [found or args[0], *args[1:]]
 
 
-def _run_tool(*, args: list[str], url: str, what: str) -> None:
-    conninfo, env = _tool_env(url)
-    args = [a.replace("{conninfo}", conninfo) for a in args]
+def _run_tools(
+    *,
+    programs: Sequence[Program],
+    urls: Sequence[str],
+    what: str,
+    secrets: Iterable[str | None] = (),
+    stdin_data: bytes | None = None,
+    on_line: Callable[[str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ProcessResult:
+    """Run one tool, or a pipeline of them; raise PostgresError (or CopyCancelled)
+    unless every one of them succeeded. Output is redacted of the URLs' passwords and
+    ``secrets``."""
     try:
-        done = run_process(
-            argv=_located(args),
+        done = run_pipeline(
+            programs=programs,
             cwd=Path.cwd(),
-            env=env,
             timeout_s=TOOL_TIMEOUT_S,
-            redact=_redactor([url_password(url)]),
+            redact=_redactor([*(url_password(url) for url in urls), *secrets]),
             tail_size=TOOL_TAIL_LINES,
+            stdin_data=stdin_data,
+            on_line=on_line,
+            should_cancel=should_cancel or (lambda: False),
         )
     except OSError as exc:
         raise PostgresError(f"{what} failed: {type(exc).__name__}", retryable=False) from None
+    if done.cancelled:
+        raise CopyCancelled(f"{what} cancelled")
     if done.timed_out:
         raise PostgresError(f"{what} failed: timed out after {TOOL_TIMEOUT_S} s")
     if done.returncode != 0:
         tail = "\n".join(done.tail).strip()[-2000:]
-        raise PostgresError(f"{what} failed (exit {done.returncode}): {tail}")
+        codes = ", ".join(str(code) for code in done.returncodes) or str(done.returncode)
+        raise PostgresError(f"{what} failed (exit {codes}): {tail}")
+    return done
+
+
+def _run_tool(*, args: list[str], url: str, what: str) -> None:
+    conninfo, env = _tool_env(url)
+    args = [a.replace("{conninfo}", conninfo) for a in args]
+    _run_tools(programs=[Program(argv=_located(args), env=env)], urls=[url], what=what)
 
 
 def dump_schema(*, url: str, path: Path, snapshot: str | None = None) -> None:
@@ -1031,28 +1101,13 @@ def dump_restore_pipe(source_url: str, target_url: str) -> None:
     """``pg_dump -Fc SOURCE | pg_restore -d TARGET``: the plain, unmasked copy."""
     src_info, src_env = _tool_env(source_url)
     tgt_info, tgt_env = _tool_env(target_url)
-    # A pipe of two programs, which the runner does not do; they still die with us.
-    dump = subprocess.Popen(
-        _located(["pg_dump", "--format=custom", f"--dbname={src_info}"]),
-        env=src_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=die_with_parent_hook(),  # prctl only, looked up before the fork
+    dump = ["pg_dump", "--format=custom", f"--dbname={src_info}"]
+    restore = ["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"]
+    _run_tools(
+        programs=[
+            Program(argv=_located(dump), env=src_env),
+            Program(argv=_located(restore), env=tgt_env),
+        ],
+        urls=[source_url, target_url],
+        what="pg_dump | pg_restore",
     )
-    assert dump.stdout is not None
-    restore = subprocess.run(
-        _located(["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={tgt_info}"]),
-        env=tgt_env,
-        stdin=dump.stdout,
-        capture_output=True,
-        check=False,
-        preexec_fn=die_with_parent_hook(),
-    )
-    dump.stdout.close()
-    dump_err = dump.stderr.read() if dump.stderr else b""
-    dump.wait()
-    redact = _redactor([url_password(source_url), url_password(target_url)])
-    if dump.returncode != 0:
-        raise PostgresError("pg_dump failed: " + redact(dump_err.decode()[-2000:]))
-    if restore.returncode != 0:
-        raise PostgresError("pg_restore failed: " + redact(restore.stderr.decode()[-2000:]))

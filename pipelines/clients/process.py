@@ -1,7 +1,10 @@
-"""The one way the portal runs another program: hooks, Terraform, pg_dump and pg_restore.
+"""The one way the portal runs another program: hooks, Terraform, pg_dump and pg_restore,
+and pipelines of programs (``pg_dump | pg_restore``, ``psql COPY TO | psql COPY FROM``).
 
 - An argument list (never a shell string) and the environment the caller built: the
-  child inherits nothing else from the worker.
+  child inherits nothing else from the worker. A pipeline's programs each get their
+  own environment (two databases, two passwords) and are connected by pipes of
+  their own, so the bytes they pass never cross this process.
 - Output lines reach ``on_line`` in the caller's thread: reader threads only put
   lines on a queue, which the caller's thread drains (``on_line`` writes to the
   database, and a thread that never closes its connection must not do that). The
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import queue
 import shutil
@@ -33,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -67,6 +71,8 @@ class ProcessResult:
     tail: list[str]
     # Whole stdout when ``capture_stdout`` (not redacted, not given to on_line); else b"".
     stdout: bytes = b""
+    # Each program's exit status (a pipeline has several); empty if the guard was killed.
+    returncodes: tuple[int, ...] = ()
     timed_out: bool = False
     cancelled: bool = False
     # The group had to be killed: it did not exit within the grace period.
@@ -117,7 +123,8 @@ def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | N
 
 
 # The parent-death signal reaches one process only, not what it started (a hook's
-# `sleep`, a provisioner's command). So the program runs under this guard, the leader
+# `sleep`, a provisioner's command). So the program (or each program of a pipeline,
+# connected stdout to stdin by the guard) runs under this guard, the leader
 # of its process group: when the worker dies the guard gets SIGTERM and kills the
 # whole group, at once for a hook, and for a program that stops its children itself
 # (Terraform) after an interrupt and a grace period: an interrupted Terraform saves
@@ -129,43 +136,78 @@ def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | N
 # whole group (a shell script's foreground command). The guard exits with the
 # program's status, and dies of the same signal when the program did.
 _GUARD = """
-import os, signal, sys, threading
-if sys.argv.pop(1) == "drop-lc-ctype":
-    os.environ.pop("LC_CTYPE", None)  # added by Python's C-locale coercion (PEP 538)
-to_group = sys.argv.pop(1) == "interrupt-group"
-grace = float(sys.argv.pop(1))
+import json, os, signal, sys, threading
+to_group = sys.argv[1] == "interrupt-group"
+grace = float(sys.argv[2])
+status_fd = int(sys.argv[3])
+programs = json.loads(sys.argv[4])
+os.set_inheritable(status_fd, False)  # ours alone: a program holding it would delay the end
+# Each program's own environment, passed as PORTAL_PIPE<i>_<NAME> (nothing else of ours,
+# such as the LC_CTYPE of Python's C-locale coercion, PEP 538, reaches a program).
+envs = [{} for _ in programs]
+for key, value in os.environ.items():
+    if key.startswith("PORTAL_PIPE"):
+        index, _, name = key[11:].partition("_")
+        envs[int(index)][name] = value
 kill_group = lambda *_: os.killpg(0, signal.SIGKILL)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+pids = []
+
+def to_programs(signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 was_orphaned = []
 
 def orphaned(*_):
-    # The worker died: interrupt the program, kill the group if it outlasts the grace.
+    # The worker died: interrupt the programs, kill the group if they outlast the grace.
     was_orphaned.append(True)
     signal.signal(signal.SIGALRM, kill_group)
     signal.setitimer(signal.ITIMER_REAL, grace)
-    os.kill(pid, signal.SIGINT)
+    to_programs(signal.SIGINT)
 
 signal.signal(signal.SIGTERM, kill_group if to_group else orphaned)
-# The program writes into pipes this guard relays, so that once the worker (the reader
-# of our output) is gone the program's writes still succeed while it saves its state.
-# One pipe when our stdout and stderr are one stream: the program's lines keep their order.
+# The programs write into pipes this guard relays, so that once the worker (the reader
+# of our output) is gone their writes still succeed while they save their state.
+# One pipe when our stdout and stderr are one stream: the lines keep their order.
 same = (os.fstat(1).st_dev, os.fstat(1).st_ino) == (os.fstat(2).st_dev, os.fstat(2).st_ino)
 pipes = {1: os.pipe()} if same else {1: os.pipe(), 2: os.pipe()}
-pid = os.fork()
-if pid == 0:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    for fd in (1, 2):
-        os.dup2(pipes[fd if fd in pipes else 1][1], fd)
-    for read_end, write_end in pipes.values():
-        os.close(read_end)
-        os.close(write_end)
-    try:
-        os.execvp(sys.argv[1], sys.argv[1:])
-    except OSError as exc:
-        os.write(2, f"cannot run {sys.argv[1]}: {exc.strerror}\\n".encode())
-    os._exit(127)
+
+def start(argv, env, stdin, stdout):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if stdin is not None:
+            os.dup2(stdin, 0)
+        os.dup2(stdout, 1)
+        os.dup2(pipes[2 if 2 in pipes else 1][1], 2)
+        # Every other pipe end is close-on-exec (os.pipe).
+        try:
+            os.execvpe(argv[0], argv, env)
+        except OSError as exc:
+            os.write(2, f"cannot run {argv[0]}: {exc.strerror}\\n".encode())
+        os._exit(127)
+    return pid
+
+# A pipeline: each program's stdout is the next one's stdin; the first reads our stdin.
+# We keep a copy of each link's write end, so a program sees the end of its input only
+# once the program before it has succeeded: after a failure it is killed first (a COPY
+# FROM STDIN that saw the end would commit the rows it got).
+stdin = None
+holds = {}
+for i, argv in enumerate(programs):
+    last = i == len(programs) - 1
+    link_read, link_write = (None, pipes[1][1]) if last else os.pipe()
+    pids.append(start(argv, envs[i], stdin, link_write))
+    if stdin is not None:
+        os.close(stdin)
+    if not last:
+        holds[pids[-1]] = link_write
+    stdin = link_read
 
 def interrupt(*_):
     if to_group:
@@ -173,7 +215,7 @@ def interrupt(*_):
         os.killpg(0, signal.SIGINT)
         signal.signal(signal.SIGINT, interrupt)
     else:
-        os.kill(pid, signal.SIGINT)
+        to_programs(signal.SIGINT)
 
 def relay(read_end, fd):
     reader_gone = False
@@ -183,7 +225,7 @@ def relay(read_end, fd):
             try:
                 view = view[os.write(fd, view):]
             except OSError:
-                reader_gone = True  # keep reading, so the program never blocks or breaks
+                reader_gone = True  # keep reading, so the programs never block or break
 
 pumps = []
 for fd, (read_end, write_end) in pipes.items():
@@ -191,25 +233,60 @@ for fd, (read_end, write_end) in pipes.items():
     pumps.append(threading.Thread(target=relay, args=(read_end, fd), daemon=True))
     pumps[-1].start()
 signal.signal(signal.SIGINT, interrupt)
-code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+codes = {}
+while len(codes) < len(pids):
+    pid, status = os.wait()
+    if pid not in pids:
+        continue
+    codes[pid] = os.waitstatus_to_exitcode(status)
+    if codes[pid] != 0:
+        # What the later programs read is incomplete: they must not finish with it.
+        for later in pids[pids.index(pid) + 1:]:
+            if later not in codes:
+                try:
+                    os.kill(later, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    if pid in holds:
+        os.close(holds.pop(pid))  # the next program may now see the end of its input
 for pump in pumps:
-    pump.join(1.0)  # what the program left running may hold a pipe open: not for long
+    pump.join(1.0)  # what the programs left running may hold a pipe open: not for long
+ordered = [codes[pid] for pid in pids]
+try:
+    os.write(status_fd, " ".join(map(str, ordered)).encode())
+except OSError:
+    pass  # the worker that would read it is gone
 if was_orphaned:
     kill_group()  # nobody waits for us: leave nothing of the group behind
+code = next((c for c in reversed(ordered) if c != 0), 0)  # like a shell's pipefail
 if code < 0:
-    signal.signal(-code, signal.SIG_DFL)
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
+        signal.signal(-code, signal.SIG_DFL)
     os.kill(os.getpid(), -code)
 sys.exit(code)
 """
 
 
 def _guarded(
-    *, argv: Sequence[str], env: Mapping[str, str], interrupt_group: bool, grace_s: float
-) -> list[str]:
+    *, programs: Sequence[Program], interrupt_group: bool, grace_s: float, status_fd: int
+) -> tuple[list[str], dict[str, str]]:
+    """The guard's argv and environment: each program's environment under its prefix."""
     # -I -S: no environment variables, user site or site module: a fast, clean start.
-    lc_ctype = "keep-lc-ctype" if "LC_CTYPE" in env else "drop-lc-ctype"
     interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
-    return [sys.executable, "-I", "-S", "-c", _GUARD, lc_ctype, interrupt, str(grace_s), *argv]
+    listed = json.dumps([list(p.argv) for p in programs])
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _GUARD,
+        interrupt,
+        str(grace_s),
+        str(status_fd),
+        listed,
+    ]
+    env = {f"PORTAL_PIPE{i}_{k}": v for i, p in enumerate(programs) for k, v in p.env.items()}
+    return argv, env
 
 
 def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
@@ -222,6 +299,14 @@ def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
     elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program of a pipeline: its argument list and its whole environment."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(repr=False)  # may carry a password: never printed
 
 
 def run_process(
@@ -250,20 +335,80 @@ def run_process(
     Raises ``OSError`` when the program cannot be started; an exception raised by
     ``on_line`` or ``on_start`` stops the process, then propagates.
     """
-    _check_program(program=argv[0], cwd=cwd, env=env)
-    process = subprocess.Popen(
-        _guarded(argv=argv, env=env, interrupt_group=interrupt_group, grace_s=grace_s),
+    return run_pipeline(
+        programs=[Program(argv=argv, env=env)],
         cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
-        process_group=0,
-        # prctl only, looked up before the fork. SIGTERM: the guard catches it.
-        preexec_fn=die_with_parent_hook(signal.SIGTERM),
+        timeout_s=timeout_s,
+        on_line=on_line,
+        should_cancel=should_cancel,
+        on_start=on_start,
+        stdin_data=stdin_data,
+        capture_stdout=capture_stdout,
+        grace_s=grace_s,
+        poll_s=poll_s,
+        redact=redact,
+        tail_size=tail_size,
+        interrupt_group=interrupt_group,
     )
+
+
+def run_pipeline(
+    *,
+    programs: Sequence[Program],
+    cwd: Path,
+    timeout_s: float | None = None,
+    on_line: OnLine | None = None,
+    should_cancel: ShouldCancel = _never,
+    on_start: OnStart | None = None,
+    stdin_data: bytes | None = None,
+    capture_stdout: bool = False,
+    grace_s: float = DEFAULT_GRACE_SECONDS,
+    poll_s: float = DEFAULT_POLL_SECONDS,
+    redact: Callable[[str], str] = _identity,
+    tail_size: int = 20,
+    interrupt_group: bool = True,
+) -> ProcessResult:
+    """Run ``programs`` as a pipeline, as ``run_process`` runs one program: each one's
+    stdout is the next one's stdin (the bytes go from program to program, never
+    through this process); ``stdin_data`` goes to the first, the last one's stdout and
+    every program's stderr are the output. All of them share one guard, process
+    group, stop, timeout and parent-death; ``result.returncodes`` has each one's exit
+    status and ``returncode`` the last non-zero of them. A program sees the end of its
+    input only once the one before it has succeeded: when one fails, the programs after
+    it are killed first (what they read is incomplete, and must not be taken as whole).
+    """
+    if not programs:
+        raise ValueError("a pipeline needs at least one program")
+    for program in programs:
+        _check_program(program=program.argv[0], cwd=cwd, env=program.env)
+    status_read, status_write = os.pipe()
+    try:
+        argv, env = _guarded(
+            programs=programs,
+            interrupt_group=interrupt_group,
+            grace_s=grace_s,
+            status_fd=status_write,
+        )
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
+            process_group=0,
+            pass_fds=(status_write,),
+            # prctl only, looked up before the fork. SIGTERM: the guard catches it.
+            preexec_fn=die_with_parent_hook(signal.SIGTERM),
+        )
+    except BaseException:
+        os.close(status_read)
+        raise
+    finally:
+        os.close(status_write)
     run = _Run(
         process=process,
+        status=os.fdopen(status_read, "rb"),
         redact=redact,
         on_line=on_line,
         should_cancel=should_cancel,
@@ -304,6 +449,7 @@ class _Run:
         self,
         *,
         process: subprocess.Popen[bytes],
+        status: IO[bytes],
         redact: Callable[[str], str],
         on_line: OnLine | None,
         should_cancel: ShouldCancel,
@@ -312,6 +458,8 @@ class _Run:
         tail_size: int,
     ) -> None:
         self.process = process
+        self.status = status  # the guard writes each program's exit status here
+        self.status_parts: list[bytes] = []
         self.redact = redact
         self.on_line = on_line
         self.should_cancel = should_cancel
@@ -339,6 +487,7 @@ class _Run:
         else:
             self._start(_pump_lines, stream=self.process.stdout, lines=self.lines)
         self.open_streams = 1
+        self._start(_read_all, stream=self.status, parts=self.status_parts)
         self._start(_wait_for_exit, process=self.process, lines=self.lines)
 
     def _start(self, target: Callable[..., None], **kwargs: object) -> None:
@@ -435,6 +584,7 @@ class _Run:
         _signal_group(process=self.process, signum=signal.SIGKILL)
         for reader in self.readers:
             reader.join(timeout=_PIPE_WAIT_AFTER_KILL)
+        self.status.close()
         while True:
             try:
                 item = self.lines.get_nowait()
@@ -446,8 +596,10 @@ class _Run:
         stop_seconds = None
         if self.interrupted_at is not None and self.ended_at is not None:
             stop_seconds = self.ended_at - self.interrupted_at
+        reported = b"".join(self.status_parts).split()
         return ProcessResult(
             returncode=self.process.returncode,
+            returncodes=tuple(int(code) for code in reported),
             tail=list(self.tail),
             stdout=b"".join(self.stdout_parts),
             timed_out=self.timed_out,

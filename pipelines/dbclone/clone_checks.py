@@ -145,6 +145,11 @@ def finish_and_check(
     }
 
 
+def _shape(rule: Rule, ctype: ColumnType) -> pg.ShapeCheck:
+    value = text_value(rule.column)
+    return pg.ShapeCheck(value=value, producible=producible(rule=rule, col=ctype, value=value))
+
+
 def check_table(
     *,
     src: psycopg.Connection[Any],
@@ -161,7 +166,8 @@ def check_table(
     with C-level set intersections; a hit is a leak unless the transformer could
     have produced the value (see masking.could_produce). Columns not gathered
     (masked by the source's server, or too many values): the clone's values that
-    the transformer could not have produced are the candidates. Candidates are
+    the transformer could not have produced are the candidates (counted in the row
+    count's scan, listed only when there are some). Candidates are
     confirmed on the source, in the same snapshot.
     """
     schema, name = table.table.schema, table.table.name
@@ -179,20 +185,25 @@ def check_table(
             constants.append((rule.column, check))
         elif rule.transformer in DETERMINISTIC:
             hashed.append((rule, ctype))
-    rows, violations = pg.table_checks(
-        conn=tgt, schema=schema, table=name, checks=[c for _, c in constants]
+    # Not gathered (masked in the source, or too many distinct values): a leak is a
+    # clone value masking could not have produced that is in the source. The same scan
+    # as the row count counts such values; only a column that has some lists them.
+    missing = [
+        i for i, (r, _) in enumerate(hashed) if collected.get((table.name, r.column)) is None
+    ]
+    shapes = [_shape(*hashed[i]) for i in missing]
+    rows, violations, outside = pg.table_checks(
+        conn=tgt, schema=schema, table=name, checks=[c for _, c in constants], shapes=shapes
     )
     found = {column: n for (column, _), n in zip(constants, violations, strict=True)}
     if not hashed:
         return rows, found
 
     sources: list[set[Any]] = []  # bytes (and None, harmless, when read again)
-    missing: list[int] = []
-    for i, (rule, ctype) in enumerate(hashed):
+    for rule, ctype in hashed:
         seen = collected.get((table.name, rule.column))
         if seen is None:
             sources.append(set())
-            missing.append(i)
         elif ctype.base_type == "bpchar":  # ::text drops char(n)'s trailing blanks
             sources.append({unescape_field(f).rstrip(b" ") for f in seen if f != NULL_FIELD})
         else:
@@ -203,21 +214,15 @@ def check_table(
             if escaped:
                 seen.update([unescape_field(f) for f in seen if b"\\" in f])
     candidates: list[set[str]] = [set() for _ in hashed]
-    for i in missing:
-        # Not gathered (masked in the source, or too many distinct values): a leak is a
-        # clone value masking could not have produced that is in the source, so the
-        # clone's server lists the values of another shape and the source confirms.
+    for i, shape, count in zip(missing, shapes, outside, strict=True):
+        # The clone's server lists the values of another shape; the source confirms.
+        if count == 0:
+            continue
         rule, ctype = hashed[i]
-        value = text_value(rule.column)
-        outside = pg.values_outside(
-            conn=tgt,
-            schema=schema,
-            table=name,
-            value=value,
-            producible=producible(rule=rule, col=ctype, value=value),
-            limit=LEAK_CANDIDATES_MAX,
+        listed = pg.values_outside(
+            conn=tgt, schema=schema, table=name, shape=shape, limit=LEAK_CANDIDATES_MAX
         )
-        candidates[i] = {v for v in outside if not could_produce(rule=rule, value=v, col=ctype)}
+        candidates[i] = {v for v in listed if not could_produce(rule=rule, value=v, col=ctype)}
     for i, (rule, ctype) in enumerate(hashed):
         if i in missing:
             continue

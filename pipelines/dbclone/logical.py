@@ -9,9 +9,9 @@ Steps (each safe to rerun; the clone's names are derived from the run id):
    client-side) and a new database owned by it. A leftover from a killed
    attempt of the same run is dropped first.
 3. Pre-data schema (``pg_dump --schema-only``, restored section by section),
-   then the data: one binary COPY stream per table, relayed without parsing rows,
-   ``jobs`` tables at once (threads, a source and a target connection each), every
-   reader in the same exported snapshot. Masked columns are computed by the
+   then the data: one binary COPY stream per table, piped from a source ``psql`` to a
+   target ``psql`` (the bytes never pass through this process), ``jobs`` tables at
+   once, every reader in the same exported snapshot. Masked columns are computed by the
    source's server (``COPY (SELECT masked ...)``, see ``sql_masking``), so only
    masked values leave it; the Python transformers rewrite a COPY text stream
    instead when a session is not UTF-8 or a type has no binary input/output. A
@@ -37,6 +37,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,15 +307,23 @@ def _clone(
         with tempfile.TemporaryDirectory(prefix="portal-clone-") as tmp:
             archive = Path(tmp) / "schema.dump"
             pg.dump_schema(url=source_url, path=archive, snapshot=snapshot)
-            pg.restore_section(url=target.url, path=archive, section="pre-data", role=role)
+            # Post-data is read from the archive while pre-data restores (two programs).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-pre") as pre:
+                restored = pre.submit(
+                    pg.restore_section, url=target.url, path=archive, section="pre-data", role=role
+                )
+                try:
+                    post = PostData.plan(
+                        archive=archive,
+                        target_url=target.url,
+                        role=role,
+                        plan=plan,
+                        owners=pg.table_objects(source),
+                    )
+                finally:
+                    wait([restored])
+                restored.result()
             log("schema restored (pre-data)")
-            post = PostData.plan(
-                archive=archive,
-                target_url=target.url,
-                role=role,
-                plan=plan,
-                owners=pg.table_objects(source),
-            )
             pool = CopyPool(
                 jobs=spec.jobs,
                 source_url=source_url,

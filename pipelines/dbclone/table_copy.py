@@ -1,6 +1,6 @@
-"""The data of a logical clone: one COPY stream per table on a pool of connection pairs,
-masked by the source's server (or in the stream), and each big table's indexes built as
-soon as it is copied."""
+"""The data of a logical clone: one COPY stream per table, ``jobs`` at once, masked by
+the source's server (or in the stream), and each big table's indexes built as soon as
+it is copied."""
 
 from __future__ import annotations
 
@@ -206,24 +206,25 @@ def copy_tables(
                 last[0] = time.monotonic()
                 pool.messages.put(f"copying {table.name}: {rows} rows so far")
 
-        # Binary COPY bytes relayed as they come: unmasked tables untouched, masked
-        # ones masked by the source's server (only masked values leave it). The
-        # Python transform remains for sessions that are not UTF-8 and for types
-        # without binary input/output.
+        # Binary COPY bytes piped from a source psql to a target psql: unmasked tables
+        # untouched, masked ones masked by the source's server (only masked values
+        # leave it). The Python transform remains for sessions that are not UTF-8 and
+        # for types without binary input/output.
         binary = table.table.oid not in text_only and pg.utf8_session(src) and pg.utf8_session(tgt)
         schema, name, columns = table.table.schema, table.table.name, table.columns
         if binary:
             masked = masked_select(plan=table, masker=masker) if transform else None
             rows = pg.copy_table_binary(
-                source=src,
-                target=tgt,
+                source_url=pool.source_url,
+                target_url=pool.target_url,
                 schema=schema,
                 table=name,
                 columns=columns,
+                snapshot=pool.snapshot,
                 select=masked.query if masked else None,
                 session=masked.session if masked else None,
-                stop=pool.stop,
-                progress=progress,
+                should_cancel=pool.stop.is_set,
+                secrets=pool.secrets,
             )
             if masked:
                 sets.clear()  # nothing seen here: the leak scan reads the source's values
@@ -263,11 +264,11 @@ def copy_tables(
             f"built {built} indexes and keys of {table.name} in {time.monotonic() - t1:.1f}s"
         )
 
-    # Index builds run on their own thread (the server does the work), so the copy
-    # workers go straight on to the next table.
+    # Index builds run on threads of their own, as many as copy workers (the server
+    # does the work), so the copy workers go straight on to the next table.
     builds: list[Future[None]] = []
     t0 = time.monotonic()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone-index") as builder:
+    with ThreadPoolExecutor(max_workers=pool.jobs, thread_name_prefix="clone-index") as builder:
         counts = pool.run(items=plan.tables, work=copy_one, log=log)  # sets pool.stop on error
         while not all(b.done() for b in builds):
             wait(builds, timeout=0.2)

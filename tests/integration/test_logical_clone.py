@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import StringIO
@@ -18,9 +19,11 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from psycopg import sql as pgsql
 from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
+from pipelines.clients.process import Program
 from pipelines.dbclone import logical, table_copy
 from pipelines.dbclone.clone_plan import TablePlan
 from pipelines.dbclone.logical import (
@@ -32,6 +35,7 @@ from pipelines.dbclone.logical import (
     clone_role_name,
     drop_clone,
 )
+from pipelines.dbclone.masking import Masker
 from pipelines.redaction import Redactor
 from tests.integration.conftest import q, scratch_database
 
@@ -368,6 +372,47 @@ def test_masked_in_the_source_or_in_python_the_clone_is_the_same(
         assert q(sql_url, query) == q(py_url, query), table
 
 
+def test_the_masking_key_reaches_the_source_psql_only_in_its_environment(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets.token_bytes(32)
+    blocks = [
+        b.hex()
+        for kind in ("email", "name", "phone", "hash")
+        for b in Masker(key).hmac_blocks(kind)
+    ]
+    runs: list[tuple[list[Program], bytes | None]] = []
+    real = pg.run_pipeline
+
+    def spy(*, programs: list[Program], stdin_data: bytes | None = None, **kwargs: Any) -> Any:
+        runs.append((list(programs), stdin_data))
+        return real(programs=programs, stdin_data=stdin_data, **kwargs)
+
+    monkeypatch.setattr(pg, "run_pipeline", spy)
+    rec = Recorder()
+    env.created_runs.append("121")
+    clone_logical(
+        spec=env.spec(),
+        account=env.account,
+        service="orders",
+        run_id="121",
+        log=rec.log,
+        add_secret=rec.add_secret,
+        masking_key=key,
+    )
+    copies = [(programs, data) for programs, data in runs if "psql" in programs[0].argv[0]]
+    assert copies, "no table was relayed by psql"
+    used = set()
+    for programs, stdin_data in copies:
+        visible = " ".join(a for p in programs for a in p.argv) + (stdin_data or b"").decode()
+        assert not any(block in visible for block in blocks)  # not in argv, not in the SQL
+        target_env = " ".join(programs[1].env.values())
+        assert not any(block in target_env for block in blocks)
+        used.update(b for b in blocks if b in programs[0].env.get("PGOPTIONS", ""))
+    assert used, "the masked tables' key blocks went in the source psql's PGOPTIONS"
+    assert not any(block in line for block in blocks for line in rec.lines)
+
+
 def test_rerun_of_a_complete_clone_only_rotates_the_password(env: Env) -> None:
     first = env.clone("201")
     rec = Recorder()
@@ -632,3 +677,49 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
     found = re.search(r"source bench_src_([0-9a-f]+):", err.getvalue())
     assert found, err.getvalue()
     assert {name for name in bench_objects() - before if found.group(1) in name} == set()
+
+
+RELAY_SQL = """
+CREATE TABLE t (id int PRIMARY KEY, v text);
+INSERT INTO t SELECT g, repeat('x', g % 50) FROM generate_series(1, 20000) g;
+"""
+
+
+def test_the_psql_relay_copies_checks_counts_and_leaves_nothing_on_failure() -> None:
+    name = secrets.token_hex(3)
+    with (
+        scratch_database(name=f"itest_relay_src_{name}", sql=RELAY_SQL) as src,
+        scratch_database(name=f"itest_relay_tgt_{name}", sql=RELAY_SQL) as tgt,
+    ):
+        pg.execute(tgt, "TRUNCATE t; INSERT INTO t VALUES (-1, 'kept until a copy commits')")
+
+        def copy(**kwargs: Any) -> int:
+            return pg.copy_table_binary(
+                source_url=src, target_url=tgt, schema="public", table="t", columns=["id", "v"],
+                **kwargs,
+            )  # fmt: skip
+
+        # The source fails part way (after rows went down the pipe): the target keeps
+        # what it had, and the error names the copy.
+        failing = pgsql.SQL("SELECT id, CAST(v || (1 / (15000 - id)) AS text) FROM t")
+        with pytest.raises(
+            pg.PostgresError, match=r"(?s)copy of public\.t failed.*division by zero"
+        ):
+            copy(select=failing)
+        assert q(tgt, "SELECT id FROM t") == [(-1,)]
+        # A cancel part way stops both programs; nothing changes either.
+        slow = pgsql.SQL("SELECT id, v FROM t WHERE pg_sleep(0.0005) IS NOT NULL")
+        asked = time.monotonic() + 1.0
+        with pytest.raises(pg.CopyCancelled):
+            copy(select=slow, should_cancel=lambda: time.monotonic() > asked)
+        assert time.monotonic() < asked + 5
+        assert q(tgt, "SELECT id FROM t") == [(-1,)]
+        # A copy: the source's count, equal to what the target took; settings from the
+        # session reach the query (a masking key's way in).
+        keyed = pgsql.SQL("SELECT id, current_setting('portal_mask.test') || v FROM t")
+        assert copy(select=keyed, session={"portal_mask.test": "k1"}) == 20000
+        assert q(tgt, "SELECT count(*), min(left(v, 2)) FROM t") == [(20000, "k1")]
+        assert copy() == 20000  # rerun: the same table again, not twice the rows
+        assert q(tgt, "SELECT count(*), sum(length(v)) FROM t") == q(
+            src, "SELECT count(*), sum(length(v)) FROM t"
+        )

@@ -195,3 +195,37 @@ def test_sql_shape_check_equals_could_produce(
         assert bool(ok) == could_produce(rule=rule, value=text, col=ctype), text
         accepted += bool(ok)
     assert accepted >= len(produced) and accepted < len(rows)
+
+
+def test_hash_and_email_cut_to_odd_widths_equal_python(conn: psycopg.Connection[Any]) -> None:
+    # The SQL encodes only the digest bytes a width needs: odd widths cut half a byte.
+    columns = [
+        ("h19", "varchar(19)", "hash", ColumnType("character varying(19)", "varchar", 19)),
+        ("h1", "varchar(1)", "hash", ColumnType("character varying(1)", "varchar", 1)),
+        ("h63", "varchar(63)", "hash", ColumnType("character varying(63)", "varchar", 63)),
+        ("hc7", "char(7)", "hash", ColumnType("character(7)", "bpchar", 7)),
+        ("e", "varchar(34)", "email", ColumnType("character varying(34)", "varchar", 34)),
+    ]
+    conn.execute(
+        "CREATE TEMP TABLE odd AS SELECT "
+        + ", ".join(f"CAST(left(e, {c.max_length}) AS {t}) AS {n}" for n, t, _, c in columns)
+        + " FROM t WHERE e IS NOT NULL"
+    )
+    masker = Masker(KEY)
+    rules = [(rule_for(name, kind), ctype) for name, _, kind, ctype in columns]
+    table = pg.TableInfo("pg_temp", "odd", 0, "r", "pg_temp", "odd", 0)
+    masked = masked_select(plan=TablePlan(table, [c[0] for c in columns], rules), masker=masker)
+    for setting, value in masked.session.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+    source = copy_text(conn, sql.SQL("SELECT * FROM odd"))
+    out = copy_text(conn, sql.SQL("SELECT * FROM ({}) q").format(masked.query))
+    expected = [
+        [
+            masker.field_transform(rule=rule, col=ctype)(field)
+            for (rule, ctype), field in zip(rules, row, strict=True)
+        ]
+        for row in source
+    ]
+    assert len(out) == len(source) > 2000
+    assert sorted(out) == sorted(expected)
+    assert {len(row[0]) for row in out} == {19} and {len(row[1]) for row in out} == {1}

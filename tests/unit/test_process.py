@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.clients.process import run_process
+from pipelines.clients.process import Program, run_pipeline, run_process
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def test_a_missing_program_raises_oserror(tmp_path: Path) -> None:
 PARENT = """
 import sys
 from pathlib import Path
-from pipelines.clients.process import run_process
+from pipelines.clients.process import Program, run_pipeline, run_process
 run_process(
     argv=["/bin/sleep", "60"],
     cwd=Path("."),
@@ -194,7 +194,7 @@ def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
 TREE = """
 import sys
 from pathlib import Path
-from pipelines.clients.process import run_process
+from pipelines.clients.process import Program, run_pipeline, run_process
 run_process(
     argv=["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"],
     cwd=Path("."),
@@ -231,3 +231,226 @@ def test_the_exit_status_and_a_death_by_signal_come_through(tmp_path: Path) -> N
     assert run_process(argv=["/bin/sh", "-c", "exit 3"], cwd=tmp_path, env=ENV).returncode == 3
     killed = run_process(argv=["/bin/sh", "-c", "kill -TERM $$"], cwd=tmp_path, env=ENV)
     assert killed.returncode == -signal.SIGTERM
+
+
+# --- pipelines: programs connected stdout to stdin, under the same guard --------------
+
+
+def test_a_pipeline_passes_bytes_from_program_to_program(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "seq 1 20000; echo made >&2"], env=ENV),
+            Program(argv=["/bin/sh", "-c", "wc -l; echo counted >&2"], env=ENV),
+        ],
+        cwd=tmp_path,
+        on_line=lines.append,
+    )
+
+    assert result.returncode == 0 and result.returncodes == (0, 0)
+    assert sorted(lines) == ["20000", "counted", "made"]
+
+
+def test_each_program_of_a_pipeline_gets_only_its_own_environment(tmp_path: Path) -> None:
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/usr/bin/env"], env={"FIRST": "one"}),
+            Program(
+                argv=["/bin/sh", "-c", "cat; env | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_='"],
+                env={"SECOND": "two", "PATH": "/usr/bin:/bin"},
+            ),
+        ],
+        cwd=tmp_path,
+    )
+
+    assert sorted(result.tail) == ["FIRST=one", "PATH=/usr/bin:/bin", "SECOND=two"]
+
+
+def test_a_pipeline_stdin_and_captured_stdout(tmp_path: Path) -> None:
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/cat"], env=ENV),
+            Program(argv=["/usr/bin/tr", "a-z", "A-Z"], env=ENV),
+        ],
+        cwd=tmp_path,
+        stdin_data=b"hello\n",
+        capture_stdout=True,
+    )
+
+    assert result.stdout == b"HELLO\n"
+
+
+def test_a_failing_first_program_kills_the_ones_reading_from_it(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "echo partial; exit 4"], env=ENV),
+            # Would take its (incomplete) input as whole: it must never see its end.
+            Program(argv=["/bin/sh", "-c", "cat >/dev/null; echo finished"], env=ENV),
+        ],
+        cwd=tmp_path,
+    )
+
+    assert result.returncodes == (4, -signal.SIGKILL)
+    assert result.returncode == -signal.SIGKILL
+    assert "finished" not in result.tail
+    assert time.monotonic() - started < 10
+
+
+def test_a_failing_second_program_fails_the_pipeline(tmp_path: Path) -> None:
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "yes | head -c 10000000"], env=ENV),
+            Program(
+                argv=["/bin/sh", "-c", "head -c 10 >/dev/null; echo refused >&2; exit 5"], env=ENV
+            ),
+        ],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 5
+    assert result.returncodes[1] == 5 and result.returncodes[0] != 0  # its reader went away
+    assert "refused" in result.tail
+
+
+def test_a_missing_program_of_a_pipeline_raises_oserror_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(OSError):
+        run_pipeline(
+            programs=[
+                Program(argv=["/bin/sh", "-c", f"touch {marker}"], env=ENV),
+                Program(argv=[str(tmp_path / "nope")], env=ENV),
+            ],
+            cwd=tmp_path,
+        )
+    assert not marker.exists()
+
+
+def test_a_pipeline_times_out_and_leaves_nothing_running(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "echo first $$ >&2; sleep 30"], env=ENV),
+            Program(argv=["/bin/sh", "-c", "echo second $$; cat; sleep 30"], env=ENV),
+        ],
+        cwd=tmp_path,
+        timeout_s=1,
+        grace_s=1,
+        on_line=lines.append,
+    )
+
+    assert result.timed_out
+    pids = [int(line.split()[1]) for line in lines if line.split()[0] in ("first", "second")]
+    assert len(pids) == 2
+    wait_until(lambda: not any(_alive(p) for p in pids), timeout=3, what="both programs to end")
+
+
+def test_a_pipeline_is_cancelled(tmp_path: Path) -> None:
+    asked = threading.Event()
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "echo going; sleep 30"], env=ENV),
+            Program(argv=["/bin/cat"], env=ENV),
+        ],
+        cwd=tmp_path,
+        on_line=lambda line: asked.set(),
+        should_cancel=asked.is_set,
+        poll_s=0.1,
+    )
+
+    assert result.cancelled and not result.killed
+    assert result.stop_seconds is not None and result.stop_seconds < 3
+
+
+def test_pipeline_lines_are_redacted(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_pipeline(
+        programs=[
+            Program(argv=["/bin/sh", "-c", "echo token hunter22 >&2; echo data"], env=ENV),
+            Program(argv=["/bin/sh", "-c", "cat; echo again hunter22"], env=ENV),
+        ],
+        cwd=tmp_path,
+        on_line=lines.append,
+        redact=lambda text: text.replace("hunter22", "[redacted]"),
+    )
+
+    assert sorted(lines) == sorted(result.tail) == ["again [redacted]", "data", "token [redacted]"]
+
+
+# A worker stand-in running a pipeline: prints the programs' pids, waits.
+PIPE_PARENT = """
+from pathlib import Path
+from pipelines.clients.process import Program, run_pipeline
+env = {"PATH": "/usr/bin:/bin"}
+run_pipeline(
+    programs=[
+        Program(argv=["/bin/sh", "-c", "echo $$ >&2; exec sleep 60"], env=env),
+        Program(argv=["/bin/sh", "-c", "echo $$; sleep 60 & echo $!; cat"], env=env),
+    ],
+    cwd=Path("."),
+    on_line=lambda line: print(line, flush=True),
+)
+"""
+
+
+def test_every_program_of_a_pipeline_dies_with_its_killed_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PIPE_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(parent.stdout.readline()) for _ in range(3)]
+        assert all(_alive(pid) for pid in pids)
+
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+
+        wait_until(
+            lambda: not any(_alive(pid) for pid in pids),
+            timeout=5,
+            what="both programs and what they started to die with the parent",
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+# As for Terraform: the program alone is interrupted, then what it left behind is killed.
+PROGRAM_ONLY = """
+from pathlib import Path
+from pipelines.clients.process import run_process
+run_process(
+    argv=["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"],
+    cwd=Path("."),
+    env={"PATH": "/usr/bin:/bin"},
+    on_line=lambda line: print(line, flush=True),
+    interrupt_group=False,
+    grace_s=3.0,  # longer than the guard waits for its pipes: it must kill them itself
+)
+"""
+
+
+def test_a_program_interrupted_alone_leaves_nothing_when_its_parent_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM_ONLY], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
+        assert _alive(shell) and _alive(grandchild)
+
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+
+        wait_until(
+            lambda: not _alive(shell) and not _alive(grandchild),
+            timeout=5,
+            what="the program and what it left behind to end",
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

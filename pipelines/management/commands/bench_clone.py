@@ -6,8 +6,9 @@ payments (foreign keys, personal-data columns), times the three copies in the sa
 run, drops every database it created, and prints one JSON line last:
 ``{"rows", "masked_s", "raw_s", "floor_s", "rows_per_s", "ratio", "floor_ratio"}``
 (ratio = masked / raw, floor_ratio = masked / floor). The floor is what no clone
-can beat by much: schema (pre-data), binary ``COPY ... TO STDOUT`` relayed into
-``COPY ... FROM STDIN``, two tables at a time, then post-data.
+can beat by much: schema (pre-data), binary ``COPY ... TO STDOUT`` piped into
+``COPY ... FROM STDIN`` (the clone's relay: two ``psql``), two tables at a time, then
+post-data.
 
 ``--golden N`` instead builds one golden copy of the source (masked, checked, frozen)
 and times N account databases copied from it, each with its own role; last line:
@@ -216,18 +217,14 @@ def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float
             with pg.connect(source_url, autocommit=True) as conn:
                 tables = [t for t in pg.list_tables(conn) if t.kind == "r"]
 
-            def relay(table: pg.TableInfo) -> int:
-                with (
-                    pg.connect(source_url, autocommit=True) as src,
-                    pg.connect(target_url, autocommit=True) as tgt,
-                ):
-                    return pg.copy_table_binary(
-                        source=src,
-                        target=tgt,
-                        schema=table.schema,
-                        table=table.name,
-                        columns=[c.name for c in table.columns if not c.generated],
-                    )
+            def relay(table: pg.TableInfo) -> int:  # the clone's own relay, unmasked
+                return pg.copy_table_binary(
+                    source_url=source_url,
+                    target_url=target_url,
+                    schema=table.schema,
+                    table=table.name,
+                    columns=[c.name for c in table.columns if not c.generated],
+                )
 
             with ThreadPoolExecutor(max_workers=FLOOR_JOBS) as pool:
                 copied = sum(pool.map(relay, sorted(tables, key=lambda t: -t.size)))
