@@ -4,8 +4,9 @@ The same transformers as ``masking.Masker`` (the tests compare both on many valu
 written with PostgreSQL's built-in ``sha256()`` so nothing is installed on the source:
 ``hmac(k, m) = sha256((k xor opad) || sha256((k xor ipad) || m))``. The source's
 backends then do the hashing, on as many cores as tables copy at once, and only
-masked values ever leave the source. The HMAC key blocks reach the server as bound
-parameters of ``set_config`` (``session``), never in a statement's text.
+masked values ever leave the source. The HMAC key blocks (``session``) reach the
+server as settings in the source psql's ``PGOPTIONS`` (``postgres.copy_table_binary``),
+never in argv or in a statement's text.
 
 The input of a transformer is the value's text in UTF-8 (``textsend(col::text)``:
 the text's bytes in the session's client encoding, with no conversion on a UTF-8
