@@ -35,13 +35,14 @@ from accounts_app.records import (
     record_torn_down,
     secret_values,
 )
-from pipelines import outbox
+from pipelines import outbox, rows
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
 from pipelines.dbretry import retrying
 from pipelines.logs import StageLog
 from pipelines.models import (
     ACTIVE_RUN_STATUSES,
+    LogLine,
     PipelineRun,
     RunKind,
     RunStatus,
@@ -74,19 +75,8 @@ def lock_run(run_id: int) -> PipelineRun:
 
 
 def lock_stage(stage_id: int) -> StageRun | None:
-    """Lock the stage's account, then its run and the stage; None if it is gone.
-
-    Two statements: the account first, found by a subquery; then the stage joined to its
-    run and account, which locks the run and the stage (the account is held already, so
-    no transaction that takes the account first can hold either of them meanwhile)."""
-    if not _lock_account(StageRun.objects.filter(pk=stage_id).values("run__account_id")):
-        return None
-    return (
-        StageRun.objects.select_for_update()
-        .select_related("run__account")
-        .filter(pk=stage_id)
-        .first()
-    )
+    """Lock the stage's account, then its run and the stage; None if it is gone."""
+    return rows.lock_stage(stage_id)
 
 
 def _lock_account(account_id: QuerySet[Any, Any]) -> bool:
@@ -123,15 +113,21 @@ def send_stage_task(stage_id: int) -> None:
 
 def execute_stage(stage_id: int) -> None:
     """Run one stage, if it is still queued. The body of the Celery task."""
-    stage = _claim_when_free(stage_id)
-    if stage is None:
+    claimed = _claim(stage_id)
+    if claimed is None:
         return
+    stage = claimed.stage
     account = stage.run.account
     redactor = Redactor(
         [*portal_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
     )
-    log = StageLog(stage.pk, stage.attempt, redactor)
-    heartbeat = Heartbeat(stage_id=stage.pk, attempt=stage.attempt, run_id=stage.run_id)
+    log = StageLog(stage.pk, stage.attempt, redactor, last_number=claimed.last_log_number)
+    # The header goes out with the stage's first line, or its outcome, in one INSERT; a
+    # stage silent for longer shows it at its first heartbeat.
+    log.hold(until_next_line=True)
+    heartbeat = Heartbeat(
+        stage_id=stage.pk, attempt=stage.attempt, run_id=stage.run_id, flush_log=log.flush
+    )
     workdir = (
         Path(settings.PORTAL_WORK_DIR)
         / f"run-{stage.run_id}"
@@ -141,16 +137,27 @@ def execute_stage(stage_id: int) -> None:
     try:
         outcome = run_executor(
             lambda: executor_for(stage.kind)(
-                _context(stage, log=log, redactor=redactor, heartbeat=heartbeat, workdir=workdir)
+                _context(
+                    stage,
+                    previous=claimed.previous,
+                    log=log,
+                    redactor=redactor,
+                    heartbeat=heartbeat,
+                    workdir=workdir,
+                )
             ),
             log=log,
             redact=redactor,
         )
     finally:
         heartbeat.stop()
+    # The lines not written yet go in the outcome's transaction.
+    kept = log.take_held()
     # A dropped connection must not lose a finished stage's result: try again, reconnected.
     retrying(
-        lambda: _record_outcome(stage_id=stage.pk, attempt=stage.attempt, outcome=outcome, log=log),
+        lambda: _record_outcome(
+            stage_id=stage.pk, attempt=stage.attempt, outcome=outcome, log=log, kept=kept
+        ),
         what=f"recording stage {stage.pk}",
     )
     if not settings.PORTAL_KEEP_WORKDIRS and isinstance(outcome, Succeeded):
@@ -187,7 +194,13 @@ def run_here(
 
 
 def _context(
-    stage: StageRun, *, log: StageLog, redactor: Redactor, heartbeat: Heartbeat, workdir: Path
+    stage: StageRun,
+    *,
+    previous: dict[str, dict[str, Any]],
+    log: StageLog,
+    redactor: Redactor,
+    heartbeat: Heartbeat,
+    workdir: Path,
 ) -> StageContext:
     run = stage.run
     account = run.account
@@ -203,9 +216,11 @@ def _context(
         attempt=stage.attempt,
         blueprint=load_blueprint(account.blueprint),
         config=dict(run.config),
-        previous=_previous_outputs(stage),
+        previous=previous,
         workdir=workdir,
         log=log,
+        hold_log=log.hold,
+        flush_log=log.flush,
         add_secret=redactor.add,
         is_cancelled=heartbeat.cancelled.is_set,
         artifacts=DbArtifactStore(run.pk),
@@ -232,10 +247,25 @@ def portal_secrets() -> list[str]:
 
 
 class _Busy:
-    """What ``_claim`` says while a lost attempt's processes still run."""
+    """What ``_claim_locked`` says while a lost attempt's processes still run."""
 
 
 _BUSY = _Busy()
+
+
+def _claim(stage_id: int) -> rows.Claimed | None:
+    """Claim the stage: in one statement when it is queued, as it nearly always is; else
+    (a redelivery, a takeover, a cancelled run, nothing to do) under the locks."""
+    claimed = retrying(
+        lambda: rows.claim_queued(stage_id=stage_id, worker=this_worker(), now=timezone.now()),
+        what=f"claiming stage {stage_id}",
+    )
+    if claimed is not None:
+        return claimed
+    stage = _claim_when_free(stage_id)
+    if stage is None:
+        return None
+    return rows.Claimed(stage=stage, last_log_number=None, previous=_previous_outputs(stage))
 
 
 def _claim_when_free(stage_id: int) -> StageRun | None:
@@ -246,7 +276,7 @@ def _claim_when_free(stage_id: int) -> StageRun | None:
     deadline = time.monotonic() + settings.PORTAL_TERRAFORM_GRACE_SECONDS + 5
     while True:
         claimed = retrying(
-            lambda: _claim(stage_id, wait_for_lost=time.monotonic() < deadline),
+            lambda: _claim_locked(stage_id, wait_for_lost=time.monotonic() < deadline),
             what=f"claiming stage {stage_id}",
         )
         if not isinstance(claimed, _Busy):
@@ -254,7 +284,7 @@ def _claim_when_free(stage_id: int) -> StageRun | None:
         time.sleep(0.2)
 
 
-def _claim(stage_id: int, *, wait_for_lost: bool) -> StageRun | _Busy | None:
+def _claim_locked(stage_id: int, *, wait_for_lost: bool) -> StageRun | _Busy | None:
     with transaction.atomic():
         stage = lock_stage(stage_id)
         if stage is None:
@@ -364,51 +394,68 @@ def _previous_outputs(stage: StageRun) -> dict[str, dict[str, Any]]:
     return {kind: outputs for kind, outputs in earlier}
 
 
-def _record_outcome(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:
+def _record_outcome(
+    *,
+    stage_id: int,
+    attempt: int,
+    outcome: Outcome,
+    log: StageLog,
+    kept: list[LogLine] | None = None,
+) -> None:
+    """Record the attempt's outcome. ``kept``: its lines not written yet (``take_held``)."""
     with transaction.atomic():
-        stage = lock_stage(stage_id)
-        if stage is None or stage.status != StageStatus.RUNNING or stage.attempt != attempt:
-            # The reaper or a user got here first; their word stands.
-            status = stage.status if stage else "gone"
-            log(f"stage already {status}; result of attempt {attempt} discarded")
-            return
-        run = stage.run
-        match outcome:
-            case Succeeded(outputs=outputs):
-                stage.outputs = outputs
-                _finish_stage(stage, status=StageStatus.SUCCEEDED, explanation="")
-                log(f"--- {stage.kind} succeeded ---")
-                advance(run, after=stage)
-            case Waiting(outputs=outputs, timeout_hours=hours):
-                stage.outputs = outputs
-                stage.approval_deadline = timezone.now() + timedelta(hours=hours)
-                stage.status = StageStatus.WAITING_APPROVAL
-                stage.save()
-                run.status = RunStatus.WAITING_APPROVAL
-                run.save(update_fields=["status"])
-                log("--- waiting for approval ---")
-                # In the transaction: what the receivers queue commits with the stage.
-                approval_needed.send(sender=StageRun, stage=stage)
-            case Cancelled(explanation=explanation):
-                log(f"--- cancelled: {explanation} ---")
-                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
-                cancel_remaining(run)
-                finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
-            case Failed() if run.cancel_requested:
-                # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
-                log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
-                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
-                cancel_remaining(run)
-                finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
-            case Failed():
-                stage.retryable = outcome.retryable
-                stage.retry_from = outcome.retry_from
-                stage.error = outcome.detail
-                log(f"--- {stage.kind} failed: {outcome.explanation} ---")
-                _finish_stage(stage, status=StageStatus.FAILED, explanation=outcome.explanation)
-                finish_run(
-                    run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {outcome.explanation}"
-                )
+        # The stage's last lines and the outcome's go in one INSERT in this transaction;
+        # tried again, it writes them again.
+        log.hold(kept=kept)
+        _decide(stage_id=stage_id, attempt=attempt, outcome=outcome, log=log)
+        log.flush()
+
+
+def _decide(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:
+    """Record the attempt's outcome on its stage and run (in the caller's transaction)."""
+    stage = lock_stage(stage_id)
+    if stage is None or stage.status != StageStatus.RUNNING or stage.attempt != attempt:
+        # The reaper or a user got here first; their word stands.
+        status = stage.status if stage else "gone"
+        log(f"stage already {status}; result of attempt {attempt} discarded")
+        return
+    run = stage.run
+    match outcome:
+        case Succeeded(outputs=outputs):
+            stage.outputs = outputs
+            _finish_stage(stage, status=StageStatus.SUCCEEDED, explanation="")
+            log(f"--- {stage.kind} succeeded ---")
+            advance(run, after=stage)
+        case Waiting(outputs=outputs, timeout_hours=hours):
+            stage.outputs = outputs
+            stage.approval_deadline = timezone.now() + timedelta(hours=hours)
+            stage.status = StageStatus.WAITING_APPROVAL
+            stage.save()
+            run.status = RunStatus.WAITING_APPROVAL
+            run.save(update_fields=["status"])
+            log("--- waiting for approval ---")
+            # In the transaction: what the receivers queue commits with the stage.
+            approval_needed.send(sender=StageRun, stage=stage)
+        case Cancelled(explanation=explanation):
+            log(f"--- cancelled: {explanation} ---")
+            _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
+            cancel_remaining(run)
+            finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
+        case Failed() if run.cancel_requested:
+            # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
+            log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
+            _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+            cancel_remaining(run)
+            finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+        case Failed():
+            stage.retryable = outcome.retryable
+            stage.retry_from = outcome.retry_from
+            stage.error = outcome.detail
+            log(f"--- {stage.kind} failed: {outcome.explanation} ---")
+            _finish_stage(stage, status=StageStatus.FAILED, explanation=outcome.explanation)
+            finish_run(
+                run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {outcome.explanation}"
+            )
 
 
 def _finish_stage(stage: StageRun, *, status: StageStatus, explanation: str) -> None:
@@ -435,9 +482,7 @@ def advance(run: PipelineRun, *, after: StageRun) -> None:
         cancel_remaining(run)
         finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
         return
-    following = (
-        run.stages.filter(position__gt=after.position).exclude(status=StageStatus.SKIPPED).first()
-    )
+    following = rows.next_stage(run_id=run.pk, after_position=after.position)
     if following is None:
         finish_run(run, status=RunStatus.SUCCEEDED, explanation="")
         return
@@ -496,14 +541,25 @@ def _account_status_after(*, kind: str, run_status: RunStatus) -> AccountStatus 
 class Heartbeat(PeriodicThread):
     """Beats for a running stage, and notices when its run is asked to stop."""
 
-    def __init__(self, *, stage_id: int, attempt: int, run_id: int) -> None:
+    def __init__(
+        self,
+        *,
+        stage_id: int,
+        attempt: int,
+        run_id: int,
+        flush_log: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name=f"heartbeat-{stage_id}", interval=settings.PORTAL_HEARTBEAT_SECONDS)
         self.stage_id = stage_id
         self.attempt = attempt
         self.run_id = run_id
+        # Lines the stage's log still keeps are written at each beat at the latest.
+        self.flush_log = flush_log
         self.cancelled = threading.Event()
 
     def tick(self) -> None:
+        if self.flush_log is not None:
+            self.flush_log()
         self.beat()
 
     def beat(self, now: datetime | None = None) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from celery import Task, current_app
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from pipelines.models import OutboxMessage
@@ -58,14 +59,60 @@ def send_after_commit(task_name: str, *args: TaskArg) -> None:
 
 
 def send(message_id: int) -> bool:
-    """Send one message unless it is sent or being sent; False if the broker refused."""
-    with transaction.atomic():
-        message = (
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(pk=message_id, sent_at__isnull=True)
-            .first()
+    """Send one message unless it is sent or being sent; False if the broker refused.
+
+    Three round trips: the row is marked sent and locked by one statement, the message
+    goes to the broker, the mark commits; a refusal rolls the mark back, then the
+    attempt is recorded."""
+    try:
+        with transaction.atomic():
+            message = _mark_sent(message_id)
+            if message is None:
+                return False
+            _send_task(message)
+    except BrokerRefused as refused:
+        _record_refusal(message_id=message_id, error=refused.error)
+        return False
+    return True
+
+
+def _mark_sent(message_id: int) -> OutboxMessage | None:
+    """Mark the message sent, if it is unsent and no one else is sending it (locked till
+    the caller's transaction ends): None otherwise."""
+    table = OutboxMessage._meta.db_table
+    rows = list(
+        OutboxMessage.objects.raw(
+            f"UPDATE {table} SET attempts = attempts + 1, sent_at = %s WHERE id = ("  # noqa: S608
+            f"SELECT id FROM {table} WHERE id = %s AND sent_at IS NULL FOR UPDATE SKIP LOCKED"
+            ") RETURNING *",
+            [timezone.now(), message_id],
         )
-        return message is not None and _publish(message)
+    )
+    return rows[0] if rows else None
+
+
+class BrokerRefused(Exception):
+    """The broker did not take a message (its error, said in words)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _send_task(message: OutboxMessage) -> None:
+    try:
+        # retry=False: fail at once when the broker is down; the relay tries again.
+        # By name: the sending process need not have imported the task's module.
+        current_app.send_task(message.task, args=message.args, retry=False)
+    except Exception as exc:  # kombu, redis and socket errors alike: the row stays unsent
+        raise BrokerRefused(exc) from exc
+
+
+def _record_refusal(*, message_id: int, error: Exception) -> None:
+    OutboxMessage.objects.filter(pk=message_id).update(
+        attempts=F("attempts") + 1, last_error=f"{type(error).__name__}: {error}"[:1000]
+    )
+    logger.warning("outbox: could not send #%s: %s", message_id, error)
 
 
 def relay(*, limit: int = RELAY_BATCH) -> int:
@@ -89,16 +136,13 @@ def prune(*, sent_before: datetime) -> int:
 
 
 def _publish(message: OutboxMessage) -> bool:
-    message.attempts += 1
+    """Send a message the caller holds locked, and mark it sent (the relay's way)."""
     try:
-        # retry=False: fail at once when the broker is down; the relay tries again.
-        # By name: the sending process need not have imported the task's module.
-        current_app.send_task(message.task, args=message.args, retry=False)
-    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
-        message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-        message.save(update_fields=["attempts", "last_error"])
-        logger.warning("outbox: could not send %s #%s: %s", message.task, message.pk, exc)
+        _send_task(message)
+    except BrokerRefused as refused:
+        _record_refusal(message_id=message.pk, error=refused.error)
         return False
+    message.attempts += 1
     message.sent_at = timezone.now()
     message.save(update_fields=["attempts", "sent_at"])
     return True

@@ -5,7 +5,9 @@
 - Output lines reach ``on_line`` in the caller's thread: reader threads only put
   lines on a queue, which the caller's thread drains (``on_line`` writes to the
   database, and a thread that never closes its connection must not do that). The
-  caller blocks on that queue with a timeout; nothing sleeps to poll.
+  caller blocks on that queue with a timeout; nothing sleeps to poll. ``on_idle`` is
+  called, in that thread too, each time the queue is empty after lines came: a caller
+  that keeps lines writes a burst of output at once, still live.
 - Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
   child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
 - The program runs under a small guard that leads its own process group (so a stop
@@ -50,6 +52,7 @@ _PR_SET_PDEATHSIG = 1
 OnLine = Callable[[str], None]
 ShouldCancel = Callable[[], bool]
 OnStart = Callable[[int], None]
+OnIdle = Callable[[], None]
 
 
 def _never() -> bool:
@@ -233,6 +236,7 @@ def run_process(
     on_line: OnLine | None = None,
     should_cancel: ShouldCancel = _never,
     on_start: OnStart | None = None,
+    on_idle: OnIdle | None = None,
     stdin_data: bytes | None = None,
     capture_stdout: bool = False,
     grace_s: float = DEFAULT_GRACE_SECONDS,
@@ -248,7 +252,7 @@ def run_process(
     ``poll_s`` seconds. A stop interrupts the whole process group, or only the program
     when ``interrupt_group`` is false (Terraform, which stops its children itself).
     Raises ``OSError`` when the program cannot be started; an exception raised by
-    ``on_line`` or ``on_start`` stops the process, then propagates.
+    ``on_line``, ``on_idle`` or ``on_start`` stops the process, then propagates.
     """
     _check_program(program=argv[0], cwd=cwd, env=env)
     process = subprocess.Popen(
@@ -266,6 +270,7 @@ def run_process(
         process=process,
         redact=redact,
         on_line=on_line,
+        on_idle=on_idle,
         should_cancel=should_cancel,
         grace_s=grace_s,
         poll_s=poll_s,
@@ -306,6 +311,7 @@ class _Run:
         process: subprocess.Popen[bytes],
         redact: Callable[[str], str],
         on_line: OnLine | None,
+        on_idle: OnIdle | None,
         should_cancel: ShouldCancel,
         grace_s: float,
         poll_s: float,
@@ -314,6 +320,8 @@ class _Run:
         self.process = process
         self.redact = redact
         self.on_line = on_line
+        self.on_idle = on_idle
+        self.delivered_since_idle = False
         self.should_cancel = should_cancel
         self.grace_s = grace_s
         self.poll_s = poll_s
@@ -377,6 +385,9 @@ class _Run:
             except queue.Empty:
                 continue
             self._take(item, deliver=True)
+            if self.delivered_since_idle and self.on_idle is not None and self.lines.empty():
+                self.delivered_since_idle = False
+                self.on_idle()
 
     def _wait_seconds(self, *, now: float, deadline: float | None, next_check: float) -> float:
         moments = [next_check if self.interrupted_at is None else now + self.poll_s]
@@ -399,6 +410,7 @@ class _Run:
         self.tail.append(line)
         if deliver and self.on_line is not None:
             self.on_line(line)
+            self.delivered_since_idle = True
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
@@ -441,6 +453,8 @@ class _Run:
             except queue.Empty:
                 break
             self._take(item, deliver=deliver)
+        if deliver and self.delivered_since_idle and self.on_idle is not None:
+            self.on_idle()
 
     def result(self) -> ProcessResult:
         stop_seconds = None

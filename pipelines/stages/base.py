@@ -97,6 +97,10 @@ def _ignore_pid(pid: int) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class StageContext:
     account: AccountInfo
@@ -126,6 +130,16 @@ class StageContext:
     on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
     # Non-empty: the workflow wants a human to approve this run's plan, for this reason.
     approval_reason: str = ""
+    # A burst of output lines in one INSERT: ``hold_log`` keeps the lines logged from
+    # then on, ``flush_log`` writes the kept ones and stops keeping (see ``log_held``).
+    hold_log: Callable[[], None] = field(default=_nothing, repr=False)
+    flush_log: Callable[[], None] = field(default=_nothing, repr=False)
+
+    def log_held(self, text: str) -> None:
+        """Log a line of a program's output, kept until ``flush_log`` (the runner's
+        ``on_idle``: the output paused), so a burst of lines is one INSERT, still live."""
+        self.hold_log()
+        self.log(text)
 
 
 class AccountRecords(Protocol):
