@@ -31,6 +31,7 @@ from django.utils import timezone
 from accounts_app.models import Account, AccountStatus
 from accounts_app.records import (
     AccountRecords,
+    decrypted_secrets,
     record_on_account,
     record_torn_down,
     secret_values,
@@ -100,7 +101,7 @@ def queue_stage(stage: StageRun) -> None:
     # A new attempt asks afresh: no earlier decision or deadline carries over.
     stage.decided_by = stage.decided_at = stage.approval_deadline = None
     stage.decision_comment = ""
-    stage.save()
+    rows.save_stage(stage)
     send_stage_task(stage.pk)
 
 
@@ -118,9 +119,12 @@ def execute_stage(stage_id: int) -> None:
         return
     stage = claimed.stage
     account = stage.run.account
-    redactor = Redactor(
-        [*portal_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
+    secrets = (
+        secret_values(account.pk)
+        if claimed.secret_ciphertexts is None
+        else decrypted_secrets(claimed.secret_ciphertexts)
     )
+    redactor = Redactor([*portal_secrets(), *secrets, *sensitive_output_values(account)])
     log = StageLog(stage.pk, stage.attempt, redactor, last_number=claimed.last_log_number)
     # The header goes out with the stage's first line, or its outcome, in one INSERT; a
     # stage silent for longer shows it at its first heartbeat.
@@ -265,7 +269,12 @@ def _claim(stage_id: int) -> rows.Claimed | None:
     stage = _claim_when_free(stage_id)
     if stage is None:
         return None
-    return rows.Claimed(stage=stage, last_log_number=None, previous=_previous_outputs(stage))
+    return rows.Claimed(
+        stage=stage,
+        last_log_number=None,
+        previous=_previous_outputs(stage),
+        secret_ciphertexts=None,
+    )
 
 
 def _claim_when_free(stage_id: int) -> StageRun | None:
@@ -462,7 +471,7 @@ def _finish_stage(stage: StageRun, *, status: StageStatus, explanation: str) -> 
     stage.status = status
     stage.explanation = explanation
     stage.finished_at = timezone.now()
-    stage.save()
+    rows.save_stage(stage)
 
 
 def fail_stage(stage: StageRun, *, explanation: str) -> None:

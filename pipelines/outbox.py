@@ -14,12 +14,13 @@ that (a stage task finds its stage no longer queued).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from celery import Task, current_app
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 # What a task may carry: JSON, as the broker and the outbox row both store it.
 TaskArg = str | int | float | bool | None | list[str]
 
+_TABLE = OutboxMessage._meta.db_table
+_ARGS = OutboxMessage._meta.get_field("args")
 RELAY_SECONDS = 2.0
 RELAY_BATCH = 100
 
@@ -54,8 +57,15 @@ class PortalTask(Task):
 
 def send_after_commit(task_name: str, *args: TaskArg) -> None:
     """Record the message now (in the caller's transaction); try to send it after commit."""
-    message = OutboxMessage.objects.create(task=task_name, args=list(args))
-    transaction.on_commit(lambda: send(message.pk), robust=True)
+    # One plain INSERT: every stage of every run comes this way.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_TABLE} (task, args, created_at, attempts, last_error) "  # noqa: S608
+            "VALUES (%s, %s, %s, 0, '') RETURNING id",
+            [task_name, _ARGS.get_db_prep_save(list(args), connection), timezone.now()],
+        )
+        (message_id,) = cursor.fetchone()
+    transaction.on_commit(lambda: send(message_id), robust=True)
 
 
 def send(message_id: int) -> bool:
@@ -66,29 +76,33 @@ def send(message_id: int) -> bool:
     attempt is recorded."""
     try:
         with transaction.atomic():
-            message = _mark_sent(message_id)
-            if message is None:
+            marked = _mark_sent(message_id)
+            if marked is None:
                 return False
-            _send_task(message)
+            task, task_args = marked
+            _send_task(task=task, args=task_args)
     except BrokerRefused as refused:
         _record_refusal(message_id=message_id, error=refused.error)
         return False
     return True
 
 
-def _mark_sent(message_id: int) -> OutboxMessage | None:
+def _mark_sent(message_id: int) -> tuple[str, list[TaskArg]] | None:
     """Mark the message sent, if it is unsent and no one else is sending it (locked till
-    the caller's transaction ends): None otherwise."""
-    table = OutboxMessage._meta.db_table
-    rows = list(
-        OutboxMessage.objects.raw(
-            f"UPDATE {table} SET attempts = attempts + 1, sent_at = %s WHERE id = ("  # noqa: S608
-            f"SELECT id FROM {table} WHERE id = %s AND sent_at IS NULL FOR UPDATE SKIP LOCKED"
-            ") RETURNING *",
+    the caller's transaction ends): its task and arguments, else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET attempts = attempts + 1, sent_at = %s WHERE id = ("  # noqa: S608
+            f"SELECT id FROM {_TABLE} WHERE id = %s AND sent_at IS NULL FOR UPDATE SKIP LOCKED"
+            ") RETURNING task, args",
             [timezone.now(), message_id],
         )
-    )
-    return rows[0] if rows else None
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task, args = row
+    # jsonb comes as text through Django's connection.
+    return str(task), list(json.loads(args) if isinstance(args, str) else args)
 
 
 class BrokerRefused(Exception):
@@ -99,11 +113,11 @@ class BrokerRefused(Exception):
         self.error = error
 
 
-def _send_task(message: OutboxMessage) -> None:
+def _send_task(*, task: str, args: list[TaskArg]) -> None:
     try:
         # retry=False: fail at once when the broker is down; the relay tries again.
         # By name: the sending process need not have imported the task's module.
-        current_app.send_task(message.task, args=message.args, retry=False)
+        current_app.send_task(task, args=args, retry=False)
     except Exception as exc:  # kombu, redis and socket errors alike: the row stays unsent
         raise BrokerRefused(exc) from exc
 
@@ -138,7 +152,7 @@ def prune(*, sent_before: datetime) -> int:
 def _publish(message: OutboxMessage) -> bool:
     """Send a message the caller holds locked, and mark it sent (the relay's way)."""
     try:
-        _send_task(message)
+        _send_task(task=message.task, args=message.args)
     except BrokerRefused as refused:
         _record_refusal(message_id=message.pk, error=refused.error)
         return False

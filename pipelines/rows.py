@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from django.db import connection
 from django.db.models import Model
 
-from accounts_app.models import Account
+from accounts_app.models import Account, AccountSecret
 from pipelines.models import LogLine, PipelineRun, StageRun, StageStatus
 
 M = TypeVar("M", bound=Model)
@@ -25,6 +25,7 @@ _STAGE = StageRun._meta.db_table
 _RUN = PipelineRun._meta.db_table
 _ACCOUNT = Account._meta.db_table
 _LOG = LogLine._meta.db_table
+_SECRET = AccountSecret._meta.db_table
 # Rows per INSERT of log lines: far below PostgreSQL's 65535 parameters a statement.
 LOG_ROWS_PER_INSERT = 1000
 
@@ -65,6 +66,8 @@ class Claimed:
     stage: StageRun  # its run and the run's account attached
     last_log_number: int | None  # 0: no line yet; None: not read
     previous: dict[str, dict[str, Any]]  # outputs of the run's earlier succeeded stages
+    # The account's secrets, encrypted (for the redactor); None: not read.
+    secret_ciphertexts: list[bytes] | None
 
 
 def claim_queued(*, stage_id: int, worker: str, now: datetime) -> Claimed | None:
@@ -91,7 +94,9 @@ def claim_queued(*, stage_id: int, worker: str, now: datetime) -> Claimed | None
                (SELECT json_object_agg(e.kind, e.outputs ORDER BY e.position)
                 FROM {_STAGE} AS e
                 WHERE e.run_id = claimed.run_id AND e.position < claimed.position
-                  AND e.status = %(succeeded)s)
+                  AND e.status = %(succeeded)s),
+               (SELECT array_agg(k.ciphertext ORDER BY k.id) FROM {_SECRET} AS k
+                WHERE k.account_id = a.id)
         FROM claimed
         JOIN {_RUN} AS r ON r.id = claimed.run_id
         JOIN {_ACCOUNT} AS a ON a.id = r.account_id
@@ -109,13 +114,14 @@ def claim_queued(*, stage_id: int, worker: str, now: datetime) -> Claimed | None
         row = cursor.fetchone()
     if row is None:
         return None
-    *values, last_number, previous = row
+    *values, last_number, previous, ciphertexts = row
     if isinstance(previous, str):
         previous = json.loads(previous)
     return Claimed(
         stage=_stage_with_run(values),
         last_log_number=last_number or 0,
         previous=dict(previous or {}),
+        secret_ciphertexts=[bytes(c) for c in ciphertexts or []],
     )
 
 
@@ -160,6 +166,18 @@ def next_stage(*, run_id: int, after_position: int) -> StageRun | None:
         )
         row = cursor.fetchone()
     return None if row is None else _instance(StageRun, row)
+
+
+def save_stage(stage: StageRun) -> None:
+    """Write every column of the stage, as ``stage.save()`` does (no signal listens)."""
+    fields = [field for field in StageRun._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(f'"{field.column}" = %s' for field in fields)
+    params = [field.get_db_prep_save(getattr(stage, field.attname), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_STAGE} SET {columns} WHERE id = %s",  # noqa: S608 - names from the model
+            [*params, stage.pk],
+        )
 
 
 def insert_log_lines(lines: Sequence[LogLine]) -> None:
