@@ -52,7 +52,7 @@ from pipelines.models import (
     Trigger,
 )
 from pipelines.outcomes import Cancelled, Failed, Outcome, Succeeded, Waiting, run_executor
-from pipelines.periodic import PeriodicThread
+from pipelines.periodic import SharedTicker
 from pipelines.redaction import Redactor, environment_secrets
 from pipelines.signals import approval_needed, run_finished
 from pipelines.stages import executor_for
@@ -547,8 +547,9 @@ def _account_status_after(*, kind: str, run_status: RunStatus) -> AccountStatus 
 # --- heartbeats -------------------------------------------------------------------------
 
 
-class Heartbeat(PeriodicThread):
-    """Beats for a running stage, and notices when its run is asked to stop."""
+class Heartbeat:
+    """Beats for a running stage, and notices when its run is asked to stop (on the
+    process's one heartbeat thread, ``_BEATS``)."""
 
     def __init__(
         self,
@@ -558,13 +559,20 @@ class Heartbeat(PeriodicThread):
         run_id: int,
         flush_log: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(name=f"heartbeat-{stage_id}", interval=settings.PORTAL_HEARTBEAT_SECONDS)
+        self.interval = float(settings.PORTAL_HEARTBEAT_SECONDS)
         self.stage_id = stage_id
         self.attempt = attempt
         self.run_id = run_id
         # Lines the stage's log still keeps are written at each beat at the latest.
         self.flush_log = flush_log
         self.cancelled = threading.Event()
+
+    def start(self) -> None:
+        _BEATS.add(self)
+
+    def stop(self) -> None:
+        """No beat of this heartbeat runs once this returns."""
+        _BEATS.remove(self)
 
     def tick(self) -> None:
         if self.flush_log is not None:
@@ -578,6 +586,9 @@ class Heartbeat(PeriodicThread):
         cancel = PipelineRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
         if cancel or not still_running:
             self.cancelled.set()
+
+
+_BEATS = SharedTicker(name="heartbeats")
 
 
 def active_run_for(account_id: int) -> PipelineRun | None:
