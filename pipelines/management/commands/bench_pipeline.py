@@ -123,12 +123,27 @@ class Worker:
                 raise CommandError(f"the worker did not start; see {self.log_path}")
             time.sleep(0.1)
 
-    def rss_mib(self) -> float:
-        """Resident memory of the worker's pool child (the process that runs the stages)."""
+    def _pool_pids(self) -> list[str]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         pids = children.read_text().split() if children.exists() else []
+        return pids or [str(self.proc.pid)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker's pool child has used so far: a figure the
+        machine's load barely moves, unlike the wall-clock ones."""
+        ticks = 0
+        for pid in self._pool_pids():
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists():
+                # utime and stime, fields 14 and 15 of proc(5)'s stat, after the name.
+                fields = stat.read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the worker's pool child (the process that runs the stages)."""
         total = 0
-        for pid in pids or [str(self.proc.pid)]:
+        for pid in self._pool_pids():
             status = Path(f"/proc/{pid}/status")
             for line in status.read_text().splitlines() if status.exists() else []:
                 if line.startswith("VmRSS:"):
@@ -212,6 +227,7 @@ class Command(PortalCommand):
         for _ in range(WARMUP_RUNS):
             self._provision(account)
         rss_start = worker.rss_mib()
+        cpu_start = worker.cpu_seconds()
         gaps: list[float] = []
         durations: list[float] = []
         for _ in range(runs):
@@ -223,6 +239,7 @@ class Command(PortalCommand):
                 for before, after in itertools.pairwise(stages)
             ]
         rss_end = worker.rss_mib()
+        cpu_per_stage_ms = (worker.cpu_seconds() - cpu_start) * 1000 / len(durations)
         hop = self._celery_hop(worker)
         result = {
             "runs": runs,
@@ -241,6 +258,9 @@ class Command(PortalCommand):
             f"p95 {percentile(durations, 0.95):.2f} ms"
         )
         self.stdout.write(f"bare Celery hop (median of {HOPS}): {result['celery_hop_ms']} ms")
+        self.stdout.write(
+            f"worker CPU per no-op stage, Celery's share included: {cpu_per_stage_ms:.1f} ms"
+        )
         self.stdout.write(
             f"worker memory (pool child RSS): {rss_start:.1f} MiB after warm-up, "
             f"{rss_end:.1f} MiB after {runs} runs ({rss_end - rss_start:+.1f} MiB)"
