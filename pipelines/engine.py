@@ -225,6 +225,7 @@ def _context(
         log=log,
         hold_log=log.hold,
         flush_log=log.flush,
+        release_log=log.release,
         add_secret=redactor.add,
         is_cancelled=heartbeat.cancelled.is_set,
         artifacts=DbArtifactStore(run.pk),
@@ -417,7 +418,7 @@ def _record_outcome(
         # tried again, it writes them again.
         log.hold(kept=kept)
         _decide(stage_id=stage_id, attempt=attempt, outcome=outcome, log=log)
-        log.flush()
+        log.release()
 
 
 def _decide(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:

@@ -2,8 +2,9 @@
 
 A burst of lines (a Terraform command's output, the engine's header and a stage's
 first line) can be kept and written in one INSERT: ``hold()`` keeps lines in memory,
-``flush()`` writes them. Every line keeps the number and time it was logged with, so
-the order and the times shown are those of the calls, whoever flushes.
+``flush()`` writes those kept so far, ``release()`` writes them and stops keeping.
+Every line keeps the number and time it was logged with, so the order and the times
+shown are those of the calls, whoever writes them.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class StageLog:
             self._write(rows)
 
     def hold(self, *, until_next_line: bool = False, kept: Sequence[LogLine] | None = None) -> None:
-        """Keep the lines logged from now on until ``flush()``. With ``until_next_line``
+        """Keep the lines logged from now on until ``release()``. With ``until_next_line``
         the first line kept goes out with the one after it (or the next flush). ``kept``:
         lines taken with ``take_held()``, to be written first, in place of any kept now."""
         with self._lock:
@@ -79,7 +80,17 @@ class StageLog:
             self._until_next_line = until_next_line
 
     def flush(self) -> None:
-        """Write the kept lines, in one INSERT, and stop keeping lines."""
+        """Write the kept lines, in one INSERT; a ``hold()`` goes on (one until the next
+        line ends)."""
+        with self._lock:
+            self._holding = self._holding and not self._until_next_line
+            self._until_next_line = False
+            rows, self._held = self._held, []
+            if rows:
+                self._write(rows)
+
+    def release(self) -> None:
+        """Write the kept lines and stop keeping lines."""
         with self._lock:
             self._holding = self._until_next_line = False
             rows, self._held = self._held, []

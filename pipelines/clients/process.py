@@ -6,8 +6,9 @@
   lines on a queue, which the caller's thread drains (``on_line`` writes to the
   database, and a thread that never closes its connection must not do that). The
   caller blocks on that queue with a timeout; nothing sleeps to poll. ``on_idle`` is
-  called, in that thread too, each time the queue is empty after lines came: a caller
-  that keeps lines writes a burst of output at once, still live.
+  called, in that thread too, a tenth of a second after lines came, at every cancel
+  check and after the last line: a caller that keeps lines writes each burst of output
+  at once, still live.
 - Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
   child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
 - The program runs under a small guard that leads its own process group (so a stop
@@ -48,6 +49,9 @@ _PIPE_WAIT_AFTER_KILL = 5.0
 # it left running in its group (and holding the pipe) is killed.
 _DRAIN_AFTER_EXIT = 1.0
 _PR_SET_PDEATHSIG = 1
+# How long lines may wait for ``on_idle``: Terraform prints a line every millisecond or
+# so; a tenth of a second of them is one write, and still shows live.
+_IDLE_AFTER_SECONDS = 0.1
 
 OnLine = Callable[[str], None]
 ShouldCancel = Callable[[], bool]
@@ -350,7 +354,7 @@ class _Run:
         self.redact = redact
         self.on_line = on_line
         self.on_idle = on_idle
-        self.delivered_since_idle = False
+        self.idle_due: float | None = None  # lines came: on_idle is due then
         self.should_cancel = should_cancel
         self.grace_s = grace_s
         self.poll_s = poll_s
@@ -397,6 +401,8 @@ class _Run:
                     if self.should_cancel():
                         self.cancelled = True
                         self._interrupt(now)
+                    # The caller's own lines kept before a quiet stretch show now too.
+                    self._idle()
             elif self.killed_at is None and now >= self.interrupted_at + self.grace_s:
                 self.outlived_grace = True
                 self._kill(now)
@@ -408,15 +414,19 @@ class _Run:
                 self._kill(now)
             if self.killed_at is not None and now >= self.killed_at + _PIPE_WAIT_AFTER_KILL:
                 return  # a process outside the group holds the pipe: stop waiting for it
+            if self.idle_due is not None and now >= self.idle_due:
+                self._idle()
             wait = self._wait_seconds(now=now, deadline=deadline, next_check=next_check)
             try:
                 item = self.lines.get(timeout=wait)
             except queue.Empty:
                 continue
             self._take(item, deliver=True)
-            if self.delivered_since_idle and self.on_idle is not None and self.lines.empty():
-                self.delivered_since_idle = False
-                self.on_idle()
+
+    def _idle(self) -> None:
+        self.idle_due = None
+        if self.on_idle is not None:
+            self.on_idle()
 
     def _wait_seconds(self, *, now: float, deadline: float | None, next_check: float) -> float:
         moments = [next_check if self.interrupted_at is None else now + self.poll_s]
@@ -426,6 +436,8 @@ class _Run:
             moments.append(self.interrupted_at + self.grace_s)
         if self.exited_at is not None and self.killed_at is None:
             moments.append(self.exited_at + _DRAIN_AFTER_EXIT)
+        if self.idle_due is not None:
+            moments.append(self.idle_due)
         return max(0.01, min(moments) - now)
 
     def _take(self, item: str | _Eof | _Exited, *, deliver: bool) -> None:
@@ -439,7 +451,8 @@ class _Run:
         self.tail.append(line)
         if deliver and self.on_line is not None:
             self.on_line(line)
-            self.delivered_since_idle = True
+            if self.idle_due is None:
+                self.idle_due = time.monotonic() + _IDLE_AFTER_SECONDS
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
@@ -482,8 +495,8 @@ class _Run:
             except queue.Empty:
                 break
             self._take(item, deliver=deliver)
-        if deliver and self.delivered_since_idle and self.on_idle is not None:
-            self.on_idle()
+        if deliver and self.idle_due is not None:
+            self._idle()
 
     def result(self) -> ProcessResult:
         stop_seconds = None

@@ -152,7 +152,7 @@ def terraform_client(*, ctx: StageContext, directory: Path, backend: Backend) ->
             cli_config_file=terraform_cli_config(),
             backend=backend,
             redactor=Redactor(),
-            on_line=ctx.log_held,
+            on_line=ctx.log,
             on_idle=ctx.flush_log,
             should_cancel=ctx.is_cancelled,
             on_start=ctx.on_process_start,

@@ -305,6 +305,8 @@ class Command(PortalCommand):
         config = load_config_file(examples / "demo.yaml")
         portal_s: list[float] = []
         by_hand_s: list[float] = []
+        stage_ms: dict[str, list[float]] = {}
+        gaps_ms: list[float] = []
         for index in range(runs):
             name = f"{tag}-sbx{index}"
             account, _ = create_or_reuse_account(
@@ -317,8 +319,19 @@ class Command(PortalCommand):
             run = self._provision(account)
             stages = list(run.stages.order_by("position"))
             portal_s.append(_ms(stages[0].started_at, stages[-1].finished_at) / 1000)
+            for stage in stages:
+                stage_ms.setdefault(stage.kind, []).append(_ms(stage.started_at, stage.finished_at))
+            gaps_ms += [
+                _ms(before.finished_at, after.started_at)
+                for before, after in itertools.pairwise(stages)
+            ]
             by_hand_s.append(self._by_hand(run=run, root=root / f"by-hand-{index}", tag=tag))
         portal, by_hand = statistics.median(portal_s), statistics.median(by_hand_s)
+        each = ", ".join(f"{kind} {statistics.median(ms):.0f}" for kind, ms in stage_ms.items())
+        self.stdout.write(
+            f"sandbox stages (median ms): {each}; the gaps between them: {sum(gaps_ms) / runs:.0f} "
+            "ms a run"
+        )
         self.stdout.write(
             f"sandbox provision (pre_hooks to post_hooks, median of {runs}): {portal:.3f} s; "
             f"the same Terraform commands by hand in one shell: {by_hand:.3f} s; "
