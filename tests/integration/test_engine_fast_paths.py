@@ -1,7 +1,8 @@
 """The engine's short paths: the one-statement claim, log lines written a burst at a time.
 
 Each stage runs here in the test process (``engine.execute_stage``, as a worker's task
-does), so the statements it sends can be counted."""
+does), so the statements it sends can be counted. The stages are made queued with no
+message, so that no worker of another test takes them."""
 
 from __future__ import annotations
 
@@ -10,15 +11,34 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from pipelines import engine, rows, services
+from pipelines import engine, rows
 from pipelines.logs import StageLog
-from pipelines.models import LogLine, RunStatus, StageRun, StageStatus
+from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.outcomes import Failed
 from pipelines.redaction import Redactor
 from tests.factories import AccountFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _queued_stage(*, blueprint: str, kind: str) -> StageRun:
+    account = AccountFactory(blueprint=blueprint, config={})
+    run = PipelineRun.objects.create(account=account, kind="provision", status=RunStatus.RUNNING)
+    return StageRun.objects.create(
+        run=run,
+        position=1,
+        kind=kind,
+        status=StageStatus.QUEUED,
+        attempt=1,
+        queued_at=timezone.now(),
+    )
+
+
+def _end(stage: StageRun) -> None:
+    StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.CANCELLED)
+    PipelineRun.objects.filter(pk=stage.run_id).update(status=RunStatus.CANCELLED)
 
 
 def _log_texts(stage: StageRun) -> list[str]:
@@ -33,9 +53,8 @@ def _log_inserts(queries: CaptureQueriesContext) -> int:
 
 
 def test_a_burst_of_output_is_written_in_few_inserts_every_line_in_order() -> None:
-    account = AccountFactory(blueprint="hook-chatty", config={})
-    run = services.start_run(account, "provision")
-    stage = run.stages.get()
+    stage = _queued_stage(blueprint="hook-chatty", kind="pre_hooks")
+    run = stage.run
 
     with CaptureQueriesContext(connection) as queries:
         engine.execute_stage(stage.pk)
@@ -61,9 +80,7 @@ def test_a_burst_of_output_is_written_in_few_inserts_every_line_in_order() -> No
 def test_lines_kept_when_the_outcome_is_recorded_are_written_once_even_if_it_is_tried_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    account = AccountFactory(blueprint="hook-fails", config={})
-    run = services.start_run(account, "provision")
-    stage = run.stages.get()
+    stage = _queued_stage(blueprint="hook-fails", kind="pre_hooks")
     claimed = rows.claim_queued(stage_id=stage.pk, worker=engine.this_worker(), now=stage.queued_at)
     assert claimed is not None
     log = StageLog(stage.pk, claimed.stage.attempt, Redactor(), last_number=claimed.last_log_number)
@@ -98,15 +115,15 @@ def test_lines_kept_when_the_outcome_is_recorded_are_written_once_even_if_it_is_
     assert texts.count("--- pre_hooks failed: it broke ---") == 1
     stage.refresh_from_db()
     assert stage.status == StageStatus.FAILED
+    _end(stage)
 
 
 def test_the_one_statement_claim_refuses_a_stage_of_a_cancelled_run() -> None:
-    account = AccountFactory(blueprint="render-only", config={})
-    run = services.start_run(account, "provision")
-    stage = run.stages.get()
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
     # The cancel lands between the message and the claim (only the flag, as a cancel
     # that committed while the stage was being queued would leave it).
-    type(run).objects.filter(pk=run.pk).update(cancel_requested=True)
+    PipelineRun.objects.filter(pk=run.pk).update(cancel_requested=True)
 
     assert rows.claim_queued(stage_id=stage.pk, worker="w:1", now=stage.queued_at) is None
     engine.execute_stage(stage.pk)  # the locked path then decides
@@ -119,29 +136,27 @@ def test_the_one_statement_claim_refuses_a_stage_of_a_cancelled_run() -> None:
 
 
 def test_the_one_statement_claim_takes_only_a_queued_stage() -> None:
-    account = AccountFactory(blueprint="render-only", config={})
-    run = services.start_run(account, "provision")
-    stage = run.stages.get()
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
     first = rows.claim_queued(stage_id=stage.pk, worker="w:1", now=stage.queued_at)
 
     assert first is not None
     assert (first.stage.status, first.stage.worker, first.stage.run.account.pk) == (
         StageStatus.RUNNING,
         "w:1",
-        account.pk,
+        run.account_id,
     )
     assert first.previous == {}
     assert first.secret_ciphertexts == []
     # A second delivery finds it running: the locked path decides (a takeover or nothing).
     assert rows.claim_queued(stage_id=stage.pk, worker="w:2", now=stage.queued_at) is None
-    StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.CANCELLED)
-    type(run).objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
+    assert first.stage.run.pk == run.pk
+    _end(stage)
 
 
 def test_a_stage_gets_the_outputs_of_the_earlier_stages_of_its_run() -> None:
-    account = AccountFactory(blueprint="render-only", config={})
-    run = services.start_run(account, "provision")
-    stage = run.stages.get()
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
     StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.SUCCEEDED, outputs={"a": 1})
     later = StageRun.objects.create(
         run=run, position=stage.position + 1, kind="render", status=StageStatus.QUEUED
@@ -151,5 +166,4 @@ def test_a_stage_gets_the_outputs_of_the_earlier_stages_of_its_run() -> None:
 
     assert claimed is not None
     assert claimed.previous == {"render": {"a": 1}}
-    StageRun.objects.filter(pk=later.pk).update(status=StageStatus.CANCELLED)
-    type(run).objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
+    _end(later)
