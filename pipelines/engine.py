@@ -1,12 +1,16 @@
 """The stage engine: the state machine of runs and stages.
 
-One Celery task runs one stage (``execute_stage``). A stage is claimed with a
-row lock and a status check, so a duplicate delivery is a no-op; it beats while
-it runs; on success the next stage is queued through the outbox, sent once the
-transaction commits. ``pipelines.reaper`` fails stages whose worker died.
+One Celery task runs one stage (``execute_stage``). A queued stage is claimed by
+one statement whose status check makes a duplicate delivery a no-op; a redelivery
+that may take over a lost worker's stage, or a stage of a cancelled run, is decided
+under the locks. The stage beats while it runs; on success the next stage is queued
+through the outbox, sent once the transaction commits. ``pipelines.reaper`` fails
+stages whose worker died.
 
 Lock order, everywhere: the account row, then the run, then the stage
-(``lock_run``, ``lock_stage``); two transactions that follow it cannot deadlock.
+(``lock_run``, ``lock_stage``); two transactions that follow it cannot deadlock. The
+one-statement claim and the heartbeat lock a stage row alone and wait for nothing
+else while they hold it.
 """
 
 from __future__ import annotations

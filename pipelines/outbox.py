@@ -75,17 +75,18 @@ def send(message_id: int) -> bool:
     the mark commits; a refusal rolls the mark back, then the attempt is recorded. The
     commit does not wait for the disk: a mark lost with the database server's crash only
     sends the message again, which at-least-once delivery allows for anyway."""
-    try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            marked = _mark_sent(message_id)
-            if marked is None:
-                return False
-            task, task_args = marked
-            _send_task(task=task, args=task_args)
-    except BrokerRefused as refused:
-        _record_refusal(message_id=message_id, error=refused.error)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        marked = _mark_sent(message_id)
+        if marked is None:
+            return False
+        task, task_args = marked
+        error = _send_task(task=task, args=task_args)
+        if error is not None:
+            transaction.set_rollback(True)
+    if error is not None:
+        _record_refusal(message_id=message_id, error=error)
         return False
     return True
 
@@ -108,21 +109,15 @@ def _mark_sent(message_id: int) -> tuple[str, list[TaskArg]] | None:
     return str(task), list(json.loads(args) if isinstance(args, str) else args)
 
 
-class BrokerRefused(Exception):
-    """The broker did not take a message (its error, said in words)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _send_task(*, task: str, args: list[TaskArg]) -> None:
+def _send_task(*, task: str, args: list[TaskArg]) -> Exception | None:
+    """Give the task to the broker: None, or the error it refused it with."""
     try:
         # retry=False: fail at once when the broker is down; the relay tries again.
         # By name: the sending process need not have imported the task's module.
         current_app.send_task(task, args=args, retry=False)
-    except Exception as exc:  # kombu, redis and socket errors alike: the row stays unsent
-        raise BrokerRefused(exc) from exc
+    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
+        return exc
+    return None
 
 
 def _record_refusal(*, message_id: int, error: Exception) -> None:
@@ -154,10 +149,9 @@ def prune(*, sent_before: datetime) -> int:
 
 def _publish(message: OutboxMessage) -> bool:
     """Send a message the caller holds locked, and mark it sent (the relay's way)."""
-    try:
-        _send_task(task=message.task, args=message.args)
-    except BrokerRefused as refused:
-        _record_refusal(message_id=message.pk, error=refused.error)
+    error = _send_task(task=message.task, args=message.args)
+    if error is not None:
+        _record_refusal(message_id=message.pk, error=error)
         return False
     message.attempts += 1
     message.sent_at = timezone.now()
