@@ -7,6 +7,7 @@ engine, so the engine (``pipelines``) may call it and stage code reaches it thro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -37,9 +38,15 @@ def delete_secret(*, account_id: int, name: str) -> None:
 
 def secret_values(account_id: int) -> list[str]:
     """Every secret of the account, decrypted: for redaction only."""
-    return [
-        crypto.decrypt(s.ciphertext) for s in AccountSecret.objects.filter(account_id=account_id)
-    ]
+    ciphertexts = AccountSecret.objects.filter(account_id=account_id).values_list(
+        "ciphertext", flat=True
+    )
+    return decrypted_secrets(ciphertexts)
+
+
+def decrypted_secrets(ciphertexts: Iterable[bytes]) -> list[str]:
+    """Secrets read with their account (the engine's claim), decrypted: for redaction only."""
+    return [crypto.decrypt(ciphertext) for ciphertext in ciphertexts]
 
 
 def current_endpoints(account_id: int) -> dict[str, Any]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from django.db import connection
+from django.utils import timezone
+
 from pipelines.models import Artifact
+
+_TABLE = Artifact._meta.db_table
 
 
 class DbArtifactStore:
@@ -14,11 +19,14 @@ class DbArtifactStore:
 
     def put(self, name: str, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        Artifact.objects.update_or_create(
-            run_id=self.run_id,
-            name=name,
-            defaults={"data": data, "sha256": digest, "size": len(data)},
-        )
+        # One statement (update_or_create takes a transaction, a locking read and a write).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_TABLE} (run_id, name, sha256, size, data, created_at) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, name) DO UPDATE "
+                "SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size, data = EXCLUDED.data",
+                [self.run_id, name, digest, len(data), data, timezone.now()],
+            )
         return digest
 
     def get(self, name: str) -> bytes:

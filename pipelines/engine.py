@@ -1,12 +1,16 @@
 """The stage engine: the state machine of runs and stages.
 
-One Celery task runs one stage (``execute_stage``). A stage is claimed with a
-row lock and a status check, so a duplicate delivery is a no-op; it beats while
-it runs; on success the next stage is queued through the outbox, sent once the
-transaction commits. ``pipelines.reaper`` fails stages whose worker died.
+One Celery task runs one stage (``execute_stage``). A queued stage is claimed by
+one statement whose status check makes a duplicate delivery a no-op; a redelivery
+that may take over a lost worker's stage, or a stage of a cancelled run, is decided
+under the locks. The stage beats while it runs; on success the next stage is queued
+through the outbox, sent once the transaction commits. ``pipelines.reaper`` fails
+stages whose worker died.
 
 Lock order, everywhere: the account row, then the run, then the stage
-(``lock_run``, ``lock_stage``); two transactions that follow it cannot deadlock.
+(``lock_run``, ``lock_stage``); two transactions that follow it cannot deadlock. The
+one-statement claim and the heartbeat lock a stage row alone and wait for nothing
+else while they hold it.
 """
 
 from __future__ import annotations
@@ -31,17 +35,19 @@ from django.utils import timezone
 from accounts_app.models import Account, AccountStatus
 from accounts_app.records import (
     AccountRecords,
+    decrypted_secrets,
     record_on_account,
     record_torn_down,
     secret_values,
 )
-from pipelines import outbox
+from pipelines import outbox, rows
 from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import load_blueprint
 from pipelines.dbretry import retrying
 from pipelines.logs import StageLog
 from pipelines.models import (
     ACTIVE_RUN_STATUSES,
+    LogLine,
     PipelineRun,
     RunKind,
     RunStatus,
@@ -50,7 +56,7 @@ from pipelines.models import (
     Trigger,
 )
 from pipelines.outcomes import Cancelled, Failed, Outcome, Succeeded, Waiting, run_executor
-from pipelines.periodic import PeriodicThread
+from pipelines.periodic import SharedTicker
 from pipelines.redaction import Redactor, environment_secrets
 from pipelines.signals import approval_needed, run_finished
 from pipelines.stages import executor_for
@@ -74,19 +80,8 @@ def lock_run(run_id: int) -> PipelineRun:
 
 
 def lock_stage(stage_id: int) -> StageRun | None:
-    """Lock the stage's account, then its run and the stage; None if it is gone.
-
-    Two statements: the account first, found by a subquery; then the stage joined to its
-    run and account, which locks the run and the stage (the account is held already, so
-    no transaction that takes the account first can hold either of them meanwhile)."""
-    if not _lock_account(StageRun.objects.filter(pk=stage_id).values("run__account_id")):
-        return None
-    return (
-        StageRun.objects.select_for_update()
-        .select_related("run__account")
-        .filter(pk=stage_id)
-        .first()
-    )
+    """Lock the stage's account, then its run and the stage; None if it is gone."""
+    return rows.lock_stage(stage_id)
 
 
 def _lock_account(account_id: QuerySet[Any, Any]) -> bool:
@@ -110,7 +105,7 @@ def queue_stage(stage: StageRun) -> None:
     # A new attempt asks afresh: no earlier decision or deadline carries over.
     stage.decided_by = stage.decided_at = stage.approval_deadline = None
     stage.decision_comment = ""
-    stage.save()
+    rows.save_stage(stage)
     send_stage_task(stage.pk)
 
 
@@ -123,15 +118,24 @@ def send_stage_task(stage_id: int) -> None:
 
 def execute_stage(stage_id: int) -> None:
     """Run one stage, if it is still queued. The body of the Celery task."""
-    stage = _claim_when_free(stage_id)
-    if stage is None:
+    claimed = _claim(stage_id)
+    if claimed is None:
         return
+    stage = claimed.stage
     account = stage.run.account
-    redactor = Redactor(
-        [*portal_secrets(), *secret_values(account.pk), *sensitive_output_values(account)]
+    secrets = (
+        secret_values(account.pk)
+        if claimed.secret_ciphertexts is None
+        else decrypted_secrets(claimed.secret_ciphertexts)
     )
-    log = StageLog(stage.pk, stage.attempt, redactor)
-    heartbeat = Heartbeat(stage_id=stage.pk, attempt=stage.attempt, run_id=stage.run_id)
+    redactor = Redactor([*portal_secrets(), *secrets, *sensitive_output_values(account)])
+    log = StageLog(stage.pk, stage.attempt, redactor, last_number=claimed.last_log_number)
+    # The header goes out with the stage's first line, or its outcome, in one INSERT; a
+    # stage silent for longer shows it at its first heartbeat.
+    log.hold(until_next_line=True)
+    heartbeat = Heartbeat(
+        stage_id=stage.pk, attempt=stage.attempt, run_id=stage.run_id, flush_log=log.flush
+    )
     workdir = (
         Path(settings.PORTAL_WORK_DIR)
         / f"run-{stage.run_id}"
@@ -141,16 +145,27 @@ def execute_stage(stage_id: int) -> None:
     try:
         outcome = run_executor(
             lambda: executor_for(stage.kind)(
-                _context(stage, log=log, redactor=redactor, heartbeat=heartbeat, workdir=workdir)
+                _context(
+                    stage,
+                    previous=claimed.previous,
+                    log=log,
+                    redactor=redactor,
+                    heartbeat=heartbeat,
+                    workdir=workdir,
+                )
             ),
             log=log,
             redact=redactor,
         )
     finally:
         heartbeat.stop()
+    # The lines not written yet go in the outcome's transaction.
+    kept = log.take_held()
     # A dropped connection must not lose a finished stage's result: try again, reconnected.
     retrying(
-        lambda: _record_outcome(stage_id=stage.pk, attempt=stage.attempt, outcome=outcome, log=log),
+        lambda: _record_outcome(
+            stage_id=stage.pk, attempt=stage.attempt, outcome=outcome, log=log, kept=kept
+        ),
         what=f"recording stage {stage.pk}",
     )
     if not settings.PORTAL_KEEP_WORKDIRS and isinstance(outcome, Succeeded):
@@ -187,7 +202,13 @@ def run_here(
 
 
 def _context(
-    stage: StageRun, *, log: StageLog, redactor: Redactor, heartbeat: Heartbeat, workdir: Path
+    stage: StageRun,
+    *,
+    previous: dict[str, dict[str, Any]],
+    log: StageLog,
+    redactor: Redactor,
+    heartbeat: Heartbeat,
+    workdir: Path,
 ) -> StageContext:
     run = stage.run
     account = run.account
@@ -203,9 +224,12 @@ def _context(
         attempt=stage.attempt,
         blueprint=load_blueprint(account.blueprint),
         config=dict(run.config),
-        previous=_previous_outputs(stage),
+        previous=previous,
         workdir=workdir,
         log=log,
+        hold_log=log.hold,
+        flush_log=log.flush,
+        release_log=log.release,
         add_secret=redactor.add,
         is_cancelled=heartbeat.cancelled.is_set,
         artifacts=DbArtifactStore(run.pk),
@@ -232,10 +256,30 @@ def portal_secrets() -> list[str]:
 
 
 class _Busy:
-    """What ``_claim`` says while a lost attempt's processes still run."""
+    """What ``_claim_locked`` says while a lost attempt's processes still run."""
 
 
 _BUSY = _Busy()
+
+
+def _claim(stage_id: int) -> rows.Claimed | None:
+    """Claim the stage: in one statement when it is queued, as it nearly always is; else
+    (a redelivery, a takeover, a cancelled run, nothing to do) under the locks."""
+    claimed = retrying(
+        lambda: rows.claim_queued(stage_id=stage_id, worker=this_worker(), now=timezone.now()),
+        what=f"claiming stage {stage_id}",
+    )
+    if claimed is not None:
+        return claimed
+    stage = _claim_when_free(stage_id)
+    if stage is None:
+        return None
+    return rows.Claimed(
+        stage=stage,
+        last_log_number=None,
+        previous=_previous_outputs(stage),
+        secret_ciphertexts=None,
+    )
 
 
 def _claim_when_free(stage_id: int) -> StageRun | None:
@@ -246,7 +290,7 @@ def _claim_when_free(stage_id: int) -> StageRun | None:
     deadline = time.monotonic() + settings.PORTAL_TERRAFORM_GRACE_SECONDS + 5
     while True:
         claimed = retrying(
-            lambda: _claim(stage_id, wait_for_lost=time.monotonic() < deadline),
+            lambda: _claim_locked(stage_id, wait_for_lost=time.monotonic() < deadline),
             what=f"claiming stage {stage_id}",
         )
         if not isinstance(claimed, _Busy):
@@ -254,7 +298,7 @@ def _claim_when_free(stage_id: int) -> StageRun | None:
         time.sleep(0.2)
 
 
-def _claim(stage_id: int, *, wait_for_lost: bool) -> StageRun | _Busy | None:
+def _claim_locked(stage_id: int, *, wait_for_lost: bool) -> StageRun | _Busy | None:
     with transaction.atomic():
         stage = lock_stage(stage_id)
         if stage is None:
@@ -364,58 +408,75 @@ def _previous_outputs(stage: StageRun) -> dict[str, dict[str, Any]]:
     return {kind: outputs for kind, outputs in earlier}
 
 
-def _record_outcome(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:
+def _record_outcome(
+    *,
+    stage_id: int,
+    attempt: int,
+    outcome: Outcome,
+    log: StageLog,
+    kept: list[LogLine] | None = None,
+) -> None:
+    """Record the attempt's outcome. ``kept``: its lines not written yet (``take_held``)."""
     with transaction.atomic():
-        stage = lock_stage(stage_id)
-        if stage is None or stage.status != StageStatus.RUNNING or stage.attempt != attempt:
-            # The reaper or a user got here first; their word stands.
-            status = stage.status if stage else "gone"
-            log(f"stage already {status}; result of attempt {attempt} discarded")
-            return
-        run = stage.run
-        match outcome:
-            case Succeeded(outputs=outputs):
-                stage.outputs = outputs
-                _finish_stage(stage, status=StageStatus.SUCCEEDED, explanation="")
-                log(f"--- {stage.kind} succeeded ---")
-                advance(run, after=stage)
-            case Waiting(outputs=outputs, timeout_hours=hours):
-                stage.outputs = outputs
-                stage.approval_deadline = timezone.now() + timedelta(hours=hours)
-                stage.status = StageStatus.WAITING_APPROVAL
-                stage.save()
-                run.status = RunStatus.WAITING_APPROVAL
-                run.save(update_fields=["status"])
-                log("--- waiting for approval ---")
-                # In the transaction: what the receivers queue commits with the stage.
-                approval_needed.send(sender=StageRun, stage=stage)
-            case Cancelled(explanation=explanation):
-                log(f"--- cancelled: {explanation} ---")
-                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
-                cancel_remaining(run)
-                finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
-            case Failed() if run.cancel_requested:
-                # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
-                log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
-                _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
-                cancel_remaining(run)
-                finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
-            case Failed():
-                stage.retryable = outcome.retryable
-                stage.retry_from = outcome.retry_from
-                stage.error = outcome.detail
-                log(f"--- {stage.kind} failed: {outcome.explanation} ---")
-                _finish_stage(stage, status=StageStatus.FAILED, explanation=outcome.explanation)
-                finish_run(
-                    run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {outcome.explanation}"
-                )
+        # The stage's last lines and the outcome's go in one INSERT in this transaction;
+        # tried again, it writes them again.
+        log.hold(kept=kept)
+        _decide(stage_id=stage_id, attempt=attempt, outcome=outcome, log=log)
+        log.release()
+
+
+def _decide(*, stage_id: int, attempt: int, outcome: Outcome, log: StageLog) -> None:
+    """Record the attempt's outcome on its stage and run (in the caller's transaction)."""
+    stage = lock_stage(stage_id)
+    if stage is None or stage.status != StageStatus.RUNNING or stage.attempt != attempt:
+        # The reaper or a user got here first; their word stands.
+        status = stage.status if stage else "gone"
+        log(f"stage already {status}; result of attempt {attempt} discarded")
+        return
+    run = stage.run
+    match outcome:
+        case Succeeded(outputs=outputs):
+            stage.outputs = outputs
+            _finish_stage(stage, status=StageStatus.SUCCEEDED, explanation="")
+            log(f"--- {stage.kind} succeeded ---")
+            advance(run, after=stage)
+        case Waiting(outputs=outputs, timeout_hours=hours):
+            stage.outputs = outputs
+            stage.approval_deadline = timezone.now() + timedelta(hours=hours)
+            stage.status = StageStatus.WAITING_APPROVAL
+            stage.save()
+            run.status = RunStatus.WAITING_APPROVAL
+            run.save(update_fields=["status"])
+            log("--- waiting for approval ---")
+            # In the transaction: what the receivers queue commits with the stage.
+            approval_needed.send(sender=StageRun, stage=stage)
+        case Cancelled(explanation=explanation):
+            log(f"--- cancelled: {explanation} ---")
+            _finish_stage(stage, status=StageStatus.CANCELLED, explanation=explanation)
+            cancel_remaining(run)
+            finish_run(run, status=RunStatus.CANCELLED, explanation=explanation)
+        case Failed() if run.cancel_requested:
+            # Stopped because a user cancelled (a hook killed, say): cancelled, not failed.
+            log(f"--- cancelled: {CANCELLED_BY_USER} ({outcome.explanation}) ---")
+            _finish_stage(stage, status=StageStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+            cancel_remaining(run)
+            finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
+        case Failed():
+            stage.retryable = outcome.retryable
+            stage.retry_from = outcome.retry_from
+            stage.error = outcome.detail
+            log(f"--- {stage.kind} failed: {outcome.explanation} ---")
+            _finish_stage(stage, status=StageStatus.FAILED, explanation=outcome.explanation)
+            finish_run(
+                run, status=RunStatus.FAILED, explanation=f"{stage.kind}: {outcome.explanation}"
+            )
 
 
 def _finish_stage(stage: StageRun, *, status: StageStatus, explanation: str) -> None:
     stage.status = status
     stage.explanation = explanation
     stage.finished_at = timezone.now()
-    stage.save()
+    rows.save_stage(stage)
 
 
 def fail_stage(stage: StageRun, *, explanation: str) -> None:
@@ -435,9 +496,7 @@ def advance(run: PipelineRun, *, after: StageRun) -> None:
         cancel_remaining(run)
         finish_run(run, status=RunStatus.CANCELLED, explanation=CANCELLED_BY_USER)
         return
-    following = (
-        run.stages.filter(position__gt=after.position).exclude(status=StageStatus.SKIPPED).first()
-    )
+    following = rows.next_stage(run_id=run.pk, after_position=after.position)
     if following is None:
         finish_run(run, status=RunStatus.SUCCEEDED, explanation="")
         return
@@ -493,17 +552,36 @@ def _account_status_after(*, kind: str, run_status: RunStatus) -> AccountStatus 
 # --- heartbeats -------------------------------------------------------------------------
 
 
-class Heartbeat(PeriodicThread):
-    """Beats for a running stage, and notices when its run is asked to stop."""
+class Heartbeat:
+    """Beats for a running stage, and notices when its run is asked to stop (on the
+    process's one heartbeat thread, ``_BEATS``)."""
 
-    def __init__(self, *, stage_id: int, attempt: int, run_id: int) -> None:
-        super().__init__(name=f"heartbeat-{stage_id}", interval=settings.PORTAL_HEARTBEAT_SECONDS)
+    def __init__(
+        self,
+        *,
+        stage_id: int,
+        attempt: int,
+        run_id: int,
+        flush_log: Callable[[], None] | None = None,
+    ) -> None:
+        self.interval = float(settings.PORTAL_HEARTBEAT_SECONDS)
         self.stage_id = stage_id
         self.attempt = attempt
         self.run_id = run_id
+        # Lines the stage's log still keeps are written at each beat at the latest.
+        self.flush_log = flush_log
         self.cancelled = threading.Event()
 
+    def start(self) -> None:
+        _BEATS.add(self)
+
+    def stop(self) -> None:
+        """No beat of this heartbeat runs once this returns."""
+        _BEATS.remove(self)
+
     def tick(self) -> None:
+        if self.flush_log is not None:
+            self.flush_log()
         self.beat()
 
     def beat(self, now: datetime | None = None) -> None:
@@ -513,6 +591,9 @@ class Heartbeat(PeriodicThread):
         cancel = PipelineRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
         if cancel or not still_running:
             self.cancelled.set()
+
+
+_BEATS = SharedTicker(name="heartbeats")
 
 
 def active_run_for(account_id: int) -> PipelineRun | None:

@@ -14,12 +14,14 @@ that (a stage task finds its stage no longer queued).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from celery import Task, current_app
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from pipelines.models import OutboxMessage
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 # What a task may carry: JSON, as the broker and the outbox row both store it.
 TaskArg = str | int | float | bool | None | list[str]
 
+_TABLE = OutboxMessage._meta.db_table
+_ARGS = OutboxMessage._meta.get_field("args")
 RELAY_SECONDS = 2.0
 RELAY_BATCH = 100
 
@@ -53,19 +57,74 @@ class PortalTask(Task):
 
 def send_after_commit(task_name: str, *args: TaskArg) -> None:
     """Record the message now (in the caller's transaction); try to send it after commit."""
-    message = OutboxMessage.objects.create(task=task_name, args=list(args))
-    transaction.on_commit(lambda: send(message.pk), robust=True)
+    # One plain INSERT: every stage of every run comes this way.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_TABLE} (task, args, created_at, attempts, last_error) "  # noqa: S608
+            "VALUES (%s, %s, %s, 0, '') RETURNING id",
+            [task_name, _ARGS.get_db_prep_save(list(args), connection), timezone.now()],
+        )
+        (message_id,) = cursor.fetchone()
+    transaction.on_commit(lambda: send(message_id), robust=True)
 
 
 def send(message_id: int) -> bool:
-    """Send one message unless it is sent or being sent; False if the broker refused."""
+    """Send one message unless it is sent or being sent; False if the broker refused.
+
+    The row is marked sent and locked by one statement, the message goes to the broker,
+    the mark commits; a refusal rolls the mark back, then the attempt is recorded. The
+    commit does not wait for the disk: a mark lost with the database server's crash only
+    sends the message again, which at-least-once delivery allows for anyway."""
     with transaction.atomic():
-        message = (
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(pk=message_id, sent_at__isnull=True)
-            .first()
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        marked = _mark_sent(message_id)
+        if marked is None:
+            return False
+        task, task_args = marked
+        error = _send_task(task=task, args=task_args)
+        if error is not None:
+            transaction.set_rollback(True)
+    if error is not None:
+        _record_refusal(message_id=message_id, error=error)
+        return False
+    return True
+
+
+def _mark_sent(message_id: int) -> tuple[str, list[TaskArg]] | None:
+    """Mark the message sent, if it is unsent and no one else is sending it (locked till
+    the caller's transaction ends): its task and arguments, else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET attempts = attempts + 1, sent_at = %s WHERE id = ("  # noqa: S608
+            f"SELECT id FROM {_TABLE} WHERE id = %s AND sent_at IS NULL FOR UPDATE SKIP LOCKED"
+            ") RETURNING task, args",
+            [timezone.now(), message_id],
         )
-        return message is not None and _publish(message)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task, args = row
+    # jsonb comes as text through Django's connection.
+    return str(task), list(json.loads(args) if isinstance(args, str) else args)
+
+
+def _send_task(*, task: str, args: list[TaskArg]) -> Exception | None:
+    """Give the task to the broker: None, or the error it refused it with."""
+    try:
+        # retry=False: fail at once when the broker is down; the relay tries again.
+        # By name: the sending process need not have imported the task's module.
+        current_app.send_task(task, args=args, retry=False)
+    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
+        return exc
+    return None
+
+
+def _record_refusal(*, message_id: int, error: Exception) -> None:
+    OutboxMessage.objects.filter(pk=message_id).update(
+        attempts=F("attempts") + 1, last_error=f"{type(error).__name__}: {error}"[:1000]
+    )
+    logger.warning("outbox: could not send #%s: %s", message_id, error)
 
 
 def relay(*, limit: int = RELAY_BATCH) -> int:
@@ -89,16 +148,12 @@ def prune(*, sent_before: datetime) -> int:
 
 
 def _publish(message: OutboxMessage) -> bool:
-    message.attempts += 1
-    try:
-        # retry=False: fail at once when the broker is down; the relay tries again.
-        # By name: the sending process need not have imported the task's module.
-        current_app.send_task(message.task, args=message.args, retry=False)
-    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike; the row stays
-        message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-        message.save(update_fields=["attempts", "last_error"])
-        logger.warning("outbox: could not send %s #%s: %s", message.task, message.pk, exc)
+    """Send a message the caller holds locked, and mark it sent (the relay's way)."""
+    error = _send_task(task=message.task, args=message.args)
+    if error is not None:
+        _record_refusal(message_id=message.pk, error=error)
         return False
+    message.attempts += 1
     message.sent_at = timezone.now()
     message.save(update_fields=["attempts", "sent_at"])
     return True

@@ -8,7 +8,10 @@ and pipelines of programs (``pg_dump | pg_restore``, ``psql COPY TO | psql COPY 
 - Output lines reach ``on_line`` in the caller's thread: reader threads only put
   lines on a queue, which the caller's thread drains (``on_line`` writes to the
   database, and a thread that never closes its connection must not do that). The
-  caller blocks on that queue with a timeout; nothing sleeps to poll.
+  caller blocks on that queue with a timeout; nothing sleeps to poll. ``on_idle`` is
+  called, in that thread too, a tenth of a second after lines came, at every cancel
+  check and after the last line: a caller that keeps lines writes each burst of output
+  at once, still live.
 - Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
   child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
 - The program runs under a small guard that leads its own process group (so a stop
@@ -26,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import json
 import os
 import queue
 import shutil
@@ -49,11 +51,14 @@ _PIPE_WAIT_AFTER_KILL = 5.0
 # After the child exits, how long its last output may take to arrive before whatever
 # it left running in its group (and holding the pipe) is killed.
 _DRAIN_AFTER_EXIT = 1.0
-_PR_SET_PDEATHSIG = 1
+# How long lines may wait for ``on_idle``: Terraform prints a line every millisecond or
+# so; a tenth of a second of them is one write, and still shows live.
+_IDLE_AFTER_SECONDS = 0.1
 
 OnLine = Callable[[str], None]
 ShouldCancel = Callable[[], bool]
 OnStart = Callable[[int], None]
+OnIdle = Callable[[], None]
 
 
 def _never() -> bool:
@@ -93,33 +98,18 @@ _EOF = _Eof()
 _EXITED = _Exited()
 
 
-def _load_prctl() -> Callable[..., int] | None:
+def _has_prctl() -> bool:
+    """Whether the guard can ask for a parent-death signal (Linux's prctl)."""
     if not sys.platform.startswith("linux"):
-        return None
+        return False
     try:
-        # Looked up once here: the child, between fork and exec, only calls it.
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
+        ctypes.CDLL(None).prctl  # noqa: B018 - only whether it is there
     except (OSError, AttributeError):
-        return None
+        return False
+    return True
 
 
-_PRCTL = _load_prctl()
-
-
-def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn``: the child gets ``signum`` when the thread that started it dies."""
-    if _PRCTL is None:
-        return None
-    prctl = _PRCTL
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody would see us
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
+_HAS_PRCTL = _has_prctl()
 
 
 # The parent-death signal reaches one process only, not what it started (a hook's
@@ -134,14 +124,38 @@ def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | N
 # reads them. The runner's interrupt goes to the guard, which passes it on to the
 # program alone (Terraform stops its own provisioners and saves its state) or to the
 # whole group (a shell script's foreground command). The guard exits with the
-# program's status, and dies of the same signal when the program did.
+# program's status, and dies of the same signal when the program did. It imports only
+# built-in modules (``_signal``, ``_thread``: ``signal`` and ``threading`` would import
+# ``enum`` and more), so it starts in about the time of an empty interpreter: it runs
+# before every command, seven times in a sandbox provision.
 _GUARD = """
-import json, os, signal, sys, threading
-to_group = sys.argv[1] == "interrupt-group"
-grace = float(sys.argv[2])
-status_fd = int(sys.argv[3])
-programs = json.loads(sys.argv[4])
+import os, sys, _signal as signal, _thread
+parent = int(sys.argv[1])
+if parent:
+    # prctl(PR_SET_PDEATHSIG, SIGTERM) here rather than in a preexec_fn, which would make
+    # the worker fork (copying its page tables) instead of vfork: several ms a command.
+    # The built-in _ctypes costs about 1 ms; ctypes itself 3.
+    request = (1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    try:
+        import _ctypes
+        _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"), request)
+    except (ImportError, AttributeError):
+        import ctypes
+        ctypes.CDLL(None).prctl(*request)
+    if os.getppid() != parent:  # the worker died before prctl: nobody would see us
+        os._exit(1)
+to_group = sys.argv[2] == "interrupt-group"
+grace = float(sys.argv[3])
+status_fd = int(sys.argv[4])
 os.set_inheritable(status_fd, False)  # ours alone: a program holding it would delay the end
+# The programs' argument lists, each one's length first (json would import re and enum:
+# milliseconds before every command).
+programs = []
+rest = sys.argv[5:]
+while rest:
+    count = int(rest[0])
+    programs.append(rest[1 : 1 + count])
+    rest = rest[1 + count :]
 # Each program's own environment, passed as PORTAL_PIPE<i>_<NAME> (nothing else of ours,
 # such as the LC_CTYPE of Python's C-locale coercion, PEP 538, reaches a program).
 envs = [{} for _ in programs]
@@ -227,11 +241,18 @@ def relay(read_end, fd):
             except OSError:
                 reader_gone = True  # keep reading, so the programs never block or break
 
+def pump(read_end, fd, done):
+    try:
+        relay(read_end, fd)
+    finally:
+        done.release()
+
 pumps = []
 for fd, (read_end, write_end) in pipes.items():
     os.close(write_end)
-    pumps.append(threading.Thread(target=relay, args=(read_end, fd), daemon=True))
-    pumps[-1].start()
+    pumps.append(_thread.allocate_lock())
+    pumps[-1].acquire()
+    _thread.start_new_thread(pump, (read_end, fd, pumps[-1]))
 signal.signal(signal.SIGINT, interrupt)
 codes = {}
 while len(codes) < len(pids):
@@ -249,8 +270,8 @@ while len(codes) < len(pids):
                     pass
     if pid in holds:
         os.close(holds.pop(pid))  # the next program may now see the end of its input
-for pump in pumps:
-    pump.join(1.0)  # what the programs left running may hold a pipe open: not for long
+for done in pumps:
+    done.acquire(timeout=1.0)  # what the programs left running may hold a pipe open: not long
 ordered = [codes[pid] for pid in pids]
 try:
     os.write(status_fd, " ".join(map(str, ordered)).encode())
@@ -273,17 +294,12 @@ def _guarded(
     """The guard's argv and environment: each program's environment under its prefix."""
     # -I -S: no environment variables, user site or site module: a fast, clean start.
     interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
-    listed = json.dumps([list(p.argv) for p in programs])
+    # The guard asks for the parent-death signal (Linux), then checks this is its parent.
+    parent = str(os.getpid()) if _HAS_PRCTL else "0"
+    listed = [part for p in programs for part in (str(len(p.argv)), *p.argv)]
     argv = [
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        _GUARD,
-        interrupt,
-        str(grace_s),
-        str(status_fd),
-        listed,
+        *(sys.executable, "-I", "-S", "-c", _GUARD, parent, interrupt),
+        *(str(grace_s), str(status_fd), *listed),
     ]
     env = {f"PORTAL_PIPE{i}_{k}": v for i, p in enumerate(programs) for k, v in p.env.items()}
     return argv, env
@@ -318,6 +334,7 @@ def run_process(
     on_line: OnLine | None = None,
     should_cancel: ShouldCancel = _never,
     on_start: OnStart | None = None,
+    on_idle: OnIdle | None = None,
     stdin_data: bytes | None = None,
     capture_stdout: bool = False,
     grace_s: float = DEFAULT_GRACE_SECONDS,
@@ -333,7 +350,7 @@ def run_process(
     ``poll_s`` seconds. A stop interrupts the whole process group, or only the program
     when ``interrupt_group`` is false (Terraform, which stops its children itself).
     Raises ``OSError`` when the program cannot be started; an exception raised by
-    ``on_line`` or ``on_start`` stops the process, then propagates.
+    ``on_line``, ``on_idle`` or ``on_start`` stops the process, then propagates.
     """
     return run_pipeline(
         programs=[Program(argv=argv, env=env)],
@@ -342,6 +359,7 @@ def run_process(
         on_line=on_line,
         should_cancel=should_cancel,
         on_start=on_start,
+        on_idle=on_idle,
         stdin_data=stdin_data,
         capture_stdout=capture_stdout,
         grace_s=grace_s,
@@ -360,6 +378,7 @@ def run_pipeline(
     on_line: OnLine | None = None,
     should_cancel: ShouldCancel = _never,
     on_start: OnStart | None = None,
+    on_idle: OnIdle | None = None,
     stdin_data: bytes | None = None,
     capture_stdout: bool = False,
     grace_s: float = DEFAULT_GRACE_SECONDS,
@@ -396,10 +415,10 @@ def run_pipeline(
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
+            # No preexec_fn: the guard asks for its parent-death signal itself (SIGTERM:
+            # it catches it), so the worker can vfork.
             process_group=0,
             pass_fds=(status_write,),
-            # prctl only, looked up before the fork. SIGTERM: the guard catches it.
-            preexec_fn=die_with_parent_hook(signal.SIGTERM),
         )
     except BaseException:
         os.close(status_read)
@@ -411,6 +430,7 @@ def run_pipeline(
         status=os.fdopen(status_read, "rb"),
         redact=redact,
         on_line=on_line,
+        on_idle=on_idle,
         should_cancel=should_cancel,
         grace_s=grace_s,
         poll_s=poll_s,
@@ -452,6 +472,7 @@ class _Run:
         status: IO[bytes],
         redact: Callable[[str], str],
         on_line: OnLine | None,
+        on_idle: OnIdle | None,
         should_cancel: ShouldCancel,
         grace_s: float,
         poll_s: float,
@@ -462,6 +483,8 @@ class _Run:
         self.status_parts: list[bytes] = []
         self.redact = redact
         self.on_line = on_line
+        self.on_idle = on_idle
+        self.idle_due: float | None = None  # lines came: on_idle is due then
         self.should_cancel = should_cancel
         self.grace_s = grace_s
         self.poll_s = poll_s
@@ -509,6 +532,8 @@ class _Run:
                     if self.should_cancel():
                         self.cancelled = True
                         self._interrupt(now)
+                    # The caller's own lines kept before a quiet stretch show now too.
+                    self._idle()
             elif self.killed_at is None and now >= self.interrupted_at + self.grace_s:
                 self.outlived_grace = True
                 self._kill(now)
@@ -520,12 +545,19 @@ class _Run:
                 self._kill(now)
             if self.killed_at is not None and now >= self.killed_at + _PIPE_WAIT_AFTER_KILL:
                 return  # a process outside the group holds the pipe: stop waiting for it
+            if self.idle_due is not None and now >= self.idle_due:
+                self._idle()
             wait = self._wait_seconds(now=now, deadline=deadline, next_check=next_check)
             try:
                 item = self.lines.get(timeout=wait)
             except queue.Empty:
                 continue
             self._take(item, deliver=True)
+
+    def _idle(self) -> None:
+        self.idle_due = None
+        if self.on_idle is not None:
+            self.on_idle()
 
     def _wait_seconds(self, *, now: float, deadline: float | None, next_check: float) -> float:
         moments = [next_check if self.interrupted_at is None else now + self.poll_s]
@@ -535,6 +567,8 @@ class _Run:
             moments.append(self.interrupted_at + self.grace_s)
         if self.exited_at is not None and self.killed_at is None:
             moments.append(self.exited_at + _DRAIN_AFTER_EXIT)
+        if self.idle_due is not None:
+            moments.append(self.idle_due)
         return max(0.01, min(moments) - now)
 
     def _take(self, item: str | _Eof | _Exited, *, deliver: bool) -> None:
@@ -548,6 +582,8 @@ class _Run:
         self.tail.append(line)
         if deliver and self.on_line is not None:
             self.on_line(line)
+            if self.idle_due is None:
+                self.idle_due = time.monotonic() + _IDLE_AFTER_SECONDS
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
@@ -591,6 +627,8 @@ class _Run:
             except queue.Empty:
                 break
             self._take(item, deliver=deliver)
+        if deliver and self.idle_due is not None:
+            self._idle()
 
     def result(self) -> ProcessResult:
         stop_seconds = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.clients.terraform import TerraformError
 from pipelines.parity import resources_from_module
-from pipelines.stages.base import StageContext, StageError
+from pipelines.stages.base import StageContext, StageError, log_bursts
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
@@ -27,6 +27,12 @@ from pipelines.stages.terraform_support import (
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
+    # Terraform's output and this stage's own lines are written a burst at a time.
+    with log_bursts(ctx):
+        return _execute(ctx)
+
+
+def _execute(ctx: StageContext) -> dict[str, Any]:
     plan = ctx.previous.get("plan")
     if plan and plan.get("empty_state"):
         ctx.log("the destroy plan found an empty Terraform state: nothing to apply")

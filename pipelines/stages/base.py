@@ -8,7 +8,8 @@ again, it reaches the same end state with no duplicate side effects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -97,6 +98,10 @@ def _ignore_pid(pid: int) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class StageContext:
     account: AccountInfo
@@ -126,6 +131,24 @@ class StageContext:
     on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
     # Non-empty: the workflow wants a human to approve this run's plan, for this reason.
     approval_reason: str = ""
+    # Bursts of lines in one INSERT each: ``hold_log`` keeps the lines logged from then
+    # on, ``flush_log`` writes those kept (the runner's ``on_idle``), ``release_log``
+    # writes them and stops keeping. Use ``log_bursts``, which releases in any case.
+    hold_log: Callable[[], None] = field(default=_nothing, repr=False)
+    flush_log: Callable[[], None] = field(default=_nothing, repr=False)
+    release_log: Callable[[], None] = field(default=_nothing, repr=False)
+
+
+@contextmanager
+def log_bursts(ctx: StageContext) -> Iterator[None]:
+    """Keep the stage's lines while programs run: written at each of the runner's
+    ``on_idle`` calls (``ctx.flush_log``: a tenth of a second after output, and at every
+    cancel check), and all of them by the end."""
+    ctx.hold_log()
+    try:
+        yield
+    finally:
+        ctx.release_log()
 
 
 class AccountRecords(Protocol):

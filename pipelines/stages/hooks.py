@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.clients.process import run_process
-from pipelines.stages.base import StageCancelled, StageContext, StageError
+from pipelines.stages.base import StageCancelled, StageContext, StageError, log_bursts
 from pipelines.stages.builtin_hooks import run_builtin_hook
 
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -63,16 +63,18 @@ def _run_script(*, ctx: StageContext, script: Path, timeout_minutes: float) -> d
     }
     ctx.log(f"hook {script.name} (timeout {timeout_minutes:g} min)")
     try:
-        result = run_process(
-            argv=[str(script)],
-            cwd=hook_dir,
-            env=env,
-            timeout_s=timeout_minutes * 60,
-            on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
-            should_cancel=ctx.is_cancelled,
-            on_start=ctx.on_process_start,
-            redact=ctx.redact,
-        )
+        with log_bursts(ctx):
+            result = run_process(
+                argv=[str(script)],
+                cwd=hook_dir,
+                env=env,
+                timeout_s=timeout_minutes * 60,
+                on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
+                on_idle=ctx.flush_log,
+                should_cancel=ctx.is_cancelled,
+                on_start=ctx.on_process_start,
+                redact=ctx.redact,
+            )
     except OSError as exc:
         raise StageError(
             f"hook {script.name} could not be started: {exc.strerror or exc}", retryable=False

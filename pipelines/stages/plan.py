@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.clients.terraform import Backend, TerraformError
 from pipelines.models import RunKind
-from pipelines.stages.base import StageContext
+from pipelines.stages.base import StageContext, log_bursts
 from pipelines.stages.plan_parity import check_plan
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
@@ -34,6 +34,12 @@ DESTROY_RUN_KINDS = frozenset({RunKind.TEARDOWN})
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
+    # Terraform's output and this stage's own lines are written a burst at a time.
+    with log_bursts(ctx):
+        return _execute(ctx)
+
+
+def _execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     if ctx.run_kind in DESTROY_RUN_KINDS and state_resource_count(backend) == 0:

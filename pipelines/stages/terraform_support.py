@@ -153,6 +153,7 @@ def terraform_client(*, ctx: StageContext, directory: Path, backend: Backend) ->
             backend=backend,
             redactor=Redactor(),
             on_line=ctx.log,
+            on_idle=ctx.flush_log,
             should_cancel=ctx.is_cancelled,
             on_start=ctx.on_process_start,
             grace_period=float(settings.PORTAL_TERRAFORM_GRACE_SECONDS),

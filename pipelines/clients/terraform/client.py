@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.clients.process import OnLine, OnStart, ProcessResult, ShouldCancel, run_process
+from pipelines.clients.process import (
+    OnIdle,
+    OnLine,
+    OnStart,
+    ProcessResult,
+    ShouldCancel,
+    run_process,
+)
 from pipelines.clients.terraform.backends import Backend, PgBackend, write_backend_file
 from pipelines.clients.terraform.errors import (
     TAIL_LINES,
@@ -82,6 +89,7 @@ class TerraformClient:
         SIGINT, then ``grace_period`` seconds to stop before it (and its children)
         are killed; the call raises ``TerraformCancelled``.
     on_start: called with the pid of each Terraform process as it starts.
+    on_idle: called when Terraform's output pauses after lines came (the runner's).
     backend: when given, ``init()`` writes ``_portal_backend.tf`` for it and every
         command gets its credentials in the environment.
     environ: the environment Terraform's is taken from (``terraform_environment``),
@@ -98,6 +106,7 @@ class TerraformClient:
         on_line: OnLine | None = None,
         should_cancel: ShouldCancel | None = None,
         on_start: OnStart | None = None,
+        on_idle: OnIdle | None = None,
         grace_period: float = 30.0,
         poll_interval: float = 0.5,
         lock_timeout: str = "0s",
@@ -112,6 +121,7 @@ class TerraformClient:
         self.on_line = on_line
         self.should_cancel: Callable[[], bool] = should_cancel or (lambda: False)
         self.on_start = on_start
+        self.on_idle = on_idle
         self.grace_period = grace_period
         self.poll_interval = poll_interval
         self.lock_timeout = lock_timeout
@@ -269,6 +279,7 @@ class TerraformClient:
                 on_line=self.on_line,
                 should_cancel=self.should_cancel,
                 on_start=self.on_start,
+                on_idle=self.on_idle,
                 stdin_data=payload,
                 capture_stdout=capture_stdout,
                 grace_s=self.grace_period,

@@ -123,12 +123,27 @@ class Worker:
                 raise CommandError(f"the worker did not start; see {self.log_path}")
             time.sleep(0.1)
 
-    def rss_mib(self) -> float:
-        """Resident memory of the worker's pool child (the process that runs the stages)."""
+    def _pool_pids(self) -> list[str]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         pids = children.read_text().split() if children.exists() else []
+        return pids or [str(self.proc.pid)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker's pool child has used so far: a figure the
+        machine's load barely moves, unlike the wall-clock ones."""
+        ticks = 0
+        for pid in self._pool_pids():
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists():
+                # utime and stime, fields 14 and 15 of proc(5)'s stat, after the name.
+                fields = stat.read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the worker's pool child (the process that runs the stages)."""
         total = 0
-        for pid in pids or [str(self.proc.pid)]:
+        for pid in self._pool_pids():
             status = Path(f"/proc/{pid}/status")
             for line in status.read_text().splitlines() if status.exists() else []:
                 if line.startswith("VmRSS:"):
@@ -212,6 +227,7 @@ class Command(PortalCommand):
         for _ in range(WARMUP_RUNS):
             self._provision(account)
         rss_start = worker.rss_mib()
+        cpu_start = worker.cpu_seconds()
         gaps: list[float] = []
         durations: list[float] = []
         for _ in range(runs):
@@ -223,6 +239,7 @@ class Command(PortalCommand):
                 for before, after in itertools.pairwise(stages)
             ]
         rss_end = worker.rss_mib()
+        cpu_per_stage_ms = (worker.cpu_seconds() - cpu_start) * 1000 / len(durations)
         hop = self._celery_hop(worker)
         result = {
             "runs": runs,
@@ -241,6 +258,9 @@ class Command(PortalCommand):
             f"p95 {percentile(durations, 0.95):.2f} ms"
         )
         self.stdout.write(f"bare Celery hop (median of {HOPS}): {result['celery_hop_ms']} ms")
+        self.stdout.write(
+            f"worker CPU per no-op stage, Celery's share included: {cpu_per_stage_ms:.1f} ms"
+        )
         self.stdout.write(
             f"worker memory (pool child RSS): {rss_start:.1f} MiB after warm-up, "
             f"{rss_end:.1f} MiB after {runs} runs ({rss_end - rss_start:+.1f} MiB)"
@@ -285,6 +305,8 @@ class Command(PortalCommand):
         config = load_config_file(examples / "demo.yaml")
         portal_s: list[float] = []
         by_hand_s: list[float] = []
+        stage_ms: dict[str, list[float]] = {}
+        gaps_ms: list[float] = []
         for index in range(runs):
             name = f"{tag}-sbx{index}"
             account, _ = create_or_reuse_account(
@@ -297,8 +319,19 @@ class Command(PortalCommand):
             run = self._provision(account)
             stages = list(run.stages.order_by("position"))
             portal_s.append(_ms(stages[0].started_at, stages[-1].finished_at) / 1000)
+            for stage in stages:
+                stage_ms.setdefault(stage.kind, []).append(_ms(stage.started_at, stage.finished_at))
+            gaps_ms += [
+                _ms(before.finished_at, after.started_at)
+                for before, after in itertools.pairwise(stages)
+            ]
             by_hand_s.append(self._by_hand(run=run, root=root / f"by-hand-{index}", tag=tag))
         portal, by_hand = statistics.median(portal_s), statistics.median(by_hand_s)
+        each = ", ".join(f"{kind} {statistics.median(ms):.0f}" for kind, ms in stage_ms.items())
+        self.stdout.write(
+            f"sandbox stages (median ms): {each}; the gaps between them: {sum(gaps_ms) / runs:.0f} "
+            "ms a run"
+        )
         self.stdout.write(
             f"sandbox provision (pre_hooks to post_hooks, median of {runs}): {portal:.3f} s; "
             f"the same Terraform commands by hand in one shell: {by_hand:.3f} s; "

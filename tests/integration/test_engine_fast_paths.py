@@ -1,0 +1,169 @@
+"""The engine's short paths: the one-statement claim, log lines written a burst at a time.
+
+Each stage runs here in the test process (``engine.execute_stage``, as a worker's task
+does), so the statements it sends can be counted. The stages are made queued with no
+message, so that no worker of another test takes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from pipelines import engine, rows
+from pipelines.logs import StageLog
+from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.outcomes import Failed
+from pipelines.redaction import Redactor
+from tests.factories import AccountFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _queued_stage(*, blueprint: str, kind: str) -> StageRun:
+    account = AccountFactory(blueprint=blueprint, config={})
+    run = PipelineRun.objects.create(account=account, kind="provision", status=RunStatus.RUNNING)
+    return StageRun.objects.create(
+        run=run,
+        position=1,
+        kind=kind,
+        status=StageStatus.QUEUED,
+        attempt=1,
+        queued_at=timezone.now(),
+    )
+
+
+def _end(stage: StageRun) -> None:
+    StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.CANCELLED)
+    PipelineRun.objects.filter(pk=stage.run_id).update(status=RunStatus.CANCELLED)
+
+
+def _log_texts(stage: StageRun) -> list[str]:
+    return list(
+        LogLine.objects.filter(stage=stage).order_by("number").values_list("text", flat=True)
+    )
+
+
+def _log_inserts(queries: CaptureQueriesContext) -> int:
+    table = LogLine._meta.db_table
+    return sum(1 for query in queries.captured_queries if f"INSERT INTO {table}" in query["sql"])
+
+
+def test_a_burst_of_output_is_written_in_few_inserts_every_line_in_order() -> None:
+    stage = _queued_stage(blueprint="hook-chatty", kind="pre_hooks")
+    run = stage.run
+
+    with CaptureQueriesContext(connection) as queries:
+        engine.execute_stage(stage.pk)
+
+    stage.refresh_from_db()
+    run.refresh_from_db()
+    # The hook failed after its output: the stage fails, and none of its lines is lost.
+    assert stage.status == StageStatus.FAILED
+    assert run.status == RunStatus.FAILED
+    texts = _log_texts(stage)
+    printed = [text for text in texts if text.startswith("[10-chatty.sh] line ")]
+    assert printed == [f"[10-chatty.sh] line {n}" for n in range(1, 301)]
+    assert texts[0].startswith("--- pre_hooks, attempt 1, on ")
+    assert texts[-1].startswith("--- pre_hooks failed: hook 10-chatty.sh exited with status 4")
+    numbers = list(
+        LogLine.objects.filter(stage=stage).order_by("number").values_list("number", flat=True)
+    )
+    assert numbers == list(range(1, len(numbers) + 1))
+    # Three hundred lines and more, in a handful of statements.
+    assert _log_inserts(queries) <= 10
+
+
+def test_lines_kept_when_the_outcome_is_recorded_are_written_once_even_if_it_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stage = _queued_stage(blueprint="hook-fails", kind="pre_hooks")
+    claimed = rows.claim_queued(stage_id=stage.pk, worker=engine.this_worker(), now=stage.queued_at)
+    assert claimed is not None
+    log = StageLog(stage.pk, claimed.stage.attempt, Redactor(), last_number=claimed.last_log_number)
+    log.hold()
+    for n in range(1, 6):
+        log(f"kept {n}")
+    kept = log.take_held()
+    decide = engine._decide
+    calls = []
+
+    def drop_the_connection_once(**kwargs: Any) -> None:
+        decide(**kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(engine, "_decide", drop_the_connection_once)
+    engine.retrying(
+        lambda: engine._record_outcome(
+            stage_id=stage.pk,
+            attempt=claimed.stage.attempt,
+            outcome=Failed(explanation="it broke"),
+            log=log,
+            kept=kept,
+        ),
+        what="the test's outcome",
+    )
+
+    assert len(calls) == 2
+    texts = _log_texts(stage)
+    assert texts[:5] == [f"kept {n}" for n in range(1, 6)]
+    assert texts.count("--- pre_hooks failed: it broke ---") == 1
+    stage.refresh_from_db()
+    assert stage.status == StageStatus.FAILED
+    _end(stage)
+
+
+def test_the_one_statement_claim_refuses_a_stage_of_a_cancelled_run() -> None:
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
+    # The cancel lands between the message and the claim (only the flag, as a cancel
+    # that committed while the stage was being queued would leave it).
+    PipelineRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+
+    assert rows.claim_queued(stage_id=stage.pk, worker="w:1", now=stage.queued_at) is None
+    engine.execute_stage(stage.pk)  # the locked path then decides
+
+    stage.refresh_from_db()
+    run.refresh_from_db()
+    assert stage.status == StageStatus.CANCELLED
+    assert run.status == RunStatus.CANCELLED
+    assert not LogLine.objects.filter(stage=stage, text__startswith="--- render, attempt").exists()
+
+
+def test_the_one_statement_claim_takes_only_a_queued_stage() -> None:
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
+    first = rows.claim_queued(stage_id=stage.pk, worker="w:1", now=stage.queued_at)
+
+    assert first is not None
+    assert (first.stage.status, first.stage.worker, first.stage.run.account.pk) == (
+        StageStatus.RUNNING,
+        "w:1",
+        run.account_id,
+    )
+    assert first.previous == {}
+    assert first.secret_ciphertexts == []
+    # A second delivery finds it running: the locked path decides (a takeover or nothing).
+    assert rows.claim_queued(stage_id=stage.pk, worker="w:2", now=stage.queued_at) is None
+    assert first.stage.run.pk == run.pk
+    _end(stage)
+
+
+def test_a_stage_gets_the_outputs_of_the_earlier_stages_of_its_run() -> None:
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    run = stage.run
+    StageRun.objects.filter(pk=stage.pk).update(status=StageStatus.SUCCEEDED, outputs={"a": 1})
+    later = StageRun.objects.create(
+        run=run, position=stage.position + 1, kind="render", status=StageStatus.QUEUED
+    )
+
+    claimed = rows.claim_queued(stage_id=later.pk, worker="w:1", now=stage.queued_at)
+
+    assert claimed is not None
+    assert claimed.previous == {"render": {"a": 1}}
+    _end(later)
