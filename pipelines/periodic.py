@@ -13,11 +13,22 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from django.db import DatabaseError, connection
 
 logger = logging.getLogger(__name__)
+
+
+def _tick_once(*, name: str, tick: Callable[[], None]) -> None:
+    """One tick: a database error costs only this tick; the connection is closed after."""
+    try:
+        tick()
+    except DatabaseError as exc:
+        logger.warning("%s: %s; reconnecting", name, exc)
+    finally:
+        connection.close()
 
 
 class PeriodicThread:
@@ -40,12 +51,7 @@ class PeriodicThread:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except DatabaseError as exc:
-                logger.warning("%s: %s; reconnecting", self.name, exc)
-            finally:
-                connection.close()
+            _tick_once(name=self.name, tick=self.tick)
 
 
 class Ticking(Protocol):
@@ -106,12 +112,4 @@ class SharedTicker:
             for owner, lock in locks.items():
                 with lock:
                     if owner in self._due:  # not removed meanwhile
-                        self._tick(owner)
-
-    def _tick(self, owner: Ticking) -> None:
-        try:
-            owner.tick()
-        except DatabaseError as exc:
-            logger.warning("%s: %s; reconnecting", self.name, exc)
-        finally:
-            connection.close()
+                        _tick_once(name=self.name, tick=owner.tick)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -177,6 +177,22 @@ def aws_call(what: str) -> Iterator[None]:
 
 def _fail(explanation: str, *, retryable: bool = False, code: str = "") -> NoReturn:
     raise AwsError(explanation, retryable=retryable, code=code)
+
+
+T = TypeVar("T")
+
+
+def _unless_missing(call: Callable[[], T], *, what: str, missing: str) -> T | None:
+    """``call()``, or None when AWS answers with the error code ``missing`` (the thing
+    is gone); any other failure becomes an AwsError(what ...)."""
+    try:
+        return call()
+    except ClientError as exc:
+        if _client_error_code(exc) == missing:
+            return None
+        raise translate_error(exc=exc, what=what) from None
+    except BotoCoreError as exc:
+        raise translate_error(exc=exc, what=what) from None
 
 
 # --------------------------------------------------------------------------- settings
@@ -678,15 +694,12 @@ def ensure_private_zone(
 
 def zone_caller_reference(*, session: Session, zone_id: str) -> str | None:
     """The caller reference of hosted zone ``zone_id``, or None when it is gone."""
-    try:
-        zone = session.route53().get_hosted_zone(Id=zone_id)
-    except ClientError as exc:
-        if _client_error_code(exc) == "NoSuchHostedZone":
-            return None
-        raise translate_error(exc=exc, what=f"reading the hosted zone {zone_id}") from None
-    except BotoCoreError as exc:
-        raise translate_error(exc=exc, what=f"reading the hosted zone {zone_id}") from None
-    return str(zone["HostedZone"].get("CallerReference", ""))
+    zone = _unless_missing(
+        lambda: session.route53().get_hosted_zone(Id=zone_id),
+        what=f"reading the hosted zone {zone_id}",
+        missing="NoSuchHostedZone",
+    )
+    return None if zone is None else str(zone["HostedZone"].get("CallerReference", ""))
 
 
 def zone_records(*, session: Session, zone_id: str, name: str) -> list[tuple[str, str]]:
@@ -706,15 +719,12 @@ def zone_records(*, session: Session, zone_id: str, name: str) -> list[tuple[str
 
 def delete_zone(*, session: Session, zone_id: str) -> bool:
     """Delete an (empty) hosted zone; False when it was gone already."""
-    try:
-        session.route53().delete_hosted_zone(Id=zone_id)
-    except ClientError as exc:
-        if _client_error_code(exc) == "NoSuchHostedZone":
-            return False
-        raise translate_error(exc=exc, what=f"deleting the hosted zone {zone_id}") from None
-    except BotoCoreError as exc:
-        raise translate_error(exc=exc, what=f"deleting the hosted zone {zone_id}") from None
-    return True
+    deleted = _unless_missing(
+        lambda: session.route53().delete_hosted_zone(Id=zone_id),
+        what=f"deleting the hosted zone {zone_id}",
+        missing="NoSuchHostedZone",
+    )
+    return deleted is not None
 
 
 def upsert_record(
@@ -877,14 +887,11 @@ def put_secret(
 
 def describe_secret(*, session: Session, secret_id: str) -> DescribeSecretResponseTypeDef | None:
     """The secret's metadata (no value), or None when it does not exist."""
-    try:
-        return session.secretsmanager().describe_secret(SecretId=secret_id)
-    except ClientError as exc:
-        if _client_error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise translate_error(exc=exc, what=f"reading secret {secret_id}") from None
-    except BotoCoreError as exc:
-        raise translate_error(exc=exc, what=f"reading secret {secret_id}") from None
+    return _unless_missing(
+        lambda: session.secretsmanager().describe_secret(SecretId=secret_id),
+        what=f"reading secret {secret_id}",
+        missing="ResourceNotFoundException",
+    )
 
 
 def get_secret(*, session: Session, secret_id: str) -> str:
@@ -905,15 +912,13 @@ def delete_secret(*, session: Session, secret_id: str, force: bool = True) -> bo
     if described is None or (described.get("DeletedDate") and not force):
         return False
     client = session.secretsmanager()
-    try:
-        if force:
+    deleted = _unless_missing(
+        lambda: (
             client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
-        else:
-            client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
-    except ClientError as exc:
-        if _client_error_code(exc) == "ResourceNotFoundException":
-            return False
-        raise translate_error(exc=exc, what=f"deleting secret {secret_id}") from None
-    except BotoCoreError as exc:
-        raise translate_error(exc=exc, what=f"deleting secret {secret_id}") from None
-    return True
+            if force
+            else client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
+        ),
+        what=f"deleting secret {secret_id}",
+        missing="ResourceNotFoundException",
+    )
+    return deleted is not None

@@ -171,23 +171,32 @@ run_process(
 """
 
 
-def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+def _kill_the_parent_then_expect_gone(*, script: str, lines: int, what: str) -> None:
+    """Run ``script`` (a worker stand-in that prints the pids of what it started, over
+    ``lines`` lines), SIGKILL it as the OOM killer or ``kill -9`` would, and wait for
+    every printed pid to be gone."""
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert _alive(child)
+        pids = [int(pid) for _ in range(lines) for pid in parent.stdout.readline().split()]
+        assert pids and all(_alive(pid) for pid in pids)
 
-        os.kill(parent.pid, signal.SIGKILL)  # what the OOM killer or `kill -9` does
+        os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
 
-        wait_until(lambda: not _alive(child), timeout=5, what="the child to die with its parent")
+        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=5, what=what)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_a_child_dies_with_its_killed_parent() -> None:
+    _kill_the_parent_then_expect_gone(
+        script=PARENT, lines=1, what="the child to die with its parent"
+    )
 
 
 # A hook-like program that starts a child of its own, then waits.
@@ -205,26 +214,9 @@ run_process(
 
 
 def test_what_the_child_started_dies_with_the_killed_parent_too() -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", TREE], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    _kill_the_parent_then_expect_gone(
+        script=TREE, lines=1, what="the shell and its grandchild to end"
     )
-    try:
-        assert parent.stdout is not None
-        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
-        assert _alive(shell) and _alive(grandchild)
-
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(5)
-
-        wait_until(
-            lambda: not _alive(shell) and not _alive(grandchild),
-            timeout=5,
-            what="the shell and its grandchild to end",
-        )
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
 
 
 def test_the_exit_status_and_a_death_by_signal_come_through(tmp_path: Path) -> None:
@@ -396,26 +388,11 @@ run_pipeline(
 
 
 def test_every_program_of_a_pipeline_dies_with_its_killed_parent() -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PIPE_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    _kill_the_parent_then_expect_gone(
+        script=PIPE_PARENT,
+        lines=3,
+        what="both programs and what they started to die with the parent",
     )
-    try:
-        assert parent.stdout is not None
-        pids = [int(parent.stdout.readline()) for _ in range(3)]
-        assert all(_alive(pid) for pid in pids)
-
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(5)
-
-        wait_until(
-            lambda: not any(_alive(pid) for pid in pids),
-            timeout=5,
-            what="both programs and what they started to die with the parent",
-        )
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
 
 
 # As for Terraform: the program alone is interrupted, then what it left behind is killed.
@@ -434,23 +411,6 @@ run_process(
 
 
 def test_a_program_interrupted_alone_leaves_nothing_when_its_parent_is_killed() -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PROGRAM_ONLY], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    _kill_the_parent_then_expect_gone(
+        script=PROGRAM_ONLY, lines=1, what="the program and what it left behind to end"
     )
-    try:
-        assert parent.stdout is not None
-        shell, grandchild = (int(pid) for pid in parent.stdout.readline().split())
-        assert _alive(shell) and _alive(grandchild)
-
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(5)
-
-        wait_until(
-            lambda: not _alive(shell) and not _alive(grandchild),
-            timeout=5,
-            what="the program and what it left behind to end",
-        )
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
