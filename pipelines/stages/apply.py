@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.clients.terraform import TerraformError
 from pipelines.parity import resources_from_module
-from pipelines.stages.base import StageContext, StageError, log_bursts
+from pipelines.stages.base import StageContext, StageError, log_with_outcome
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
@@ -27,9 +27,9 @@ from pipelines.stages.terraform_support import (
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    # Terraform's output and this stage's own lines are written a burst at a time.
-    with log_bursts(ctx):
-        return _execute(ctx)
+    # Terraform's output is written a burst at a time; the last lines with the outcome.
+    log_with_outcome(ctx)
+    return _execute(ctx)
 
 
 def _execute(ctx: StageContext) -> dict[str, Any]:
