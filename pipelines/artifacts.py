@@ -34,6 +34,15 @@ class DbArtifactStore:
             Artifact.objects.values_list("data", flat=True).get(run_id=self.run_id, name=name)
         )
 
+    def find(self, name: str) -> bytes | None:
+        """The artifact's bytes, or None when it is not stored: one query."""
+        data = (
+            Artifact.objects.filter(run_id=self.run_id, name=name)
+            .values_list("data", flat=True)
+            .first()
+        )
+        return None if data is None else bytes(data)
+
     def names(self, prefix: str = "") -> list[str]:
         return sorted(
             Artifact.objects.filter(run_id=self.run_id, name__startswith=prefix).values_list(

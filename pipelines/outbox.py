@@ -76,8 +76,6 @@ def send(message_id: int) -> bool:
     commit does not wait for the disk: a mark lost with the database server's crash only
     sends the message again, which at-least-once delivery allows for anyway."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         marked = _mark_sent(message_id)
         if marked is None:
             return False
@@ -93,12 +91,15 @@ def send(message_id: int) -> bool:
 
 def _mark_sent(message_id: int) -> tuple[str, list[TaskArg]] | None:
     """Mark the message sent, if it is unsent and no one else is sending it (locked till
-    the caller's transaction ends): its task and arguments, else None."""
+    the caller's transaction ends): its task and arguments, else None. The row it marks
+    also sets ``synchronous_commit`` off for the rest of the transaction (``SET LOCAL``,
+    in the same statement: one round trip fewer)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_TABLE} SET attempts = attempts + 1, sent_at = %s WHERE id = ("  # noqa: S608
-            f"SELECT id FROM {_TABLE} WHERE id = %s AND sent_at IS NULL FOR UPDATE SKIP LOCKED"
-            ") RETURNING task, args",
+            f"SELECT id FROM {_TABLE} WHERE id = %s AND sent_at IS NULL"
+            " AND set_config('synchronous_commit', 'off', true) = 'off'"
+            " FOR UPDATE SKIP LOCKED) RETURNING task, args",
             [timezone.now(), message_id],
         )
         row = cursor.fetchone()

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.clients.terraform import TerraformError
 from pipelines.parity import resources_from_module
-from pipelines.stages.base import StageContext, StageError, log_bursts
+from pipelines.stages.base import StageContext, StageError, log_with_outcome
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
@@ -27,9 +27,9 @@ from pipelines.stages.terraform_support import (
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    # Terraform's output and this stage's own lines are written a burst at a time.
-    with log_bursts(ctx):
-        return _execute(ctx)
+    # Terraform's output is written a burst at a time; the last lines with the outcome.
+    log_with_outcome(ctx)
+    return _execute(ctx)
 
 
 def _execute(ctx: StageContext) -> dict[str, Any]:
@@ -58,9 +58,10 @@ def _execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
-    if LOCK_ARTIFACT in ctx.artifacts.names(LOCK_ARTIFACT):
+    lock = ctx.artifacts.find(LOCK_ARTIFACT)
+    if lock is not None:
         # The providers the plan was made with; init must pick the very same ones.
-        (directory / LOCK_FILE).write_bytes(ctx.artifacts.get(LOCK_ARTIFACT))
+        (directory / LOCK_FILE).write_bytes(lock)
     plan_file = ctx.workdir / "plan.bin"
     plan_file.write_bytes(data)
     client = terraform_client(ctx=ctx, directory=directory, backend=backend)
@@ -125,10 +126,11 @@ def _check_approval(*, ctx: StageContext, plan_sha256: str) -> None:
 
 
 def _stored_plan(*, ctx: StageContext, name: str) -> bytes:
-    if name not in ctx.artifacts.names(name):
+    data = ctx.artifacts.find(name)
+    if data is None:
         raise StageError(
             f"the saved plan {name} is not stored with this run; retry to plan again",
             retryable=True,
             retry_from="plan",
         )
-    return ctx.artifacts.get(name)
+    return data

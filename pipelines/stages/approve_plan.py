@@ -12,7 +12,7 @@ from typing import Any
 from pipelines.clients.terraform import PlanSummary
 from pipelines.models import RunKind, Trigger
 from pipelines.selectors import plan_summary_from
-from pipelines.stages.base import StageContext, StageError, StageWaiting
+from pipelines.stages.base import StageContext, StageError, StageWaiting, log_with_outcome
 
 NO_CHANGES = PlanSummary(add=0, change=0, replace=0, destroy=0, resources=[], output_changes=[])
 SUMMARY_KEYS = (
@@ -73,6 +73,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     outputs = {**summary, "approval_mode": mode, "approval_required": needed, "reason": reason}
     if sweep:
         outputs["sweep"] = sweep
+    log_with_outcome(ctx)  # no program runs here: the lines go out with the outcome
     ctx.log(
         f"plan {plan['plan_sha256'][:12]}: {counts.add} to add, {counts.change} to change, "
         f"{counts.replace} to replace, {counts.destroy} to destroy"

@@ -133,7 +133,8 @@ class StageContext:
     approval_reason: str = ""
     # Bursts of lines in one INSERT each: ``hold_log`` keeps the lines logged from then
     # on, ``flush_log`` writes those kept (the runner's ``on_idle``), ``release_log``
-    # writes them and stops keeping. Use ``log_bursts``, which releases in any case.
+    # writes them and stops keeping. Use ``log_bursts``, which releases in any case, or
+    # ``log_with_outcome``.
     hold_log: Callable[[], None] = field(default=_nothing, repr=False)
     flush_log: Callable[[], None] = field(default=_nothing, repr=False)
     release_log: Callable[[], None] = field(default=_nothing, repr=False)
@@ -149,6 +150,14 @@ def log_bursts(ctx: StageContext) -> Iterator[None]:
         yield
     finally:
         ctx.release_log()
+
+
+def log_with_outcome(ctx: StageContext) -> None:
+    """Keep the stage's lines from now on until its end: the engine writes those still
+    kept with the stage's outcome, in the transaction that records it (one write fewer
+    than an INSERT of their own). Still live: the runner's ``on_idle`` (``flush_log``)
+    writes a program's bursts as they come, and the heartbeat whatever waits longer."""
+    ctx.hold_log()
 
 
 class AccountRecords(Protocol):
@@ -174,6 +183,8 @@ class ArtifactStore(Protocol):
     def put(self, name: str, data: bytes) -> str: ...  # returns sha256 hex
 
     def get(self, name: str) -> bytes: ...
+
+    def find(self, name: str) -> bytes | None: ...  # None when not stored
 
     def names(self, prefix: str = "") -> list[str]: ...
 

@@ -29,12 +29,13 @@ from typing import Any
 from pipelines.dbclone import endpoints, logical_driver, rds_driver
 from pipelines.dbclone.endpoints import EndpointRecord
 from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
-from pipelines.stages.base import StageContext
+from pipelines.stages.base import StageContext, log_with_outcome
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
     databases = list(ctx.blueprint.databases)
     if not databases:
+        log_with_outcome(ctx)  # the last line: it goes out with the outcome
         ctx.log(f"blueprint {ctx.blueprint.name} declares no databases: nothing to clone")
         return {"services": {}}
 

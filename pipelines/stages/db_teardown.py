@@ -14,7 +14,7 @@ from typing import Any
 from pipelines.dbclone import endpoints
 from pipelines.dbclone.endpoints import EndpointRecord
 from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
-from pipelines.stages.base import StageContext
+from pipelines.stages.base import StageContext, log_with_outcome
 from pipelines.stages.dns_cutover import delete_clone
 
 
@@ -25,6 +25,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         if record and record.get("driver") in endpoints.CLONE_DRIVERS
     }
     if not clones:
+        log_with_outcome(ctx)  # the last line: it goes out with the outcome
         ctx.log("no database clones recorded on the account: nothing to delete")
         return {"services": {}}
     jobs = [

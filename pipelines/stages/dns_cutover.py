@@ -25,7 +25,7 @@ from typing import Any
 from pipelines.dbclone import dns, endpoints, logical_driver, rds_driver
 from pipelines.dbclone.endpoints import EndpointRecord
 from pipelines.dbclone.parallel import Job, LogFn, ServiceJob, run_per_service
-from pipelines.stages.base import StageContext, StageError
+from pipelines.stages.base import StageContext, StageError, log_with_outcome
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
             retryable=False,
         )
     if not cloned:
+        log_with_outcome(ctx)  # the last line: it goes out with the outcome
         ctx.log("no cloned databases: nothing to switch")
         return {"services": {}}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.clients.terraform import TerraformError
-from pipelines.stages.base import StageContext, log_bursts
+from pipelines.stages.base import StageContext, log_with_outcome
 from pipelines.stages.terraform_support import (
     backend_for,
     describe_backend,
@@ -25,9 +25,9 @@ from pipelines.stages.terraform_support import (
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    # Terraform's output and this stage's own lines are written a burst at a time.
-    with log_bursts(ctx):
-        return _execute(ctx)
+    # Terraform's output is written a burst at a time; the last lines with the outcome.
+    log_with_outcome(ctx)
+    return _execute(ctx)
 
 
 def _execute(ctx: StageContext) -> dict[str, Any]:

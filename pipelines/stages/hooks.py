@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.clients.process import run_process
-from pipelines.stages.base import StageCancelled, StageContext, StageError, log_bursts
+from pipelines.stages.base import (
+    StageCancelled,
+    StageContext,
+    StageError,
+    log_bursts,
+    log_with_outcome,
+)
 from pipelines.stages.builtin_hooks import run_builtin_hook
 
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -35,6 +41,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         outputs.update(_run_script(ctx=ctx, script=script, timeout_minutes=hooks.timeout_minutes))
         ran.append(script.name)
     if not ran:
+        log_with_outcome(ctx)  # the last line: it goes out with the outcome
         ctx.log(f"no {phase}-deploy hooks in blueprint {ctx.blueprint.name}")
     return {**outputs, "hooks_ran": ran}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.clients.terraform import Backend, TerraformError
 from pipelines.models import RunKind
-from pipelines.stages.base import StageContext, log_bursts
+from pipelines.stages.base import StageContext, log_with_outcome
 from pipelines.stages.plan_parity import check_plan
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
@@ -34,9 +34,9 @@ DESTROY_RUN_KINDS = frozenset({RunKind.TEARDOWN})
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
-    # Terraform's output and this stage's own lines are written a burst at a time.
-    with log_bursts(ctx):
-        return _execute(ctx)
+    # Terraform's output is written a burst at a time; the last lines with the outcome.
+    log_with_outcome(ctx)
+    return _execute(ctx)
 
 
 def _execute(ctx: StageContext) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pipelines.blueprints import Blueprint
 from pipelines.rendering import RenderError, render_blueprint
-from pipelines.stages.base import StageContext, StageError
+from pipelines.stages.base import StageContext, StageError, log_with_outcome
 
 TERRAFORM_PREFIX = "terraform/"
 
@@ -28,6 +28,8 @@ def template_context(
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
+    # Milliseconds of work: its lines go out with the outcome.
+    log_with_outcome(ctx)
     out_dir = ctx.workdir / "terraform"
     try:
         context = template_context(

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pipelines import engine, rows
+from pipelines import engine, outbox, rows
+from pipelines.artifacts import DbArtifactStore
 from pipelines.logs import StageLog
 from pipelines.models import LogLine, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.outcomes import Failed
@@ -167,3 +168,58 @@ def test_a_stage_gets_the_outputs_of_the_earlier_stages_of_its_run() -> None:
     assert claimed is not None
     assert claimed.previous == {"render": {"a": 1}}
     _end(later)
+
+
+def test_a_quick_stage_writes_its_lines_with_its_outcome_in_one_insert() -> None:
+    # render-only has no hooks: its pre_hooks stage has nothing to run.
+    stage = _queued_stage(blueprint="render-only", kind="pre_hooks")
+
+    with CaptureQueriesContext(connection) as queries:
+        engine.execute_stage(stage.pk)
+
+    stage.refresh_from_db()
+    assert stage.status == StageStatus.SUCCEEDED
+    assert _log_texts(stage)[1:] == [
+        "no pre-deploy hooks in blueprint render-only",
+        "--- pre_hooks succeeded ---",
+    ]
+    assert _log_inserts(queries) == 1
+    _end(stage)
+
+
+def test_a_failed_render_writes_its_lines_with_its_outcome_in_one_insert() -> None:
+    stage = _queued_stage(blueprint="render-only", kind="render")
+
+    with CaptureQueriesContext(connection) as queries:
+        engine.execute_stage(stage.pk)
+
+    stage.refresh_from_db()
+    texts = _log_texts(stage)
+    assert texts[0].startswith("--- render, attempt 1, on ")
+    assert texts[-1] == f"--- render failed: {stage.explanation} ---"
+    assert _log_inserts(queries) == 1
+    _end(stage)
+
+
+def test_an_artifact_not_stored_is_found_as_none() -> None:
+    stage = _queued_stage(blueprint="render-only", kind="render")
+    store = DbArtifactStore(stage.run_id)
+    assert store.find("plan/plan.bin") is None
+    store.put("plan/plan.bin", b"\x00plan")
+    assert store.find("plan/plan.bin") == b"\x00plan"
+    _end(stage)
+
+
+def test_marking_a_message_sent_turns_off_the_wait_for_the_disk_in_its_transaction_only() -> None:
+    with transaction.atomic():
+        outbox.send_after_commit("pipelines.tasks.reap")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT max(id) FROM pipelines_outboxmessage")
+            (message_id,) = cursor.fetchone()
+            assert outbox._mark_sent(message_id) == ("pipelines.tasks.reap", [])
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("off",)
+        transaction.set_rollback(True)  # the test's message is never sent
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)

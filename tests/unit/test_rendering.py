@@ -461,3 +461,23 @@ def test_a_damaged_old_manifest_does_not_block_a_new_layout(tmp_path: Path) -> N
     write_render_result(RenderResult.from_files({"a.tf": b"a\n"}), tmp_path)
     assert (tmp_path / "a.tf").read_bytes() == b"a\n"
     assert json.loads((tmp_path / MANIFEST_NAME).read_text())[0]["path"] == "a.tf"
+
+
+# --- compiled templates are reused only for the very same text ---------------
+
+
+def test_a_changed_template_renders_its_new_text(tmp_path: Path) -> None:
+    context = {"config": {"x": "v"}, "account": ACCOUNT, "blueprint": BLUEPRINT}
+    root = make_dir(tmp_path / "tf", {"main.tf.j2": "a = {{ config.x }}\n"})
+    assert render_blueprint(root, context).files["main.tf"] == b'a = "v"\n'
+    (root / "main.tf.j2").write_text("b = {{ config.x }}\n")
+    assert render_blueprint(root, context).files["main.tf"] == b'b = "v"\n'
+
+
+def test_blueprints_with_the_same_file_names_each_render_their_own(tmp_path: Path) -> None:
+    context = {"config": {"x": "v"}, "account": ACCOUNT, "blueprint": BLUEPRINT}
+    one = make_dir(tmp_path / "one", {"main.tf.j2": "one = {{ config.x }}\n"})
+    two = make_dir(tmp_path / "two", {"main.tf.j2": "two = {{ config.x }}\n"})
+    for _ in range(2):
+        assert render_blueprint(one, context).files["main.tf"] == b'one = "v"\n'
+        assert render_blueprint(two, context).files["main.tf"] == b'two = "v"\n'
