@@ -229,7 +229,6 @@ def _context(
         log=log,
         hold_log=log.hold,
         flush_log=log.flush,
-        release_log=log.release,
         add_secret=redactor.add,
         is_cancelled=heartbeat.cancelled.is_set,
         artifacts=DbArtifactStore(run.pk),

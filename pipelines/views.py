@@ -51,7 +51,6 @@ from portal.web_errors import attempt
 # Lines of each stage's log shown when the page loads; the rest is one click away.
 INITIAL_LOG_LINES = 300
 HTMX_STOP_POLLING = 286
-
 T = TypeVar("T")
 
 

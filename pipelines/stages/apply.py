@@ -29,10 +29,6 @@ from pipelines.stages.terraform_support import (
 def execute(ctx: StageContext) -> dict[str, Any]:
     # Terraform's output is written a burst at a time; the last lines with the outcome.
     log_with_outcome(ctx)
-    return _execute(ctx)
-
-
-def _execute(ctx: StageContext) -> dict[str, Any]:
     plan = ctx.previous.get("plan")
     if plan and plan.get("empty_state"):
         ctx.log("the destroy plan found an empty Terraform state: nothing to apply")

@@ -8,8 +8,7 @@ again, it reaches the same end state with no duplicate side effects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,24 +131,10 @@ class StageContext:
     # Non-empty: the workflow wants a human to approve this run's plan, for this reason.
     approval_reason: str = ""
     # Bursts of lines in one INSERT each: ``hold_log`` keeps the lines logged from then
-    # on, ``flush_log`` writes those kept (the runner's ``on_idle``), ``release_log``
-    # writes them and stops keeping. Use ``log_bursts``, which releases in any case, or
-    # ``log_with_outcome``.
+    # on (use ``log_with_outcome``), ``flush_log`` writes those kept (the runner's
+    # ``on_idle``).
     hold_log: Callable[[], None] = field(default=_nothing, repr=False)
     flush_log: Callable[[], None] = field(default=_nothing, repr=False)
-    release_log: Callable[[], None] = field(default=_nothing, repr=False)
-
-
-@contextmanager
-def log_bursts(ctx: StageContext) -> Iterator[None]:
-    """Keep the stage's lines while programs run: written at each of the runner's
-    ``on_idle`` calls (``ctx.flush_log``: a tenth of a second after output, and at every
-    cancel check), and all of them by the end."""
-    ctx.hold_log()
-    try:
-        yield
-    finally:
-        ctx.release_log()
 
 
 def log_with_outcome(ctx: StageContext) -> None:

@@ -27,10 +27,6 @@ from pipelines.stages.terraform_support import (
 def execute(ctx: StageContext) -> dict[str, Any]:
     # Terraform's output is written a burst at a time; the last lines with the outcome.
     log_with_outcome(ctx)
-    return _execute(ctx)
-
-
-def _execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)

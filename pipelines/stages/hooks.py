@@ -14,19 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.clients.process import run_process
-from pipelines.stages.base import (
-    StageCancelled,
-    StageContext,
-    StageError,
-    log_bursts,
-    log_with_outcome,
-)
+from pipelines.stages.base import StageCancelled, StageContext, StageError, log_with_outcome
 from pipelines.stages.builtin_hooks import run_builtin_hook
 
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def execute(ctx: StageContext) -> dict[str, Any]:
+    # A hook's output is written a burst at a time (the runner's on_idle); the last lines
+    # with the outcome.
+    log_with_outcome(ctx)
     phase = "pre" if ctx.stage_kind == "pre_hooks" else "post"
     hooks = ctx.blueprint.hooks
     builtins = hooks.pre if phase == "pre" else hooks.post
@@ -41,7 +38,6 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         outputs.update(_run_script(ctx=ctx, script=script, timeout_minutes=hooks.timeout_minutes))
         ran.append(script.name)
     if not ran:
-        log_with_outcome(ctx)  # the last line: it goes out with the outcome
         ctx.log(f"no {phase}-deploy hooks in blueprint {ctx.blueprint.name}")
     return {**outputs, "hooks_ran": ran}
 
@@ -70,18 +66,17 @@ def _run_script(*, ctx: StageContext, script: Path, timeout_minutes: float) -> d
     }
     ctx.log(f"hook {script.name} (timeout {timeout_minutes:g} min)")
     try:
-        with log_bursts(ctx):
-            result = run_process(
-                argv=[str(script)],
-                cwd=hook_dir,
-                env=env,
-                timeout_s=timeout_minutes * 60,
-                on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
-                on_idle=ctx.flush_log,
-                should_cancel=ctx.is_cancelled,
-                on_start=ctx.on_process_start,
-                redact=ctx.redact,
-            )
+        result = run_process(
+            argv=[str(script)],
+            cwd=hook_dir,
+            env=env,
+            timeout_s=timeout_minutes * 60,
+            on_line=lambda line: ctx.log(f"[{script.name}] {line}"),
+            on_idle=ctx.flush_log,
+            should_cancel=ctx.is_cancelled,
+            on_start=ctx.on_process_start,
+            redact=ctx.redact,
+        )
     except OSError as exc:
         raise StageError(
             f"hook {script.name} could not be started: {exc.strerror or exc}", retryable=False

@@ -36,10 +36,6 @@ DESTROY_RUN_KINDS = frozenset({RunKind.TEARDOWN})
 def execute(ctx: StageContext) -> dict[str, Any]:
     # Terraform's output is written a burst at a time; the last lines with the outcome.
     log_with_outcome(ctx)
-    return _execute(ctx)
-
-
-def _execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     if ctx.run_kind in DESTROY_RUN_KINDS and state_resource_count(backend) == 0:
