@@ -14,12 +14,13 @@ and pipelines of programs (``pg_dump | pg_restore``, ``psql COPY TO | psql COPY 
   at once, still live.
 - Stopping (a cancel, the timeout, an exception in the caller): SIGINT to the
   child's process group, ``grace_s`` seconds to exit, then SIGKILL of the group.
-- The program runs under a small guard that leads its own process group (so a stop
-  reaches everything the program started) and gets a signal when the thread that
-  started it dies (Linux ``PR_SET_PDEATHSIG``); it then kills the whole group: a
-  worker killed with SIGKILL takes its hook, and its children, with it at once, and
-  ``terraform apply`` after an interrupt and ``grace_s`` (so Terraform first saves
-  the state of what it created). The caller's thread waits for the child, so it outlives it.
+- The program runs under a small guard (``guard.py``) that leads its own process group
+  (so a stop reaches everything the program started) and learns of the worker's death
+  at once (Linux ``PR_SET_PDEATHSIG``, through the process's guard server); it then
+  kills the whole group: a worker killed with SIGKILL takes its hook, and its
+  children, with it at once, and ``terraform apply`` after an interrupt and ``grace_s``
+  (so Terraform first saves the state of what it created). A guard is a fork of the
+  guard server this process starts once, not a new interpreter before each command.
   ``on_start(pid)`` gives the caller the guard's pid, which is also the process
   group id, so a later attempt can check (or make sure) that the group is gone.
 """
@@ -29,10 +30,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import queue
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +46,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from pipelines.clients import guard
 
 DEFAULT_GRACE_SECONDS = 5.0
 DEFAULT_POLL_SECONDS = 0.5
@@ -112,197 +118,97 @@ def _has_prctl() -> bool:
 _HAS_PRCTL = _has_prctl()
 
 
-# The parent-death signal reaches one process only, not what it started (a hook's
-# `sleep`, a provisioner's command). So the program (or each program of a pipeline,
-# connected stdout to stdin by the guard) runs under this guard, the leader
-# of its process group: when the worker dies the guard gets SIGTERM and kills the
-# whole group, at once for a hook, and for a program that stops its children itself
-# (Terraform) after an interrupt and a grace period: an interrupted Terraform saves
-# the state of what it already created straight away, so a retry does not create it
-# again (killed outright, the last resources it made never reach the state). The guard
-# relays the program's output, so the program's writes still succeed once nobody
-# reads them. The runner's interrupt goes to the guard, which passes it on to the
-# program alone (Terraform stops its own provisioners and saves its state) or to the
-# whole group (a shell script's foreground command). The guard exits with the
-# program's status, and dies of the same signal when the program did. It imports only
-# built-in modules (``_signal``, ``_thread``: ``signal`` and ``threading`` would import
-# ``enum`` and more), so it starts in about the time of an empty interpreter: it runs
-# before every command, seven times in a sandbox provision.
-_GUARD = """
-import os, sys, _signal as signal, _thread
-parent = int(sys.argv[1])
-if parent:
-    # prctl(PR_SET_PDEATHSIG, SIGTERM) here rather than in a preexec_fn, which would make
-    # the worker fork (copying its page tables) instead of vfork: several ms a command.
-    # The built-in _ctypes costs about 1 ms; ctypes itself 3.
-    request = (1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    try:
-        import _ctypes
-        _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"), request)
-    except (ImportError, AttributeError):
-        import ctypes
-        ctypes.CDLL(None).prctl(*request)
-    if os.getppid() != parent:  # the worker died before prctl: nobody would see us
-        os._exit(1)
-to_group = sys.argv[2] == "interrupt-group"
-grace = float(sys.argv[3])
-status_fd = int(sys.argv[4])
-os.set_inheritable(status_fd, False)  # ours alone: a program holding it would delay the end
-# The programs' argument lists, each one's length first (json would import re and enum:
-# milliseconds before every command).
-programs = []
-rest = sys.argv[5:]
-while rest:
-    count = int(rest[0])
-    programs.append(rest[1 : 1 + count])
-    rest = rest[1 + count :]
-# Each program's own environment, passed as PORTAL_PIPE<i>_<NAME> (nothing else of ours,
-# such as the LC_CTYPE of Python's C-locale coercion, PEP 538, reaches a program).
-envs = [{} for _ in programs]
-for key, value in os.environ.items():
-    if key.startswith("PORTAL_PIPE"):
-        index, _, name = key[11:].partition("_")
-        envs[int(index)][name] = value
-kill_group = lambda *_: os.killpg(0, signal.SIGKILL)
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-pids = []
+_GUARD_SCRIPT = Path(__file__).with_name("guard.py")
 
-def to_programs(signum):
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
-was_orphaned = []
+class _GuardServer:
+    """This process's guard server (``guard.py``): started on first use, by a thread of
+    its own that lives as long as the process, since the server's parent-death signal
+    comes when the thread that started it ends. A fork of the worker gets its own."""
 
-def orphaned(*_):
-    # The worker died: interrupt the programs, kill the group if they outlast the grace.
-    was_orphaned.append(True)
-    signal.signal(signal.SIGALRM, kill_group)
-    signal.setitimer(signal.ITIMER_REAL, grace)
-    to_programs(signal.SIGINT)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: socket.socket | None = None
+        self._gone = threading.Event()
 
-signal.signal(signal.SIGTERM, kill_group if to_group else orphaned)
-# The programs write into pipes this guard relays, so that once the worker (the reader
-# of our output) is gone their writes still succeed while they save their state.
-# One pipe when our stdout and stderr are one stream: the lines keep their order.
-same = (os.fstat(1).st_dev, os.fstat(1).st_ino) == (os.fstat(2).st_dev, os.fstat(2).st_ino)
-pipes = {1: os.pipe()} if same else {1: os.pipe(), 2: os.pipe()}
-
-def start(argv, env, stdin, stdout):
-    pid = os.fork()
-    if pid == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if stdin is not None:
-            os.dup2(stdin, 0)
-        os.dup2(stdout, 1)
-        os.dup2(pipes[2 if 2 in pipes else 1][1], 2)
-        # Every other pipe end is close-on-exec (os.pipe).
-        try:
-            os.execvpe(argv[0], argv, env)
-        except OSError as exc:
-            os.write(2, f"cannot run {argv[0]}: {exc.strerror}\\n".encode())
-        os._exit(127)
-    return pid
-
-# A pipeline: each program's stdout is the next one's stdin; the first reads our stdin.
-# We keep a copy of each link's write end, so a program sees the end of its input only
-# once the program before it has succeeded: after a failure it is killed first (a COPY
-# FROM STDIN that saw the end would commit the rows it got).
-stdin = None
-holds = {}
-for i, argv in enumerate(programs):
-    last = i == len(programs) - 1
-    link_read, link_write = (None, pipes[1][1]) if last else os.pipe()
-    pids.append(start(argv, envs[i], stdin, link_write))
-    if stdin is not None:
-        os.close(stdin)
-    if not last:
-        holds[pids[-1]] = link_write
-    stdin = link_read
-
-def interrupt(*_):
-    if to_group:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not to ourselves again
-        os.killpg(0, signal.SIGINT)
-        signal.signal(signal.SIGINT, interrupt)
-    else:
-        to_programs(signal.SIGINT)
-
-def relay(read_end, fd):
-    reader_gone = False
-    while chunk := os.read(read_end, 65536):
-        view = memoryview(chunk)
-        while view and not reader_gone:
+    def start_guard(self, *, request: bytes, fds: Sequence[int]) -> tuple[int, int]:
+        """Have the server start a guard for ``request``; the guard's pid and a pidfd."""
+        if len(request) > guard.MAX_REQUEST_BYTES:
+            raise ValueError(
+                f"the command's arguments and environment take {len(request)} bytes; "
+                f"the limit is {guard.MAX_REQUEST_BYTES}"
+            )
+        with self._lock:
+            if self._connection is None or self._gone.is_set():
+                self._launch()
+            assert self._connection is not None
             try:
-                view = view[os.write(fd, view):]
-            except OSError:
-                reader_gone = True  # keep reading, so the programs never block or break
+                socket.send_fds(self._connection, [request], fds)
+                reply, pidfds, _, _ = socket.recv_fds(self._connection, 32, 1)
+            except OSError as exc:
+                self._forget()
+                raise OSError(exc.errno, f"the guard server is gone: {exc.strerror}") from exc
+            if not reply or len(pidfds) != 1:
+                self._forget()
+                raise OSError(errno.EPIPE, "the guard server ended before starting the program")
+            os.set_inheritable(pidfds[0], False)  # recv_fds drops MSG_CMSG_CLOEXEC in 3.11
+            return int(reply), pidfds[0]
 
-def pump(read_end, fd, done):
-    try:
-        relay(read_end, fd)
-    finally:
-        done.release()
+    def _launch(self) -> None:
+        self._forget()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        started: queue.Queue[BaseException | None] = queue.Queue()
+        gone = threading.Event()
+        keeper = threading.Thread(
+            target=_keep_server,
+            kwargs={"connection": theirs, "started": started, "gone": gone},
+            name="portal-guard-server",
+            daemon=True,
+        )
+        keeper.start()
+        failure = started.get()
+        theirs.close()
+        if failure is not None:
+            ours.close()
+            raise failure
+        self._connection, self._gone = ours, gone
 
-pumps = []
-for fd, (read_end, write_end) in pipes.items():
-    os.close(write_end)
-    pumps.append(_thread.allocate_lock())
-    pumps[-1].acquire()
-    _thread.start_new_thread(pump, (read_end, fd, pumps[-1]))
-signal.signal(signal.SIGINT, interrupt)
-codes = {}
-while len(codes) < len(pids):
-    pid, status = os.wait()
-    if pid not in pids:
-        continue
-    codes[pid] = os.waitstatus_to_exitcode(status)
-    if codes[pid] != 0:
-        # What the later programs read is incomplete: they must not finish with it.
-        for later in pids[pids.index(pid) + 1:]:
-            if later not in codes:
-                try:
-                    os.kill(later, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    if pid in holds:
-        os.close(holds.pop(pid))  # the next program may now see the end of its input
-for done in pumps:
-    done.acquire(timeout=1.0)  # what the programs left running may hold a pipe open: not long
-ordered = [codes[pid] for pid in pids]
-try:
-    os.write(status_fd, " ".join(map(str, ordered)).encode())
-except OSError:
-    pass  # the worker that would read it is gone
-if was_orphaned:
-    kill_group()  # nobody waits for us: leave nothing of the group behind
-code = next((c for c in reversed(ordered) if c != 0), 0)  # like a shell's pipefail
-if code < 0:
-    if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
-        signal.signal(-code, signal.SIG_DFL)
-    os.kill(os.getpid(), -code)
-sys.exit(code)
-"""
+    def _forget(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # the server sees the end and exits
+            self._connection = None
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's server is not ours (nor its lock's state)."""
+        self._lock = threading.Lock()
+        self._forget()
 
 
-def _guarded(
-    *, programs: Sequence[Program], interrupt_group: bool, grace_s: float, status_fd: int
-) -> tuple[list[str], dict[str, str]]:
-    """The guard's argv and environment: each program's environment under its prefix."""
-    # -I -S: no environment variables, user site or site module: a fast, clean start.
-    interrupt = "interrupt-group" if interrupt_group else "interrupt-program"
-    # The guard asks for the parent-death signal (Linux), then checks this is its parent.
+def _keep_server(
+    *, connection: socket.socket, started: queue.Queue[BaseException | None], gone: threading.Event
+) -> None:
+    """Start the server and wait for it (the thread's life is its parent-death signal)."""
     parent = str(os.getpid()) if _HAS_PRCTL else "0"
-    listed = [part for p in programs for part in (str(len(p.argv)), *p.argv)]
-    argv = [
-        *(sys.executable, "-I", "-S", "-c", _GUARD, parent, interrupt),
-        *(str(grace_s), str(status_fd), *listed),
-    ]
-    env = {f"PORTAL_PIPE{i}_{k}": v for i, p in enumerate(programs) for k, v in p.env.items()}
-    return argv, env
+    try:
+        # -I -S: no environment variables, user site or site module: a clean start.
+        server = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_GUARD_SCRIPT), parent, str(connection.fileno())],
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            pass_fds=(connection.fileno(),),
+            process_group=0,  # a terminal's Ctrl-C is for the worker, not for its guards
+        )
+    except BaseException as exc:  # noqa: BLE001 - handed to the thread that asked
+        started.put(exc)
+        return
+    started.put(None)
+    server.wait()
+    gone.set()
+
+
+_SERVER = _GuardServer()
+os.register_at_fork(after_in_child=_SERVER.after_fork)
 
 
 def _check_program(*, program: str, cwd: Path, env: Mapping[str, str]) -> None:
@@ -400,34 +306,30 @@ def run_pipeline(
         raise ValueError("a pipeline needs at least one program")
     for program in programs:
         _check_program(program=program.argv[0], cwd=cwd, env=program.env)
-    status_read, status_write = os.pipe()
+    # Relative to our working directory now, as Popen's would be (the guard starts elsewhere).
+    directory = os.path.abspath(cwd)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(cwd))
+    request = json.dumps(
+        {
+            "programs": [{"argv": list(p.argv), "env": dict(p.env)} for p in programs],
+            "cwd": directory,
+            "interrupt_group": interrupt_group,
+            "grace_s": grace_s,
+        }
+    ).encode()
+    pipes = _Pipes.open(stdin=stdin_data is not None, capture_stdout=capture_stdout)
     try:
-        argv, env = _guarded(
-            programs=programs,
-            interrupt_group=interrupt_group,
-            grace_s=grace_s,
-            status_fd=status_write,
-        )
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
-            # No preexec_fn: the guard asks for its parent-death signal itself (SIGTERM:
-            # it catches it), so the worker can vfork.
-            process_group=0,
-            pass_fds=(status_write,),
-        )
+        pid, pidfd = _SERVER.start_guard(request=request, fds=pipes.guards_ends())
     except BaseException:
-        os.close(status_read)
+        pipes.close_ours()
         raise
     finally:
-        os.close(status_write)
+        pipes.close_guards()
     run = _Run(
-        process=process,
-        status=os.fdopen(status_read, "rb"),
+        pid=pid,
+        pidfd=pidfd,
+        pipes=pipes,
         redact=redact,
         on_line=on_line,
         on_idle=on_idle,
@@ -436,13 +338,13 @@ def run_pipeline(
         poll_s=poll_s,
         tail_size=tail_size,
     )
+    run.start_readers()
     finished = False
     try:
         if on_start is not None:
-            on_start(process.pid)
+            on_start(pid)
         if stdin_data is not None:
-            _feed(process=process, data=stdin_data)
-        run.start_readers(capture_stdout=capture_stdout)
+            run.feed(stdin_data)
         run.pump(deadline=None if timeout_s is None else time.monotonic() + timeout_s)
         finished = True
     finally:
@@ -454,12 +356,50 @@ def run_pipeline(
     return run.result()
 
 
-def _feed(*, process: subprocess.Popen[bytes], data: bytes) -> None:
-    assert process.stdin is not None
-    # A child that died at once shows up as a failed command, not as BrokenPipeError.
-    with contextlib.suppress(BrokenPipeError):
-        process.stdin.write(data)
-        process.stdin.close()
+@dataclass
+class _Pipes:
+    """The pipes between this process and a guard: our ends, and the guard's, which it
+    gets in its request (ours closed once sent) in the order ``guard.STDIN``...``STATUS``."""
+
+    stdin: int  # the guard's: a pipe's read end, or /dev/null
+    feed: int | None  # ours: where ``stdin_data`` goes
+    stdout: IO[bytes]
+    stdout_end: int
+    stderr: IO[bytes] | None  # ours when stderr is captured apart; else it goes with stdout
+    stderr_end: int
+    status: IO[bytes]  # the guard writes each program's exit status here, then exits
+    status_end: int
+
+    @classmethod
+    def open(cls, *, stdin: bool, capture_stdout: bool) -> _Pipes:
+        stdin_end, feed = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
+        stdout, stdout_end = os.pipe()
+        stderr, stderr_end = os.pipe() if capture_stdout else (None, stdout_end)
+        status, status_end = os.pipe()
+        return cls(
+            stdin=stdin_end,
+            feed=feed,
+            stdout=os.fdopen(stdout, "rb"),
+            stdout_end=stdout_end,
+            stderr=None if stderr is None else os.fdopen(stderr, "rb"),
+            stderr_end=stderr_end,
+            status=os.fdopen(status, "rb"),
+            status_end=status_end,
+        )
+
+    def guards_ends(self) -> list[int]:
+        return [self.stdin, self.stdout_end, self.stderr_end, self.status_end]
+
+    def close_guards(self) -> None:
+        for fd in {self.stdin, self.stdout_end, self.stderr_end, self.status_end}:
+            os.close(fd)
+
+    def close_ours(self) -> None:
+        if self.feed is not None:
+            os.close(self.feed)
+        for stream in (self.stdout, self.stderr, self.status):
+            if stream is not None:
+                stream.close()
 
 
 class _Run:
@@ -468,8 +408,9 @@ class _Run:
     def __init__(
         self,
         *,
-        process: subprocess.Popen[bytes],
-        status: IO[bytes],
+        pid: int,
+        pidfd: int,
+        pipes: _Pipes,
         redact: Callable[[str], str],
         on_line: OnLine | None,
         on_idle: OnIdle | None,
@@ -478,9 +419,11 @@ class _Run:
         poll_s: float,
         tail_size: int,
     ) -> None:
-        self.process = process
-        self.status = status  # the guard writes each program's exit status here
+        self.pid = pid  # the guard's, which leads the programs' process group
+        self.pidfd = pidfd  # the guard's, closed by finish()
+        self.pipes = pipes
         self.status_parts: list[bytes] = []
+        self.guard_ended = threading.Event()  # its status pipe closed: it has exited
         self.redact = redact
         self.on_line = on_line
         self.on_idle = on_idle
@@ -501,17 +444,28 @@ class _Run:
         self.timed_out = False
         self.cancelled = False
 
-    def start_readers(self, *, capture_stdout: bool) -> None:
-        assert self.process.stdout is not None
-        if capture_stdout:
-            assert self.process.stderr is not None
-            self._start(_pump_lines, stream=self.process.stderr, lines=self.lines)
-            self._start(_read_all, stream=self.process.stdout, parts=self.stdout_parts)
+    def feed(self, data: bytes) -> None:
+        assert self.pipes.feed is not None
+        stdin, self.pipes.feed = open(self.pipes.feed, "wb"), None  # noqa: SIM115
+        # Closed after: the program sees the end. A child that died at once shows up as a
+        # failed command, not as BrokenPipeError.
+        with stdin, contextlib.suppress(BrokenPipeError):
+            stdin.write(data)
+
+    def start_readers(self) -> None:
+        if self.pipes.stderr is not None:
+            self._start(_pump_lines, stream=self.pipes.stderr, lines=self.lines)
+            self._start(_read_all, stream=self.pipes.stdout, parts=self.stdout_parts)
         else:
-            self._start(_pump_lines, stream=self.process.stdout, lines=self.lines)
+            self._start(_pump_lines, stream=self.pipes.stdout, lines=self.lines)
         self.open_streams = 1
-        self._start(_read_all, stream=self.status, parts=self.status_parts)
-        self._start(_wait_for_exit, process=self.process, lines=self.lines)
+        self._start(self._read_status)
+
+    def _read_status(self) -> None:
+        _read_all(stream=self.pipes.status, parts=self.status_parts)
+        select.select([self.pidfd], [], [])  # readable once the guard has ended, and is reaped
+        self.guard_ended.set()
+        self.lines.put(_EXITED)
 
     def _start(self, target: Callable[..., None], **kwargs: object) -> None:
         thread = threading.Thread(target=target, kwargs=kwargs, daemon=True)
@@ -587,40 +541,44 @@ class _Run:
 
     def _interrupt(self, now: float) -> None:
         self.interrupted_at = now
-        # To the guard, which passes it on (see _GUARD).
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGINT)
+        if not self.guard_ended.is_set():  # to the guard, which passes it on (guard.py)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGINT)
 
     def _kill(self, now: float) -> None:
         self.killed_at = now
-        _signal_group(process=self.process, signum=signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        """Signal the guard's whole process group (it leads one)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
 
     def stop_now(self) -> None:
         """Interrupt, wait out the grace period, kill: for when the caller cannot go on."""
-        if self.process.poll() is None:
+        if not self.guard_ended.is_set():
             self._interrupt(time.monotonic())
             try:
-                self.process.wait(timeout=self.grace_s)
-            except subprocess.TimeoutExpired:
-                self.outlived_grace = True
-                self._kill(time.monotonic())
-                self.process.wait()
+                if not self.guard_ended.wait(timeout=self.grace_s):
+                    self.outlived_grace = True
+                    self._kill(time.monotonic())
+                    self.guard_ended.wait()
             except BaseException:  # a second Ctrl-C while it shuts down: stop it hard
                 self._kill(time.monotonic())
-                self.process.wait()
+                self.guard_ended.wait()
                 raise
 
     def finish(self, *, deliver: bool) -> None:
         """Reap the child, kill what it left in its group, take the last lines."""
-        if self.process.poll() is None:
-            # Only after a kill whose pipes stayed open; SIGKILL ends it soon.
-            self.process.wait()
+        # Only after a kill whose pipes stayed open does it still run; SIGKILL ends it soon.
+        self.guard_ended.wait()
         self.ended_at = time.monotonic()
         # Leftovers, e.g. a provisioner's orphaned `sleep` or a hook's background job.
-        _signal_group(process=self.process, signum=signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
         for reader in self.readers:
             reader.join(timeout=_PIPE_WAIT_AFTER_KILL)
-        self.status.close()
+        self.pipes.close_ours()
+        os.close(self.pidfd)
         while True:
             try:
                 item = self.lines.get_nowait()
@@ -634,10 +592,12 @@ class _Run:
         stop_seconds = None
         if self.interrupted_at is not None and self.ended_at is not None:
             stop_seconds = self.ended_at - self.interrupted_at
-        reported = b"".join(self.status_parts).split()
+        codes = tuple(int(code) for code in b"".join(self.status_parts).split())
+        # Like a shell's pipefail; no status at all: the guard itself was killed.
+        returncode = next((c for c in reversed(codes) if c != 0), 0) if codes else -signal.SIGKILL
         return ProcessResult(
-            returncode=self.process.returncode,
-            returncodes=tuple(int(code) for code in reported),
+            returncode=returncode,
+            returncodes=codes,
             tail=list(self.tail),
             stdout=b"".join(self.stdout_parts),
             timed_out=self.timed_out,
@@ -657,19 +617,6 @@ def _pump_lines(*, stream: IO[bytes], lines: queue.Queue[str | _Eof | _Exited]) 
         lines.put(_EOF)
 
 
-def _wait_for_exit(
-    *, process: subprocess.Popen[bytes], lines: queue.Queue[str | _Eof | _Exited]
-) -> None:
-    process.wait()
-    lines.put(_EXITED)
-
-
 def _read_all(*, stream: IO[bytes], parts: list[bytes]) -> None:
     with contextlib.suppress(OSError, ValueError):
         parts.append(stream.read())
-
-
-def _signal_group(*, process: subprocess.Popen[bytes], signum: int) -> None:
-    """Signal the child's whole process group (it leads one: ``process_group=0``)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
