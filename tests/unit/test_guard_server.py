@@ -92,3 +92,15 @@ def test_a_forked_child_gets_a_server_of_its_own() -> None:
     used = [line.split() for line in done.stdout.splitlines()]
     assert [who for who, _ in used] == ["parent", "child", "parent"]
     assert used[0][1] == used[2][1] != used[1][1]
+
+
+def test_a_program_the_kernel_will_not_run_fails_with_127_and_says_why(tmp_path: Path) -> None:
+    """Found and executable (so the runner's check passes) but not a program: no ``#!``."""
+    script = tmp_path / "no-shebang"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+
+    result = run_process(argv=[str(script)], cwd=tmp_path, env=ENV)
+
+    assert result.returncode == 127 and result.returncodes == (127,)
+    assert result.tail == [f"cannot run {script}: Exec format error"]
