@@ -92,15 +92,23 @@ def serve(*, connection: socket.socket, has_prctl: bool) -> None:
             os.set_inheritable(fd, False)
         if not message:
             return  # the worker is gone, or done with us
+        # The guard does not end before we hold its pidfd (the kernel reaps it at once):
+        # it waits for the end of this pipe last thing.
+        may_end, let_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             connection.close()
-            _be_the_guard(request=message, fds=fds, server=server if has_prctl else 0)
+            os.close(let_end)
+            _be_the_guard(
+                request=message, fds=fds, server=server if has_prctl else 0, may_end=may_end
+            )
+        os.close(may_end)
         for fd in fds:
             os.close(fd)
         # With it, the runner learns the guard has ended (and is reaped) and signals it,
-        # free of pid reuse; opened before the guard could possibly have ended.
+        # free of pid reuse.
         pidfd = os.pidfd_open(pid)
+        os.close(let_end)
         try:
             socket.send_fds(connection, [str(pid).encode()], [pidfd])
         except OSError:
@@ -109,7 +117,7 @@ def serve(*, connection: socket.socket, has_prctl: bool) -> None:
             os.close(pidfd)
 
 
-def _be_the_guard(*, request: bytes, fds: list[int], server: int) -> None:
+def _be_the_guard(*, request: bytes, fds: list[int], server: int, may_end: int) -> None:
     """The forked guard: run the request's programs, report, exit (never returns)."""
     status_fd = fds[STATUS]
     try:
@@ -122,6 +130,7 @@ def _be_the_guard(*, request: bytes, fds: list[int], server: int) -> None:
         codes = [127]
     with contextlib.suppress(OSError):  # the worker that would read it is gone
         os.write(status_fd, " ".join(map(str, codes)).encode())
+    os.read(may_end, 1)  # the server has our pidfd (at once, but we may have been quicker)
     os._exit(0)
 
 
