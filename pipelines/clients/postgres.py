@@ -16,6 +16,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,12 @@ def guarded(secrets: Iterable[str | None] = ()) -> Iterator[None]:
 
 def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
+
+
+def no_parallel_workers(conn: psycopg.Connection[Any]) -> None:
+    """This session's queries run without parallel workers."""
+    with guarded():
+        conn.execute("SET max_parallel_workers_per_gather = 0")
 
 
 def with_settings(url: str, settings: Mapping[str, str]) -> str:
@@ -301,6 +308,77 @@ def list_foreign_keys(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str
                 """
             )
         }
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A validated foreign key between two plain tables, as the source defines it."""
+
+    oid: int  # the constraint's, in the source
+    schema: str
+    table: str
+    name: str
+    definition: str  # pg_get_constraintdef, every name schema-qualified
+    referenced: int  # the referenced table's oid
+
+
+def plain_foreign_keys(conn: psycopg.Connection[Any]) -> list[ForeignKey]:
+    """Validated foreign keys from a plain table (not a partition) to another."""
+    with guarded(), conn.transaction(force_rollback=True):
+        # An empty search_path makes pg_get_constraintdef qualify every table name; the
+        # savepoint's rollback restores the session's own.
+        conn.execute("SELECT set_config('search_path', '', true)")
+        rows = conn.execute(
+            """
+            SELECT k.oid, n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid),
+                   k.confrelid
+            FROM pg_constraint k
+            JOIN pg_class c ON c.oid = k.conrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_class r ON r.oid = k.confrelid
+            WHERE k.contype = 'f' AND k.convalidated
+              AND c.relkind = 'r' AND NOT c.relispartition
+              AND r.relkind = 'r' AND NOT r.relispartition
+            """
+        ).fetchall()
+    return [ForeignKey(int(o), s, t, n, d, int(r)) for o, s, t, n, d, r in rows]
+
+
+def add_foreign_keys(*, url: str, role: str | None, keys: Sequence[ForeignKey], jobs: int) -> None:
+    """Add ``keys`` as the role, NOT VALID in one transaction (no row is read), then
+    validate them ``jobs`` at a time. VALIDATE locks less than ADD (SHARE UPDATE
+    EXCLUSIVE on the table, ROW SHARE on the referenced one), so keys that share a
+    table are checked at once, where ADD's locks would queue them on one core. Each
+    validation reads every row, as ADD would."""
+
+    def session(conn: psycopg.Connection[Any]) -> None:
+        if role:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+
+    def table(key: ForeignKey) -> sql.Composable:
+        return sql.Identifier(key.schema, key.table)
+
+    with connect(url) as conn, guarded():
+        session(conn)
+        for key in keys:
+            conn.execute(
+                sql.SQL("ALTER TABLE ONLY {} ADD CONSTRAINT {} {} NOT VALID").format(
+                    table(key), sql.Identifier(key.name), sql.SQL(key.definition)
+                )
+            )
+        conn.commit()
+
+    def validate(key: ForeignKey) -> None:
+        with connect(url, autocommit=True) as conn, guarded():
+            session(conn)
+            conn.execute(
+                sql.SQL("ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}").format(
+                    table(key), sql.Identifier(key.name)
+                )
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="clone-fk") as pool:
+        list(pool.map(validate, keys))  # re-raises a failure
 
 
 def count_large_objects(conn: psycopg.Connection[Any]) -> int:

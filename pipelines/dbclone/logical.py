@@ -17,9 +17,10 @@ Steps (each safe to rerun; the clone's names are derived from the run id):
    instead when a session is not UTF-8 or a type has no binary input/output. A
    big table's own indexes and primary/unique keys are built as soon as it is
    copied, while others copy.
-4. The rest of post-data (foreign keys, which PostgreSQL validates as it adds
-   them, triggers, small tables' indexes) in the background while row counts and
-   the leak scan read the tables; sequences set to the source's values;
+4. The rest of post-data (foreign keys, which PostgreSQL validates: those between
+   plain tables added NOT VALID, then validated at once on ``jobs`` sessions;
+   triggers, small tables' indexes) in the background while row counts and the
+   leak scan read the tables; sequences set to the source's values;
    materialized views refreshed from the masked data.
 5. Checks: row counts per table, foreign keys present and validated, and a leak
    scan proving no source value of a masked column is in the clone. Only then
@@ -319,6 +320,7 @@ def _clone(
                         role=role,
                         plan=plan,
                         owners=pg.table_objects(source),
+                        foreign_keys=pg.plain_foreign_keys(source),
                     )
                 finally:
                     wait([restored])

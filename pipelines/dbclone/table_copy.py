@@ -58,6 +58,10 @@ class CopyPool:
             tgt = pg.connect(self.target_url, autocommit=True, secrets=self.secrets)
             with self._lock:
                 self._opened.append(tgt)
+            for conn in (src, tgt):
+                # Their scans (checks, the stream path) run beside copies that keep every
+                # core busy: parallel workers would only add processes.
+                pg.no_parallel_workers(conn)
             conns = self._local.conns = (src, tgt)
         return conns
 
@@ -125,12 +129,16 @@ EARLY_INDEX_MIN_BYTES = 4 * 1024 * 1024
 class PostData:
     """Post-data in two parts: a big table's own indexes and unique/primary keys are
     built right after its copy (while other tables still copy), the rest (foreign
-    keys, triggers, partition indexes, small tables' indexes) at the end."""
+    keys, triggers, partition indexes, small tables' indexes) at the end. A foreign key
+    between plain tables that references a big table (its key is built by then) is
+    added by the clone itself, validated beside the others (``pg.add_foreign_keys``);
+    pg_restore would add such keys one after another."""
 
     archive: Path
     target_url: str
     role: str
     early: dict[int, list[pg.TocEntry]]  # table oid -> entries
+    foreign_keys: list[pg.ForeignKey]
     rest: list[pg.TocEntry]
 
     @classmethod
@@ -142,14 +150,19 @@ class PostData:
         role: str,
         plan: ClonePlan,
         owners: dict[tuple[int, int], int],
+        foreign_keys: Sequence[pg.ForeignKey],
     ) -> PostData:
         big = {p.table.oid for p in plan.tables if p.table.size >= EARLY_INDEX_MIN_BYTES}
+        ours = {key.oid: key for key in foreign_keys if key.referenced in big}
         early: dict[int, list[pg.TocEntry]] = {}
+        added: list[pg.ForeignKey] = []
         rest: list[pg.TocEntry] = []
         for entry in pg.list_archive(archive, "post-data"):
             kind = entry.desc.split(" ", 1)[0]
             table = owners.get((entry.catalog_oid, entry.object_oid))
-            if (
+            if entry.desc.startswith("FK CONSTRAINT") and entry.object_oid in ours:
+                added.append(ours[entry.object_oid])
+            elif (
                 kind in ("INDEX", "CONSTRAINT")
                 and table in big
                 and not entry.desc.startswith("INDEX ATTACH")
@@ -157,7 +170,14 @@ class PostData:
                 early.setdefault(table, []).append(entry)
             else:
                 rest.append(entry)
-        return cls(archive=archive, target_url=target_url, role=role, early=early, rest=rest)
+        return cls(
+            archive=archive,
+            target_url=target_url,
+            role=role,
+            early=early,
+            foreign_keys=added,
+            rest=rest,
+        )
 
     def restore_table(self, table_oid: int) -> int:
         entries = self.early.get(table_oid, [])
@@ -168,6 +188,11 @@ class PostData:
         return len(entries)
 
     def restore_rest(self, jobs: int) -> None:
+        # The keys first: comments on them are among the rest.
+        if self.foreign_keys:
+            pg.add_foreign_keys(
+                url=self.target_url, role=self.role, keys=self.foreign_keys, jobs=jobs
+            )
         if self.rest:
             pg.restore_entries(
                 url=self.target_url,
