@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from accounts_app import crypto
@@ -70,13 +71,25 @@ def record_on_account(account_id: int, **values: Any) -> None:
     unknown = set(values) - RECORDABLE
     if unknown:
         raise ValueError(f"cannot record {', '.join(sorted(unknown))} on an account")
+    if "endpoints" not in values:
+        # Nothing to merge: one UPDATE (it locks the row), and production stays protected
+        # as Account.save keeps it.
+        updated = Account.objects.filter(pk=account_id).update(
+            **values,
+            protected=ExpressionWrapper(
+                Q(protected=True) | Q(purpose=Purpose.PRODUCTION), output_field=BooleanField()
+            ),
+            updated_at=timezone.now(),
+        )
+        if not updated:
+            raise Account.DoesNotExist(f"account {account_id} does not exist")
+        return
     with transaction.atomic():
         account = Account.objects.select_for_update().get(pk=account_id)
-        if "endpoints" in values:
-            # Merge per service, so one stage cannot erase another service's endpoint;
-            # a service given None is removed.
-            merged = {**account.endpoints, **values["endpoints"]}
-            values["endpoints"] = {k: v for k, v in merged.items() if v is not None}
+        # Merge per service, so one stage cannot erase another service's endpoint; a
+        # service given None is removed.
+        merged = {**account.endpoints, **values["endpoints"]}
+        values["endpoints"] = {k: v for k, v in merged.items() if v is not None}
         for key, value in values.items():
             setattr(account, key, value)
         account.save(update_fields=[*values, "updated_at"])

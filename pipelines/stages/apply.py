@@ -8,6 +8,7 @@ moved since) fails with ``retry_from="plan"``: a retry plans again and asks agai
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from pipelines.clients.terraform import TerraformError
@@ -16,6 +17,7 @@ from pipelines.stages.base import StageContext, StageError, log_with_outcome
 from pipelines.stages.terraform_support import (
     LOCK_ARTIFACT,
     LOCK_FILE,
+    PLAN_PREFIX,
     backend_for,
     lay_out_terraform,
     register_account_secrets,
@@ -40,7 +42,9 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         )
     expected = str(plan["plan_sha256"])
     _check_approval(ctx=ctx, plan_sha256=expected)
-    data = _stored_plan(ctx=ctx, name=str(plan["plan_artifact"]))
+    # The plan and the provider lock file the plan stage stored, in one query.
+    stored = ctx.artifacts.read(PLAN_PREFIX)
+    data = _stored_plan(stored=stored, name=str(plan["plan_artifact"]))
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise StageError(
@@ -54,7 +58,7 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     register_account_secrets(ctx)
     backend = backend_for(ctx.account.name)
     directory = lay_out_terraform(ctx)
-    lock = ctx.artifacts.find(LOCK_ARTIFACT)
+    lock = stored.get(LOCK_ARTIFACT)
     if lock is not None:
         # The providers the plan was made with; init must pick the very same ones.
         (directory / LOCK_FILE).write_bytes(lock)
@@ -121,8 +125,8 @@ def _check_approval(*, ctx: StageContext, plan_sha256: str) -> None:
         raise StageError("the plan was not approved", retryable=False)
 
 
-def _stored_plan(*, ctx: StageContext, name: str) -> bytes:
-    data = ctx.artifacts.find(name)
+def _stored_plan(*, stored: Mapping[str, bytes], name: str) -> bytes:
+    data = stored.get(name)
     if data is None:
         raise StageError(
             f"the saved plan {name} is not stored with this run; retry to plan again",

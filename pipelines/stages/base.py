@@ -165,15 +165,14 @@ class AccountRecords(Protocol):
 class ArtifactStore(Protocol):
     """Files kept by the portal so a worker on another machine can lay them out."""
 
-    def put(self, name: str, data: bytes) -> str: ...  # returns sha256 hex
+    # Exactly these files (full names) under prefix, the others there deleted: sha256 by name.
+    def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]: ...
 
     def get(self, name: str) -> bytes: ...
 
-    def find(self, name: str) -> bytes | None: ...  # None when not stored
+    def read(self, prefix: str) -> dict[str, bytes]: ...  # by full name; empty: none stored
 
     def names(self, prefix: str = "") -> list[str]: ...
-
-    def delete_prefix(self, prefix: str) -> None: ...
 
     def lay_out(self, prefix: str, directory: Path) -> list[Path]: ...
 

@@ -54,12 +54,10 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     register_plan_secrets(ctx=ctx, plan=summary.raw)
 
     # A new plan replaces whatever an earlier attempt stored: apply takes only this one.
-    ctx.artifacts.delete_prefix(PLAN_PREFIX)
     data = plan_file.read_bytes()
-    digest = ctx.artifacts.put(PLAN_ARTIFACT, data)
     lock_file = directory / LOCK_FILE
-    if lock_file.is_file():
-        ctx.artifacts.put(LOCK_ARTIFACT, lock_file.read_bytes())
+    lock = {LOCK_ARTIFACT: lock_file.read_bytes()} if lock_file.is_file() else {}
+    digest = ctx.artifacts.replace(PLAN_PREFIX, {PLAN_ARTIFACT: data, **lock})[PLAN_ARTIFACT]
 
     unchanged = sum(1 for r in summary.resources if r.action == "no-op")
     changed = log_plan(ctx=ctx, summary=summary, head="plan", tail=f" ({unchanged} unchanged)")

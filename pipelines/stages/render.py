@@ -43,10 +43,12 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     except RenderError as exc:
         raise StageError(f"render failed: {exc}", retryable=False) from exc
     # Stored so that a worker on another machine lays out exactly these files.
-    ctx.artifacts.delete_prefix(TERRAFORM_PREFIX)
+    digests = ctx.artifacts.replace(
+        TERRAFORM_PREFIX, {TERRAFORM_PREFIX + path: data for path, data in result.files.items()}
+    )
     manifest = []
-    for path, data in result.files.items():
-        digest = ctx.artifacts.put(TERRAFORM_PREFIX + path, data)
+    for path in result.files:
+        digest = digests[TERRAFORM_PREFIX + path]
         manifest.append({"path": path, "sha256": digest})
         ctx.log(f"{digest}  {path}")
     ctx.log(f"rendered {len(manifest)} files from {ctx.blueprint.name} {ctx.blueprint.version}")

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +134,17 @@ class _RecordingRecords:
 
 
 class _NoArtifacts:
-    def put(self, name: str, data: bytes) -> str:
+    def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
         raise AssertionError("hooks store no artifacts")
 
     def get(self, name: str) -> bytes:
         raise KeyError(name)
 
+    def read(self, prefix: str) -> dict[str, bytes]:
+        return {}
+
     def names(self, prefix: str = "") -> list[str]:
         return []
-
-    def delete_prefix(self, prefix: str) -> None:
-        return None
 
     def lay_out(self, prefix: str, directory: Path) -> list[Path]:
         return []

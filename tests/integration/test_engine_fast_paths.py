@@ -6,6 +6,7 @@ message, so that no worker of another test takes them."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts_app.models import Account, AccountStatus, Purpose
+from accounts_app.records import record_on_account
 from pipelines import engine, outbox, rows
 from pipelines.artifacts import DbArtifactStore
 from pipelines.logs import StageLog
@@ -201,12 +204,19 @@ def test_a_failed_render_writes_its_lines_with_its_outcome_in_one_insert() -> No
     _end(stage)
 
 
-def test_an_artifact_not_stored_is_found_as_none() -> None:
+def test_artifacts_not_stored_are_read_as_nothing_and_a_replace_keeps_only_its_files() -> None:
     stage = _queued_stage(blueprint="render-only", kind="render")
     store = DbArtifactStore(stage.run_id)
-    assert store.find("plan/plan.bin") is None
-    store.put("plan/plan.bin", b"\x00plan")
-    assert store.find("plan/plan.bin") == b"\x00plan"
+    assert store.read("plan/") == {}
+    store.replace("plan/", {"plan/plan.bin": b"\x00old", "plan/terraform.lock.hcl": b"lock"})
+    store.replace("terraform/", {"terraform/main.tf": b"x"})
+    digests = store.replace("plan/", {"plan/plan.bin": b"\x00plan"})
+    assert digests == {"plan/plan.bin": hashlib.sha256(b"\x00plan").hexdigest()}
+    # The lock file of the earlier plan is gone; another prefix is left alone.
+    assert store.read("plan/") == {"plan/plan.bin": b"\x00plan"}
+    assert store.read("terraform/") == {"terraform/main.tf": b"x"}
+    with pytest.raises(ValueError, match="not under"):
+        store.replace("plan/", {"terraform/main.tf": b"y"})
     _end(stage)
 
 
@@ -223,3 +233,23 @@ def test_marking_a_message_sent_turns_off_the_wait_for_the_disk_in_its_transacti
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
+
+
+def test_recording_outputs_is_one_statement_and_keeps_production_protected() -> None:
+    clone = AccountFactory(config={})
+    production = AccountFactory(config={}, purpose=Purpose.PRODUCTION)
+    # Written around Account.save, which would protect it: as an old row might be.
+    Account.objects.filter(pk=production.pk).update(protected=False)
+    outputs = {"vpc": {"value": "10.0.0.0/16", "sensitive": False, "type": "string"}}
+
+    with CaptureQueriesContext(connection) as queries:
+        record_on_account(clone.pk, outputs=outputs, resources=[{"address": "a"}])
+    record_on_account(production.pk, status=AccountStatus.READY)
+
+    assert len(queries.captured_queries) == 1
+    clone.refresh_from_db()
+    production.refresh_from_db()
+    assert (clone.outputs, clone.resources, clone.protected) == (outputs, [{"address": "a"}], False)
+    assert (production.status, production.protected) == (AccountStatus.READY, True)
+    with pytest.raises(Account.DoesNotExist):
+        record_on_account(production.pk + 1000, status=AccountStatus.READY)
