@@ -112,13 +112,21 @@ class Account(models.Model):
         return self.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        # Production is always protected, whichever way it was saved.
+        # Production is always protected, whichever way it was saved (an UPDATE: below).
         if self.purpose == Purpose.PRODUCTION and not self.protected:
             self.protected = True
             update_fields = kwargs.get("update_fields")
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "protected"}
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def protected_on_update() -> models.ExpressionWrapper:
+        """``protected`` for an UPDATE that skips save(): the same rule as save's."""
+        return models.ExpressionWrapper(
+            models.Q(protected=True) | models.Q(purpose=Purpose.PRODUCTION),
+            output_field=models.BooleanField(),
+        )
 
 
 class RequestStatus(models.TextChoices):

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from accounts_app import crypto
@@ -72,14 +71,9 @@ def record_on_account(account_id: int, **values: Any) -> None:
     if unknown:
         raise ValueError(f"cannot record {', '.join(sorted(unknown))} on an account")
     if "endpoints" not in values:
-        # Nothing to merge: one UPDATE (it locks the row), and production stays protected
-        # as Account.save keeps it.
+        # Nothing to merge: one UPDATE (it locks the row).
         updated = Account.objects.filter(pk=account_id).update(
-            **values,
-            protected=ExpressionWrapper(
-                Q(protected=True) | Q(purpose=Purpose.PRODUCTION), output_field=BooleanField()
-            ),
-            updated_at=timezone.now(),
+            **values, protected=Account.protected_on_update(), updated_at=timezone.now()
         )
         if not updated:
             raise Account.DoesNotExist(f"account {account_id} does not exist")

@@ -65,6 +65,15 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, what: str =
     return value
 
 
+def process_alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def run_command(*args: str) -> tuple[int, str, str]:
     """A management command's exit code, stdout and stderr (a ``SystemExit`` is its code)."""
     out, err = io.StringIO(), io.StringIO()

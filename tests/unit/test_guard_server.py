@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from pipelines.clients.process import ProcessResult, run_process
-from tests.conftest import wait_until
+from tests.conftest import process_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -23,14 +23,6 @@ def _server_of_a_command(cwd: Path) -> int:
     result = run_process(argv=PRINT_SERVER, cwd=cwd, env=ENV, capture_stdout=True)
     assert result.returncode == 0, result.tail
     return int(result.stdout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_commands_share_one_server_that_is_replaced_when_it_dies(tmp_path: Path) -> None:
@@ -56,11 +48,11 @@ def test_commands_share_one_server_that_is_replaced_when_it_dies(tmp_path: Path)
     wait_until(lambda: started, timeout=10, what="the command to start")
     os.kill(server, signal.SIGKILL)
     running.join(timeout=15)
-    assert not running.is_alive() and outcome[0].returncode != 0
-    wait_until(lambda: not _alive(started[0]), timeout=5, what="its sleep to be killed")
+    assert not running.isprocess_alive() and outcome[0].returncode != 0
+    wait_until(lambda: not process_alive(started[0]), timeout=5, what="its sleep to be killed")
 
     replacement = _server_of_a_command(tmp_path)
-    assert replacement != server and _alive(replacement)
+    assert replacement != server and process_alive(replacement)
 
 
 # Runs a command, forks, runs one in the child too: each prints the server it used.

@@ -14,19 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.clients.process import Program, run_pipeline, run_process
-from tests.conftest import wait_until
+from tests.conftest import process_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-
-
-def _alive(pid: int) -> bool:
-    """True while pid exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_lines_arrive_in_the_callers_thread_as_they_are_printed(tmp_path: Path) -> None:
@@ -106,7 +97,7 @@ def test_timeout_interrupts_the_group_and_leaves_nothing_running(tmp_path: Path)
     assert time.monotonic() - started < 5
     assert "never" not in lines
     background = int(next(line for line in lines if line.startswith("bg ")).split()[1])
-    wait_until(lambda: not _alive(background), timeout=3, what="the background job to end")
+    wait_until(lambda: not process_alive(background), timeout=3, what="the background job to end")
 
 
 def test_cancel_gives_a_grace_period_then_kills(tmp_path: Path) -> None:
@@ -149,7 +140,7 @@ def test_a_failing_callback_stops_the_child(tmp_path: Path) -> None:
             on_line=on_line,
             on_start=pids.append,
         )
-    assert not _alive(pids[0])
+    assert not process_alive(pids[0])
 
 
 def test_a_missing_program_raises_oserror(tmp_path: Path) -> None:
@@ -181,12 +172,12 @@ def _kill_the_parent_then_expect_gone(*, script: str, lines: int, what: str) -> 
     try:
         assert parent.stdout is not None
         pids = [int(pid) for _ in range(lines) for pid in parent.stdout.readline().split()]
-        assert pids and all(_alive(pid) for pid in pids)
+        assert pids and all(process_alive(pid) for pid in pids)
 
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
 
-        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=5, what=what)
+        wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=5, what=what)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -336,7 +327,9 @@ def test_a_pipeline_times_out_and_leaves_nothing_running(tmp_path: Path) -> None
     assert result.timed_out
     pids = [int(line.split()[1]) for line in lines if line.split()[0] in ("first", "second")]
     assert len(pids) == 2
-    wait_until(lambda: not any(_alive(p) for p in pids), timeout=3, what="both programs to end")
+    wait_until(
+        lambda: not any(process_alive(p) for p in pids), timeout=3, what="both programs to end"
+    )
 
 
 def test_a_pipeline_is_cancelled(tmp_path: Path) -> None:
