@@ -48,7 +48,7 @@ def test_commands_share_one_server_that_is_replaced_when_it_dies(tmp_path: Path)
     wait_until(lambda: started, timeout=10, what="the command to start")
     os.kill(server, signal.SIGKILL)
     running.join(timeout=15)
-    assert not running.isprocess_alive() and outcome[0].returncode != 0
+    assert not running.is_alive() and outcome[0].returncode != 0
     wait_until(lambda: not process_alive(started[0]), timeout=5, what="its sleep to be killed")
 
     replacement = _server_of_a_command(tmp_path)
