@@ -97,7 +97,7 @@ class _Eof:
 
 
 class _Exited:
-    """Put on the queue when the child has exited (a thread waits for it: no polling)."""
+    """Put on the queue when the guard has ended (a thread waits for it: no polling)."""
 
 
 _EOF = _Eof()
