@@ -47,11 +47,6 @@ class DbArtifactStore:
             )
         return digests
 
-    def get(self, name: str) -> bytes:
-        return bytes(
-            Artifact.objects.values_list("data", flat=True).get(run_id=self.run_id, name=name)
-        )
-
     def read(self, prefix: str) -> dict[str, bytes]:
         """Every artifact under ``prefix``, by full name, in name order: one query."""
         with connection.cursor() as cursor:
@@ -61,13 +56,6 @@ class DbArtifactStore:
                 [self.run_id, prefix],
             )
             return {str(name): bytes(data) for name, data in cursor.fetchall()}
-
-    def names(self, prefix: str = "") -> list[str]:
-        return sorted(
-            Artifact.objects.filter(run_id=self.run_id, name__startswith=prefix).values_list(
-                "name", flat=True
-            )
-        )
 
     def lay_out(self, prefix: str, directory: Path) -> list[Path]:
         """Write every artifact under prefix into directory, keeping relative paths."""

@@ -1,6 +1,7 @@
 """The guard server: one per worker process, it starts every program the runner
 (``process.py``) runs, each under a guard of its own. Run as a script,
-``python -I -S guard.py PARENT_PID SOCKET_FD``, with the standard library alone.
+``python -I -S guard.py PARENT_PID SOCKET_FD``, with the standard library alone; Linux
+only (``prctl``, pidfds), as the portal's workers are.
 
 Why a server: a guard is a Python process, and a fresh interpreter costs 10 ms or so
 before each command (seven in a sandbox provision). The server starts once; a guard
@@ -62,9 +63,7 @@ class Request(TypedDict):
 
 
 def ask_for_parent_death(*, parent: int) -> None:
-    """SIGTERM to this process when ``parent`` dies (Linux); exit now if it already has."""
-    if not parent:
-        return  # no prctl here (the runner checked): nothing to ask for
+    """SIGTERM to this process when ``parent`` dies; exit now if it already has."""
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # it died before prctl: nobody would tell us
         os._exit(1)
@@ -75,7 +74,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None)  # loaded once by the server, not again in each guard
 
 
-def serve(*, connection: socket.socket, has_prctl: bool) -> None:
+def serve(*, connection: socket.socket) -> None:
     """Start a guard for each request until the runner closes its end."""
     server = os.getpid()
     # A terminal's Ctrl-C is the worker's to handle; guards are reaped by the kernel (each
@@ -99,9 +98,7 @@ def serve(*, connection: socket.socket, has_prctl: bool) -> None:
         if pid == 0:
             connection.close()
             os.close(let_end)
-            _be_the_guard(
-                request=message, fds=fds, server=server if has_prctl else 0, may_end=may_end
-            )
+            _be_the_guard(request=message, fds=fds, server=server, may_end=may_end)
         os.close(may_end)
         for fd in fds:
             os.close(fd)
@@ -289,6 +286,5 @@ def _signal(*, pid: int, signum: int) -> None:
 
 
 if __name__ == "__main__":
-    _parent = int(sys.argv[1])
-    ask_for_parent_death(parent=_parent)
-    serve(connection=socket.socket(fileno=int(sys.argv[2])), has_prctl=bool(_parent))
+    ask_for_parent_death(parent=int(sys.argv[1]))
+    serve(connection=socket.socket(fileno=int(sys.argv[2])))

@@ -28,7 +28,6 @@ and pipelines of programs (``pg_dump | pg_restore``, ``psql COPY TO | psql COPY 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -104,20 +103,6 @@ _EOF = _Eof()
 _EXITED = _Exited()
 
 
-def _has_prctl() -> bool:
-    """Whether the guard can ask for a parent-death signal (Linux's prctl)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        ctypes.CDLL(None).prctl  # noqa: B018 - only whether it is there
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-_HAS_PRCTL = _has_prctl()
-
-
 _GUARD_SCRIPT = Path(__file__).with_name("guard.py")
 
 
@@ -188,7 +173,7 @@ def _keep_server(
     *, connection: socket.socket, started: queue.Queue[BaseException | None], gone: threading.Event
 ) -> None:
     """Start the server and wait for it (the thread's life is its parent-death signal)."""
-    parent = str(os.getpid()) if _HAS_PRCTL else "0"
+    parent = str(os.getpid())
     try:
         # -I -S: no environment variables, user site or site module: a clean start.
         server = subprocess.Popen(

@@ -137,14 +137,8 @@ class _NoArtifacts:
     def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
         raise AssertionError("hooks store no artifacts")
 
-    def get(self, name: str) -> bytes:
-        raise KeyError(name)
-
     def read(self, prefix: str) -> dict[str, bytes]:
         return {}
-
-    def names(self, prefix: str = "") -> list[str]:
-        return []
 
     def lay_out(self, prefix: str, directory: Path) -> list[Path]:
         return []
