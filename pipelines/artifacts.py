@@ -19,7 +19,7 @@ class DbArtifactStore:
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
 
-    def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
+    def replace(self, *, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
         """Store exactly ``files`` (full names, each under ``prefix``) under ``prefix``:
         any other artifact there is deleted. Their sha256 by name. One statement, so
         the set is replaced whole or not at all."""
@@ -57,7 +57,7 @@ class DbArtifactStore:
             )
             return {str(name): bytes(data) for name, data in cursor.fetchall()}
 
-    def lay_out(self, prefix: str, directory: Path) -> list[Path]:
+    def lay_out(self, *, prefix: str, directory: Path) -> list[Path]:
         """Write every artifact under prefix into directory, keeping relative paths."""
         root = directory.resolve()
         written = []

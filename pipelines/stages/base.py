@@ -166,11 +166,11 @@ class ArtifactStore(Protocol):
     """Files kept by the portal so a worker on another machine can lay them out."""
 
     # Exactly these files (full names) under prefix, the others there deleted: sha256 by name.
-    def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]: ...
+    def replace(self, *, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]: ...
 
     def read(self, prefix: str) -> dict[str, bytes]: ...  # by full name; empty: none stored
 
-    def lay_out(self, prefix: str, directory: Path) -> list[Path]: ...
+    def lay_out(self, *, prefix: str, directory: Path) -> list[Path]: ...
 
 
 Executor = Callable[[StageContext], dict[str, Any]]

@@ -57,7 +57,9 @@ def execute(ctx: StageContext) -> dict[str, Any]:
     data = plan_file.read_bytes()
     lock_file = directory / LOCK_FILE
     lock = {LOCK_ARTIFACT: lock_file.read_bytes()} if lock_file.is_file() else {}
-    digest = ctx.artifacts.replace(PLAN_PREFIX, {PLAN_ARTIFACT: data, **lock})[PLAN_ARTIFACT]
+    digest = ctx.artifacts.replace(prefix=PLAN_PREFIX, files={PLAN_ARTIFACT: data, **lock})[
+        PLAN_ARTIFACT
+    ]
 
     unchanged = sum(1 for r in summary.resources if r.action == "no-op")
     changed = log_plan(ctx=ctx, summary=summary, head="plan", tail=f" ({unchanged} unchanged)")

@@ -44,7 +44,8 @@ def execute(ctx: StageContext) -> dict[str, Any]:
         raise StageError(f"render failed: {exc}", retryable=False) from exc
     # Stored so that a worker on another machine lays out exactly these files.
     digests = ctx.artifacts.replace(
-        TERRAFORM_PREFIX, {TERRAFORM_PREFIX + path: data for path, data in result.files.items()}
+        prefix=TERRAFORM_PREFIX,
+        files={TERRAFORM_PREFIX + path: data for path, data in result.files.items()},
     )
     manifest = []
     for path in result.files:

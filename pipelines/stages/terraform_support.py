@@ -119,7 +119,7 @@ def lay_out_terraform(ctx: StageContext) -> Path:
     """
     directory = ctx.workdir / "terraform"
     directory.mkdir(parents=True, exist_ok=True)
-    files = ctx.artifacts.lay_out(TERRAFORM_PREFIX, directory)
+    files = ctx.artifacts.lay_out(prefix=TERRAFORM_PREFIX, directory=directory)
     if not files:
         raise StageError(
             "no rendered Terraform files are stored with this run: the render stage must run "

@@ -134,13 +134,13 @@ class _RecordingRecords:
 
 
 class _NoArtifacts:
-    def replace(self, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
+    def replace(self, *, prefix: str, files: Mapping[str, bytes]) -> dict[str, str]:
         raise AssertionError("hooks store no artifacts")
 
     def read(self, prefix: str) -> dict[str, bytes]:
         return {}
 
-    def lay_out(self, prefix: str, directory: Path) -> list[Path]:
+    def lay_out(self, *, prefix: str, directory: Path) -> list[Path]:
         return []
 
 

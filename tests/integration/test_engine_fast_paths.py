@@ -208,15 +208,17 @@ def test_artifacts_not_stored_are_read_as_nothing_and_a_replace_keeps_only_its_f
     stage = _queued_stage(blueprint="render-only", kind="render")
     store = DbArtifactStore(stage.run_id)
     assert store.read("plan/") == {}
-    store.replace("plan/", {"plan/plan.bin": b"\x00old", "plan/terraform.lock.hcl": b"lock"})
-    store.replace("terraform/", {"terraform/main.tf": b"x"})
-    digests = store.replace("plan/", {"plan/plan.bin": b"\x00plan"})
+    store.replace(
+        prefix="plan/", files={"plan/plan.bin": b"\x00old", "plan/terraform.lock.hcl": b"lock"}
+    )
+    store.replace(prefix="terraform/", files={"terraform/main.tf": b"x"})
+    digests = store.replace(prefix="plan/", files={"plan/plan.bin": b"\x00plan"})
     assert digests == {"plan/plan.bin": hashlib.sha256(b"\x00plan").hexdigest()}
     # The lock file of the earlier plan is gone; another prefix is left alone.
     assert store.read("plan/") == {"plan/plan.bin": b"\x00plan"}
     assert store.read("terraform/") == {"terraform/main.tf": b"x"}
     with pytest.raises(ValueError, match="not under"):
-        store.replace("plan/", {"terraform/main.tf": b"y"})
+        store.replace(prefix="plan/", files={"terraform/main.tf": b"y"})
     _end(stage)
 
 

@@ -193,7 +193,7 @@ def test_sandbox_provision_update_replace_reject_then_approve(
 
 def _change_state_out_of_band(run: PipelineRun, account_name: str, where: Path) -> None:
     """Apply the run's own files with the account's backend, as another operator might."""
-    DbArtifactStore(run.pk).lay_out("terraform/", where)
+    DbArtifactStore(run.pk).lay_out(prefix="terraform/", directory=where)
     client = TerraformClient(workdir=where, backend=backend_for(account_name))
     client.init()
     client.plan(where / "oob.bin")

@@ -343,7 +343,7 @@ class Command(PortalCommand):
         as one shell runs them, on the run's rendered files, with state in a schema of its own."""
         plan_dir, apply_dir = root / "plan", root / "apply"
         for directory in (plan_dir, apply_dir):
-            DbArtifactStore(run.pk).lay_out(TERRAFORM_PREFIX, directory)
+            DbArtifactStore(run.pk).lay_out(prefix=TERRAFORM_PREFIX, directory=directory)
             (directory / "_portal_backend.tf").write_text('terraform {\n  backend "pg" {}\n}\n')
         backend = backend_for(f"{tag}-hand")
         assert isinstance(backend, PgBackend)
