@@ -204,7 +204,12 @@ def test_a_failed_stage_explains_itself_and_retry_brings_the_run_to_success(
     admin.locator("#run-status", has_text="Succeeded").wait_for(timeout=RUN_TIMEOUT_S * 1000)
     assert admin.locator("#run-explanation").count() == 0
     assert "attempt 2" in head.inner_text()
-    log = admin.inner_text("section[data-kind=pre_hooks] pre.log")
+    # The log follows by polling, so its last lines may land after the status does; and
+    # if the retry finished before the redirect's page was drawn, the stage's log sits in
+    # a closed <details>, where innerText is empty: wait for the text, not for visibility.
+    pre_hooks_log = admin.locator("section[data-kind=pre_hooks] pre.log")
+    pre_hooks_log.locator("text=network ready").wait_for(state="attached", timeout=15_000)
+    log = pre_hooks_log.text_content() or ""
     assert "retry requested by ada-admin" in log and "network ready" in log
     run = wait_for_run(run.pk, (RunStatus.SUCCEEDED,), 10)
     admin.screenshot(path=str(screenshots / "run-page-retried.png"), full_page=True)
