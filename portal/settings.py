@@ -329,9 +329,10 @@ PORTAL_CONNECTIONS.setdefault(
 # Rows of generated data in the local production's database (customers, orders, payments).
 PORTAL_DEMO_PRODUCTION_ROWS = env_int("PORTAL_DEMO_PRODUCTION_ROWS", 100_000)
 PORTAL_DB_CLONE_PARALLELISM = env_int("PORTAL_DB_CLONE_PARALLELISM", 4)  # databases at once
-# How a database is copied from its golden copy: WAL_LOG (no checkpoint: steadier on a
-# busy server) or FILE_COPY (two checkpoints, then a file copy: faster on a quiet one).
-PORTAL_GOLDEN_COPY_STRATEGY = (os.environ.get("PORTAL_GOLDEN_COPY_STRATEGY") or "WAL_LOG").upper()
+# How a database is copied from its golden copy: FILE_COPY (two checkpoints, then a file
+# copy: the faster) or WAL_LOG (every block through the WAL, no checkpoint: for a server
+# whose checkpoints are costly).
+PORTAL_GOLDEN_COPY_STRATEGY = (os.environ.get("PORTAL_GOLDEN_COPY_STRATEGY") or "FILE_COPY").upper()
 if PORTAL_GOLDEN_COPY_STRATEGY not in ("WAL_LOG", "FILE_COPY"):
     raise ImproperlyConfigured("PORTAL_GOLDEN_COPY_STRATEGY must be WAL_LOG or FILE_COPY")
 PORTAL_RDS_POLL_SECONDS = float(os.environ.get("PORTAL_RDS_POLL_SECONDS") or 30)

@@ -551,6 +551,19 @@ def create_database_from_template(
         conn.execute(query)
 
 
+def checkpoint(conn: psycopg.Connection[Any]) -> bool:
+    """``CHECKPOINT``: write every dirty buffer now. False when this role may not (it
+    needs superuser, or pg_checkpoint on PostgreSQL 15+); nothing is changed then."""
+    try:
+        with guarded():
+            conn.execute("CHECKPOINT")
+    except PostgresError as exc:
+        if exc.sqlstate == "42501":  # insufficient_privilege
+            return False
+        raise
+    return True
+
+
 def set_template(*, conn: psycopg.Connection[Any], database: str, template: bool) -> None:
     """A template takes no connections (so it can always be copied) and cannot be dropped."""
     with guarded():

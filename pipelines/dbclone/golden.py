@@ -2,9 +2,10 @@
 
 A golden copy is a ``postgres_logical`` clone of a production database (masked, leak
 scanned, scrubbed) kept on the target server as a template database. An account's
-database is then ``CREATE DATABASE ... TEMPLATE golden STRATEGY WAL_LOG`` (or
-``FILE_COPY``): a block copy, no masking pass, with its own login role that owns every
-object in it.
+database is then ``CREATE DATABASE ... TEMPLATE golden STRATEGY FILE_COPY`` (or
+``WAL_LOG``): a file copy, no masking pass, with its own login role that owns every
+object in it. The build ends with a checkpoint, so a copy's own checkpoint finds
+little to write.
 
 Fail closed: a golden database is frozen as a template (comment ``GOLDEN_READY``)
 only after the clone driver's checks passed (row counts, foreign keys, leak scan) and
@@ -101,10 +102,16 @@ def build_golden(
             pg.set_template(conn=admin, database=database, template=True)
             pg.terminate_connections(conn=admin, database=database)
             pg.comment_database(conn=admin, database=database, comment=GOLDEN_READY)
+            # A FILE_COPY copy starts with a checkpoint: the first one would otherwise
+            # write out the pages this build left dirty.
+            flushed = pg.checkpoint(admin)
     except BaseException:
         drop_golden(url=admin_url, database=database, role=role)
         raise
-    log(f"golden copy {database} ready: {sum(result.table_counts.values())} rows, frozen")
+    log(
+        f"golden copy {database} ready: {sum(result.table_counts.values())} rows, frozen"
+        + ("" if flushed else " (this role may not CHECKPOINT: the first copy writes its pages)")
+    )
     return GoldenBuild(
         database=database,
         role=role,
@@ -156,7 +163,7 @@ def copy_golden(
     database: str,
     log: Callable[[str], None],
     add_secret: Callable[[str], None],
-    strategy: pg.CopyStrategy = pg.CopyStrategy.WAL_LOG,
+    strategy: pg.CopyStrategy = pg.CopyStrategy.FILE_COPY,
 ) -> CloneResult:
     """A new database ``database`` (with its own login role and password) copied from
     ``golden``; idempotent like ``logical.clone_logical``. ``target``: the connection

@@ -110,6 +110,8 @@ def test_one_masking_pass_three_databases_each_with_its_own_owner(
     with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
         psycopg.connect(pg.with_dbname(ADMIN_URL, made.database)).close()
     assert made.checks["leaks"] == {} and made.checks["row_counts_match"] is True
+    # Its pages were written out by a checkpoint (the admin may take one).
+    assert rec.lines[-1].endswith(" rows, frozen"), rec.lines[-1]
 
     copies = []
     for n in range(3):
@@ -407,3 +409,20 @@ def test_bench_clone_golden_prints_copy_times_and_cleans_up() -> None:
     assert 0 < figures["copy_s_median"] <= figures["copy_s_max"]
     assert err.getvalue().count("database from the golden copy:") == 3
     assert bench_objects() <= before  # everything it created is gone
+
+
+def test_a_checkpoint_is_taken_only_by_a_role_that_may() -> None:
+    # The build ends with one, so that a FILE_COPY copy's own checkpoint finds little to
+    # write; a role without superuser or pg_checkpoint gets False and no error.
+    role = f"nocheckpoint_{secrets.token_hex(3)}"
+    pg.execute(ADMIN_URL, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pg.connect(ADMIN_URL, autocommit=True) as admin:
+            last = "SELECT checkpoint_lsn FROM pg_control_checkpoint()"
+            before = q(ADMIN_URL, last)
+            assert pg.checkpoint(admin) is True
+            assert q(ADMIN_URL, last) != before
+        with pg.connect(psycopg.conninfo.make_conninfo(ADMIN_URL, user=role)) as plain:
+            assert pg.checkpoint(plain) is False
+    finally:
+        pg.execute(ADMIN_URL, f'DROP ROLE "{role}"')

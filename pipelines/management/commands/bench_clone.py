@@ -359,7 +359,7 @@ class Command(BaseCommand):
             "--strategy",
             choices=[s.value for s in pg.CopyStrategy],
             help="with --golden: how databases are copied (default: "
-            "$PORTAL_GOLDEN_COPY_STRATEGY, WAL_LOG)",
+            "$PORTAL_GOLDEN_COPY_STRATEGY, FILE_COPY)",
         )
         parser.add_argument(
             "--dsn",
