@@ -47,6 +47,23 @@ class DbArtifactStore:
             )
         return digests
 
+    def copy_from(self, *, run_id: int, prefix: str) -> int:
+        """Make this run's artifacts under ``prefix`` exactly run ``run_id``'s (another
+        run's files, unchanged, digests and all); how many were copied. One statement."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH theirs AS (SELECT name, sha256, size, data FROM {_TABLE} "  # noqa: S608
+                "WHERE run_id = %s AND starts_with(name, %s)), "
+                f"gone AS (DELETE FROM {_TABLE} WHERE run_id = %s AND starts_with(name, %s) "
+                "AND name NOT IN (SELECT name FROM theirs)) "
+                f"INSERT INTO {_TABLE} (run_id, name, sha256, size, data, created_at) "
+                "SELECT %s, name, sha256, size, data, %s FROM theirs "
+                "ON CONFLICT (run_id, name) DO UPDATE "
+                "SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size, data = EXCLUDED.data",
+                [run_id, prefix, self.run_id, prefix, self.run_id, timezone.now()],
+            )
+            return cursor.rowcount
+
     def read(self, prefix: str) -> dict[str, bytes]:
         """Every artifact under ``prefix``, by full name, in name order: one query."""
         with connection.cursor() as cursor:

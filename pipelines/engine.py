@@ -239,6 +239,7 @@ def _context(
             stage_id=stage.pk, attempt=stage.attempt, pid=pid
         ),
         approval_reason=run.approval_reason,
+        blueprint_version=run.blueprint_version,
     )
 
 

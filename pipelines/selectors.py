@@ -11,12 +11,14 @@ from django.db.models import F, Prefetch, QuerySet
 from pipelines.clients.terraform import PlanSummary
 from pipelines.models import (
     BUILDING_KINDS,
+    Artifact,
     LogLine,
     PipelineRun,
     RunStatus,
     StageRun,
     StageStatus,
 )
+from pipelines.stages.render import TERRAFORM_PREFIX
 
 LOG_PAGE_SIZE = 500
 PLAN_COUNTS = ("add", "change", "replace", "destroy")
@@ -150,3 +152,8 @@ def last_applied_run(account_id: int) -> PipelineRun | None:
         .order_by(F("finished_at").desc(nulls_last=True), "-id")
         .first()
     )
+
+
+def has_stored_render(run_id: int) -> bool:
+    """Whether the run's rendered Terraform is stored with it."""
+    return Artifact.objects.filter(run_id=run_id, name__startswith=TERRAFORM_PREFIX).exists()

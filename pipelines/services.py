@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts_app.models import Account, AccountStatus, Purpose
 from pipelines import engine, selectors
+from pipelines.artifacts import DbArtifactStore
 from pipelines.blueprints import Blueprint, load_blueprint
 from pipelines.logs import StageLog
 from pipelines.models import (
@@ -28,6 +29,7 @@ from pipelines.models import (
     Trigger,
 )
 from pipelines.redaction import Redactor
+from pipelines.stages.render import TERRAFORM_PREFIX
 from portal.errors import PortalError
 
 DATA_STAGES = ("db_clone", "dns_cutover")
@@ -95,10 +97,15 @@ def start_run(
     workflow asks a human to approve the plan, for that reason.
     """
     blueprint = load_blueprint(account.blueprint)
-    if config is None and kind == RunKind.DRIFT_CHECK:
-        # A drift check compares the live state with what was last applied, so an edit
-        # not yet applied is not drift.
-        config = applied_config(account)
+    render_of = None
+    if kind == RunKind.DRIFT_CHECK:
+        # A drift check compares the live state with what was last applied: its config,
+        # and its Terraform as rendered then, so neither an edit not applied yet nor a
+        # newer blueprint is drift.
+        applied = selectors.last_applied_run(account.pk)
+        if applied is not None:
+            config = dict(applied.config) if config is None else config
+            render_of = applied if selectors.has_stored_render(applied.pk) else None
     return _create_run(
         account=account,
         blueprint=blueprint,
@@ -110,6 +117,7 @@ def start_run(
         trigger_detail=trigger_detail,
         approval_reason=approval_reason,
         production_build=False,
+        render_of=render_of,
     )
 
 
@@ -153,8 +161,12 @@ def _create_run(
     trigger_detail: str,
     approval_reason: str,
     production_build: bool,
+    render_of: PipelineRun | None = None,
 ) -> PipelineRun:
-    config = blueprint.validate_config(blueprint.config_for_account(config, name=account.name))
+    """``render_of``: a run whose stored Terraform this run uses instead of rendering (a
+    drift check's); its config was checked when it ran, against its own blueprint."""
+    if render_of is None:
+        config = blueprint.validate_config(blueprint.config_for_account(config, name=account.name))
     try:
         with transaction.atomic():
             locked = Account.objects.select_for_update().get(pk=account.pk)
@@ -171,9 +183,13 @@ def _create_run(
                 approval_reason=approval_reason,
                 status=RunStatus.RUNNING,
                 created_by=user,
-                blueprint_version=blueprint.version,
+                blueprint_version=(
+                    render_of.blueprint_version if render_of is not None else blueprint.version
+                ),
                 config=config,
             )
+            if render_of is not None:
+                DbArtifactStore(run.pk).copy_from(run_id=render_of.pk, prefix=TERRAFORM_PREFIX)
             stages = StageRun.objects.bulk_create(
                 StageRun(run=run, position=index, kind=stage_kind)
                 for index, stage_kind in enumerate(kinds, start=1)
@@ -190,12 +206,6 @@ def _create_run(
         if holder is None:
             raise
         raise RunConflict(account_name=account.name, holder_id=holder.pk) from None
-
-
-def applied_config(account: Account) -> dict[str, Any] | None:
-    """The config of the account's latest succeeded provision or update, or None."""
-    run = selectors.last_applied_run(account.pk)
-    return dict(run.config) if run is not None else None
 
 
 def retry_stage(stage: StageRun, *, user: User | None = None) -> StageRun:

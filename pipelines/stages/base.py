@@ -130,6 +130,9 @@ class StageContext:
     on_process_start: Callable[[int], None] = field(default=_ignore_pid, repr=False)
     # Non-empty: the workflow wants a human to approve this run's plan, for this reason.
     approval_reason: str = ""
+    # The blueprint version this run builds: ``blueprint``'s, or for a drift check the
+    # version last applied (its Terraform is stored with the run, not rendered again).
+    blueprint_version: str = ""
     # Bursts of lines in one INSERT each: ``hold_log`` keeps the lines logged from then
     # on (use ``log_with_outcome``), ``flush_log`` writes those kept (the runner's
     # ``on_idle``).

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from django.test import Client
 
 from accounts_app import parity
-from accounts_app.models import Purpose
+from accounts_app.models import DriftReport, Purpose
 from accounts_app.production import register_production
 from pipelines import services as run_services
-from pipelines.models import PipelineRun, RunStatus
+from pipelines.models import PipelineRun, RunKind, RunStatus
 from tests.conftest import token_client
 from tests.factories import AccountFactory
 from tests.integration.test_account_updates import WAITING_OR_FINAL, explain, provisioned
@@ -101,3 +102,42 @@ def test_upgrade_one_account_then_all_of_the_blueprint_each_under_its_policy(
     assert not PipelineRun.objects.filter(account=production).exists()
     # Nothing left to start: upgraded, or being updated.
     assert token_client(adam).post(f"/api/v1/blueprints/{name}/upgrade/").json()["results"] == []
+
+
+def test_a_drift_check_plans_the_terraform_last_applied_not_a_newer_blueprint(
+    celery_worker: Any, wait_for_run: Any, blueprints_root: Path, sally: Any
+) -> None:
+    name = unique("drift-upg")
+    write_blueprint(blueprints_root, name=name, template=VERSIONED_TEMPLATE)
+    account = provisioned(
+        AccountFactory(
+            name=unique("dr"),
+            blueprint=name,
+            owner=sally,
+            purpose=Purpose.QA,
+            config={"label": "dr"},
+        ),
+        wait_for_run,
+    )
+    # A new version whose render differs (its version is in the input) and that asks for
+    # a parameter the account's applied config lacks.
+    folder = write_blueprint(
+        blueprints_root, name=name, version="1.1.0", template=VERSIONED_TEMPLATE
+    )
+    spec = yaml.safe_load((folder / "blueprint.yaml").read_text())
+    spec["parameters"]["properties"]["team"] = {"type": "string", "maxLength": 20}
+    spec["parameters"]["required"] = ["team"]
+    (folder / "blueprint.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    check = wait_for_run(run_services.start_run(account, RunKind.DRIFT_CHECK).pk)
+    assert check.status == RunStatus.SUCCEEDED, explain(check)
+    assert check.blueprint_version == "1.0.0"
+    report = DriftReport.objects.get(run=check)
+    assert not report.drifted, report.summary
+    render = check.stages.get(kind="render")
+    log = "\n".join(render.log_lines.values_list("text", flat=True))
+    assert f"the Terraform last applied ({name} 1.0.0): 1 files, not rendered again" in log
+    assert render.outputs["applied"] is True and render.outputs["blueprint_version"] == "1.0.0"
+    # Exactly the files the provision applied, digests and all.
+    provision = PipelineRun.objects.get(account=account, kind=RunKind.PROVISION)
+    assert render.outputs["manifest"] == provision.stages.get(kind="render").outputs["manifest"]
