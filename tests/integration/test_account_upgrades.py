@@ -4,11 +4,13 @@ Terraform (``terraform_data`` only)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from django.core.management import call_command
 from django.test import Client
 
 from accounts_app import parity
@@ -141,3 +143,51 @@ def test_a_drift_check_plans_the_terraform_last_applied_not_a_newer_blueprint(
     # Exactly the files the provision applied, digests and all.
     provision = PipelineRun.objects.get(account=account, kind=RunKind.PROVISION)
     assert render.outputs["manifest"] == provision.stages.get(kind="render").outputs["manifest"]
+
+
+def test_account_upgrade_from_the_command_line_one_account_or_all_of_a_blueprint(
+    celery_worker: Any, wait_for_run: Any, blueprints_root: Path, sally: Any, adam: Any
+) -> None:
+    name = unique("cli-upg")
+    write_blueprint(blueprints_root, name=name, template=VERSIONED_TEMPLATE)
+    one, two, three = (
+        provisioned(
+            AccountFactory(
+                name=unique(prefix), blueprint=name, owner=sally, purpose=Purpose.QA,
+                config={"label": prefix},
+            ),
+            wait_for_run,
+        )
+        for prefix in ("one", "two", "three")
+    )  # fmt: skip
+
+    def upgrade(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command("account_upgrade", *args, "--poll", "0.2", stdout=out, stderr=err)
+        except SystemExit as exited:
+            return int(exited.code or 0), out.getvalue(), err.getvalue()
+        return 0, out.getvalue(), err.getvalue()
+
+    code, out, err = upgrade(one.name)
+    assert code == 2 and "at its blueprint's version already" in err, err
+    assert upgrade(one.name, "--all-of", name)[0] == 2  # one of the two, not both
+    assert upgrade("--all-of", "no-such-blueprint")[0] == 2
+
+    write_blueprint(blueprints_root, name=name, version="1.1.0", template=VERSIONED_TEMPLATE)
+    # One account: its diff, then its run; asked by an admin, whom qa's policy auto-approves.
+    code, out, err = upgrade(one.name, "--user", "adam", "--wait")
+    [(account_name, run_id)] = [line.split() for line in out.splitlines()]
+    assert code == 0, err
+    assert account_name == one.name and '+    version = "1.1.0"' in err
+    assert PipelineRun.objects.get(pk=int(run_id)).status == RunStatus.SUCCEEDED
+    # The rest of the blueprint, each its own run; the one upgraded already is left alone.
+    code, out, err = upgrade("--all-of", name, "--user", "adam", "--wait")
+    assert code == 0, err
+    started = dict(line.split() for line in out.splitlines())
+    assert set(started) == {two.name, three.name}
+    for account in (one, two, three):
+        account.refresh_from_db()
+        assert parity.built_version(account) == "1.1.0"
+    code, out, err = upgrade("--all-of", name)
+    assert (code, out) == (0, "") and f"no account of {name} is behind version 1.1.0" in err
