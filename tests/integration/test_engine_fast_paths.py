@@ -222,6 +222,27 @@ def test_artifacts_not_stored_are_read_as_nothing_and_a_replace_keeps_only_its_f
     _end(stage)
 
 
+def test_a_copy_of_another_runs_artifacts_is_theirs_exactly_under_the_prefix() -> None:
+    applied = _queued_stage(blueprint="render-only", kind="render")
+    _end(applied)
+    check = _queued_stage(blueprint="render-only", kind="render")
+    DbArtifactStore(applied.run_id).replace(
+        prefix="terraform/", files={"terraform/main.tf": b"applied", "terraform/vars.tf": b"v"}
+    )
+    store = DbArtifactStore(check.run_id)
+    store.replace(
+        prefix="terraform/", files={"terraform/stale.tf": b"x", "terraform/main.tf": b"y"}
+    )
+    store.replace(prefix="plan/", files={"plan/plan.bin": b"\x00"})
+
+    assert store.copy_from(run_id=applied.run_id, prefix="terraform/") == 2
+    assert store.read("terraform/") == {"terraform/main.tf": b"applied", "terraform/vars.tf": b"v"}
+    assert store.read("plan/") == {"plan/plan.bin": b"\x00"}  # another prefix is left alone
+    assert store.copy_from(run_id=applied.run_id, prefix="terraform/") == 2  # again: the same
+    assert store.read("terraform/") == DbArtifactStore(applied.run_id).read("terraform/")
+    _end(check)
+
+
 def test_marking_a_message_sent_turns_off_the_wait_for_the_disk_in_its_transaction_only() -> None:
     with transaction.atomic():
         outbox.send_after_commit("pipelines.tasks.reap")
