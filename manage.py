@@ -15,9 +15,18 @@ from portal.local import start_embedded_postgres
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
+    from django.db.utils import OperationalError
 
     start_embedded_postgres()
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except OperationalError as exc:
+        if not str(exc).startswith("connection failed"):  # psycopg's word for it
+            raise
+        # A server that is down, or a URL naming no database: one line, not a traceback.
+        where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "the embedded PostgreSQL"
+        sys.stderr.write(f"the portal's database ({where}) cannot be reached: {exc}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,20 @@ def test_account_provision_exit_codes_for_bad_input_and_failure(
     )  # fmt: skip
     assert code == 1
     assert "render failed" in err
+
+
+def test_a_database_that_cannot_be_reached_is_said_in_one_line_without_the_password() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": "postgres://postgres:not-this-one@127.0.0.1:5432/portal_no_such_database",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "not-this-one" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("the portal's database (DATABASE_URL) cannot be reached: ")
+    assert 'database "portal_no_such_database" does not exist' in line
