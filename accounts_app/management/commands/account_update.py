@@ -6,14 +6,17 @@ failed or was cancelled; 2 bad input (every problem on its own line).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 from django.core.management.base import CommandParser
 
 from accounts_app import updates
-from accounts_app.management.commands._arguments import named_account, named_user
+from accounts_app.management.commands._arguments import (
+    add_update_arguments,
+    named_account,
+    named_user,
+)
 from accounts_app.services import RequestInvalid
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run, read_config_file
 from pipelines.models import RunStatus
@@ -26,14 +29,7 @@ class Command(PortalCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--config", required=True, help="YAML file of parameter values")
-        parser.add_argument(
-            "--user",
-            default="",
-            help="username the update is asked by, for the approval policy "
-            "(default: the portal's system user, whose updates an approver decides)",
-        )
-        parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
-        parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+        add_update_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = read_config_file(options["config"])

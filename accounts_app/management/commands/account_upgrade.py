@@ -11,7 +11,6 @@ blueprint or user, an account at its blueprint's version already).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -19,7 +18,11 @@ from django.contrib.auth.models import User
 from django.core.management.base import CommandParser
 
 from accounts_app import updates
-from accounts_app.management.commands._arguments import named_account, named_user
+from accounts_app.management.commands._arguments import (
+    add_update_arguments,
+    named_account,
+    named_user,
+)
 from pipelines.blueprints import BlueprintError, load_blueprint
 from pipelines.cli import EXIT_FAILED, BadInput, PortalCommand, follow_run
 from pipelines.models import PipelineRun, RunStatus
@@ -37,14 +40,7 @@ class Command(PortalCommand):
             metavar="BLUEPRINT",
             help="upgrade every clone of BLUEPRINT that is behind its version",
         )
-        parser.add_argument(
-            "--user",
-            default="",
-            help="username the upgrades are asked by, for the approval policy "
-            "(default: the portal's system user, whose updates an approver decides)",
-        )
-        parser.add_argument("--wait", action="store_true", help="follow the runs until they end")
-        parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+        add_update_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if bool(options["name"]) == bool(options["all_of"]):
