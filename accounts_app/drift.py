@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from accounts_app import notification_queue, services
@@ -123,38 +123,6 @@ def drift_now(*, account: Account, latest: DriftReport | None) -> DriftReport | 
 
 def drift_summary(report: DriftReport) -> PlanSummary:
     return PlanSummary.from_dict(report.summary)
-
-
-def with_drift(accounts: QuerySet[Account]) -> QuerySet[Account]:
-    """Annotated with ``drifted`` (True/False, None: never checked) and ``drift_checked_at``
-    from each account's latest report; a build after it clears ``drifted`` (one query)."""
-    latest = DriftReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
-    built = (
-        PipelineRun.objects.filter(
-            account=OuterRef("pk"), kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
-        )
-        .exclude(finished_at=None)
-        .order_by(F("finished_at").desc())
-    )
-    return accounts.annotate(
-        latest_drifted=Subquery(latest.values("drifted")[:1]),
-        drift_checked_at=Subquery(latest.values("checked_at")[:1]),
-        last_built_at=Subquery(built.values("finished_at")[:1]),
-    )
-
-
-def is_drifted(account: Account) -> bool:
-    """For an account annotated by ``with_drift``."""
-    drifted = getattr(account, "latest_drifted", None)
-    checked = getattr(account, "drift_checked_at", None)
-    built = getattr(account, "last_built_at", None)
-    return bool(drifted) and not (built is not None and checked is not None and built > checked)
-
-
-def drifted_among(accounts: list[Account]) -> set[int]:
-    """The ids of those accounts that are drifted now (one query, for a page's rows only)."""
-    annotated = with_drift(Account.objects.filter(pk__in=[account.pk for account in accounts]))
-    return {account.pk for account in annotated if is_drifted(account)}
 
 
 # --- starting checks and reconciles ------------------------------------------------------------

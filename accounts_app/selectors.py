@@ -33,6 +33,7 @@ from accounts_app.models import (
     RETIRED_STATUSES,
     Account,
     AccountRequest,
+    DriftReport,
     ParityReport,
     RequestStatus,
 )
@@ -44,7 +45,7 @@ from pipelines.blueprints import (
     load_blueprint,
 )
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import PipelineRun, StageRun, StageStatus
+from pipelines.models import BUILDING_KINDS, PipelineRun, RunStatus, StageRun, StageStatus
 from pipelines.selectors import plan_summary_of, plans_of_runs
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _latest_run_of_row() -> Subquery:
 
 def with_parity(accounts: QuerySet[Account], *, out_of_parity: bool = False) -> QuerySet[Account]:
     """The accounts, optionally only those whose latest parity report says they are out of
-    parity (an alias: the subquery is no column of the page, see ``latest_parity``)."""
+    parity (an alias: the subquery is no column of the page, see ``account_rows``)."""
     if not out_of_parity:
         return accounts
     return accounts.alias(latest_in_parity=_latest_parity_of_row()).filter(latest_in_parity=False)
@@ -161,21 +162,57 @@ def _latest_parity_of_row() -> Subquery:
     return Subquery(latest.values("in_parity")[:1])
 
 
-def latest_parity(accounts: list[Account]) -> dict[int, bool | None]:
-    """Whether each of these accounts was in parity at its latest report (None: never
-    checked), by account id; one query for these accounts only."""
-    page = Account.objects.filter(pk__in=[account.pk for account in accounts])
-    found = page.annotate(in_parity=_latest_parity_of_row()).values_list("pk", "in_parity")
-    return dict(found.order_by())
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as a list shows it: with its latest run, parity and drift."""
+
+    account: Account
+    latest_run: PipelineRun | None  # None: never run
+    in_parity: bool | None  # at its latest parity report; None: never checked
+    drifted: bool  # at its latest drift check, and not built again since
 
 
-def latest_runs(accounts: list[Account]) -> dict[int, PipelineRun]:
-    """The latest run of each of these accounts (a page of them), by account id: one query,
-    whose subquery runs for these accounts only (not for the rows a deep page skips)."""
-    page = Account.objects.filter(pk__in=[account.pk for account in accounts])
-    latest = page.annotate(latest_run_id=_latest_run_of_row()).values("latest_run_id")
-    runs = PipelineRun.objects.filter(pk__in=latest)
-    return {run.account_id: run for run in runs}
+def account_rows(ids: list[int]) -> list[AccountRow]:
+    """A page of accounts (these ids, in this order) with their owners and the facts a list
+    shows. Two queries, whose subqueries run for these rows only (not for the rows a deep
+    page skips)."""
+    drift = DriftReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
+    built = (
+        PipelineRun.objects.filter(
+            account=OuterRef("pk"), kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
+        )
+        .exclude(finished_at=None)
+        .order_by(F("finished_at").desc())
+    )
+    annotated = (
+        Account.objects.select_related("owner")
+        .filter(pk__in=ids)
+        .annotate(
+            latest_run_id=_latest_run_of_row(),
+            latest_in_parity=_latest_parity_of_row(),
+            latest_drifted=Subquery(drift.values("drifted")[:1]),
+            drift_checked_at=Subquery(drift.values("checked_at")[:1]),
+            last_built_at=Subquery(built.values("finished_at")[:1]),
+        )
+    )
+    found = {account.pk: account for account in annotated}
+    run_ids = [account.latest_run_id for account in found.values() if account.latest_run_id]
+    runs = PipelineRun.objects.in_bulk(run_ids)
+    rows = []
+    for pk in ids:
+        if (account := found.get(pk)) is None:
+            continue
+        checked, built_at = account.drift_checked_at, account.last_built_at
+        rebuilt = built_at is not None and checked is not None and built_at > checked
+        rows.append(
+            AccountRow(
+                account=account,
+                latest_run=runs.get(account.latest_run_id),
+                in_parity=account.latest_in_parity,
+                drifted=bool(account.latest_drifted) and not rebuilt,
+            )
+        )
+    return rows
 
 
 def owner_names(accounts: QuerySet[Account]) -> list[str]:

@@ -26,7 +26,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts_app import (
     decommission,
-    drift,
     expiry,
     lifecycle,
     parity,
@@ -139,15 +138,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     page_obj = Paginator(accounts.values_list("pk", flat=True), DASHBOARD_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    # Accounts that also carry the page's facts below, as attributes the template reads.
-    rows: list[Any] = selectors.rows_in_order(accounts, ids=list(page_obj.object_list))
-    runs = selectors.latest_runs(rows)
-    in_parity = selectors.latest_parity(rows)
-    drifted = drift.drifted_among(rows)
-    for account in rows:
-        account.latest_run = runs.get(account.pk)
-        account.latest_in_parity = in_parity.get(account.pk)
-        account.drifted = account.pk in drifted
+    rows = selectors.account_rows(list(page_obj.object_list))
     owners = selectors.owner_names(visible) if permissions.is_approver(request.user) else []
     kept = urlencode({k: v for k, v in filters.items() if v})
     return page(

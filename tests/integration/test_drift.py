@@ -154,6 +154,7 @@ def test_drift_after_an_out_of_band_change_is_flagged_once_notified_once_and_rec
     assert account.status == AccountStatus.READY
     assert drift.current_drift(account) is None  # rebuilt from its code: no longer flagged
     assert api.get(f"/api/v1/accounts/{account.pk}/drift/").json()["drifted"] is False
+    assert "drift-badge" not in client.get("/").content.decode()  # the build cleared it
 
     out = io.StringIO()
     call_command("account_drift", "drifty", "--wait", "--poll", "0.2", stdout=out)
