@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.utils import timezone
 
 from accounts_app import notification_queue, services
@@ -90,13 +98,13 @@ def _is_new_drift(*, report: DriftReport, previous: DriftReport | None) -> bool:
     return _built_since(account=report.account, since=previous.checked_at)
 
 
+def _builds() -> QuerySet[PipelineRun]:
+    """Runs that made an account match its code again: a build that succeeded."""
+    return PipelineRun.objects.filter(kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED)
+
+
 def _built_since(*, account: Account, since: datetime) -> bool:
-    return PipelineRun.objects.filter(
-        account=account,
-        kind__in=BUILDING_KINDS,
-        status=RunStatus.SUCCEEDED,
-        finished_at__gt=since,
-    ).exists()
+    return _builds().filter(account=account, finished_at__gt=since).exists()
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -109,6 +117,15 @@ def latest_report(account: Account) -> DriftReport | None:
 def current_drift(account: Account) -> DriftReport | None:
     """The drift the account has now: its latest report, when drifted and not since rebuilt."""
     return drift_now(account=account, latest=latest_report(account))
+
+
+def drifted_of_row() -> Subquery:
+    """For a query of accounts: whether each has drift now, as ``current_drift`` decides
+    (its latest report found drift, and no build succeeded since); None: never checked."""
+    rebuilt = _builds().filter(account=OuterRef("account"), finished_at__gt=OuterRef("checked_at"))
+    latest = DriftReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
+    now = ExpressionWrapper(Q(drifted=True) & ~Exists(rebuilt), output_field=BooleanField())
+    return Subquery(latest.annotate(drifted_now=now).values("drifted_now")[:1])
 
 
 def drift_now(*, account: Account, latest: DriftReport | None) -> DriftReport | None:

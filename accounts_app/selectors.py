@@ -28,12 +28,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Now
 
-from accounts_app import permissions
+from accounts_app import drift, permissions
 from accounts_app.models import (
     RETIRED_STATUSES,
     Account,
     AccountRequest,
-    DriftReport,
     ParityReport,
     RequestStatus,
 )
@@ -45,7 +44,7 @@ from pipelines.blueprints import (
     load_blueprint,
 )
 from pipelines.clients.terraform import PlanSummary
-from pipelines.models import BUILDING_KINDS, PipelineRun, RunStatus, StageRun, StageStatus
+from pipelines.models import PipelineRun, StageRun, StageStatus
 from pipelines.selectors import plan_summary_of, plans_of_runs
 
 logger = logging.getLogger(__name__)
@@ -169,50 +168,35 @@ class AccountRow:
     account: Account
     latest_run: PipelineRun | None  # None: never run
     in_parity: bool | None  # at its latest parity report; None: never checked
-    drifted: bool  # at its latest drift check, and not built again since
+    drifted: bool  # as drift.current_drift decides
 
 
 def account_rows(ids: list[int]) -> list[AccountRow]:
     """A page of accounts (these ids, in this order) with their owners and the facts a list
     shows. Two queries, whose subqueries run for these rows only (not for the rows a deep
     page skips)."""
-    drift = DriftReport.objects.filter(account=OuterRef("pk")).order_by("-checked_at", "-id")
-    built = (
-        PipelineRun.objects.filter(
-            account=OuterRef("pk"), kind__in=BUILDING_KINDS, status=RunStatus.SUCCEEDED
-        )
-        .exclude(finished_at=None)
-        .order_by(F("finished_at").desc())
-    )
     annotated = (
         Account.objects.select_related("owner")
         .filter(pk__in=ids)
         .annotate(
             latest_run_id=_latest_run_of_row(),
             latest_in_parity=_latest_parity_of_row(),
-            latest_drifted=Subquery(drift.values("drifted")[:1]),
-            drift_checked_at=Subquery(drift.values("checked_at")[:1]),
-            last_built_at=Subquery(built.values("finished_at")[:1]),
+            drifted_now=drift.drifted_of_row(),
         )
     )
     found = {account.pk: account for account in annotated}
     run_ids = [account.latest_run_id for account in found.values() if account.latest_run_id]
     runs = PipelineRun.objects.in_bulk(run_ids)
-    rows = []
-    for pk in ids:
-        if (account := found.get(pk)) is None:
-            continue
-        checked, built_at = account.drift_checked_at, account.last_built_at
-        rebuilt = built_at is not None and checked is not None and built_at > checked
-        rows.append(
-            AccountRow(
-                account=account,
-                latest_run=runs.get(account.latest_run_id),
-                in_parity=account.latest_in_parity,
-                drifted=bool(account.latest_drifted) and not rebuilt,
-            )
+    return [
+        AccountRow(
+            account=account,
+            latest_run=runs.get(account.latest_run_id),
+            in_parity=account.latest_in_parity,
+            drifted=bool(account.drifted_now),
         )
-    return rows
+        for pk in ids
+        if (account := found.get(pk)) is not None
+    ]
 
 
 def owner_names(accounts: QuerySet[Account]) -> list[str]:

@@ -145,7 +145,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         request,
         "accounts/dashboard.html",
         {
-            "accounts": rows,
+            "rows": rows,
             "page_obj": page_obj,
             "filters": filters,
             "filter_query": kept,
