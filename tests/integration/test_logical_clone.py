@@ -23,6 +23,7 @@ from psycopg import sql as pgsql
 from pytest_django.fixtures import Settings
 
 from pipelines.clients import postgres as pg
+from pipelines.clients.postgres import streams, tools
 from pipelines.clients.process import Program
 from pipelines.dbclone import logical, table_copy
 from pipelines.dbclone.clone_plan import TablePlan
@@ -382,13 +383,13 @@ def test_the_masking_key_reaches_the_source_psql_only_in_its_environment(
         for b in Masker(key).hmac_blocks(kind)
     ]
     runs: list[tuple[list[Program], bytes | None]] = []
-    real = pg.run_pipeline
+    real = tools.run_pipeline
 
     def spy(*, programs: list[Program], stdin_data: bytes | None = None, **kwargs: Any) -> Any:
         runs.append((list(programs), stdin_data))
         return real(programs=programs, stdin_data=stdin_data, **kwargs)
 
-    monkeypatch.setattr(pg, "run_pipeline", spy)
+    monkeypatch.setattr(tools, "run_pipeline", spy)
     rec = Recorder()
     env.created_runs.append("121")
     clone_logical(
@@ -638,7 +639,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
         with conn.cursor() as cur, cur.copy(query) as out:
             expected = [bytes(row) for row in out]
         with conn.cursor() as cur, cur.copy(query) as out:
-            fast = [bytes(row) for row in pg._copy_rows(conn=conn, out=out)]
+            fast = [bytes(row) for row in streams._copy_rows(conn=conn, out=out)]
         assert fast == expected and len(fast) == 20000
         failing = "COPY (SELECT 1 / (15000 - g) FROM generate_series(1, 20000) g) TO STDOUT"
         with (
@@ -646,7 +647,7 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
             conn.cursor() as cur,
             cur.copy(failing) as out,
         ):
-            for _ in pg._copy_rows(conn=conn, out=out):
+            for _ in streams._copy_rows(conn=conn, out=out):
                 pass
         assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable
 
