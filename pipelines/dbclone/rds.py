@@ -228,10 +228,10 @@ class _Waits:
 
     @classmethod
     def starting_now(cls, *, timeout_s: float, poll_s: float, log: LogFn) -> _Waits:
-        return cls(deadline=aws._clock() + timeout_s, poll_s=poll_s, log=log, timeout_s=timeout_s)
+        return cls(deadline=aws.clock() + timeout_s, poll_s=poll_s, log=log, timeout_s=timeout_s)
 
     def expired(self) -> bool:
-        return aws._clock() >= self.deadline
+        return aws.clock() >= self.deadline
 
     def timeout(self, *, what: str, state: str) -> AwsError:
         return AwsError(
@@ -256,7 +256,7 @@ class _Waits:
                 return found
             if self.expired():
                 raise self.timeout(what=what, state=state)
-            aws._sleep(self.poll_s)
+            aws.sleep(self.poll_s)
 
 
 def _rds_tags(tags: Mapping[str, str]) -> list[TagTypeDef]:

@@ -16,6 +16,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 
 from pipelines.clients import aws
+from pipelines.clients.aws import organizations
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +225,7 @@ def stubbed_org(
 ) -> Iterator[Stubber]:
     client = aws.builder_session(settings=aws_settings).organizations()
     stubber = Stubber(client)
-    monkeypatch.setattr(aws, "_org_client", lambda _s: client)
+    monkeypatch.setattr(organizations, "_org_client", lambda _s: client)
     with stubber:
         yield stubber
     stubber.assert_no_pending_responses()
