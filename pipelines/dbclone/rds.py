@@ -263,20 +263,8 @@ def _rds_tags(tags: Mapping[str, str]) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def _unless_missing(*, call: Callable[[], T], missing: frozenset[str], what: str) -> T | None:
-    """``call()``, or None when AWS answers with one of the ``missing`` error codes."""
-    try:
-        return call()
-    except ClientError as exc:
-        if error_code(exc) in missing:
-            return None
-        raise aws.translate_error(exc=exc, what=what) from None
-    except BotoCoreError as exc:
-        raise aws.translate_error(exc=exc, what=what) from None
-
-
 def describe_snapshot(*, rds: RDSClient, snapshot_id: str) -> DBSnapshotTypeDef | None:
-    found = _unless_missing(
+    found = aws.unless_missing(
         call=lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"],
         missing=_SNAPSHOT_MISSING,
         what=f"describing snapshot {snapshot_id}",
@@ -288,7 +276,7 @@ def describe_snapshot(*, rds: RDSClient, snapshot_id: str) -> DBSnapshotTypeDef 
 
 
 def describe_instance(*, rds: RDSClient, instance_id: str) -> DBInstanceTypeDef | None:
-    found = _unless_missing(
+    found = aws.unless_missing(
         call=lambda: rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"],
         missing=_INSTANCE_MISSING,
         what=f"describing instance {instance_id}",
@@ -777,7 +765,7 @@ def clone_rds(
 
 def _delete(*, call: Callable[[], object], missing: frozenset[str], what: str) -> bool:
     """Run a delete call; False when the resource was already gone."""
-    return _unless_missing(call=lambda: call() or True, missing=missing, what=what) is not None
+    return aws.unless_missing(call=lambda: call() or True, missing=missing, what=what) is not None
 
 
 def delete_clone(

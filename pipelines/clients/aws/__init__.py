@@ -34,6 +34,7 @@ from pipelines.clients.aws.core import (
     partition_for_region,
     sleep,
     translate_error,
+    unless_missing,
 )
 from pipelines.clients.aws.organizations import (
     CLOSE_QUOTA_REASON,
@@ -102,6 +103,7 @@ __all__ = [
     "put_secret",
     "sleep",
     "translate_error",
+    "unless_missing",
     "upsert_record",
     "wait_change_insync",
     "zone_caller_reference",

@@ -157,13 +157,13 @@ def fail(explanation: str, *, retryable: bool = False, code: str = "") -> NoRetu
 T = TypeVar("T")
 
 
-def unless_missing(call: Callable[[], T], *, what: str, missing: str) -> T | None:
-    """``call()``, or None when AWS answers with the error code ``missing`` (the thing
-    is gone); any other failure becomes an AwsError(what ...)."""
+def unless_missing(*, call: Callable[[], T], missing: frozenset[str], what: str) -> T | None:
+    """``call()``, or None when AWS answers with one of the error codes ``missing`` (the
+    thing is gone); any other failure becomes an AwsError(what ...)."""
     try:
         return call()
     except ClientError as exc:
-        if client_error_code(exc) == missing:
+        if client_error_code(exc) in missing:
             return None
         raise translate_error(exc=exc, what=what) from None
     except BotoCoreError as exc:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     )
 
 
+_ZONE_MISSING = frozenset({"NoSuchHostedZone"})
+
+
 def _fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
@@ -77,9 +80,9 @@ def ensure_private_zone(
 def zone_caller_reference(*, session: Session, zone_id: str) -> str | None:
     """The caller reference of hosted zone ``zone_id``, or None when it is gone."""
     zone = unless_missing(
-        lambda: session.route53().get_hosted_zone(Id=zone_id),
+        call=lambda: session.route53().get_hosted_zone(Id=zone_id),
         what=f"reading the hosted zone {zone_id}",
-        missing="NoSuchHostedZone",
+        missing=_ZONE_MISSING,
     )
     return None if zone is None else str(zone["HostedZone"].get("CallerReference", ""))
 
@@ -102,9 +105,9 @@ def zone_records(*, session: Session, zone_id: str, name: str) -> list[tuple[str
 def delete_zone(*, session: Session, zone_id: str) -> bool:
     """Delete an (empty) hosted zone; False when it was gone already."""
     deleted = unless_missing(
-        lambda: session.route53().delete_hosted_zone(Id=zone_id),
+        call=lambda: session.route53().delete_hosted_zone(Id=zone_id),
         what=f"deleting the hosted zone {zone_id}",
-        missing="NoSuchHostedZone",
+        missing=_ZONE_MISSING,
     )
     return deleted is not None
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     )
 
 
+_SECRET_MISSING = frozenset({"ResourceNotFoundException"})
+
+
 def _secret_tags(tags: Mapping[str, str] | None) -> list[TagTypeDef]:
     return [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
 
@@ -90,9 +93,9 @@ def put_secret(
 def describe_secret(*, session: Session, secret_id: str) -> DescribeSecretResponseTypeDef | None:
     """The secret's metadata (no value), or None when it does not exist."""
     return unless_missing(
-        lambda: session.secretsmanager().describe_secret(SecretId=secret_id),
+        call=lambda: session.secretsmanager().describe_secret(SecretId=secret_id),
         what=f"reading secret {secret_id}",
-        missing="ResourceNotFoundException",
+        missing=_SECRET_MISSING,
     )
 
 
@@ -115,12 +118,12 @@ def delete_secret(*, session: Session, secret_id: str, force: bool = True) -> bo
         return False
     client = session.secretsmanager()
     deleted = unless_missing(
-        lambda: (
+        call=lambda: (
             client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
             if force
             else client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
         ),
         what=f"deleting secret {secret_id}",
-        missing="ResourceNotFoundException",
+        missing=_SECRET_MISSING,
     )
     return deleted is not None
