@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from pipelines import schema_patterns
+from pipelines.clients.postgres import CONNECTION_NAME
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.input_limits import InputLimits, limit_problems, nul_problems
 from pipelines.parity_rules import Parity, parse_parity
@@ -555,8 +556,6 @@ DB_DRIVER_KEYS = {
     ),
 }
 DB_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
-# PORTAL_CONNECTION_<NAME>: the same rule as pipelines.clients.postgres.connection_url.
-CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 # A record name, relative ("orders-db") or absolute ("orders-db.qa.internal.").
 DNS_RECORD_NAME = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?"
@@ -636,8 +635,9 @@ def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dic
         value = entry.get(key)
         if not isinstance(value, str) or not CONNECTION_NAME.fullmatch(value):
             raise fail(
-                f"{where}.{key} must name a connection (letters, digits, underscores), "
-                f"defined by the environment variable PORTAL_CONNECTION_<NAME>"
+                f"{where}.{key} must name a connection (a letter, then letters, digits and "
+                "underscores, at most 63), defined by the environment variable "
+                "PORTAL_CONNECTION_<NAME>"
             )
         parsed[key] = value
     masking = entry.get("masking") or {}

@@ -384,7 +384,7 @@ def test_connection_url_names_the_missing_variable(settings: Settings) -> None:
         pg.connection_url("prod_orders")
     settings.PORTAL_CONNECTIONS = {"PROD_ORDERS": "postgresql://u:pw@db:5432/orders"}
     assert pg.connection_url("prod_orders") == "postgresql://u:pw@db:5432/orders"
-    for bad in ("../etc", "prod_orders\n", ""):
+    for bad in ("../etc", "prod_orders\n", "", "1prod", "p" * 64):
         with pytest.raises(pg.ConnectionNotConfigured, match="invalid connection name"):
             pg.connection_url(bad)
 

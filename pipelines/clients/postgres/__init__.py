@@ -25,6 +25,7 @@ from pipelines.clients.postgres.catalog import (
     plain_foreign_keys,
 )
 from pipelines.clients.postgres.connection import (
+    CONNECTION_NAME,
     ConnectionNotConfigured,
     CopyCancelled,
     Endpoint,
@@ -90,6 +91,7 @@ from pipelines.clients.postgres.tools import (
 )
 
 __all__ = [
+    "CONNECTION_NAME",
     "CloneState",
     "ColumnInfo",
     "ConnectionNotConfigured",

@@ -17,7 +17,8 @@ from pipelines.redaction import Redactor
 from portal.errors import PortalError
 
 ENV_PREFIX = "PORTAL_CONNECTION_"
-_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+# A connection's name, in blueprints and in PORTAL_CONNECTION_<NAME>.
+CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
 # SQLSTATE classes where the same statement fails again: bad data, integrity, syntax
@@ -45,9 +46,10 @@ class ConnectionNotConfigured(PostgresError):
 def connection_url(name: str) -> str:
     """The URL of the named connection, from ``settings.PORTAL_CONNECTIONS``
     (configured as ``PORTAL_CONNECTION_<NAME>``)."""
-    if not _NAME_RE.fullmatch(name or ""):
+    if not CONNECTION_NAME.fullmatch(name or ""):
         raise ConnectionNotConfigured(
-            f"invalid connection name {name!r}: use letters, digits and underscores"
+            f"invalid connection name {name!r}: a letter, then up to 62 letters, digits "
+            "and underscores"
         )
     url = str(django_settings.PORTAL_CONNECTIONS.get(name.upper(), "")).strip()
     if not url:
