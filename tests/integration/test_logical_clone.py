@@ -672,6 +672,11 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
         figures["masked_s"] / figures["floor_s"], rel=0.01
     )
     assert "binary COPY floor:" in err.getvalue()
+    # Each copy's line gives the machine's CPU time while it ran (Linux: /proc/stat).
+    assert re.search(
+        r"masked clone: [0-9.]+s \([0-9.]+ CPU-s, machine [0-9]+% busy\)", err.getvalue()
+    )
+    assert "fastest of each: masked clone" in err.getvalue()
     assert "copied public.users: 300 rows" in err.getvalue()
     # Everything it created is gone; its names carry the tag of its source database (another
     # benchmark may create and drop its own objects meanwhile).

@@ -8,7 +8,10 @@ run, drops every database it created, and prints one JSON line last:
 (ratio = masked / raw, floor_ratio = masked / floor). The floor is what no clone
 can beat by much: schema (pre-data), binary ``COPY ... TO STDOUT`` piped into
 ``COPY ... FROM STDIN`` (the clone's relay: two ``psql``), two tables at a time, then
-post-data.
+post-data. Each timed copy's line also gives the machine's CPU time while it ran
+(from ``/proc/stat``, all processes: the servers' backends, ``psql``, this one) and the
+share of the machine that was busy: when both are saturated, only CPU saved makes a
+copy faster.
 
 ``--golden N`` instead builds one golden copy of the source (masked, checked, frozen)
 and times N account databases copied from it, each with its own role; last line:
@@ -18,12 +21,15 @@ and times N account databases copied from it, each with its own role; last line:
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +100,48 @@ CREATE INDEX payments_order_id ON payments (order_id);
 """
 
 
+@dataclass
+class Timing:
+    """A timed copy: wall seconds, and the machine's CPU while it ran (None where the
+    kernel does not say)."""
+
+    seconds: float = 0.0
+    cpu_s: float | None = None
+    busy_share: float | None = None
+
+    def __str__(self) -> str:
+        if self.cpu_s is None or self.busy_share is None:
+            return f"{self.seconds:.2f}s"
+        return f"{self.seconds:.2f}s ({self.cpu_s:.2f} CPU-s, machine {self.busy_share:.0%} busy)"
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every CPU since boot, from ``/proc/stat``."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    ticks = [int(value) for value in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+@contextmanager
+def timed() -> Iterator[Timing]:
+    timing = Timing()
+    start, ticks = time.monotonic(), _cpu_ticks()
+    try:
+        yield timing
+    finally:
+        timing.seconds = time.monotonic() - start
+        after = _cpu_ticks()
+        if ticks is not None and after is not None and after[1] > ticks[1]:
+            timing.cpu_s = (after[0] - ticks[0]) / os.sysconf("SC_CLK_TCK")
+            timing.busy_share = (after[0] - ticks[0]) / (after[1] - ticks[1])
+
+
 def table_sizes(rows: int) -> dict[str, int]:
     sizes = {name: max(1, int(rows * share)) for name, share in SHARES.items()}
     sizes["order_items"] += rows - sum(sizes.values())  # exact total
@@ -145,9 +193,9 @@ def run_benchmark(
     source_db = f"bench_src_{tag}"
     source_url = pg.with_dbname(dsn, source_db)
     created: list[str] = []
-    raw_times: list[float] = []
-    floor_times: list[float] = []
-    masked_times: list[float] = []
+    raw_times: list[Timing] = []
+    floor_times: list[Timing] = []
+    masked_times: list[Timing] = []
     try:
         pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
         created.append(source_db)
@@ -158,7 +206,7 @@ def run_benchmark(
             raw_times.append(
                 _time_raw(dsn=dsn, source_url=source_url, database=f"bench_raw_{tag}_{attempt}")
             )
-            say(f"[{attempt}/{repeat}] pg_dump -Fc | pg_restore: {raw_times[-1]:.2f}s")
+            say(f"[{attempt}/{repeat}] pg_dump -Fc | pg_restore: {raw_times[-1]}")
             floor_times.append(
                 _time_floor(
                     dsn=dsn,
@@ -167,7 +215,7 @@ def run_benchmark(
                     database=f"bench_floor_{tag}_{attempt}",
                 )
             )
-            say(f"[{attempt}/{repeat}] binary COPY floor: {floor_times[-1]:.2f}s")
+            say(f"[{attempt}/{repeat}] binary COPY floor: {floor_times[-1]}")
             masked_times.append(
                 _time_masked(
                     dsn=dsn,
@@ -178,11 +226,15 @@ def run_benchmark(
                     say=say,
                 )
             )
-            say(f"[{attempt}/{repeat}] masked clone: {masked_times[-1]:.2f}s")
+            say(f"[{attempt}/{repeat}] masked clone: {masked_times[-1]}")
     finally:
         for database in reversed(created):
             pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    masked_s, raw_s, floor_s = min(masked_times), min(raw_times), min(floor_times)
+    masked, raw, floor = (
+        min(times, key=lambda t: t.seconds) for times in (masked_times, raw_times, floor_times)
+    )
+    say(f"fastest of each: masked clone {masked}; pg_dump | pg_restore {raw}; floor {floor}")
+    masked_s, raw_s, floor_s = masked.seconds, raw.seconds, floor.seconds
     return {
         "rows": rows,
         "masked_s": round(masked_s, 3),
@@ -194,23 +246,22 @@ def run_benchmark(
     }
 
 
-def _time_raw(*, dsn: str, source_url: str, database: str) -> float:
+def _time_raw(*, dsn: str, source_url: str, database: str) -> Timing:
     pg.execute(dsn, f'CREATE DATABASE "{database}"')
     try:
-        t0 = time.monotonic()
-        pg.dump_restore_pipe(source_url, pg.with_dbname(dsn, database))
-        return time.monotonic() - t0
+        with timed() as timing:
+            pg.dump_restore_pipe(source_url, pg.with_dbname(dsn, database))
+        return timing
     finally:
         pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float:
+def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> Timing:
     """Schema, then binary COPY relayed table by table (two at a time), then post-data."""
     target_url = pg.with_dbname(dsn, database)
     pg.execute(dsn, f'CREATE DATABASE "{database}"')
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
-            t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp, timed() as timing:
             archive = Path(tmp) / "schema.dump"
             pg.dump_schema(url=source_url, path=archive)
             pg.restore_section(url=target_url, path=archive, section="pre-data", role=None)
@@ -231,24 +282,22 @@ def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> float
             pg.restore_section(
                 url=target_url, path=archive, section="post-data", role=None, jobs=FLOOR_JOBS
             )
-            elapsed = time.monotonic() - t0
         if copied != rows:
             raise RuntimeError(f"the floor copy holds {copied} rows, expected {rows}")
-        return elapsed
+        return timing
     finally:
         pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _time_masked(
     *, dsn: str, source_url: str, rows: int, jobs: int, run_id: str, say: Callable[[str], None]
-) -> float:
+) -> Timing:
     spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
     clone_db = clone_database_name(account="bench", service="clone", run_id=run_id)
     # The benchmark's two connections, for this process only.
     connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
     try:
-        with override_settings(PORTAL_CONNECTIONS=connections):
-            t0 = time.monotonic()
+        with override_settings(PORTAL_CONNECTIONS=connections), timed() as timing:
             clone = clone_logical(
                 spec=spec,
                 account="bench",
@@ -257,11 +306,10 @@ def _time_masked(
                 log=say,
                 add_secret=lambda _: None,
             )
-            elapsed = time.monotonic() - t0
         copied = sum(clone.table_counts.values())
         if copied != rows:
             raise RuntimeError(f"the clone holds {copied} rows, expected {rows}")
-        return elapsed
+        return timing
     finally:
         drop_clone(url=dsn, database=clone_db, role=clone_role_name(clone_db))
 
