@@ -17,6 +17,8 @@ import psycopg
 import pytest
 import yaml
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
@@ -29,7 +31,7 @@ from pipelines.dbclone.logical import CloneError, LogicalCloneSpec
 from pipelines.models import GoldenCopy, GoldenStatus, RunKind
 from pipelines.stages import db_clone
 from pipelines.stages.base import StageError
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, UserFactory
 from tests.integration.conftest import q, scratch_database
 from tests.integration.stage_context import stage_context
 from tests.integration.test_logical_clone import ADMIN_URL, MASKING, SOURCE_SQL, Recorder
@@ -377,6 +379,47 @@ def test_a_failed_build_is_recorded_and_nothing_is_copied(
     failed = GoldenCopy.objects.get(blueprint=blueprint)
     assert failed.status == GoldenStatus.FAILED and "nowhere" in failed.error
     assert not q(ADMIN_URL, "SELECT 1 FROM pg_database WHERE datname LIKE %s", f"%{blueprint}%")
+
+
+@pytest.mark.django_db
+def test_operators_see_golden_copies_in_the_admin_and_change_nothing() -> None:
+    ready = GoldenCopy.objects.create(
+        blueprint="shop", service="orders", target="LOCAL", rules_digest="d" * 64,
+        database="golden_shop_orders_3", role="golden_shop_orders_3_owner",
+        status=GoldenStatus.READY, taken_at=timezone.now() - timedelta(hours=5),
+        ready_at=timezone.now(), table_counts={"public.orders": 12},
+    )  # fmt: skip
+    failed = GoldenCopy.objects.create(
+        blueprint="shop", service="orders", target="LOCAL", rules_digest="d" * 64,
+        status=GoldenStatus.FAILED, error="scrub orders.sql: relation nowhere does not exist",
+    )  # fmt: skip
+    staff = UserFactory(username="ops", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+
+    listing = client.get(reverse("admin:pipelines_goldencopy_changelist"))
+    assert listing.status_code == 200
+    assert b"golden_shop_orders_3" in listing.content and b"Failed" in listing.content
+    page = client.get(reverse("admin:pipelines_goldencopy_change", args=[failed.pk]))
+    assert page.status_code == 200 and b"relation nowhere does not exist" in page.content
+    # Read-only: no add page, no edit, no delete, even for a superuser.
+    assert client.get(reverse("admin:pipelines_goldencopy_add")).status_code == 403
+    edit = client.post(
+        reverse("admin:pipelines_goldencopy_change", args=[ready.pk]),
+        {"status": GoldenStatus.RETIRED},
+    )
+    assert edit.status_code == 403
+    gone = client.post(
+        reverse("admin:pipelines_goldencopy_delete", args=[ready.pk]), {"post": "yes"}
+    )
+    assert gone.status_code == 403
+    ready.refresh_from_db()
+    assert ready.status == GoldenStatus.READY
+    # Not staff: the admin's login page instead.
+    outsider = Client()
+    outsider.force_login(UserFactory(username="sales"))
+    answer = outsider.get(reverse("admin:pipelines_goldencopy_changelist"))
+    assert answer.status_code == 302 and "/login/" in answer["Location"]
 
 
 def test_golden_settings_are_checked(blueprint: str, blueprints_root: Path) -> None:
