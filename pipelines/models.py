@@ -252,6 +252,7 @@ class GoldenCopy(models.Model):
     ready_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "golden copies"
         indexes = [models.Index(fields=["blueprint", "service", "status", "-taken_at"])]
 
     def __str__(self) -> str:

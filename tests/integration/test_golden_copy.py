@@ -400,6 +400,7 @@ def test_operators_see_golden_copies_in_the_admin_and_change_nothing() -> None:
     listing = client.get(reverse("admin:pipelines_goldencopy_changelist"))
     assert listing.status_code == 200
     assert b"golden_shop_orders_3" in listing.content and b"Failed" in listing.content
+    assert b"2 golden copies" in listing.content
     page = client.get(reverse("admin:pipelines_goldencopy_change", args=[failed.pk]))
     assert page.status_code == 200 and b"relation nowhere does not exist" in page.content
     # Read-only: no add page, no edit, no delete, even for a superuser.
