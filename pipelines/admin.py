@@ -1,7 +1,25 @@
+"""The admin's view of the engine's rows: runs, stages, their log lines and files, golden
+copies. All read-only: the engine alone changes them (retry, cancel and resume are on a
+run's page and in the API), and a row edited by hand would break what the engine relies
+on (a stage set to running with no worker, a golden copy pointing at a dropped database).
+"""
+
 from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 
 from pipelines.models import Artifact, GoldenCopy, LogLine, PipelineRun, StageRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
 
 
 class StageRunInline(admin.TabularInline):
@@ -13,38 +31,34 @@ class StageRunInline(admin.TabularInline):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
+class PipelineRunAdmin(ReadOnlyAdmin):
     list_display = ("id", "account", "kind", "trigger", "status", "created_at", "finished_at")
     list_filter = ("status", "kind", "trigger")
     search_fields = ("account__name",)
     inlines = [StageRunInline]
-    readonly_fields = ("config",)
 
 
 @admin.register(StageRun)
-class StageRunAdmin(admin.ModelAdmin):
+class StageRunAdmin(ReadOnlyAdmin):
     list_display = ("id", "run", "position", "kind", "status", "attempt", "heartbeat_at")
     list_filter = ("status", "kind")
 
 
 @admin.register(LogLine)
-class LogLineAdmin(admin.ModelAdmin):
+class LogLineAdmin(ReadOnlyAdmin):
     list_display = ("stage", "number", "attempt", "time", "text")
     list_select_related = ("stage",)
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin):
+class ArtifactAdmin(ReadOnlyAdmin):
     list_display = ("run", "name", "size", "sha256", "created_at")
     exclude = ("data",)
 
 
 @admin.register(GoldenCopy)
-class GoldenCopyAdmin(admin.ModelAdmin):
-    """Golden copies are built, frozen and retired by the pipeline alone
-    (``pipelines.dbclone.golden_store``): here operators see which exist, how old their
-    data is and why a build failed, and change nothing (a row edited or deleted by hand
-    would leave its database behind, or point accounts at one that is gone)."""
+class GoldenCopyAdmin(ReadOnlyAdmin):
+    """Which golden copies exist, how old their data is, why a build failed."""
 
     list_display = (
         "id", "blueprint", "service", "status", "database", "taken_at", "ready_at", "created_at"
@@ -52,16 +66,3 @@ class GoldenCopyAdmin(admin.ModelAdmin):
     list_filter = ("status", "blueprint")
     search_fields = ("blueprint", "service", "database")
     ordering = ("-created_at", "-id")
-    readonly_fields = (
-        "blueprint", "service", "target", "rules_digest", "database", "role", "status",
-        "taken_at", "table_counts", "error", "created_at", "ready_at",
-    )  # fmt: skip
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: GoldenCopy | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: GoldenCopy | None = None) -> bool:
-        return False
