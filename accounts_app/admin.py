@@ -21,6 +21,7 @@ from accounts_app.models import (
     Purpose,
 )
 from pipelines.models import RunKind
+from portal.admin import ReadOnlyAdmin
 from portal.errors import PortalError
 from portal.web_errors import error_text
 
@@ -161,43 +162,25 @@ class AccountSecretAdmin(admin.ModelAdmin):
 
 
 @admin.register(ParityReport)
-class ParityReportAdmin(admin.ModelAdmin):
+class ParityReportAdmin(ReadOnlyAdmin):
     """Reports are computed (account_parity, the schedule), never edited."""
 
     list_display = ("account", "checked_at", "in_parity")
     list_filter = ("in_parity",)
-    readonly_fields = ("account", "checked_at", "in_parity", "report")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class _RecordAdmin(admin.ModelAdmin):
-    """Rows the workflow writes (reminders sent, drift found, extensions decided): shown,
-    never edited here, so the record stays true."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(ExpiryReminder)
-class ExpiryReminderAdmin(_RecordAdmin):
+class ExpiryReminderAdmin(ReadOnlyAdmin):
     list_display = ("account", "threshold_seconds", "expires_at", "sent_at")
 
 
 @admin.register(ExtensionRequest)
-class ExtensionRequestAdmin(_RecordAdmin):
+class ExtensionRequestAdmin(ReadOnlyAdmin):
     list_display = ("account", "requested_by", "expires_at", "status", "decided_by")
     list_filter = ("status",)
 
 
 @admin.register(DriftReport)
-class DriftReportAdmin(_RecordAdmin):
+class DriftReportAdmin(ReadOnlyAdmin):
     list_display = ("account", "run", "checked_at", "drifted", "notified")
     list_filter = ("drifted",)

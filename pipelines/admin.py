@@ -5,21 +5,9 @@ on (a stage set to running with no worker, a golden copy pointing at a dropped d
 """
 
 from django.contrib import admin
-from django.db.models import Model
-from django.http import HttpRequest
 
 from pipelines.models import Artifact, GoldenCopy, LogLine, PipelineRun, StageRun
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
+from portal.admin import ReadOnlyAdmin
 
 
 class StageRunInline(admin.TabularInline):

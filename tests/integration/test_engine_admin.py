@@ -33,6 +33,12 @@ def test_runs_and_stages_are_shown_and_never_changed_in_the_admin() -> None:
     assert edit.status_code == 403
     gone = staff.post(reverse("admin:pipelines_pipelinerun_delete", args=[stage.run.pk]))
     assert gone.status_code == 403
+    # Nor by deleting its account: an account with runs is torn down, its history kept.
+    account = stage.run.account
+    gone = staff.post(
+        reverse("admin:accounts_app_account_delete", args=[account.pk]), {"post": "yes"}
+    )
+    assert gone.status_code == 403
     stage.refresh_from_db()
     assert stage.status == "failed"
     assert StageRun.objects.filter(pk=stage.pk).exists()
