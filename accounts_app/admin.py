@@ -136,7 +136,10 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccountRequest)
-class AccountRequestAdmin(admin.ModelAdmin):
+class AccountRequestAdmin(ReadOnlyAdmin):
+    """Decided on the approvals page or through the API only, where four eyes are checked
+    (an approver other than the requester): an edit here could approve one's own request."""
+
     list_display = (
         "id",
         "account",

@@ -1,5 +1,6 @@
-"""The admin shows the engine's rows and changes none of them: only the engine moves a
-run or a stage (a stage set to running by hand would have no worker behind it)."""
+"""The admin shows what only the portal writes and changes none of it: only the engine
+moves a run or a stage (a stage set to running by hand would have no worker behind it),
+and only the approvals page and the API decide a request (four eyes)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accounts_app.models import RequestStatus
 from pipelines.models import StageRun
-from tests.factories import StageRunFactory, UserFactory
+from tests.factories import AccountRequestFactory, StageRunFactory, UserFactory
 
 MODELS = ("pipelinerun", "stagerun", "logline", "artifact", "goldencopy")
 
@@ -42,3 +44,21 @@ def test_runs_and_stages_are_shown_and_never_changed_in_the_admin() -> None:
     stage.refresh_from_db()
     assert stage.status == "failed"
     assert StageRun.objects.filter(pk=stage.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_request_cannot_be_approved_in_the_admin() -> None:
+    """Four eyes: a superuser who asked for an account cannot approve it by editing the row."""
+    staff = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    request = AccountRequestFactory(account__owner=staff, requested_by=staff)
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("admin:accounts_app_accountrequest_change", args=[request.pk]))
+    assert page.status_code == 200  # shown
+    edit = client.post(
+        reverse("admin:accounts_app_accountrequest_change", args=[request.pk]),
+        {"status": RequestStatus.APPROVED, "decided_by": staff.pk},
+    )
+    assert edit.status_code == 403
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING and request.decided_by is None
