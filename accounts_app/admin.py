@@ -153,15 +153,11 @@ class AccountRequestAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AccountSecret)
-class AccountSecretAdmin(admin.ModelAdmin):
-    """Names only: the encrypted value is never shown."""
+class AccountSecretAdmin(ReadOnlyAdmin):
+    """Names only: the encrypted value is never shown; stages alone store and delete them."""
 
     list_display = ("account", "name", "updated_at")
     fields = ("account", "name", "created_at", "updated_at")
-    readonly_fields = ("account", "name", "created_at", "updated_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
 
 @admin.register(ParityReport)
