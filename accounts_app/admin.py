@@ -43,7 +43,6 @@ class AccountAdminForm(forms.ModelForm):
             "purpose",
             "owner",
             "cloud_account_id",
-            "status",
             "expires_at",
             "protected",
         )
@@ -87,7 +86,10 @@ class AccountAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("status", "purpose", "blueprint", "protected", "expiry_exempt")
     search_fields = ("name", "cloud_account_id", "owner__username")
-    readonly_fields = ("outputs_summary", "endpoints", "follow_problem", "created_at", "updated_at")
+    # The status is the workflow's: set by hand it could start a run no approver allowed.
+    readonly_fields = (
+        "status", "outputs_summary", "endpoints", "follow_problem", "created_at", "updated_at"
+    )  # fmt: skip
     actions = ["provision", "update"]
 
     def save_model(

@@ -4,11 +4,13 @@ and only the approvals page and the API decide a request (four eyes)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts_app.models import RequestStatus
+from accounts_app.models import AccountStatus, RequestStatus
 from pipelines.models import StageRun
 from tests.factories import AccountRequestFactory, StageRunFactory, UserFactory
 
@@ -67,3 +69,33 @@ def test_a_request_cannot_be_approved_in_the_admin() -> None:
     assert edit.status_code == 403
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING and request.decided_by is None
+
+
+@pytest.mark.django_db
+def test_an_account_status_cannot_be_set_in_the_admin() -> None:
+    """Setting a requested account ready by hand would let a run start unapproved."""
+    staff = UserFactory(username="chief", is_staff=True, is_superuser=True)
+    request = AccountRequestFactory(account__owner=staff, requested_by=staff)
+    account = request.account
+    assert account.status == AccountStatus.REQUESTED
+    client = Client()
+    client.force_login(staff)
+    edit = client.post(
+        reverse("admin:accounts_app_account_change", args=[account.pk]),
+        {
+            "name": account.name, "blueprint": account.blueprint,
+            "config": json.dumps(account.config), "purpose": account.purpose,
+            "owner": staff.pk, "cloud_account_id": "", "status": AccountStatus.READY,
+        },
+    )  # fmt: skip
+    assert edit.status_code == 302, edit.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.status == AccountStatus.REQUESTED
+    answer = client.post(
+        reverse("admin:accounts_app_account_changelist"),
+        {"action": "provision", "_selected_action": [account.pk]},
+        follow=True,
+    )
+    refused = f"{account.name}: account {account.name} waits for its request to be approved"
+    assert refused in [str(m) for m in answer.context["messages"]]
+    assert not account.runs.exists()
