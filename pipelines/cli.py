@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -91,3 +92,10 @@ def follow_run(*, run_id: int, poll: float, write: Callable[[str], None]) -> str
             write(f"run #{run.pk} {run.status}{': ' + run.explanation if run.explanation else ''}")
             return run.status
         time.sleep(poll)
+
+
+def machine_load() -> str:
+    """The machine's load averages, for a benchmark's lines: its figures mean little
+    without them (the machine may be shared)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min), {fifteen:.2f} (15 min)"

@@ -43,7 +43,9 @@ def test_bench_pages_prints_every_page_and_drops_its_database() -> None:
         assert 0 < page["median_ms"] <= page["p95_ms"] <= figures["p95_max_ms"], name
         assert 0 < page["queries"] <= 14, name  # as test_query_counts
     assert figures["p95_max_ms"] == max(page["p95_ms"] for page in figures["pages"].values())
-    assert lines[0].startswith("built 20 accounts, 100 requests, 100 runs, 1000 stages")
+    assert lines[0].startswith("before: load average ")
+    assert lines[1].startswith("built 20 accounts, 100 requests, 100 runs, 1000 stages")
+    assert lines[-2].startswith("after: load average ")
     # Its data lived in a database of its own, dropped at the end; this one is untouched.
     assert bench_databases() <= before
     assert not Account.objects.exists()

@@ -38,6 +38,7 @@ def test_bench_pipeline_prints_its_figures_and_cleans_up() -> None:
     text = "\n".join(lines[:-1])
     assert "bare Celery hop" in text and "worker memory" in text
     assert "the same Terraform commands by hand in one shell" in text
+    assert lines[0].startswith("before: load average ") and lines[-2].startswith("after: load")
     # Nothing of the benchmark stays behind: accounts, runs, Terraform state.
     assert not Account.objects.filter(name__startswith="bench-").exists()
     assert not PipelineRun.objects.exists()

@@ -677,6 +677,7 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
         r"masked clone: [0-9.]+s \([0-9.]+ CPU-s, machine [0-9]+% busy\)", err.getvalue()
     )
     assert "fastest of each: masked clone" in err.getvalue()
+    assert err.getvalue().startswith("before: load average ")
     assert "copied public.users: 300 rows" in err.getvalue()
     # Everything it created is gone; its names carry the tag of its source database (another
     # benchmark may create and drop its own objects meanwhile).

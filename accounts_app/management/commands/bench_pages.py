@@ -35,7 +35,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts_app.models import Account, AccountRequest
 from accounts_app.roles import APPROVERS
 from accounts_app.views import DASHBOARD_PAGE_SIZE
-from pipelines.cli import PortalCommand
+from pipelines.cli import PortalCommand, machine_load
 from pipelines.models import LogLine, PipelineRun, StageRun
 
 WARMUP = 3
@@ -228,6 +228,7 @@ class Command(PortalCommand):
         if not 0.001 <= scale <= 100 or not 1 <= repeat <= 1000:
             raise CommandError("--scale must be from 0.001 to 100, --repeat from 1 to 1000")
         sizes = Sizes.at(scale)
+        self.stdout.write(f"before: {machine_load()}")
         with own_database(f"bench_pages_{os.getpid()}"):
             started = time.monotonic()
             call_command("migrate", verbosity=0, interactive=False)
@@ -248,6 +249,7 @@ class Command(PortalCommand):
             "pages": pages,
             "p95_max_ms": max(figures["p95_ms"] for figures in pages.values()),
         }
+        self.stdout.write(f"after: {machine_load()}")
         self.stdout.write(json.dumps(result))
 
     def _measure(self, *, sizes: Sizes, repeat: int) -> dict[str, dict[str, Any]]:

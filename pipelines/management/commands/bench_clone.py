@@ -37,6 +37,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.test.utils import override_settings
 
+from pipelines.cli import machine_load
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import golden
 from pipelines.dbclone.logical import (
@@ -424,6 +425,7 @@ class Command(BaseCommand):
             if not 1 <= options["golden"] <= 100:
                 self.stderr.write("--golden must be from 1 to 100")
                 raise SystemExit(2)
+            self.stderr.write(f"before: {machine_load()}")
             golden_result = run_golden_benchmark(
                 rows=rows,
                 copies=options["golden"],
@@ -434,8 +436,10 @@ class Command(BaseCommand):
                 ),
                 log=self.stderr.write,
             )
+            self.stderr.write(f"after: {machine_load()}")
             self.stdout.write(json.dumps(golden_result))
             return
+        self.stderr.write(f"before: {machine_load()}")
         result = run_benchmark(
             rows=rows,
             jobs=options["jobs"],
@@ -443,4 +447,5 @@ class Command(BaseCommand):
             log=self.stderr.write,
             repeat=max(1, options["repeat"]),
         )
+        self.stderr.write(f"after: {machine_load()}")
         self.stdout.write(json.dumps(result))

@@ -43,7 +43,7 @@ from accounts_app.models import Account, Purpose
 from accounts_app.production import system_user
 from accounts_app.services import create_or_reuse_account
 from pipelines.artifacts import DbArtifactStore
-from pipelines.cli import PortalCommand
+from pipelines.cli import PortalCommand, machine_load
 from pipelines.clients.terraform import PgBackend, terraform_environment
 from pipelines.clients.terraform.executable import resolve_terraform
 from pipelines.models import PipelineRun, RunKind, RunStatus, StageRun
@@ -180,6 +180,7 @@ class Command(PortalCommand):
         if not 0 <= sandbox_runs <= 100:
             raise CommandError("--sandbox-runs must be from 0 to 100")
         tag = f"bench-{os.getpid()}"
+        self.stdout.write(f"before: {machine_load()}")
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as temp:
             root = Path(temp)
             blueprints = root / "blueprints"
@@ -213,6 +214,7 @@ class Command(PortalCommand):
                 worker.stop()
                 current_app.conf.task_default_queue = queue_before
                 self._clean_up(tag)
+        self.stdout.write(f"after: {machine_load()}")
         self.stdout.write(json.dumps(result))
 
     # --- the measurements -----------------------------------------------------------------
