@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from pipelines import schema_patterns
-from pipelines.clients.postgres import CONNECTION_NAME
+from pipelines.clients.postgres import CONNECTION_NAME, CONNECTION_NAME_RULE
 from pipelines.dbclone.masking import MaskingError, parse_rules
 from pipelines.input_limits import InputLimits, limit_problems, nul_problems
 from pipelines.parity_rules import Parity, parse_parity
@@ -635,9 +635,8 @@ def _parse_logical_database(entry: dict[str, Any], where: str, fail: Any) -> dic
         value = entry.get(key)
         if not isinstance(value, str) or not CONNECTION_NAME.fullmatch(value):
             raise fail(
-                f"{where}.{key} must name a connection (a letter, then letters, digits and "
-                "underscores, at most 63), defined by the environment variable "
-                "PORTAL_CONNECTION_<NAME>"
+                f"{where}.{key} must name a connection ({CONNECTION_NAME_RULE}), defined by "
+                "the environment variable PORTAL_CONNECTION_<NAME>"
             )
         parsed[key] = value
     masking = entry.get("masking") or {}

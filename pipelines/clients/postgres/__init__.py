@@ -26,6 +26,7 @@ from pipelines.clients.postgres.catalog import (
 )
 from pipelines.clients.postgres.connection import (
     CONNECTION_NAME,
+    CONNECTION_NAME_RULE,
     ConnectionNotConfigured,
     CopyCancelled,
     Endpoint,
@@ -92,6 +93,7 @@ from pipelines.clients.postgres.tools import (
 
 __all__ = [
     "CONNECTION_NAME",
+    "CONNECTION_NAME_RULE",
     "CloneState",
     "ColumnInfo",
     "ConnectionNotConfigured",

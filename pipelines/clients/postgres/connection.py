@@ -19,6 +19,7 @@ from portal.errors import PortalError
 ENV_PREFIX = "PORTAL_CONNECTION_"
 # A connection's name, in blueprints and in PORTAL_CONNECTION_<NAME>.
 CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+CONNECTION_NAME_RULE = "a letter, then up to 62 letters, digits and underscores"
 
 
 # SQLSTATE classes where the same statement fails again: bad data, integrity, syntax
@@ -47,10 +48,7 @@ def connection_url(name: str) -> str:
     """The URL of the named connection, from ``settings.PORTAL_CONNECTIONS``
     (configured as ``PORTAL_CONNECTION_<NAME>``)."""
     if not CONNECTION_NAME.fullmatch(name or ""):
-        raise ConnectionNotConfigured(
-            f"invalid connection name {name!r}: a letter, then up to 62 letters, digits "
-            "and underscores"
-        )
+        raise ConnectionNotConfigured(f"invalid connection name {name!r}: {CONNECTION_NAME_RULE}")
     url = str(django_settings.PORTAL_CONNECTIONS.get(name.upper(), "")).strip()
     if not url:
         raise ConnectionNotConfigured(
