@@ -87,7 +87,7 @@ def build_golden_snapshot(
         region=source.region,
     )
     prep_rds = prep_session.rds()
-    waits = rds._Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log)
+    waits = rds.Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log)
     scrubbed: list[str] = []
     if rds.describe_snapshot(rds=prep_rds, snapshot_id=masked_id) is None:
         clone = rds.clone_rds(
@@ -103,16 +103,16 @@ def build_golden_snapshot(
         scrubbed = scrub(clone)  # raises: no golden snapshot, the instance stays for a retry
         log(f"golden: {clone.instance_id} scrubbed in account {prep.account_id}")
         # Made only now, after the scrub: the tag says so from its first moment.
-        if rds._start(
+        if rds.start(
             call=lambda: prep_rds.create_db_snapshot(
                 DBInstanceIdentifier=ids.instance,
                 DBSnapshotIdentifier=masked_id,
-                Tags=rds._rds_tags({**ids.tags(), rds.GOLDEN_TAG: rds.GOLDEN_MASKED}),
+                Tags=rds.rds_tags({**ids.tags(), rds.GOLDEN_TAG: rds.GOLDEN_MASKED}),
             ),
             what="snapshotting the scrubbed instance",
         ):
             log(f"golden: started masked snapshot {masked_id}")
-    snap = rds._wait_snapshot(rds=prep_rds, snapshot_id=masked_id, where="preparation", waits=waits)
+    snap = rds.wait_snapshot(rds=prep_rds, snapshot_id=masked_id, where="preparation", waits=waits)
     rds.checked_golden(rds=prep_rds, snapshot_id=masked_id)
 
     # Nothing raw stays anywhere: production's snapshots for this build, the

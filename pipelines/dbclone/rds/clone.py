@@ -1,4 +1,5 @@
-"""Driver ``aws_rds_snapshot``: clone a production RDS instance into a new account.
+"""Driver ``aws_rds_snapshot``: clone a production RDS instance into a new account, and
+delete a clone.
 
 The flow (the same as the one production teams run by hand):
 
@@ -15,7 +16,7 @@ The flow (the same as the one production teams run by hand):
    account's Secrets Manager first, then applied to the instance.
 
 Every step looks before it creates, with deterministic names from
-``clone_identifiers()``, so a retry after a crash at any line continues where
+``names.clone_identifiers()``, so a retry after a crash at any line continues where
 the previous attempt stopped without duplicates. Progress goes to ``log``;
 the password goes only to ``add_secret`` (so that logs redact it), Secrets
 Manager and the instance, never into a log line, return value or exception.
@@ -25,19 +26,26 @@ All AWS calls go through ``pipelines.clients.aws`` (and ``kms``). No Django here
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import secrets
 import string
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipelines.clients import aws, kms
 from pipelines.clients.aws import AwsError, AwsSettings, LogFn, Session, aws_call, error_code
+from pipelines.dbclone.rds import calls
+from pipelines.dbclone.rds.names import (
+    DRIVER,
+    SNAPSHOT_PREFIX,
+    CloneIds,
+    SourceSpec,
+    TargetSpec,
+    share_key_alias,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_rds import RDSClient
@@ -45,146 +53,13 @@ if TYPE_CHECKING:
         DBInstanceTypeDef,
         DBSnapshotTypeDef,
         RestoreDBInstanceFromDBSnapshotMessageTypeDef,
-        TagTypeDef,
     )
-
-DRIVER = "aws_rds_snapshot"
-
-# RDS identifiers: 1-63 characters, a letter first, letters/digits/hyphens, no
-# trailing hyphen and no two hyphens in a row. We also keep them lower case
-# (RDS stores them lower case anyway).
-RDS_ID_MAX = 63
-_RDS_ID_RE = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*(?<!-)")
-# Every snapshot this module creates starts with this.
-SNAPSHOT_PREFIX = "portal-"
-# "portal-" + stem + "-shared" is the longest name built from a stem.
-_STEM_MAX = RDS_ID_MAX - len(SNAPSHOT_PREFIX) - len("-shared")
-
-# Tag of a golden snapshot, set when it is made, after its instance was scrubbed.
-GOLDEN_TAG = "portal:golden"
-GOLDEN_MASKED = "masked"
 
 # Tag written on the instance once the password of this secret version is applied.
 PASSWORD_VERSION_TAG = "portal:master-secret-version"  # noqa: S105 (a tag name)
 
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
-
-_SNAPSHOT_MISSING = frozenset({"DBSnapshotNotFound", "DBSnapshotNotFoundFault"})
-_INSTANCE_MISSING = frozenset({"DBInstanceNotFound", "DBInstanceNotFoundFault"})
-_ALREADY_EXISTS = frozenset(
-    {
-        "DBSnapshotAlreadyExists",
-        "DBSnapshotAlreadyExistsFault",
-        "DBInstanceAlreadyExists",
-        "DBInstanceAlreadyExistsFault",
-    }
-)
-
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """The production database to clone."""
-
-    account_id: str
-    region: str
-    instance_id: str
-    use_automated_snapshot: bool = False
-    role_name: str | None = None  # default: the portal's admin role
-    # Clone this masked golden snapshot of the account (pipelines.dbclone.rds_golden)
-    # instead of a snapshot of the instance: it must carry GOLDEN_TAG = GOLDEN_MASKED.
-    golden_snapshot: str | None = None
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """Where the clone goes: values mostly from the target's Terraform outputs."""
-
-    account_id: str
-    subnet_group_name: str
-    security_group_ids: tuple[str, ...] = ()
-    role_name: str | None = None  # default: the portal's admin role
-    region: str | None = None  # must be the source's region (None: the same)
-    instance_class: str | None = None  # default: the snapshot's
-    parameter_group_name: str | None = None
-    multi_az: bool = False
-
-
-@dataclass(frozen=True)
-class CloneIds:
-    """Every name the clone creates, all derived from (account, service, run)."""
-
-    account: str
-    service: str
-    run_id: str
-    source_snapshot: str  # manual snapshot of the source instance (source account)
-    encrypted_copy: str  # copy encrypted with the share key, shared (source account)
-    target_copy: str  # copy encrypted with the target's key (target account)
-    instance: str  # the new instance (target account)
-    kms_alias: str  # the target account's key for its copies
-    secret_name: str  # master credentials (target account's Secrets Manager)
-
-    def tags(self) -> dict[str, str]:
-        return {
-            "portal:account": self.account,
-            "portal:service": self.service,
-            "portal:run": self.run_id,
-        }
-
-
-def _slug(value: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
-
-
-def is_valid_rds_identifier(value: str) -> bool:
-    return len(value) <= RDS_ID_MAX and bool(_RDS_ID_RE.fullmatch(value))
-
-
-def clone_identifiers(*, account: str, service: str, run_id: int | str) -> CloneIds:
-    """Deterministic names for one clone; every RDS identifier is valid and <= 63 chars.
-
-    Long account/service names are cut and a short hash of the full triple is
-    appended, so two different triples never share names.
-    """
-    acct, svc, run = _slug(account) or "x", _slug(service) or "db", _slug(str(run_id)) or "0"
-    stem = f"{acct}-{svc}-r{run}"
-    if not stem[0].isalpha():
-        stem = f"db-{stem}"
-    if len(stem) > _STEM_MAX:
-        digest = hashlib.sha256(f"{account}\0{service}\0{run_id}".encode()).hexdigest()[:8]
-        tail = f"-r{run}-{digest}"
-        if len(tail) > _STEM_MAX - 2:  # absurdly long run id: keep only the hash
-            tail = f"-{digest}"
-        head = f"{acct}-{svc}"
-        if not head[0].isalpha():
-            head = f"db-{head}"
-        stem = head[: _STEM_MAX - len(tail)].rstrip("-") + tail
-    ids = CloneIds(
-        account=account,
-        service=service,
-        run_id=str(run_id),
-        source_snapshot=f"{SNAPSHOT_PREFIX}{stem}-snap",
-        encrypted_copy=f"{SNAPSHOT_PREFIX}{stem}-shared",
-        target_copy=f"{SNAPSHOT_PREFIX}{stem}-copy",
-        instance=stem,
-        kms_alias=f"alias/portal-rds-{acct}",
-        # Not ending in "-" + 6 characters: Secrets Manager would mistake it for
-        # the random suffix of an ARN.
-        secret_name=f"portal/{acct}/{svc}/r{run}/rds-master-credentials",
-    )
-    for name in (ids.source_snapshot, ids.encrypted_copy, ids.target_copy, ids.instance):
-        assert is_valid_rds_identifier(name), name
-    return ids
-
-
-def share_key_alias(target_account_id: str) -> str:
-    """Alias of the source-account key shared with ``target_account_id``."""
-    return f"alias/portal-share-{target_account_id}"
 
 
 # --------------------------------------------------------------------------- result
@@ -213,146 +88,6 @@ class CloneResult:
         return out
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-@dataclass(kw_only=True)
-class _Waits:
-    """One deadline for the whole clone; each wait gets what is left."""
-
-    deadline: float
-    poll_s: float
-    log: LogFn
-    timeout_s: float
-    _last: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def starting_now(cls, *, timeout_s: float, poll_s: float, log: LogFn) -> _Waits:
-        return cls(deadline=aws.clock() + timeout_s, poll_s=poll_s, log=log, timeout_s=timeout_s)
-
-    def expired(self) -> bool:
-        return aws.clock() >= self.deadline
-
-    def timeout(self, *, what: str, state: str) -> AwsError:
-        return AwsError(
-            f"timed out after {int(self.timeout_s)} s waiting for {what} (status {state}); "
-            "a retry continues from here",
-            retryable=True,
-            code="Timeout",
-        )
-
-    def progress(self, *, what: str, state: str) -> None:
-        # Log status changes only, so long waits stay readable.
-        if self._last.get(what) != state:
-            self._last[what] = state
-            self.log(f"{what}: {state}")
-
-    def until(self, *, what: str, look: Callable[[], tuple[T | None, str]]) -> T:
-        """Poll ``look`` (the awaited thing or None, and the state now) until it has the
-        thing; past the deadline, a retryable timeout naming the last state."""
-        while True:
-            found, state = look()
-            if found is not None:
-                return found
-            if self.expired():
-                raise self.timeout(what=what, state=state)
-            aws.sleep(self.poll_s)
-
-
-def _rds_tags(tags: Mapping[str, str]) -> list[TagTypeDef]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
-def describe_snapshot(*, rds: RDSClient, snapshot_id: str) -> DBSnapshotTypeDef | None:
-    found = aws.unless_missing(
-        call=lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"],
-        missing=_SNAPSHOT_MISSING,
-        what=f"describing snapshot {snapshot_id}",
-    )
-    for snap in found or []:
-        if str(snap["DBSnapshotIdentifier"]).lower() == snapshot_id.lower():
-            return snap
-    return None
-
-
-def describe_instance(*, rds: RDSClient, instance_id: str) -> DBInstanceTypeDef | None:
-    found = aws.unless_missing(
-        call=lambda: rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"],
-        missing=_INSTANCE_MISSING,
-        what=f"describing instance {instance_id}",
-    )
-    return found[0] if found else None
-
-
-def _wait_snapshot(
-    *, rds: RDSClient, snapshot_id: str, where: str, waits: _Waits
-) -> DBSnapshotTypeDef:
-    """Wait until the snapshot is available; a failed one is deleted so a retry redoes it."""
-    what = f"snapshot {snapshot_id} ({where})"
-
-    def look() -> tuple[DBSnapshotTypeDef | None, str]:
-        snap = describe_snapshot(rds=rds, snapshot_id=snapshot_id)
-        if snap is None:
-            raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
-        state = str(snap.get("Status", ""))
-        progress = snap.get("PercentProgress")
-        waits.progress(what=what, state=f"{state} {progress}%" if progress is not None else state)
-        if state in {"failed", "incompatible-restore", "incompatible-parameters"}:
-            with aws_call(f"deleting failed {what}"):
-                rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
-            raise AwsError(
-                f"{what} ended in status {state}; it was deleted so a retry makes it again",
-                retryable=True,
-            )
-        return (snap if state == "available" else None), state
-
-    return waits.until(what=what, look=look)
-
-
-_INSTANCE_FAILED = {
-    "failed",
-    "incompatible-restore",
-    "incompatible-network",
-    "incompatible-parameters",
-    "incompatible-option-group",
-    "inaccessible-encryption-credentials",
-    "storage-full",
-    "deleting",
-}
-
-
-def _wait_instance(*, rds: RDSClient, instance_id: str, waits: _Waits) -> DBInstanceTypeDef:
-    what = f"instance {instance_id}"
-
-    def look() -> tuple[DBInstanceTypeDef | None, str]:
-        inst = describe_instance(rds=rds, instance_id=instance_id)
-        if inst is None:
-            raise AwsError(f"{what} disappeared while waiting for it", retryable=True)
-        state = str(inst.get("DBInstanceStatus", ""))
-        waits.progress(what=what, state=state)
-        if state in _INSTANCE_FAILED:
-            raise AwsError(
-                f"{what} is in status {state}; delete it (delete_clone) before retrying",
-                retryable=False,
-            )
-        return (inst if state == "available" else None), state
-
-    return waits.until(what=what, look=look)
-
-
-def _start(*, call: Callable[[], object], what: str) -> bool:
-    """Start a create/copy/restore; False when its resource already exists (a retry)."""
-    try:
-        call()
-        return True
-    except ClientError as exc:
-        if error_code(exc) in _ALREADY_EXISTS:
-            return False
-        raise aws.translate_error(exc=exc, what=what) from None
-    except BotoCoreError as exc:
-        raise aws.translate_error(exc=exc, what=what) from None
-
-
 # --------------------------------------------------------------------------- steps
 
 
@@ -364,7 +99,7 @@ class _Clone:
     target: TargetSpec
     ids: CloneIds
     log: LogFn
-    waits: _Waits
+    waits: calls.Waits
     src: Session
     tgt: Session
     src_rds: RDSClient
@@ -401,19 +136,23 @@ class _Clone:
         """The snapshot to copy: ours (made if missing), the latest automated one, or a
         masked golden snapshot (refused unless it is tagged as one)."""
         if self.spec.golden_snapshot:
-            return checked_golden(rds=self.src_rds, snapshot_id=self.spec.golden_snapshot)
+            return calls.checked_golden(rds=self.src_rds, snapshot_id=self.spec.golden_snapshot)
         if not self.spec.use_automated_snapshot:
             snap_id = self.ids.source_snapshot
-            if describe_snapshot(rds=self.src_rds, snapshot_id=snap_id) is None and _start(
+            if calls.describe_snapshot(
+                rds=self.src_rds, snapshot_id=snap_id
+            ) is None and calls.start(
                 call=lambda: self.src_rds.create_db_snapshot(
                     DBInstanceIdentifier=self.spec.instance_id,
                     DBSnapshotIdentifier=snap_id,
-                    Tags=_rds_tags(self.tags),
+                    Tags=calls.rds_tags(self.tags),
                 ),
                 what="snapshotting the source",
             ):
                 self.log(f"step 2/4: started snapshot {snap_id} of {self.spec.instance_id}")
-            _wait_snapshot(rds=self.src_rds, snapshot_id=snap_id, where="source", waits=self.waits)
+            calls.wait_snapshot(
+                rds=self.src_rds, snapshot_id=snap_id, where="source", waits=self.waits
+            )
             return snap_id
 
         latest: DBSnapshotTypeDef | None = None
@@ -459,19 +198,19 @@ class _Clone:
     ) -> DBSnapshotTypeDef:
         """The snapshot ``copy_id`` (a copy of ``source()`` under ``key_arn``), once ready;
         started only when it does not exist yet, so a retry waits for the same copy."""
-        if describe_snapshot(rds=rds, snapshot_id=copy_id) is None:
+        if calls.describe_snapshot(rds=rds, snapshot_id=copy_id) is None:
             source_id = source()
-            if _start(
+            if calls.start(
                 call=lambda: rds.copy_db_snapshot(
                     SourceDBSnapshotIdentifier=source_id,
                     TargetDBSnapshotIdentifier=copy_id,
                     KmsKeyId=key_arn,
-                    Tags=_rds_tags(self.tags),
+                    Tags=calls.rds_tags(self.tags),
                 ),
                 what=f"copying the snapshot into the {where} account",
             ):
                 self.log(started.format(copy=copy_id, source=source_id))
-        return _wait_snapshot(rds=rds, snapshot_id=copy_id, where=where, waits=self.waits)
+        return calls.wait_snapshot(rds=rds, snapshot_id=copy_id, where=where, waits=self.waits)
 
     def ensure_shared(self) -> None:
         snap_id = self.ids.encrypted_copy
@@ -510,7 +249,7 @@ class _Clone:
         )
 
     def ensure_instance(self) -> None:
-        if describe_instance(rds=self.tgt_rds, instance_id=self.ids.instance) is not None:
+        if calls.describe_instance(rds=self.tgt_rds, instance_id=self.ids.instance) is not None:
             return
         request: RestoreDBInstanceFromDBSnapshotMessageTypeDef = {
             "DBInstanceIdentifier": self.ids.instance,
@@ -520,7 +259,7 @@ class _Clone:
             "MultiAZ": self.target.multi_az,
             "CopyTagsToSnapshot": True,
             "DeletionProtection": False,
-            "Tags": _rds_tags(self.tags),
+            "Tags": calls.rds_tags(self.tags),
         }
         if self.target.security_group_ids:
             request["VpcSecurityGroupIds"] = list(self.target.security_group_ids)
@@ -528,7 +267,7 @@ class _Clone:
             request["DBInstanceClass"] = self.target.instance_class
         if self.target.parameter_group_name:
             request["DBParameterGroupName"] = self.target.parameter_group_name
-        if _start(
+        if calls.start(
             call=lambda: self.tgt_rds.restore_db_instance_from_db_snapshot(**request),
             what="restoring the new instance",
         ):
@@ -653,21 +392,6 @@ def _sessions(
     return src, tgt
 
 
-def checked_golden(*, rds: RDSClient, snapshot_id: str) -> str:
-    """``snapshot_id`` if it is an available snapshot tagged masked (fail closed)."""
-    snap = describe_snapshot(rds=rds, snapshot_id=snapshot_id)
-    if snap is None or snap.get("Status") != "available":
-        raise AwsError(f"golden snapshot {snapshot_id} is not available", retryable=True)
-    with aws_call(f"reading the tags of snapshot {snapshot_id}"):
-        tags = rds.list_tags_for_resource(ResourceName=str(snap["DBSnapshotArn"]))["TagList"]
-    if {t.get("Key"): t.get("Value") for t in tags}.get(GOLDEN_TAG) != GOLDEN_MASKED:
-        raise AwsError(
-            f"snapshot {snapshot_id} is not a masked golden snapshot; refusing to share it",
-            retryable=False,
-        )
-    return snapshot_id
-
-
 def _intermediate_ids(
     *, spec: SourceSpec, ids: CloneIds
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -689,7 +413,7 @@ def clone_rds(
     poll_s: float = 30.0,
     settings: AwsSettings | None = None,
 ) -> CloneResult:
-    """Clone ``spec``'s instance into ``target`` as ``ids.instance``; see the module doc.
+    """Clone ``spec``'s instance into ``target`` as ``ids.instance``; see this module's doc.
 
     Raises AwsError (``retryable`` says whether running it again can help).
     """
@@ -716,7 +440,7 @@ def clone_rds(
         target=target,
         ids=ids,
         log=log,
-        waits=_Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
+        waits=calls.Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
         src=src,
         tgt=tgt,
         src_rds=src.rds(),
@@ -726,8 +450,8 @@ def clone_rds(
     # Work backwards from the end state: whatever already exists is not redone.
     share_key_arn = ""
     target_key_arn = run.ensure_target_key()
-    if describe_instance(rds=run.tgt_rds, instance_id=ids.instance) is None:
-        if describe_snapshot(rds=run.tgt_rds, snapshot_id=ids.target_copy) is None:
+    if calls.describe_instance(rds=run.tgt_rds, instance_id=ids.instance) is None:
+        if calls.describe_snapshot(rds=run.tgt_rds, snapshot_id=ids.target_copy) is None:
             share_key_arn = run.ensure_share_key()
             shared = run.ensure_encrypted_copy(share_key_arn)
             run.ensure_shared()
@@ -736,13 +460,13 @@ def clone_rds(
             shared_arn = ""  # the target copy exists: it needs no source any more
         run.ensure_target_copy(shared_arn=shared_arn, target_key_arn=target_key_arn)
         run.ensure_instance()
-    instance = _wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
+    instance = calls.wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
     if not share_key_arn:  # source steps skipped: report the key, read-only
         meta = kms.describe_key(kms=src.kms(), key_id=share_key_alias(target.account_id))
         share_key_arn = str(meta["Arn"]) if meta else ""
 
     secret_arn = run.ensure_master_password(instance=instance, add_secret=add_secret)
-    instance = _wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
+    instance = calls.wait_instance(rds=run.tgt_rds, instance_id=ids.instance, waits=run.waits)
 
     endpoint = instance.get("Endpoint") or {}
     source_ids, target_ids = _intermediate_ids(spec=spec, ids=ids)
@@ -761,11 +485,6 @@ def clone_rds(
     )
     log(f"clone ready: {result.instance_id} at {result.address}:{result.port}")
     return result
-
-
-def _delete(*, call: Callable[[], object], missing: frozenset[str], what: str) -> bool:
-    """Run a delete call; False when the resource was already gone."""
-    return aws.unless_missing(call=lambda: call() or True, missing=missing, what=what) is not None
 
 
 def delete_clone(
@@ -793,7 +512,7 @@ def delete_clone(
     # Instances are only ever deleted in the target account: never in production.
     if spec.account_id == target.account_id:
         raise AwsError("source and target account are the same; refusing to delete")
-    # In production, only snapshots this module made (named portal-...) may go.
+    # In production, only snapshots the portal made (named portal-...) may go.
     foreign = [i for i in source_snapshot_ids if not i.lower().startswith(SNAPSHOT_PREFIX)]
     if foreign:
         raise AwsError(f"refusing to delete snapshots not made by the portal: {foreign}")
@@ -802,59 +521,19 @@ def delete_clone(
     )
     tgt_rds = tgt.rds()
     if instance_id:
-        _delete_instance(
+        calls.delete_instance(
             rds=tgt_rds,
             instance_id=instance_id,
             log=log,
-            waits=_Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
+            waits=calls.Waits.starting_now(timeout_s=timeout_s, poll_s=poll_s, log=log),
         )
 
     src_rds = src.rds()
     for snap_id in source_snapshot_ids:
-        _delete_snapshot(rds=src_rds, snapshot_id=snap_id, account_id=spec.account_id, log=log)
+        calls.delete_snapshot(rds=src_rds, snapshot_id=snap_id, account_id=spec.account_id, log=log)
     for snap_id in target_snapshot_ids:
-        _delete_snapshot(rds=tgt_rds, snapshot_id=snap_id, account_id=target.account_id, log=log)
+        calls.delete_snapshot(
+            rds=tgt_rds, snapshot_id=snap_id, account_id=target.account_id, log=log
+        )
     if secret_arn and aws.delete_secret(session=tgt, secret_id=secret_arn):
         log(f"deleted secret {secret_arn}")
-
-
-def _delete_snapshot(*, rds: RDSClient, snapshot_id: str, account_id: str, log: LogFn) -> None:
-    what = f"snapshot {snapshot_id} (account {account_id})"
-    if _delete(
-        call=lambda: rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id),
-        missing=_SNAPSHOT_MISSING,
-        what=f"deleting {what}",
-    ):
-        log(f"deleted {what}")
-
-
-def _delete_instance(*, rds: RDSClient, instance_id: str, log: LogFn, waits: _Waits) -> None:
-    """Delete the instance (no final snapshot) and wait until it is gone."""
-    try:
-        deleted = _delete(
-            call=lambda: rds.delete_db_instance(
-                DBInstanceIdentifier=instance_id,
-                SkipFinalSnapshot=True,
-                DeleteAutomatedBackups=True,
-            ),
-            missing=_INSTANCE_MISSING,
-            what=f"deleting instance {instance_id}",
-        )
-        log(
-            f"deleting instance {instance_id}"
-            if deleted
-            else f"instance {instance_id} already gone"
-        )
-    except AwsError as exc:
-        # InvalidDBInstanceState: most likely already deleting; wait below.
-        if exc.code not in {"InvalidDBInstanceState", "InvalidDBInstanceStateFault"}:
-            raise
-
-    def gone() -> tuple[bool | None, str]:
-        inst = describe_instance(rds=rds, instance_id=instance_id)
-        if inst is None:
-            return True, "deleted"
-        waits.progress(what=f"instance {instance_id}", state=str(inst.get("DBInstanceStatus")))
-        return None, "deleting"
-
-    waits.until(what=f"deletion of instance {instance_id}", look=gone)
