@@ -100,6 +100,9 @@ def describe_instance(*, rds: RDSClient, instance_id: str) -> DBInstanceTypeDef 
     return found[0] if found else None
 
 
+_SNAPSHOT_FAILED = frozenset({"failed", "incompatible-restore", "incompatible-parameters"})
+
+
 def wait_snapshot(
     *, rds: RDSClient, snapshot_id: str, where: str, waits: Waits
 ) -> DBSnapshotTypeDef:
@@ -113,7 +116,7 @@ def wait_snapshot(
         state = str(snap.get("Status", ""))
         progress = snap.get("PercentProgress")
         waits.progress(what=what, state=f"{state} {progress}%" if progress is not None else state)
-        if state in {"failed", "incompatible-restore", "incompatible-parameters"}:
+        if state in _SNAPSHOT_FAILED:
             with aws_call(f"deleting failed {what}"):
                 rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
             raise AwsError(
@@ -125,16 +128,18 @@ def wait_snapshot(
     return waits.until(what=what, look=look)
 
 
-_INSTANCE_FAILED = {
-    "failed",
-    "incompatible-restore",
-    "incompatible-network",
-    "incompatible-parameters",
-    "incompatible-option-group",
-    "inaccessible-encryption-credentials",
-    "storage-full",
-    "deleting",
-}
+_INSTANCE_FAILED = frozenset(
+    {
+        "failed",
+        "incompatible-restore",
+        "incompatible-network",
+        "incompatible-parameters",
+        "incompatible-option-group",
+        "inaccessible-encryption-credentials",
+        "storage-full",
+        "deleting",
+    }
+)
 
 
 def wait_instance(*, rds: RDSClient, instance_id: str, waits: Waits) -> DBInstanceTypeDef:
