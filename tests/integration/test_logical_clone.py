@@ -652,13 +652,14 @@ def test_copy_rows_reader_matches_psycopg_and_reports_errors(source_db: str) -> 
         assert conn.execute("SELECT 42").fetchone() == (42,)  # still usable
 
 
-def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
-    def bench_objects() -> set[str]:
-        dbs = q(ADMIN_URL, "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
-        roles = q(ADMIN_URL, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'bench\\_%'")
-        return {r[0] for r in dbs + roles}
+def _bench_objects() -> set[str]:
+    dbs = q(ADMIN_URL, "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
+    roles = q(ADMIN_URL, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'bench\\_%'")
+    return {r[0] for r in dbs + roles}
 
-    before = bench_objects()  # another benchmark may be running on this server
+
+def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
+    before = _bench_objects()  # another benchmark may be running on this server
     out, err = StringIO(), StringIO()
     call_command("bench_clone", rows=3000, jobs=2, dsn=ADMIN_URL, stdout=out, stderr=err)
     figures = json.loads(out.getvalue().strip().splitlines()[-1])
@@ -683,7 +684,34 @@ def test_bench_clone_command_prints_figures_and_cleans_up() -> None:
     # benchmark may create and drop its own objects meanwhile).
     found = re.search(r"source bench_src_([0-9a-f]+):", err.getvalue())
     assert found, err.getvalue()
-    assert {name for name in bench_objects() - before if found.group(1) in name} == set()
+    assert {name for name in _bench_objects() - before if found.group(1) in name} == set()
+
+
+def test_bench_clone_breakdown_prints_the_bound_and_cleans_up() -> None:
+    before = _bench_objects()
+    out, err = StringIO(), StringIO()
+    call_command("bench_clone", rows=3000, breakdown=True, dsn=ADMIN_URL, stdout=out, stderr=err)
+    figures = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert set(figures) == {
+        "rows", "masked_s", "floor_s", "floor_ratio", "floor_cpu_s", "masking_cpu_s",
+        "leak_scan_cpu_s", "index_cpu_s", "cores", "bound_s", "bound_ratio",
+    }  # fmt: skip
+    parts = ("floor_cpu_s", "masking_cpu_s", "leak_scan_cpu_s", "index_cpu_s")
+    assert all(figures[name] >= 0 for name in parts) and figures["floor_cpu_s"] > 0
+    assert figures["bound_s"] == pytest.approx(
+        sum(figures[name] for name in parts) / figures["cores"], abs=0.002
+    )
+    assert figures["bound_ratio"] == pytest.approx(
+        figures["bound_s"] / figures["floor_s"], rel=0.01
+    )
+    assert figures["floor_ratio"] == pytest.approx(
+        figures["masked_s"] / figures["floor_s"], rel=0.01
+    )
+    assert re.search(r"alone: masking [0-9.]+ CPU-s, leak scan [0-9.]+ CPU-s", err.getvalue())
+    assert "checks: 4 row counts (0 differ)" in err.getvalue()  # the clone measured is whole
+    found = re.search(r"source bench_src_([0-9a-f]+):", err.getvalue())
+    assert found, err.getvalue()
+    assert {name for name in _bench_objects() - before if found.group(1) in name} == set()
 
 
 RELAY_SQL = """

@@ -13,6 +13,14 @@ post-data. Each timed copy's line also gives the machine's CPU time while it ran
 share of the machine that was busy: when both are saturated, only CPU saved makes a
 copy faster.
 
+``--breakdown`` times the floor and one masked clone, then, alone on the quiet server,
+each cost the masked clone adds to the floor's work (``_clone_costs``: the source's
+masking, the leak scan, the indexes of masked values), and prints their sum over the
+machine's cores, a lower bound of the masked clone (no schedule does better than every
+core busy all the time); last line ``{"rows", "masked_s", "floor_s", "floor_ratio",
+"floor_cpu_s", "masking_cpu_s", "leak_scan_cpu_s", "index_cpu_s", "cores", "bound_s",
+"bound_ratio"}`` (bound_ratio = bound / floor).
+
 ``--golden N`` instead builds one golden copy of the source (masked, checked, frozen)
 and times N account databases copied from it, each with its own role; last line:
 ``{"rows", "copies", "copy_s_median", "copy_s_max"}``.
@@ -26,10 +34,8 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +46,21 @@ from django.test.utils import override_settings
 from pipelines.cli import machine_load
 from pipelines.clients import postgres as pg
 from pipelines.dbclone import golden
+from pipelines.dbclone.clone_plan import plan_clone
 from pipelines.dbclone.logical import (
     LogicalCloneSpec,
     clone_database_name,
     clone_logical,
     clone_role_name,
     drop_clone,
+)
+from pipelines.dbclone.masking import Masker, parse_rules
+from pipelines.management.commands._clone_costs import (
+    Timing,
+    index_cpu_s,
+    leak_scan_cpu_s,
+    masking_cpu_s,
+    timed,
 )
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -99,48 +114,6 @@ CREATE INDEX orders_customer_email ON orders (customer_email);
 CREATE INDEX order_items_order_id ON order_items (order_id);
 CREATE INDEX payments_order_id ON payments (order_id);
 """
-
-
-@dataclass
-class Timing:
-    """A timed copy: wall seconds, and the machine's CPU while it ran (None where the
-    kernel does not say)."""
-
-    seconds: float = 0.0
-    cpu_s: float | None = None
-    busy_share: float | None = None
-
-    def __str__(self) -> str:
-        if self.cpu_s is None or self.busy_share is None:
-            return f"{self.seconds:.2f}s"
-        return f"{self.seconds:.2f}s ({self.cpu_s:.2f} CPU-s, machine {self.busy_share:.0%} busy)"
-
-
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) clock ticks of every CPU since boot, from ``/proc/stat``."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    if not first or first[0] != "cpu":
-        return None
-    ticks = [int(value) for value in first[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
-@contextmanager
-def timed() -> Iterator[Timing]:
-    timing = Timing()
-    start, ticks = time.monotonic(), _cpu_ticks()
-    try:
-        yield timing
-    finally:
-        timing.seconds = time.monotonic() - start
-        after = _cpu_ticks()
-        if ticks is not None and after is not None and after[1] > ticks[1]:
-            timing.cpu_s = (after[0] - ticks[0]) / os.sysconf("SC_CLK_TCK")
-            timing.busy_share = (after[0] - ticks[0]) / (after[1] - ticks[1])
 
 
 def table_sizes(rows: int) -> dict[str, int]:
@@ -291,8 +264,16 @@ def _time_floor(*, dsn: str, source_url: str, rows: int, database: str) -> Timin
 
 
 def _time_masked(
-    *, dsn: str, source_url: str, rows: int, jobs: int, run_id: str, say: Callable[[str], None]
+    *,
+    dsn: str,
+    source_url: str,
+    rows: int,
+    jobs: int,
+    run_id: str,
+    say: Callable[[str], None],
+    then: Callable[[str], None] | None = None,
 ) -> Timing:
+    """Time one masked clone; ``then`` gets the clone's URL before it is dropped."""
     spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
     clone_db = clone_database_name(account="bench", service="clone", run_id=run_id)
     # The benchmark's two connections, for this process only.
@@ -310,9 +291,95 @@ def _time_masked(
         copied = sum(clone.table_counts.values())
         if copied != rows:
             raise RuntimeError(f"the clone holds {copied} rows, expected {rows}")
+        if then is not None:
+            then(pg.with_dbname(dsn, clone_db))
         return timing
     finally:
         drop_clone(url=dsn, database=clone_db, role=clone_role_name(clone_db))
+
+
+def run_bound_benchmark(
+    *,
+    rows: int,
+    jobs: int,
+    dsn: str,
+    log: Callable[[str], None] | None = None,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """The floor and one masked clone, then each cost the masked clone adds to the
+    floor's work, timed alone; their sum over the machine's cores bounds the masked
+    clone from below (no schedule packs work tighter than every core busy)."""
+    say = log or (lambda _: None)
+    tag = secrets.token_hex(4)
+    source_db = f"bench_src_{tag}"
+    source_url = pg.with_dbname(dsn, source_db)
+    costs: dict[str, float] = {}
+
+    def measure(clone_url: str) -> None:
+        with (
+            pg.connect(source_url, autocommit=True) as source,
+            pg.connect(clone_url, autocommit=True) as clone,
+        ):
+            plan = plan_clone(
+                tables=pg.list_tables(source), rules=parse_rules(MASKING), strict=False
+            )
+            tries = max(3, repeat)
+            masker = Masker(secrets.token_bytes(32))
+            costs["masking"] = masking_cpu_s(source=source, plan=plan, masker=masker, repeat=tries)
+            costs["leak_scan"] = leak_scan_cpu_s(
+                source=source, clone=clone, plan=plan, repeat=tries
+            )
+            costs["index"] = index_cpu_s(source=source, clone=clone, plan=plan, repeat=tries)
+        say(
+            "alone: masking {masking:.2f} CPU-s, leak scan {leak_scan:.2f} CPU-s, "
+            "indexes of masked values {index:.2f} CPU-s".format(**costs)
+        )
+
+    floors: list[Timing] = []
+    try:
+        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
+        t0 = time.monotonic()
+        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
+        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+        for attempt in range(1, repeat + 1):
+            floors.append(
+                _time_floor(
+                    dsn=dsn,
+                    source_url=source_url,
+                    rows=rows,
+                    database=f"bench_floor_{tag}_{attempt}",
+                )
+            )
+            say(f"[{attempt}/{repeat}] binary COPY floor: {floors[-1]}")
+        masked = _time_masked(
+            dsn=dsn,
+            source_url=source_url,
+            rows=rows,
+            jobs=jobs,
+            run_id=f"{tag}b",
+            say=say,
+            then=measure,
+        )
+        say(f"masked clone: {masked}")
+    finally:
+        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+    floor = min(floors, key=lambda t: t.seconds)
+    floor_cpu = min(t.cpu_s if t.cpu_s is not None else t.seconds for t in floors)
+    cores = os.cpu_count() or 1
+    bound_s = (floor_cpu + sum(costs.values())) / cores
+    return {
+        "rows": rows,
+        "masked_s": round(masked.seconds, 3),
+        "floor_s": round(floor.seconds, 3),
+        "floor_ratio": round(masked.seconds / floor.seconds, 3),
+        "floor_cpu_s": round(floor_cpu, 3),
+        "masking_cpu_s": round(costs["masking"], 3),
+        "leak_scan_cpu_s": round(costs["leak_scan"], 3),
+        "index_cpu_s": round(costs["index"], 3),
+        "cores": cores,
+        "bound_s": round(bound_s, 3),
+        "bound_ratio": round(bound_s / floor.seconds, 3),
+    }
 
 
 def run_golden_benchmark(
@@ -399,6 +466,11 @@ class Command(BaseCommand):
             help="time each copy this many times (alternating) and keep the fastest",
         )
         parser.add_argument(
+            "--breakdown",
+            action="store_true",
+            help="time the floor, one masked clone, and each cost masking adds, alone",
+        )
+        parser.add_argument(
             "--golden",
             type=int,
             metavar="N",
@@ -440,7 +512,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(golden_result))
             return
         self.stderr.write(f"before: {machine_load()}")
-        result = run_benchmark(
+        run = run_bound_benchmark if options["breakdown"] else run_benchmark
+        result = run(
             rows=rows,
             jobs=options["jobs"],
             dsn=options["dsn"],
