@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -100,22 +100,37 @@ def _fetch(conn: psycopg.Connection[Any], query: sql.Composed) -> None:
     conn.execute(query).fetchall()
 
 
+Work = Callable[[], object]
+
+
+def _extra_cpu_s(*, pairs: Iterable[tuple[Work, Work]], repeat: int) -> float:
+    """The sum over ``pairs`` of (CPU of the work) less (CPU of its plain peer)."""
+    total = sum(
+        fastest_cpu_s(work=work, repeat=repeat) - fastest_cpu_s(work=plain, repeat=repeat)
+        for work, plain in pairs
+    )
+    return max(total, 0.0)
+
+
+def _name(table: TablePlan) -> sql.Identifier:
+    return sql.Identifier(table.table.schema, table.table.name)
+
+
 def masking_cpu_s(
     *, source: psycopg.Connection[Any], plan: ClonePlan, masker: Masker, repeat: int
 ) -> float:
     """CPU the source spends masking: each masked table's masked COPY less its plain one."""
-    total = 0.0
-    for table in _masked_tables(plan):
-        masked = masked_select(plan=table, masker=masker)
-        for setting, value in masked.session.items():  # as the relay's PGOPTIONS would
-            source.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        plain = sql.SQL("SELECT {} FROM ONLY {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, table.columns)),
-            sql.Identifier(table.table.schema, table.table.name),
-        )
-        total += fastest_cpu_s(work=partial(_drain, source, masked.query), repeat=repeat)
-        total -= fastest_cpu_s(work=partial(_drain, source, plain), repeat=repeat)
-    return max(total, 0.0)
+
+    def pairs() -> Iterator[tuple[Work, Work]]:
+        for table in _masked_tables(plan):
+            masked = masked_select(plan=table, masker=masker)
+            for setting, value in masked.session.items():  # as the relay's PGOPTIONS would
+                source.execute("SELECT set_config(%s, %s, false)", (setting, value))
+            columns = sql.SQL(", ").join(map(sql.Identifier, table.columns))
+            plain = sql.SQL("SELECT {} FROM ONLY {}").format(columns, _name(table))
+            yield partial(_drain, source, masked.query), partial(_drain, source, plain)
+
+    return _extra_cpu_s(pairs=pairs(), repeat=repeat)
 
 
 def leak_scan_cpu_s(
@@ -126,17 +141,18 @@ def leak_scan_cpu_s(
     repeat: int,
 ) -> float:
     """CPU of the clone's checks of its masked tables, less a plain row count of each."""
-    total = 0.0
-    for table in _masked_tables(plan):
-        count = sql.SQL("SELECT count(*) FROM ONLY {}").format(
-            sql.Identifier(table.table.schema, table.table.name)
-        )
-        total += fastest_cpu_s(
-            work=partial(check_table, src=source, tgt=clone, table=table, collected={}),
-            repeat=repeat,
-        )
-        total -= fastest_cpu_s(work=partial(_fetch, clone, count), repeat=repeat)
-    return max(total, 0.0)
+    return _extra_cpu_s(
+        pairs=(
+            (
+                partial(check_table, src=source, tgt=clone, table=table, collected={}),
+                partial(
+                    _fetch, clone, sql.SQL("SELECT count(*) FROM ONLY {}").format(_name(table))
+                ),
+            )
+            for table in _masked_tables(plan)
+        ),
+        repeat=repeat,
+    )
 
 
 def index_cpu_s(
@@ -147,14 +163,16 @@ def index_cpu_s(
     repeat: int,
 ) -> float:
     """CPU of rebuilding the masked tables' indexes on the clone, less on the source."""
-    total = 0.0
-    for table in _masked_tables(plan):
-        names = source.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
-            (table.table.schema, table.table.name),
-        ).fetchall()
-        for (name,) in names:
-            reindex = sql.SQL("REINDEX INDEX {}").format(sql.Identifier(table.table.schema, name))
-            total += fastest_cpu_s(work=partial(clone.execute, reindex), repeat=repeat)
-            total -= fastest_cpu_s(work=partial(source.execute, reindex), repeat=repeat)
-    return max(total, 0.0)
+
+    def pairs() -> Iterator[tuple[Work, Work]]:
+        for table in _masked_tables(plan):
+            names = source.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (table.table.schema, table.table.name),
+            ).fetchall()
+            for (name,) in names:
+                index = sql.Identifier(table.table.schema, name)
+                reindex = sql.SQL("REINDEX INDEX {}").format(index)
+                yield partial(clone.execute, reindex), partial(source.execute, reindex)
+
+    return _extra_cpu_s(pairs=pairs(), repeat=repeat)

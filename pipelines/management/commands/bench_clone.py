@@ -34,8 +34,9 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,22 @@ def data_statements(rows: int) -> list[str]:
     ]
 
 
+@contextmanager
+def bench_source(*, dsn: str, rows: int, say: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+    """A new source database of ``rows`` rows, dropped at the end: (its tag, its URL)."""
+    tag = secrets.token_hex(4)
+    source_db = f"bench_src_{tag}"
+    pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
+    try:
+        t0 = time.monotonic()
+        source_url = pg.with_dbname(dsn, source_db)
+        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
+        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+        yield tag, source_url
+    finally:
+        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+
+
 def run_benchmark(
     *,
     rows: int,
@@ -163,19 +180,10 @@ def run_benchmark(
     """Build the source, time both copies (``repeat`` times, alternating, keeping the
     fastest of each: the machine may be shared), clean up; return the figures."""
     say = log or (lambda _: None)
-    tag = secrets.token_hex(4)
-    source_db = f"bench_src_{tag}"
-    source_url = pg.with_dbname(dsn, source_db)
-    created: list[str] = []
     raw_times: list[Timing] = []
     floor_times: list[Timing] = []
     masked_times: list[Timing] = []
-    try:
-        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
-        created.append(source_db)
-        t0 = time.monotonic()
-        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
-        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+    with bench_source(dsn=dsn, rows=rows, say=say) as (tag, source_url):
         for attempt in range(1, repeat + 1):
             raw_times.append(
                 _time_raw(dsn=dsn, source_url=source_url, database=f"bench_raw_{tag}_{attempt}")
@@ -201,9 +209,6 @@ def run_benchmark(
                 )
             )
             say(f"[{attempt}/{repeat}] masked clone: {masked_times[-1]}")
-    finally:
-        for database in reversed(created):
-            pg.execute(dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     masked, raw, floor = (
         min(times, key=lambda t: t.seconds) for times in (masked_times, raw_times, floor_times)
     )
@@ -298,6 +303,23 @@ def _time_masked(
         drop_clone(url=dsn, database=clone_db, role=clone_role_name(clone_db))
 
 
+def _measure_costs(*, source_url: str, clone_url: str, repeat: int) -> dict[str, float]:
+    """Each cost a masked clone adds to the floor's work, timed alone (fastest of at
+    least three): the source's masking, the leak scan, the indexes of masked values."""
+    tries = max(3, repeat)
+    with (
+        pg.connect(source_url, autocommit=True) as source,
+        pg.connect(clone_url, autocommit=True) as clone,
+    ):
+        plan = plan_clone(tables=pg.list_tables(source), rules=parse_rules(MASKING), strict=False)
+        masker = Masker(secrets.token_bytes(32))
+        return {
+            "masking": masking_cpu_s(source=source, plan=plan, masker=masker, repeat=tries),
+            "leak_scan": leak_scan_cpu_s(source=source, clone=clone, plan=plan, repeat=tries),
+            "index": index_cpu_s(source=source, clone=clone, plan=plan, repeat=tries),
+        }
+
+
 def run_bound_benchmark(
     *,
     rows: int,
@@ -310,46 +332,12 @@ def run_bound_benchmark(
     floor's work, timed alone; their sum over the machine's cores bounds the masked
     clone from below (no schedule packs work tighter than every core busy)."""
     say = log or (lambda _: None)
-    tag = secrets.token_hex(4)
-    source_db = f"bench_src_{tag}"
-    source_url = pg.with_dbname(dsn, source_db)
-    costs: dict[str, float] = {}
-
-    def measure(clone_url: str) -> None:
-        with (
-            pg.connect(source_url, autocommit=True) as source,
-            pg.connect(clone_url, autocommit=True) as clone,
-        ):
-            plan = plan_clone(
-                tables=pg.list_tables(source), rules=parse_rules(MASKING), strict=False
-            )
-            tries = max(3, repeat)
-            masker = Masker(secrets.token_bytes(32))
-            costs["masking"] = masking_cpu_s(source=source, plan=plan, masker=masker, repeat=tries)
-            costs["leak_scan"] = leak_scan_cpu_s(
-                source=source, clone=clone, plan=plan, repeat=tries
-            )
-            costs["index"] = index_cpu_s(source=source, clone=clone, plan=plan, repeat=tries)
-        say(
-            "alone: masking {masking:.2f} CPU-s, leak scan {leak_scan:.2f} CPU-s, "
-            "indexes of masked values {index:.2f} CPU-s".format(**costs)
-        )
-
     floors: list[Timing] = []
-    try:
-        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
-        t0 = time.monotonic()
-        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
-        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
+    with bench_source(dsn=dsn, rows=rows, say=say) as (tag, source_url):
+        costs: dict[str, float] = {}
         for attempt in range(1, repeat + 1):
-            floors.append(
-                _time_floor(
-                    dsn=dsn,
-                    source_url=source_url,
-                    rows=rows,
-                    database=f"bench_floor_{tag}_{attempt}",
-                )
-            )
+            database = f"bench_floor_{tag}_{attempt}"
+            floors.append(_time_floor(dsn=dsn, source_url=source_url, rows=rows, database=database))
             say(f"[{attempt}/{repeat}] binary COPY floor: {floors[-1]}")
         masked = _time_masked(
             dsn=dsn,
@@ -358,11 +346,15 @@ def run_bound_benchmark(
             jobs=jobs,
             run_id=f"{tag}b",
             say=say,
-            then=measure,
+            then=lambda clone_url: costs.update(
+                _measure_costs(source_url=source_url, clone_url=clone_url, repeat=repeat)
+            ),
         )
         say(f"masked clone: {masked}")
-    finally:
-        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+        say(
+            "alone: masking {masking:.2f} CPU-s, leak scan {leak_scan:.2f} CPU-s, "
+            "indexes of masked values {index:.2f} CPU-s".format(**costs)
+        )
     floor = min(floors, key=lambda t: t.seconds)
     floor_cpu = min(t.cpu_s if t.cpu_s is not None else t.seconds for t in floors)
     cores = os.cpu_count() or 1
@@ -394,54 +386,47 @@ def run_golden_benchmark(
     """Build the source and one golden copy of it, time ``copies`` databases made from
     it (one after another), drop everything; return the figures."""
     say = log or (lambda _: None)
-    tag = secrets.token_hex(4)
-    source_db = f"bench_src_{tag}"
-    source_url = pg.with_dbname(dsn, source_db)
-    spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
-    connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
     made: golden.GoldenBuild | None = None
     databases: list[str] = []
     times: list[float] = []
-    try:
-        pg.execute(dsn, f'CREATE DATABASE "{source_db}"')
-        t0 = time.monotonic()
-        pg.execute(source_url, [SCHEMA, *data_statements(rows)])
-        say(f"source {source_db}: {rows} rows generated in {time.monotonic() - t0:.1f}s")
-        with override_settings(PORTAL_CONNECTIONS=connections):
-            t0 = time.monotonic()
-            made = golden.build_golden(
-                spec=spec,
-                blueprint="bench",
-                service=tag,
-                build=1,
-                log=say,
-                add_secret=lambda _: None,
-                scrub=lambda url: [],
-            )
-            say(f"golden copy {made.database} built in {time.monotonic() - t0:.2f}s")
-            ref = golden.GoldenRef(
-                database=made.database, role=made.role, table_counts=made.table_counts
-            )
-            for n in range(1, copies + 1):
-                database = clone_database_name(account="bench", service=tag, run_id=n)
-                databases.append(database)
+    with bench_source(dsn=dsn, rows=rows, say=say) as (tag, source_url):
+        spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
+        connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
+        try:
+            with override_settings(PORTAL_CONNECTIONS=connections):
                 t0 = time.monotonic()
-                golden.copy_golden(
-                    target="BENCH_TGT",
-                    golden=ref,
-                    database=database,
+                made = golden.build_golden(
+                    spec=spec,
+                    blueprint="bench",
+                    service=tag,
+                    build=1,
                     log=say,
                     add_secret=lambda _: None,
-                    strategy=strategy,
+                    scrub=lambda url: [],
                 )
-                times.append(time.monotonic() - t0)
-                say(f"[{n}/{copies}] database from the golden copy: {times[-1]:.3f}s")
-    finally:
-        for database in databases:
-            drop_clone(url=dsn, database=database, role=clone_role_name(database))
-        if made is not None:
-            golden.drop_golden(url=dsn, database=made.database, role=made.role)
-        pg.execute(dsn, f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+                say(f"golden copy {made.database} built in {time.monotonic() - t0:.2f}s")
+                ref = golden.GoldenRef(
+                    database=made.database, role=made.role, table_counts=made.table_counts
+                )
+                for n in range(1, copies + 1):
+                    database = clone_database_name(account="bench", service=tag, run_id=n)
+                    databases.append(database)
+                    t0 = time.monotonic()
+                    golden.copy_golden(
+                        target="BENCH_TGT",
+                        golden=ref,
+                        database=database,
+                        log=say,
+                        add_secret=lambda _: None,
+                        strategy=strategy,
+                    )
+                    times.append(time.monotonic() - t0)
+                    say(f"[{n}/{copies}] database from the golden copy: {times[-1]:.3f}s")
+        finally:
+            for database in databases:
+                drop_clone(url=dsn, database=database, role=clone_role_name(database))
+            if made is not None:
+                golden.drop_golden(url=dsn, database=made.database, role=made.role)
     return {
         "rows": rows,
         "copies": copies,
