@@ -30,6 +30,11 @@ class TablePlan:
     def name(self) -> str:
         return self.table.qualified
 
+    @property
+    def masked_columns(self) -> list[str]:
+        """The columns whose values the clone changes (every rule but ``keep``)."""
+        return [rule.column for rule, _ in self.rules if rule.transformer != "keep"]
+
 
 @dataclass
 class ClonePlan:

@@ -222,7 +222,7 @@ def copy_tables(
         src, tgt = pool.connections()
         sets: dict[str, set[bytes]] = {}
         transform = row_masker(masker=masker, plan=table, collect=sets)
-        label = ", ".join(r.column for r, _ in table.rules if r.transformer != "keep")
+        label = ", ".join(table.masked_columns)
         last = [time.monotonic()]
         t0 = time.monotonic()
 

@@ -84,7 +84,7 @@ def fastest_cpu_s(*, work: Callable[[], object], repeat: int) -> float:
 
 
 def _masked_tables(plan: ClonePlan) -> list[TablePlan]:
-    return [t for t in plan.tables if any(r.transformer != "keep" for r, _ in t.rules)]
+    return [t for t in plan.tables if t.masked_columns]
 
 
 def _drain(conn: psycopg.Connection[Any], query: sql.Composable) -> None:

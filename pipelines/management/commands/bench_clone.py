@@ -386,53 +386,70 @@ def run_golden_benchmark(
     """Build the source and one golden copy of it, time ``copies`` databases made from
     it (one after another), drop everything; return the figures."""
     say = log or (lambda _: None)
-    made: golden.GoldenBuild | None = None
-    databases: list[str] = []
-    times: list[float] = []
     with bench_source(dsn=dsn, rows=rows, say=say) as (tag, source_url):
-        spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
         connections = {**settings.PORTAL_CONNECTIONS, "BENCH_SRC": source_url, "BENCH_TGT": dsn}
-        try:
-            with override_settings(PORTAL_CONNECTIONS=connections):
-                t0 = time.monotonic()
-                made = golden.build_golden(
-                    spec=spec,
-                    blueprint="bench",
-                    service=tag,
-                    build=1,
-                    log=say,
-                    add_secret=lambda _: None,
-                    scrub=lambda url: [],
-                )
-                say(f"golden copy {made.database} built in {time.monotonic() - t0:.2f}s")
-                ref = golden.GoldenRef(
-                    database=made.database, role=made.role, table_counts=made.table_counts
-                )
-                for n in range(1, copies + 1):
-                    database = clone_database_name(account="bench", service=tag, run_id=n)
-                    databases.append(database)
-                    t0 = time.monotonic()
-                    golden.copy_golden(
-                        target="BENCH_TGT",
-                        golden=ref,
-                        database=database,
-                        log=say,
-                        add_secret=lambda _: None,
-                        strategy=strategy,
-                    )
-                    times.append(time.monotonic() - t0)
-                    say(f"[{n}/{copies}] database from the golden copy: {times[-1]:.3f}s")
-        finally:
-            for database in databases:
-                drop_clone(url=dsn, database=database, role=clone_role_name(database))
-            if made is not None:
-                golden.drop_golden(url=dsn, database=made.database, role=made.role)
+        with override_settings(PORTAL_CONNECTIONS=connections):
+            times = _time_golden_copies(
+                tag=tag, dsn=dsn, copies=copies, jobs=jobs, strategy=strategy, say=say
+            )
     return {
         "rows": rows,
         "copies": copies,
         "copy_s_median": round(statistics.median(times), 3),
         "copy_s_max": round(max(times), 3),
     }
+
+
+def _time_golden_copies(
+    *,
+    tag: str,
+    dsn: str,
+    copies: int,
+    jobs: int,
+    strategy: pg.CopyStrategy,
+    say: Callable[[str], None],
+) -> list[float]:
+    """Build one golden copy of BENCH_SRC on BENCH_TGT and time ``copies`` databases
+    made from it; drop them all."""
+    spec = LogicalCloneSpec(source="BENCH_SRC", target="BENCH_TGT", masking=MASKING, jobs=jobs)
+    made: golden.GoldenBuild | None = None
+    databases: list[str] = []
+    times: list[float] = []
+    try:
+        t0 = time.monotonic()
+        made = golden.build_golden(
+            spec=spec,
+            blueprint="bench",
+            service=tag,
+            build=1,
+            log=say,
+            add_secret=lambda _: None,
+            scrub=lambda url: [],
+        )
+        say(f"golden copy {made.database} built in {time.monotonic() - t0:.2f}s")
+        ref = golden.GoldenRef(
+            database=made.database, role=made.role, table_counts=made.table_counts
+        )
+        for n in range(1, copies + 1):
+            database = clone_database_name(account="bench", service=tag, run_id=n)
+            databases.append(database)
+            t0 = time.monotonic()
+            golden.copy_golden(
+                target="BENCH_TGT",
+                golden=ref,
+                database=database,
+                log=say,
+                add_secret=lambda _: None,
+                strategy=strategy,
+            )
+            times.append(time.monotonic() - t0)
+            say(f"[{n}/{copies}] database from the golden copy: {times[-1]:.3f}s")
+    finally:
+        for database in databases:
+            drop_clone(url=dsn, database=database, role=clone_role_name(database))
+        if made is not None:
+            golden.drop_golden(url=dsn, database=made.database, role=made.role)
+    return times
 
 
 class Command(BaseCommand):
